@@ -1,0 +1,223 @@
+//! flannel, upstream's kube-flannel.yml for v0.27 as typed objects, with one
+//! change: the flannel CNI plugin is baked into the node image, so the
+//! `install-cni-plugin` init container that copies it from an image is gone.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, DaemonSetSpec},
+        core::v1::{
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HostPathVolumeSource,
+            Namespace, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext,
+            ServiceAccount, Toleration, Volume, VolumeMount,
+        },
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
+};
+use kube::api::ObjectMeta;
+use serde_json::json;
+
+use super::Object;
+use crate::cluster::ClusterSpec;
+
+pub const NAMESPACE: &str = "kube-flannel";
+const NAME: &str = "flannel";
+
+fn meta(name: &str, namespaced: bool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespaced.then(|| NAMESPACE.into()),
+        labels: Some(BTreeMap::from([("k8s-app".into(), "flannel".into()), ("app.kubernetes.io/managed-by".into(), "vigil".into())])),
+        ..Default::default()
+    }
+}
+
+fn rule(resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(resources.iter().map(|s| (*s).into()).collect()),
+        verbs: verbs.iter().map(|s| (*s).into()).collect(),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() }
+}
+
+fn host_path(name: &str, path: &str, kind: Option<&str>) -> Volume {
+    Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource { path: path.into(), type_: kind.map(Into::into) }),
+        ..Default::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// flannel's CNI configuration: its plugin delegating to bridge, plus portmap.
+pub fn cni_conf() -> serde_json::Value {
+    json!({
+        "name": "cbr0",
+        "cniVersion": "0.3.1",
+        "plugins": [
+            { "type": "flannel", "delegate": { "hairpinMode": true, "isDefaultGateway": true } },
+            { "type": "portmap", "capabilities": { "portMappings": true } }
+        ]
+    })
+}
+
+/// The overlay: the cluster's pod network, VXLAN (present in this kernel).
+pub fn net_conf(spec: &ClusterSpec) -> serde_json::Value {
+    json!({ "Network": spec.pod_subnet.to_string(), "EnableNFTables": false, "Backend": { "Type": "vxlan" } })
+}
+
+pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            labels: Some(BTreeMap::from([
+                ("k8s-app".into(), "flannel".into()),
+                // flanneld needs host networking and NET_ADMIN.
+                ("pod-security.kubernetes.io/enforce".into(), "privileged".into()),
+            ])),
+            ..meta(NAMESPACE, false)
+        },
+        ..Default::default()
+    };
+    let service_account = ServiceAccount { metadata: meta(NAME, true), ..Default::default() };
+    let role = ClusterRole {
+        metadata: meta(NAME, false),
+        rules: Some(vec![rule(&["pods"], &["get"]), rule(&["nodes"], &["get", "list", "watch"]), rule(&["nodes/status"], &["patch"])]),
+        ..Default::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: meta(NAME, false),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: NAME.into() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: NAME.into(),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        }]),
+    };
+    let config = ConfigMap {
+        metadata: meta("kube-flannel-cfg", true),
+        data: Some(BTreeMap::from([
+            ("cni-conf.json".into(), serde_json::to_string_pretty(&cni_conf()).expect("json")),
+            ("net-conf.json".into(), serde_json::to_string_pretty(&net_conf(spec)).expect("json")),
+        ])),
+        ..Default::default()
+    };
+    let labels = BTreeMap::from([("app".to_owned(), "flannel".to_owned()), ("tier".to_owned(), "node".to_owned())]);
+    let install_cni = Container {
+        name: "install-cni".into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("Never".into()),
+        command: Some(vec!["cp".into()]),
+        args: Some(vec!["-f".into(), "/etc/kube-flannel/cni-conf.json".into(), "/etc/cni/net.d/10-flannel.conflist".into()]),
+        volume_mounts: Some(vec![mount("cni", "/etc/cni/net.d"), mount("flannel-cfg", "/etc/kube-flannel/")]),
+        ..Default::default()
+    };
+    let flanneld = Container {
+        name: "kube-flannel".into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("Never".into()),
+        command: Some(vec!["/opt/bin/flanneld".into()]),
+        args: Some(vec!["--ip-masq".into(), "--kube-subnet-mgr".into()]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("100m".into())),
+                ("memory".into(), Quantity("50Mi".into())),
+            ])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            capabilities: Some(Capabilities { add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]), drop: None }),
+            ..Default::default()
+        }),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            EnvVar { name: "EVENT_QUEUE_DEPTH".into(), value: Some("5000".into()), ..Default::default() },
+            EnvVar { name: "CONT_WHEN_CACHE_NOT_READY".into(), value: Some("false".into()), ..Default::default() },
+        ]),
+        volume_mounts: Some(vec![
+            mount("run", "/run/flannel"),
+            mount("flannel-cfg", "/etc/kube-flannel/"),
+            mount("xtables-lock", "/run/xtables.lock"),
+        ]),
+        ..Default::default()
+    };
+    let daemon_set = DaemonSet {
+        metadata: meta("kube-flannel-ds", true),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    host_network: Some(true),
+                    priority_class_name: Some("system-node-critical".into()),
+                    tolerations: Some(vec![Toleration {
+                        operator: Some("Exists".into()),
+                        effect: Some("NoSchedule".into()),
+                        ..Default::default()
+                    }]),
+                    service_account_name: Some(NAME.into()),
+                    init_containers: Some(vec![install_cni]),
+                    containers: vec![flanneld],
+                    volumes: Some(vec![
+                        host_path("run", "/run/flannel", None),
+                        host_path("cni", "/etc/cni/net.d", None),
+                        Volume {
+                            name: "flannel-cfg".into(),
+                            config_map: Some(ConfigMapVolumeSource { name: "kube-flannel-cfg".into(), ..Default::default() }),
+                            ..Default::default()
+                        },
+                        host_path("xtables-lock", "/run/xtables.lock", Some("FileOrCreate")),
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![
+        Object::Namespace(namespace),
+        Object::ServiceAccount(service_account),
+        Object::ClusterRole(role),
+        Object::ClusterRoleBinding(binding),
+        Object::ConfigMap(config),
+        Object::DaemonSet(daemon_set),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_match_golden_file() {
+        let yaml: Vec<String> = objects(&ClusterSpec::default(), "vigil.local/flannel:v0.27.4").iter().map(Object::to_yaml).collect();
+        crate::golden::assert_golden("flannel.yaml", &yaml.join("---\n"));
+    }
+
+    #[test]
+    fn net_conf_follows_the_pod_subnet() {
+        let spec = ClusterSpec { pod_subnet: "10.200.0.0/16".parse().unwrap(), ..Default::default() };
+        assert_eq!(net_conf(&spec)["Network"], "10.200.0.0/16");
+        assert_eq!(cni_conf()["plugins"][0]["type"], "flannel");
+    }
+}

@@ -1,0 +1,87 @@
+//! Cluster add-ons vigil installs, as typed Kubernetes objects, and the
+//! server-side apply that installs them.
+
+pub mod flannel;
+
+use k8s_openapi::{NamespaceResourceScope, Resource};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The field manager vigil's applies are recorded under.
+pub const FIELD_MANAGER: &str = "vigil";
+
+/// An object vigil can apply: typed, named, namespaced or not.
+pub enum Object {
+    Namespace(k8s_openapi::api::core::v1::Namespace),
+    ServiceAccount(k8s_openapi::api::core::v1::ServiceAccount),
+    ClusterRole(k8s_openapi::api::rbac::v1::ClusterRole),
+    ClusterRoleBinding(k8s_openapi::api::rbac::v1::ClusterRoleBinding),
+    ConfigMap(k8s_openapi::api::core::v1::ConfigMap),
+    DaemonSet(k8s_openapi::api::apps::v1::DaemonSet),
+}
+
+async fn apply_namespaced<K>(client: &Client, obj: &K) -> kube::Result<()>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    let meta = obj.meta();
+    let api: Api<K> = Api::namespaced(client.clone(), meta.namespace.as_deref().unwrap_or("default"));
+    api.patch(meta.name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .map(|_| ())
+}
+
+async fn apply_cluster<K>(client: &Client, obj: &K) -> kube::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    api.patch(obj.meta().name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .map(|_| ())
+}
+
+impl Object {
+    pub fn describe(&self) -> String {
+        let (kind, meta) = match self {
+            Object::Namespace(o) => ("Namespace", &o.metadata),
+            Object::ServiceAccount(o) => ("ServiceAccount", &o.metadata),
+            Object::ClusterRole(o) => ("ClusterRole", &o.metadata),
+            Object::ClusterRoleBinding(o) => ("ClusterRoleBinding", &o.metadata),
+            Object::ConfigMap(o) => ("ConfigMap", &o.metadata),
+            Object::DaemonSet(o) => ("DaemonSet", &o.metadata),
+        };
+        match &meta.namespace {
+            Some(ns) => format!("{kind} {ns}/{}", meta.name.as_deref().unwrap_or_default()),
+            None => format!("{kind} {}", meta.name.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// Server-side apply, forced: vigil owns these objects' fields.
+    pub async fn apply(&self, client: &Client) -> kube::Result<()> {
+        match self {
+            Object::Namespace(o) => apply_cluster(client, o).await,
+            Object::ClusterRole(o) => apply_cluster(client, o).await,
+            Object::ClusterRoleBinding(o) => apply_cluster(client, o).await,
+            Object::ServiceAccount(o) => apply_namespaced(client, o).await,
+            Object::ConfigMap(o) => apply_namespaced(client, o).await,
+            Object::DaemonSet(o) => apply_namespaced(client, o).await,
+        }
+    }
+
+    /// The object as a YAML document, as `kubectl apply -f` would take it.
+    pub fn to_yaml(&self) -> String {
+        match self {
+            Object::Namespace(o) => serde_yaml::to_string(o),
+            Object::ServiceAccount(o) => serde_yaml::to_string(o),
+            Object::ClusterRole(o) => serde_yaml::to_string(o),
+            Object::ClusterRoleBinding(o) => serde_yaml::to_string(o),
+            Object::ConfigMap(o) => serde_yaml::to_string(o),
+            Object::DaemonSet(o) => serde_yaml::to_string(o),
+        }
+        .expect("Kubernetes objects serialize")
+    }
+}

@@ -1,0 +1,373 @@
+//! The upstream build: Go modules compiled through the module proxy, Debian
+//! root filesystems from debootstrap, component images tagged the way
+//! kubeadm expects for the configured image repository, and the node image
+//! that carries them all. Every artifact is keyed by the content of its
+//! inputs; an artifact whose key is unchanged is not rebuilt.
+
+pub mod go;
+pub mod image;
+pub mod key;
+pub mod node;
+pub mod rootfs;
+pub mod sources;
+
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+
+use crate::{exec, progress::Progress, versions};
+use image::{ContextFile, Instruction, Recipe};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// One step of building one artifact failed; the inner error names the command and log.
+    #[error("building {artifact}: {step} failed")]
+    Step {
+        artifact: String,
+        step: &'static str,
+        #[source]
+        source: exec::Error,
+    },
+    /// A file the build reads or writes.
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Docker API refused a request.
+    #[error("docker: {what}")]
+    Docker {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// `docker build` reported an error.
+    #[error("docker build of {image} failed: {message}\n  build log: {}", log.display())]
+    ImageBuild { image: String, message: String, log: PathBuf },
+    /// debootstrap needs to know where apt gets Debian's packages.
+    #[error(
+        "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list: set VIGIL_DEBIAN_MIRROR to the mirror apt uses"
+    )]
+    NoMirror,
+    /// Too little free space for the build.
+    #[error(
+        "only {free_gib:.1} GiB free under {}; the build needs about {need_gib} GiB: free some space (`docker system prune`, or remove {})",
+        path.display(), path.display()
+    )]
+    Disk { path: PathBuf, free_gib: f64, need_gib: u64 },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    fn step(artifact: &str, step: &'static str, source: exec::Error) -> Self {
+        Error::Step { artifact: artifact.into(), step, source }
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_owned(), source }
+    }
+}
+
+/// Where build outputs and logs go: `$VIGIL_CACHE_DIR`, else `$XDG_CACHE_HOME/vigil`, else `~/.cache/vigil`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VIGIL_CACHE_DIR") {
+        return dir.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("vigil")
+}
+
+/// The images a cluster needs, named the way kubeadm derives them from the
+/// image repository (no extra `coredns/` path: that is only added for the
+/// default registry).
+pub struct ImageNames {
+    pub repository: String,
+}
+
+impl ImageNames {
+    pub fn kube(&self, component: &str) -> String {
+        format!("{}/{component}:{}", self.repository, versions::KUBERNETES)
+    }
+    pub fn etcd(&self) -> String {
+        format!("{}/etcd:{}", self.repository, versions::ETCD_IMAGE_TAG)
+    }
+    pub fn coredns(&self) -> String {
+        format!("{}/coredns:{}", self.repository, versions::COREDNS)
+    }
+    pub fn pause(&self) -> String {
+        format!("{}/pause:{}", self.repository, versions::PAUSE)
+    }
+    pub fn flannel(&self) -> String {
+        format!("{}/flannel:{}", self.repository, versions::FLANNEL)
+    }
+    /// The pod base image, doubling as the tests' toolbox (socat, getent).
+    pub fn base(&self) -> String {
+        rootfs::base(&self.repository).image
+    }
+    pub fn node(&self) -> String {
+        format!("{}/node:{}", self.repository, versions::KUBERNETES)
+    }
+}
+
+fn binary_file(dest: &str, binary: &go::GoBinary, path: Option<&Path>) -> ContextFile {
+    ContextFile::Path {
+        dest: dest.into(),
+        source: path.map(Path::to_owned).unwrap_or_default(),
+        mode: 0o755,
+        key: binary.key(),
+    }
+}
+
+/// Everything the build produces, with keys computable before building.
+struct Plan {
+    names: ImageNames,
+    base: rootfs::Rootfs,
+    node_rootfs: rootfs::Rootfs,
+    kube: go::GoBinary,
+    etcd: go::GoBinary,
+    coredns: go::GoBinary,
+    flanneld: go::GoBinary,
+    flannel_cni: go::GoBinary,
+    containerd: [go::GoBinary; 3],
+}
+
+/// Paths of built binaries, filled in as the build goes (empty while only keys are needed).
+#[derive(Default)]
+struct Built {
+    kube: Option<PathBuf>,
+    etcd: Option<PathBuf>,
+    coredns: Option<PathBuf>,
+    flanneld: Option<PathBuf>,
+    flannel_cni: Option<PathBuf>,
+    containerd: [Option<PathBuf>; 3],
+    pause: Option<PathBuf>,
+}
+
+impl Plan {
+    fn new(repository: &str) -> Self {
+        Plan {
+            names: ImageNames { repository: repository.into() },
+            base: rootfs::base(repository),
+            node_rootfs: rootfs::node(repository),
+            kube: go::kube(),
+            etcd: go::etcd(),
+            coredns: go::coredns(),
+            flanneld: go::flanneld(),
+            flannel_cni: go::flannel_cni(),
+            containerd: [go::containerd("containerd"), go::containerd("containerd-shim-runc-v2"), go::containerd("ctr")],
+        }
+    }
+
+    fn pause_key(&self) -> String {
+        key::KeyBuilder::new("pause").part(go::module_key(&sources::KUBE)).part(versions::PAUSE).finish()
+    }
+
+    /// The component images, in the order they are built.
+    fn component_recipes(&self, built: &Built) -> Vec<Recipe> {
+        let n = &self.names;
+        let path = |dest: &str| Instruction::Env("PATH", dest.into());
+        let pause = Recipe {
+            name: "pause",
+            tags: vec![n.pause()],
+            instructions: vec![Instruction::From("scratch".into()), Instruction::CopyRootfs, Instruction::User("65535:65535"), Instruction::Entrypoint(vec!["/pause".into()])],
+            files: vec![ContextFile::Path {
+                dest: "/pause".into(),
+                source: built.pause.clone().unwrap_or_default(),
+                mode: 0o755,
+                key: self.pause_key(),
+            }],
+            parent_keys: vec![],
+        };
+        let etcd = Recipe {
+            name: "etcd",
+            tags: vec![n.etcd()],
+            // kubeadm's static pod runs `etcd` by name.
+            instructions: vec![Instruction::From("scratch".into()), Instruction::CopyRootfs, path("/usr/local/bin")],
+            files: vec![binary_file("/usr/local/bin/etcd", &self.etcd, built.etcd.as_deref())],
+            parent_keys: vec![],
+        };
+        let coredns = Recipe {
+            name: "coredns",
+            tags: vec![n.coredns()],
+            instructions: vec![Instruction::From("scratch".into()), Instruction::CopyRootfs, Instruction::Entrypoint(vec!["/coredns".into()])],
+            files: vec![binary_file("/coredns", &self.coredns, built.coredns.as_deref())],
+            parent_keys: vec![],
+        };
+        // One image, four tags: containerd stores the layer once. kube-proxy
+        // needs iptables, hence the Debian base.
+        let kube_links = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl"];
+        let mut kube_files = vec![binary_file("/usr/local/bin/kube", &self.kube, built.kube.as_deref())];
+        kube_files.extend(kube_links.iter().map(|name| ContextFile::Symlink {
+            dest: format!("/usr/local/bin/{name}"),
+            target: "kube".into(),
+        }));
+        let kube = Recipe {
+            name: "kube",
+            tags: ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"].iter().map(|c| n.kube(c)).collect(),
+            instructions: vec![Instruction::From(n.base()), Instruction::CopyRootfs],
+            files: kube_files,
+            parent_keys: vec![self.base.key()],
+        };
+        let flannel = Recipe {
+            name: "flannel",
+            tags: vec![n.flannel()],
+            instructions: vec![Instruction::From(n.base()), Instruction::CopyRootfs, Instruction::Entrypoint(vec!["/opt/bin/flanneld".into()])],
+            files: vec![binary_file("/opt/bin/flanneld", &self.flanneld, built.flanneld.as_deref())],
+            parent_keys: vec![self.base.key()],
+        };
+        vec![pause, etcd, coredns, kube, flannel]
+    }
+
+    /// Every image preloaded on the nodes.
+    fn preloaded_images(&self, components: &[Recipe]) -> Vec<String> {
+        let mut images: Vec<String> = components.iter().flat_map(|r| r.tags.clone()).collect();
+        images.push(self.names.base());
+        images
+    }
+
+    fn node_recipe(&self, built: &Built, components: &[Recipe], archive: &Path) -> Recipe {
+        let images = self.preloaded_images(components);
+        let mut archive_key = key::KeyBuilder::new("images").part(self.base.key());
+        for r in components {
+            archive_key = archive_key.part(r.key());
+        }
+        let [containerd, shim, ctr] = &self.containerd;
+        node::recipe(
+            self.names.node(),
+            &self.node_rootfs.image,
+            self.node_rootfs.key(),
+            node::NodeBinaries {
+                kube: binary_file("/usr/local/bin/kube", &self.kube, built.kube.as_deref()),
+                containerd: binary_file("/usr/local/bin/containerd", containerd, built.containerd[0].as_deref()),
+                containerd_shim: binary_file("/usr/local/bin/containerd-shim-runc-v2", shim, built.containerd[1].as_deref()),
+                ctr: binary_file("/usr/local/bin/ctr", ctr, built.containerd[2].as_deref()),
+                flannel_cni: binary_file("/opt/cni/bin/flannel", &self.flannel_cni, built.flannel_cni.as_deref()),
+            },
+            self.names.pause(),
+            ContextFile::Path { dest: node::IMAGES_ARCHIVE.into(), source: archive.to_owned(), mode: 0o644, key: archive_key.finish() },
+            &node::BuildInfo {
+                kubernetes: versions::KUBERNETES,
+                etcd: versions::ETCD,
+                coredns: versions::COREDNS,
+                pause: versions::PAUSE,
+                flannel: versions::FLANNEL,
+                containerd: versions::CONTAINERD,
+                images: &images,
+            },
+        )
+    }
+}
+
+/// Builds what is missing and returns the node image's name.
+pub async fn ensure_node_image(docker: &Docker, repository: &str, cache: &Path, progress: &Progress) -> Result<String> {
+    let plan = Plan::new(repository);
+    let work = cache.join("work");
+    let archive = work.join("images.tar");
+    let node_key = plan.node_recipe(&Built::default(), &plan.component_recipes(&Built::default()), &archive).key();
+    let node_image = plan.names.node();
+    if image::has_key(docker, &node_image, &node_key).await? {
+        progress.step(format!("node image {node_image}")).skipped(format!("up to date (key {})", key::short(&node_key)));
+        return Ok(node_image);
+    }
+    check_disk(cache, 20)?;
+    progress.info(format!("Building {node_image} and its component images from upstream (logs in {})", cache.join("logs").display()));
+
+    // debootstrap is network-bound and the Go builds CPU-bound: run them side by side.
+    let rootfs = async {
+        plan.base.ensure(docker, cache, progress).await?;
+        plan.node_rootfs.ensure(docker, cache, progress).await
+    };
+    let binaries = async {
+        let mut built = Built::default();
+        // Skip compiling what no missing image needs.
+        let components = plan.component_recipes(&built);
+        let need = |name: &str| components.iter().find(|r| r.name == name).expect("known recipe");
+        let missing = |r: &Recipe| {
+            let r = r.clone();
+            async move { !all_tags_current(docker, &r).await }
+        };
+        // The node image itself carries kube, containerd and the flannel CNI plugin.
+        built.kube = Some(plan.kube.ensure(cache, progress).await?);
+        if missing(need("etcd")).await {
+            built.etcd = Some(plan.etcd.ensure(cache, progress).await?);
+        }
+        if missing(need("coredns")).await {
+            built.coredns = Some(plan.coredns.ensure(cache, progress).await?);
+        }
+        if missing(need("flannel")).await {
+            built.flanneld = Some(plan.flanneld.ensure(cache, progress).await?);
+        }
+        if missing(need("pause")).await {
+            built.pause = Some(go::ensure_pause(cache, progress).await?);
+        }
+        built.flannel_cni = Some(plan.flannel_cni.ensure(cache, progress).await?);
+        for (i, binary) in plan.containerd.iter().enumerate() {
+            built.containerd[i] = Some(binary.ensure(cache, progress).await?);
+        }
+        Ok::<_, Error>(built)
+    };
+    let (rootfs, built) = tokio::join!(rootfs, binaries);
+    rootfs?;
+    let built = built?;
+
+    let components = plan.component_recipes(&built);
+    for recipe in &components {
+        let step = progress.step(format!("image {}", recipe.primary_tag()));
+        let log = cache.join("logs").join(format!("image-{}.log", recipe.name));
+        if recipe.ensure(docker, &work, &log).await? {
+            step.done();
+        } else {
+            step.skipped("up to date");
+        }
+    }
+
+    let step = progress.step("docker save of the preloaded images");
+    tokio::fs::create_dir_all(&work).await.map_err(|e| Error::io(&work, e))?;
+    image::save(docker, &plan.preloaded_images(&components), &archive).await?;
+    let size = tokio::fs::metadata(&archive).await.map_err(|e| Error::io(&archive, e))?.len();
+    step.done_with(format!("{} MiB", size >> 20));
+
+    let step = progress.step(format!("image {node_image}"));
+    let node = plan.node_recipe(&built, &components, &archive);
+    debug_assert_eq!(node.key(), node_key);
+    node.ensure(docker, &work, &cache.join("logs").join("image-node.log")).await?;
+    let _ = tokio::fs::remove_file(&archive).await;
+    step.done_with(format!("key {}", key::short(&node_key)));
+    Ok(node_image)
+}
+
+async fn all_tags_current(docker: &Docker, recipe: &Recipe) -> bool {
+    let key = recipe.key();
+    for tag in &recipe.tags {
+        if !image::has_key(docker, tag, &key).await.unwrap_or(false) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Fails early, naming the path and the shortfall, rather than half-way through a build.
+pub fn check_disk(path: &Path, need_gib: u64) -> Result<()> {
+    let probe = path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let stat = free_bytes(probe).map_err(|e| Error::io(probe, e))?;
+    let free_gib = stat as f64 / (1u64 << 30) as f64;
+    if free_gib < need_gib as f64 {
+        return Err(Error::Disk { path: probe.to_owned(), free_gib, need_gib });
+    }
+    Ok(())
+}
+
+/// Free bytes on the filesystem holding `path`, from `df` (no unsafe statvfs call).
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let out = std::process::Command::new("df").arg("--output=avail").arg("-B1").arg(path).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("cannot read free space from df: {}", String::from_utf8_lossy(&out.stderr))))
+}

@@ -1,0 +1,109 @@
+//! Command-line interface. Every option has an environment fallback.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+
+use crate::cluster::ClusterSpec;
+
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about = "A real kubeadm cluster in local node containers, watched by the vigil suite")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Cluster name: prefix of node containers, Docker network and kubeconfig context.
+    #[arg(long, global = true, env = "VIGIL_CLUSTER", default_value = "vigil")]
+    pub name: String,
+    /// Build outputs and logs.
+    #[arg(long, global = true, env = "VIGIL_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Log filter for vigil's own diagnostics (tracing syntax).
+    #[arg(long, global = true, env = "VIGIL_LOG", default_value = "warn")]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the node image and component images from upstream (skipped when unchanged).
+    Build(BuildArgs),
+    /// Create the cluster (building what is missing), or finish creating it.
+    Up(UpArgs),
+    /// Remove every container, network and volume of the cluster, and its kubeconfig context.
+    Down,
+    /// Show nodes and system pods.
+    Status(StatusArgs),
+    /// Print a standalone kubeconfig for the cluster.
+    Kubeconfig,
+    /// Fault hooks: stop, kill, start, isolate or reconnect a node.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Image repository the component images are tagged under (kubeadm's imageRepository).
+    #[arg(long, env = "VIGIL_IMAGE_REPOSITORY", default_value = "vigil.local")]
+    pub image_repository: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Number of worker nodes.
+    #[arg(long, env = "VIGIL_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// Node network (a Docker bridge network); its upper half is kept for LoadBalancer addresses.
+    #[arg(long, env = "VIGIL_SUBNET", default_value = "172.29.0.0/24")]
+    pub subnet: Ipv4Net,
+    /// Pod network (flannel).
+    #[arg(long, env = "VIGIL_POD_SUBNET", default_value = "10.244.0.0/16")]
+    pub pod_subnet: Ipv4Net,
+    /// Service network.
+    #[arg(long, env = "VIGIL_SERVICE_SUBNET", default_value = "10.96.0.0/16")]
+    pub service_subnet: Ipv4Net,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+impl UpArgs {
+    pub fn spec(&self, name: &str) -> ClusterSpec {
+        ClusterSpec {
+            name: name.into(),
+            workers: self.workers,
+            node_subnet: self.subnet,
+            pod_subnet: self.pod_subnet,
+            service_subnet: self.service_subnet,
+            image_repository: self.build.image_repository.clone(),
+            ..ClusterSpec::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output, including the addresses of what vigil deployed.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeAction {
+    /// Stop the node container gracefully (systemd shuts down, as a powered-off machine would).
+    Stop { node: String },
+    /// Kill the node container at once (SIGKILL: a crashed machine).
+    Kill { node: String },
+    /// Start a stopped or killed node container again.
+    Start { node: String },
+    /// Disconnect the node from the cluster network; it keeps running.
+    Isolate { node: String },
+    /// Reconnect an isolated node with its original address.
+    Reconnect { node: String },
+}

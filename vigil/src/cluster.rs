@@ -1,0 +1,230 @@
+//! What a cluster is made of: the user's choices ([`ClusterSpec`]) and the
+//! node plan derived from them ([`NodeSpec`]), kept apart the way kind keeps
+//! its config data and derived data apart.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::versions;
+
+/// A configuration that cannot describe a working cluster.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The name ends up in container, network and kubeconfig names.
+    #[error(
+        "cluster name {0:?} is not a DNS label (lowercase letters, digits and '-', at most 40 characters): choose another with --name"
+    )]
+    BadName(String),
+    /// The seed asks for at least two workers; more than the subnet holds cannot be addressed.
+    #[error("{requested} workers requested: vigil supports 1 to {max} workers on a {subnet} node network")]
+    WorkerCount { requested: usize, max: usize, subnet: Ipv4Net },
+    /// Nodes need a gateway, one address each, and a range for load balancers.
+    #[error("node network {0} is too small: use a /27 or larger with --subnet")]
+    SubnetTooSmall(Ipv4Net),
+    /// Overlapping ranges make routing ambiguous inside the cluster.
+    #[error("{a_name} {a} overlaps {b_name} {b}: choose ranges that do not overlap")]
+    Overlap { a_name: &'static str, a: Ipv4Net, b_name: &'static str, b: Ipv4Net },
+}
+
+/// The role a node plays; kubeadm init runs on the control plane, join on workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// The user's choices for one cluster. Everything else is derived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub workers: usize,
+    /// The Docker network the node containers share; the host routes to it.
+    pub node_subnet: Ipv4Net,
+    pub pod_subnet: Ipv4Net,
+    pub service_subnet: Ipv4Net,
+    /// Where kubeadm looks for component images. Not a registry anybody can
+    /// reach: every image under it is built here and preloaded on the nodes.
+    pub image_repository: String,
+    pub kubernetes_version: String,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            name: "vigil".into(),
+            workers: 2,
+            node_subnet: "172.29.0.0/24".parse().expect("valid default"),
+            pod_subnet: "10.244.0.0/16".parse().expect("valid default"),
+            service_subnet: "10.96.0.0/16".parse().expect("valid default"),
+            image_repository: "vigil.local".into(),
+            kubernetes_version: versions::KUBERNETES.into(),
+        }
+    }
+}
+
+/// One node of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeSpec {
+    /// Container name, hostname and Kubernetes node name at once.
+    pub name: String,
+    pub role: Role,
+    pub ip: Ipv4Addr,
+}
+
+impl ClusterSpec {
+    pub fn validate(&self) -> Result<(), Error> {
+        let label_ok = !self.name.is_empty()
+            && self.name.len() <= 40
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !self.name.starts_with('-')
+            && !self.name.ends_with('-');
+        if !label_ok {
+            return Err(Error::BadName(self.name.clone()));
+        }
+        if self.node_subnet.prefix_len() > 27 {
+            return Err(Error::SubnetTooSmall(self.node_subnet));
+        }
+        let max = self.max_workers();
+        if self.workers == 0 || self.workers > max {
+            return Err(Error::WorkerCount { requested: self.workers, max, subnet: self.node_subnet });
+        }
+        let ranges = [
+            ("node network", self.node_subnet),
+            ("pod network", self.pod_subnet),
+            ("service network", self.service_subnet),
+        ];
+        for (i, (a_name, a)) in ranges.iter().enumerate() {
+            for (b_name, b) in &ranges[i + 1..] {
+                if a.contains(b) || b.contains(a) {
+                    return Err(Error::Overlap { a_name, a: *a, b_name, b: *b });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Node addresses use the lower half of the node network (after the
+    /// gateway); the upper half is left for load-balancer addresses.
+    fn max_workers(&self) -> usize {
+        (self.node_subnet.hosts().count() / 2).saturating_sub(2).min(20)
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.nth_host(0)
+    }
+
+    fn nth_host(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.node_subnet.network()) + 1 + n)
+    }
+
+    pub fn control_plane_name(&self) -> String {
+        format!("{}-control-plane", self.name)
+    }
+
+    /// kind's naming: `<name>-worker`, `<name>-worker2`, ...
+    pub fn worker_name(&self, index: usize) -> String {
+        match index {
+            0 => format!("{}-worker", self.name),
+            n => format!("{}-worker{}", self.name, n + 1),
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<NodeSpec> {
+        let control_plane =
+            NodeSpec { name: self.control_plane_name(), role: Role::ControlPlane, ip: self.nth_host(1) };
+        let workers = (0..self.workers).map(|i| NodeSpec {
+            name: self.worker_name(i),
+            role: Role::Worker,
+            ip: self.nth_host(2 + i as u32),
+        });
+        std::iter::once(control_plane).chain(workers).collect()
+    }
+
+    pub fn control_plane(&self) -> NodeSpec {
+        self.nodes().swap_remove(0)
+    }
+
+    /// The second half of the node network, for LoadBalancer addresses.
+    pub fn load_balancer_range(&self) -> (Ipv4Addr, Ipv4Addr) {
+        let hosts = self.node_subnet.hosts().count() as u32;
+        (self.nth_host(hosts / 2), self.nth_host(hosts - 1))
+    }
+
+    /// The in-cluster DNS service address kubeadm assigns: the tenth address
+    /// of the service network.
+    pub fn dns_service_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.service_subnet.network()) + 10)
+    }
+
+    pub fn network_name(&self) -> String {
+        self.name.clone()
+    }
+
+    pub fn kube_context(&self) -> String {
+        self.name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_plan_is_one_control_plane_and_two_workers() {
+        let spec = ClusterSpec::default();
+        spec.validate().unwrap();
+        let nodes = spec.nodes();
+        let plan: Vec<_> = nodes.iter().map(|n| (n.name.as_str(), n.role, n.ip.to_string())).collect();
+        assert_eq!(
+            plan,
+            vec![
+                ("vigil-control-plane", Role::ControlPlane, "172.29.0.2".into()),
+                ("vigil-worker", Role::Worker, "172.29.0.3".into()),
+                ("vigil-worker2", Role::Worker, "172.29.0.4".into()),
+            ]
+        );
+        assert_eq!(spec.gateway().to_string(), "172.29.0.1");
+        assert_eq!(spec.dns_service_ip().to_string(), "10.96.0.10");
+        let (first, last) = spec.load_balancer_range();
+        assert_eq!((first.to_string(), last.to_string()), ("172.29.0.128".into(), "172.29.0.254".into()));
+    }
+
+    #[test]
+    fn rejects_bad_names_counts_and_overlaps() {
+        let bad_name = ClusterSpec { name: "Vigil_1".into(), ..Default::default() };
+        assert!(matches!(bad_name.validate(), Err(Error::BadName(_))));
+
+        let none = ClusterSpec { workers: 0, ..Default::default() };
+        assert!(matches!(none.validate(), Err(Error::WorkerCount { requested: 0, .. })));
+
+        let tiny = ClusterSpec { node_subnet: "172.29.0.0/29".parse().unwrap(), ..Default::default() };
+        assert_eq!(tiny.validate(), Err(Error::SubnetTooSmall(tiny.node_subnet)));
+
+        let overlap = ClusterSpec { pod_subnet: "10.96.0.0/12".parse().unwrap(), ..Default::default() };
+        let err = overlap.validate().unwrap_err();
+        assert!(err.to_string().contains("pod network 10.96.0.0/12 overlaps service network"), "{err}");
+    }
+
+    #[test]
+    fn worker_addresses_stay_below_the_load_balancer_range() {
+        let spec = ClusterSpec { node_subnet: "10.50.0.0/27".parse().unwrap(), workers: 13, ..Default::default() };
+        spec.validate().unwrap();
+        let (lb_first, _) = spec.load_balancer_range();
+        assert_eq!(lb_first.to_string(), "10.50.0.16");
+        assert!(spec.nodes().iter().all(|n| n.ip < lb_first && n.ip > spec.gateway()));
+        let too_many = ClusterSpec { workers: 14, ..spec };
+        assert!(matches!(too_many.validate(), Err(Error::WorkerCount { max: 13, .. })));
+    }
+}

@@ -1,0 +1,357 @@
+//! Typed kubeadm configuration: InitConfiguration, ClusterConfiguration,
+//! KubeletConfiguration and KubeProxyConfiguration for `kubeadm init`, and
+//! JoinConfiguration for `kubeadm join`, rendered as multi-document YAML.
+//! Only the fields vigil sets are modelled; kubeadm defaults the rest.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::{cluster::ClusterSpec, token::BootstrapToken};
+
+/// The API server's secure port inside each node.
+pub const API_SERVER_PORT: u16 = 6443;
+/// containerd's CRI socket inside the node image.
+pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
+/// Phases vigil skips: preflight checks kernel modules and system
+/// verification that do not apply inside a node container (this host has no
+/// /lib/modules and a cgroup v1 hierarchy kubeadm would warn about).
+const SKIPPED_PHASES: &[&str] = &["preflight"];
+
+/// The kubeadm config API for a Kubernetes minor, chosen in one place.
+pub fn kubeadm_api_version(minor: u32) -> &'static str {
+    match minor {
+        0..=14 => "kubeadm.k8s.io/v1beta1",
+        15..=21 => "kubeadm.k8s.io/v1beta2",
+        22..=30 => "kubeadm.k8s.io/v1beta3",
+        _ => "kubeadm.k8s.io/v1beta4",
+    }
+}
+
+/// The Kubernetes minor of a `v1.N.P` version string.
+pub fn minor_of(version: &str) -> Option<u32> {
+    version.trim_start_matches('v').split('.').nth(1)?.parse().ok()
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    api_version: &'static str,
+    kind: &'static str,
+}
+
+/// `{name, value}` pairs: v1beta4's form of extra arguments.
+#[derive(Debug, Serialize, Clone)]
+pub struct Arg {
+    pub name: String,
+    pub value: String,
+}
+
+fn args(pairs: &[(&str, String)]) -> Vec<Arg> {
+    pairs.iter().map(|(name, value)| Arg { name: (*name).into(), value: value.clone() }).collect()
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeRegistration {
+    name: String,
+    cri_socket: &'static str,
+    kubelet_extra_args: Vec<Arg>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_pull_policy: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BootstrapTokenSpec {
+    token: String,
+    ttl: String,
+    usages: Vec<&'static str>,
+    groups: Vec<&'static str>,
+    description: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiEndpoint {
+    advertise_address: Ipv4Addr,
+    bind_port: u16,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitConfiguration {
+    #[serde(flatten)]
+    type_meta: TypeMeta,
+    bootstrap_tokens: Vec<BootstrapTokenSpec>,
+    #[serde(rename = "localAPIEndpoint")]
+    local_api_endpoint: ApiEndpoint,
+    node_registration: NodeRegistration,
+    skip_phases: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Networking {
+    pod_subnet: String,
+    service_subnet: String,
+    dns_domain: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ControlPlaneComponent {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    extra_args: Vec<Arg>,
+    #[serde(rename = "certSANs", skip_serializing_if = "Vec::is_empty")]
+    cert_sans: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterConfiguration {
+    #[serde(flatten)]
+    type_meta: TypeMeta,
+    cluster_name: String,
+    kubernetes_version: String,
+    image_repository: String,
+    control_plane_endpoint: String,
+    networking: Networking,
+    api_server: ControlPlaneComponent,
+    controller_manager: ControlPlaneComponent,
+    scheduler: ControlPlaneComponent,
+}
+
+/// The node-container adaptations kind makes, and why.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KubeletConfiguration {
+    #[serde(flatten)]
+    type_meta: TypeMeta,
+    /// Must match containerd's `SystemdCgroup = true`.
+    cgroup_driver: &'static str,
+    /// A cgroup of its own, created by the node entrypoint, so pods do not
+    /// land next to the node's systemd services.
+    cgroup_root: &'static str,
+    /// Swap on the host is visible in every node; the kubelet must not refuse it.
+    fail_swap_on: bool,
+    /// 1.34 still runs on cgroup v1 when told so; say it explicitly.
+    fail_cgroup_v1: bool,
+    /// The preloaded images cannot be pulled again (no registry), so image
+    /// GC and disk-pressure eviction must never remove them.
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    image_gc_high_threshold_percent: u8,
+    eviction_hard: std::collections::BTreeMap<&'static str, &'static str>,
+    /// Serving certificates signed by the cluster CA (approved by vigil), so
+    /// clients of port 10250 can verify the kubelet instead of skipping TLS checks.
+    #[serde(rename = "serverTLSBootstrap")]
+    server_tls_bootstrap: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Conntrack {
+    /// 0 leaves nf_conntrack_max alone: it is a host-wide sysctl a node
+    /// container cannot set.
+    max_per_core: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KubeProxyConfiguration {
+    #[serde(flatten)]
+    type_meta: TypeMeta,
+    /// This kernel has no IPVS; iptables mode works with its nf_tables backend.
+    mode: &'static str,
+    conntrack: Conntrack,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BootstrapTokenDiscovery {
+    api_server_endpoint: String,
+    token: String,
+    ca_cert_hashes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Discovery {
+    bootstrap_token: BootstrapTokenDiscovery,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinConfiguration {
+    #[serde(flatten)]
+    type_meta: TypeMeta,
+    discovery: Discovery,
+    node_registration: NodeRegistration,
+    skip_phases: Vec<&'static str>,
+}
+
+/// Derived once from the spec: the values init and join share.
+struct Derived {
+    api_version: &'static str,
+    endpoint: String,
+}
+
+fn derive(spec: &ClusterSpec) -> Derived {
+    let minor = minor_of(&spec.kubernetes_version).unwrap_or(u32::MAX);
+    Derived {
+        api_version: kubeadm_api_version(minor),
+        endpoint: format!("{}:{}", spec.control_plane().ip, API_SERVER_PORT),
+    }
+}
+
+fn node_registration(name: &str, ip: Ipv4Addr) -> NodeRegistration {
+    NodeRegistration {
+        name: name.into(),
+        cri_socket: CRI_SOCKET,
+        kubelet_extra_args: args(&[("node-ip", ip.to_string())]),
+        // Nothing can be pulled; every image is preloaded.
+        image_pull_policy: Some("Never"),
+    }
+}
+
+fn to_yaml_documents(docs: &[serde_yaml::Value]) -> String {
+    docs.iter()
+        .map(|d| serde_yaml::to_string(d).expect("kubeadm config serializes"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn value<T: Serialize>(v: &T) -> serde_yaml::Value {
+    serde_yaml::to_value(v).expect("kubeadm config serializes")
+}
+
+/// The config for `kubeadm init --config` on the control plane.
+pub fn init_config(spec: &ClusterSpec, token: &BootstrapToken, token_ttl: std::time::Duration) -> String {
+    let derived = derive(spec);
+    let control_plane = spec.control_plane();
+    let init = InitConfiguration {
+        type_meta: TypeMeta { api_version: derived.api_version, kind: "InitConfiguration" },
+        bootstrap_tokens: vec![BootstrapTokenSpec {
+            token: token.to_string(),
+            ttl: format!("{}s", token_ttl.as_secs()),
+            usages: vec!["signing", "authentication"],
+            groups: vec!["system:bootstrappers:kubeadm:default-node-token"],
+            description: "vigil: joins this cluster's workers; deleted once they have joined",
+        }],
+        local_api_endpoint: ApiEndpoint { advertise_address: control_plane.ip, bind_port: API_SERVER_PORT },
+        node_registration: node_registration(&control_plane.name, control_plane.ip),
+        skip_phases: SKIPPED_PHASES.to_vec(),
+    };
+    let cluster = ClusterConfiguration {
+        type_meta: TypeMeta { api_version: derived.api_version, kind: "ClusterConfiguration" },
+        cluster_name: spec.name.clone(),
+        kubernetes_version: spec.kubernetes_version.clone(),
+        image_repository: spec.image_repository.clone(),
+        control_plane_endpoint: derived.endpoint,
+        networking: Networking {
+            pod_subnet: spec.pod_subnet.to_string(),
+            service_subnet: spec.service_subnet.to_string(),
+            dns_domain: "cluster.local",
+        },
+        api_server: ControlPlaneComponent {
+            extra_args: vec![],
+            cert_sans: vec!["localhost".into(), "127.0.0.1".into(), control_plane.ip.to_string()],
+        },
+        // Metrics endpoints on all addresses, so in-cluster Prometheus can scrape them.
+        controller_manager: ControlPlaneComponent {
+            extra_args: args(&[("bind-address", "0.0.0.0".into())]),
+            cert_sans: vec![],
+        },
+        scheduler: ControlPlaneComponent {
+            extra_args: args(&[("bind-address", "0.0.0.0".into())]),
+            cert_sans: vec![],
+        },
+    };
+    let kubelet = KubeletConfiguration {
+        type_meta: TypeMeta { api_version: "kubelet.config.k8s.io/v1beta1", kind: "KubeletConfiguration" },
+        cgroup_driver: "systemd",
+        cgroup_root: "/kubelet",
+        fail_swap_on: false,
+        fail_cgroup_v1: false,
+        image_gc_high_threshold_percent: 100,
+        eviction_hard: [("nodefs.available", "0%"), ("nodefs.inodesFree", "0%"), ("imagefs.available", "0%")]
+            .into_iter()
+            .collect(),
+        server_tls_bootstrap: true,
+    };
+    let proxy = KubeProxyConfiguration {
+        type_meta: TypeMeta { api_version: "kubeproxy.config.k8s.io/v1alpha1", kind: "KubeProxyConfiguration" },
+        mode: "iptables",
+        conntrack: Conntrack { max_per_core: 0 },
+    };
+    to_yaml_documents(&[value(&init), value(&cluster), value(&kubelet), value(&proxy)])
+}
+
+/// The config for `kubeadm join --config` on one worker: token discovery
+/// pinned to the cluster CA's public key hash.
+pub fn join_config(spec: &ClusterSpec, node_name: &str, node_ip: Ipv4Addr, token: &BootstrapToken, ca_cert_hash: &str) -> String {
+    let derived = derive(spec);
+    let join = JoinConfiguration {
+        type_meta: TypeMeta { api_version: derived.api_version, kind: "JoinConfiguration" },
+        discovery: Discovery {
+            bootstrap_token: BootstrapTokenDiscovery {
+                api_server_endpoint: derived.endpoint,
+                token: token.to_string(),
+                ca_cert_hashes: vec![ca_cert_hash.into()],
+            },
+        },
+        node_registration: node_registration(node_name, node_ip),
+        skip_phases: SKIPPED_PHASES.to_vec(),
+    };
+    to_yaml_documents(&[value(&join)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> BootstrapToken {
+        "abcdef.0123456789abcdef".parse().unwrap()
+    }
+
+    #[test]
+    fn api_version_follows_the_minor() {
+        assert_eq!(kubeadm_api_version(34), "kubeadm.k8s.io/v1beta4");
+        assert_eq!(kubeadm_api_version(30), "kubeadm.k8s.io/v1beta3");
+        assert_eq!(minor_of("v1.34.12"), Some(34));
+        assert_eq!(minor_of("nonsense"), None);
+    }
+
+    #[test]
+    fn init_config_matches_golden_file() {
+        let rendered = init_config(&ClusterSpec::default(), &token(), std::time::Duration::from_secs(900));
+        crate::golden::assert_golden("kubeadm-init.yaml", &rendered);
+    }
+
+    #[test]
+    fn join_config_matches_golden_file() {
+        let spec = ClusterSpec::default();
+        let worker = &spec.nodes()[1];
+        let hash = "sha256:0d8e0f1f4a1b5e6f2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293";
+        let rendered = join_config(&spec, &worker.name, worker.ip, &token(), hash);
+        crate::golden::assert_golden("kubeadm-join.yaml", &rendered);
+    }
+
+    #[test]
+    fn every_document_is_typed() {
+        let rendered = init_config(&ClusterSpec::default(), &token(), std::time::Duration::from_secs(60));
+        let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&rendered)
+            .map(|doc| {
+                let v = serde_yaml::Value::deserialize(doc).unwrap();
+                assert!(v["apiVersion"].as_str().is_some());
+                v["kind"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["InitConfiguration", "ClusterConfiguration", "KubeletConfiguration", "KubeProxyConfiguration"]
+        );
+    }
+
+    use serde::Deserialize;
+}
