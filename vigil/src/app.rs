@@ -1,6 +1,6 @@
 //! Wires each subcommand to the library; the only place errors become anyhow.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
@@ -24,6 +24,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let progress = Progress::default();
     let cache = cli.global.cache_dir.clone().unwrap_or_else(build::default_cache_dir);
     let name = cli.global.name.clone();
+    let kubeconfig = cli.global.kubeconfig.clone().unwrap_or_else(kubeconfig::default_path);
     match cli.command {
         Command::Build(args) => {
             let docker = docker::connect().await?;
@@ -33,9 +34,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => {
             let spec = args.spec(&name);
             spec.validate()?;
-            up(&spec, &cache, &progress).await?;
+            up(&spec, &cache, &kubeconfig, &progress).await?;
         }
-        Command::Down => down(&name, &progress).await?,
+        Command::Down => down(&name, &kubeconfig, &progress).await?,
         Command::Status(args) => {
             let provider = DockerProvider::new(docker::connect().await?);
             let spec = existing_spec(&provider, &name).await?;
@@ -72,12 +73,19 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-async fn up(spec: &ClusterSpec, cache: &std::path::Path, progress: &Progress) -> Result<()> {
+/// Builds what is missing, creates or completes the cluster, and prints what to do next.
+pub async fn up(spec: &ClusterSpec, cache: &Path, kubeconfig: &Path, progress: &Progress) -> Result<create::Report> {
     let started = std::time::Instant::now();
     let docker = docker::connect().await?;
     let node_image = build::ensure_node_image(&docker, &spec.image_repository, cache, progress).await?;
     let provider = DockerProvider::new(docker);
-    let ctx = create::Context { spec, provider: &provider, progress, logs: cache.join("logs").join(&spec.name) };
+    let ctx = create::Context {
+        spec,
+        provider: &provider,
+        progress,
+        logs: cache.join("logs").join(&spec.name),
+        kubeconfig: kubeconfig.to_owned(),
+    };
     let (_client, report) = create::up(&ctx, &node_image).await.with_context(|| {
         format!(
             "`vigil up` stopped; the nodes are left as they are: run `vigil up` again to resume, or `vigil down --name {}` to remove everything (logs in {})",
@@ -86,10 +94,12 @@ async fn up(spec: &ClusterSpec, cache: &std::path::Path, progress: &Progress) ->
         )
     })?;
     let report_path = ctx.logs.join("up-report.json");
+    // Timings for the benchmark; the token is not serialized.
     let _ = std::fs::write(&report_path, serde_json::to_string_pretty(&report)?);
+    let name_flag = if spec.name == ClusterSpec::default().name { String::new() } else { format!(" --name {}", spec.name) };
     progress.info(format!(
         "\nCluster {} is up in {:.0}s: 1 control plane, {} workers, Kubernetes {}.\n\
-         \n  kubectl --context {} get nodes -o wide\n  vigil status\n  vigil node stop {}   # break a worker on purpose\n  vigil down\n",
+         \n  kubectl --context {} get nodes -o wide\n  vigil{name_flag} status\n  vigil{name_flag} node stop {}   # break a worker on purpose\n  vigil{name_flag} down\n",
         spec.name,
         started.elapsed().as_secs_f64(),
         spec.workers,
@@ -97,7 +107,7 @@ async fn up(spec: &ClusterSpec, cache: &std::path::Path, progress: &Progress) ->
         spec.kube_context(),
         spec.worker_name(0),
     ));
-    Ok(())
+    Ok(report)
 }
 
 /// Reads the subnet back from the cluster's Docker network, so that node
@@ -128,17 +138,18 @@ async fn admin_client(provider: &DockerProvider, spec: &ClusterSpec) -> Option<R
     Some(create::client_for(&admin).await.map_err(|e| e.to_string()))
 }
 
-async fn down(name: &str, progress: &Progress) -> Result<()> {
+/// Removes the cluster's containers, volumes, network and kubeconfig entries.
+pub async fn down(name: &str, kubeconfig: &Path, progress: &Progress) -> Result<()> {
     let provider = DockerProvider::new(docker::connect().await?);
     let step = progress.step(format!("removing cluster {name}"));
     let removed = provider.delete_cluster(name).await?;
-    let kubeconfig: Option<PathBuf> = kubeconfig::remove_from_user_file(name)?;
+    let had_context = kubeconfig::remove_from_file(kubeconfig, name)?;
     step.done_with(format!(
         "{} containers, {} volumes, {} networks{}",
         removed.containers.len(),
         removed.volumes.len(),
         removed.networks.len(),
-        kubeconfig.map(|p| format!(", context {name} removed from {}", p.display())).unwrap_or_default()
+        if had_context { format!(", context {name} removed from {}", kubeconfig.display()) } else { String::new() }
     ));
     Ok(())
 }

@@ -24,9 +24,17 @@ pub struct Global {
     /// Build outputs and logs.
     #[arg(long, global = true, env = "VIGIL_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The kubeconfig `up` merges the cluster's context into and `down` removes it from.
+    #[arg(long, global = true, env = "KUBECONFIG", value_parser = first_path)]
+    pub kubeconfig: Option<PathBuf>,
     /// Log filter for vigil's own diagnostics (tracing syntax).
     #[arg(long, global = true, env = "VIGIL_LOG", default_value = "warn")]
     pub log: String,
+}
+
+/// KUBECONFIG may be a list; kubectl writes to its first entry.
+fn first_path(value: &str) -> Result<PathBuf, String> {
+    std::env::split_paths(value).next().ok_or_else(|| "empty path".into())
 }
 
 #[derive(Debug, Subcommand)]

@@ -74,7 +74,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
     pub steps: Vec<(String, f64)>,
-    pub kubeconfig: Option<PathBuf>,
+    /// The token the workers joined with (deleted by now). Kept in memory
+    /// only, so the end-to-end test can prove it no longer authenticates.
+    #[serde(skip)]
+    pub join_token: Option<BootstrapToken>,
 }
 
 pub struct Context<'a, P: NodeProvider> {
@@ -83,6 +86,8 @@ pub struct Context<'a, P: NodeProvider> {
     pub progress: &'a Progress,
     /// Per-cluster log directory (kubeadm output, ...).
     pub logs: PathBuf,
+    /// The user's kubeconfig, which receives the cluster's context.
+    pub kubeconfig: PathBuf,
 }
 
 fn journal_hint(node: &str, unit: &str) -> String {
@@ -124,7 +129,8 @@ pub async fn up<P: NodeProvider>(ctx: &Context<'_, P>, node_image: &str) -> Resu
     let spec = ctx.spec;
     spec.validate()?;
     let mut report = Report::default();
-    let mut timed = |name: &str, started: Instant| report.steps.push((name.into(), started.elapsed().as_secs_f64()));
+    let mut steps = vec![];
+    let mut timed = |name: &str, started: Instant| steps.push((name.to_owned(), started.elapsed().as_secs_f64()));
 
     let started = Instant::now();
     let step = ctx.progress.step(format!("nodes: {} on network {} ({})", node_names(spec), spec.network_name(), spec.node_subnet));
@@ -160,7 +166,9 @@ pub async fn up<P: NodeProvider>(ctx: &Context<'_, P>, node_image: &str) -> Resu
     timed("cni", started);
 
     let started = Instant::now();
-    join_workers(ctx, &control_plane, &token, initialized_now).await?;
+    if join_workers(ctx, &control_plane, &token, initialized_now).await? {
+        report.join_token = Some(token);
+    }
     timed("kubeadm join", started);
 
     let started = Instant::now();
@@ -171,10 +179,10 @@ pub async fn up<P: NodeProvider>(ctx: &Context<'_, P>, node_image: &str) -> Resu
     wait_for_dns(ctx, &control_plane).await?;
     timed("dns", started);
 
+    report.steps = steps;
     let step = ctx.progress.step(format!("kubeconfig: context {}", spec.kube_context()));
-    let path = kubeconfig::merge_into_user_file(kubeconfig::renamed(&admin_conf, &spec.kube_context())?, &spec.kube_context())?;
-    step.done_with(path.display().to_string());
-    report.kubeconfig = Some(path);
+    kubeconfig::merge_into_file(&ctx.kubeconfig, kubeconfig::renamed(&admin_conf, &spec.kube_context())?, &spec.kube_context())?;
+    step.done_with(format!("merged into {}", ctx.kubeconfig.display()));
     Ok((client, report))
 }
 
@@ -249,7 +257,7 @@ async fn join_workers<P: NodeProvider>(
     cp: &P::Node,
     token: &BootstrapToken,
     token_exists: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let spec = ctx.spec;
     let workers: Vec<NodeSpec> = spec.nodes().into_iter().filter(|n| n.role == crate::cluster::Role::Worker).collect();
     let mut pending = vec![];
@@ -260,7 +268,7 @@ async fn join_workers<P: NodeProvider>(
     }
     if pending.is_empty() {
         ctx.progress.step("kubeadm join (workers)").skipped("every worker has joined");
-        return Ok(());
+        return Ok(false);
     }
     let step = ctx.progress.step(format!(
         "kubeadm join: {} (bootstrap token {}, TTL {}s, CA pinned)",
@@ -293,7 +301,7 @@ async fn join_workers<P: NodeProvider>(
     joined.into_iter().collect::<Result<Vec<_>>>()?;
     deleted?;
     step.done_with("bootstrap token deleted");
-    Ok(())
+    Ok(true)
 }
 
 async fn join_one<P: NodeProvider>(ctx: &Context<'_, P>, worker: &NodeSpec, token: &BootstrapToken, ca_hash: &str) -> Result<()> {

@@ -54,11 +54,9 @@ pub fn to_yaml(config: &Kubeconfig) -> String {
     serde_yaml::to_string(config).expect("kubeconfig serializes")
 }
 
-/// The file `kubectl` writes to: the first entry of $KUBECONFIG, else ~/.kube/config.
-pub fn user_path() -> PathBuf {
-    std::env::var_os("KUBECONFIG")
-        .and_then(|v| std::env::split_paths(&v).next())
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".kube/config"))
+/// kubectl's default file when KUBECONFIG is unset.
+pub fn default_path() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".kube/config")
 }
 
 fn read_user(path: &Path) -> Result<Kubeconfig, Error> {
@@ -106,22 +104,20 @@ pub fn remove_from(user: &mut Kubeconfig, name: &str) -> bool {
     before != user.clusters.len() + user.auth_infos.len() + user.contexts.len()
 }
 
-pub fn merge_into_user_file(cluster: Kubeconfig, name: &str) -> Result<PathBuf, Error> {
-    let path = user_path();
-    let mut user = read_user(&path)?;
+pub fn merge_into_file(path: &Path, cluster: Kubeconfig, name: &str) -> Result<(), Error> {
+    let mut user = read_user(path)?;
     merge_into(&mut user, cluster, name);
-    write_user(&path, &user)?;
-    Ok(path)
+    write_user(path, &user)
 }
 
-pub fn remove_from_user_file(name: &str) -> Result<Option<PathBuf>, Error> {
-    let path = user_path();
-    let mut user = read_user(&path)?;
+/// Returns whether the file held entries of this cluster.
+pub fn remove_from_file(path: &Path, name: &str) -> Result<bool, Error> {
+    let mut user = read_user(path)?;
     if !remove_from(&mut user, name) {
-        return Ok(None);
+        return Ok(false);
     }
-    write_user(&path, &user)?;
-    Ok(Some(path))
+    write_user(path, &user)?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -1,0 +1,217 @@
+//! Issue 3, end to end: `vigil up` builds a real 3-node kubeadm cluster in
+//! node containers; this test checks what a cluster must do (nodes Ready,
+//! system pods Running, pod-to-pod traffic across workers over flannel, DNS
+//! for Service names, a join token that is dead after the join), then
+//! `vigil down` and checks that nothing is left behind.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::{
+    authentication::v1::SelfSubjectReview,
+    core::v1::{Container, Namespace, Node, Pod, PodSpec, Service, ServicePort, ServiceSpec},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    config::AuthInfo,
+};
+use vigil::provider::docker::CLUSTER_LABEL;
+use vigil_e2e::{client, down, run_to_completion, test_kubeconfig, test_spec, up, wait_for};
+
+const NAMESPACE: &str = "vigil-e2e-net";
+const TOOLBOX: &str = "vigil.local/base:bookworm";
+
+fn labels(app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_owned(), app.to_owned())])
+}
+
+/// A toolbox pod pinned to one node, running a shell script.
+fn pod(name: &str, node: &str, script: &str, restart: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels(name)), ..Default::default() },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            restart_policy: Some(restart.into()),
+            containers: vec![Container {
+                name: "main".into(),
+                image: Some(TOOLBOX.into()),
+                image_pull_policy: Some("Never".into()),
+                command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+                ..Default::default()
+            }],
+            termination_grace_period_seconds: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_node_cluster_end_to_end() -> Result<()> {
+    let spec = test_spec();
+    // From nothing: a cluster left by an interrupted run would skip the joins.
+    down(&spec).await.context("vigil down before the test")?;
+    let report = up(&spec).await.context("vigil up")?;
+    // A second `up` finds everything done and changes nothing.
+    let again = up(&spec).await.context("second vigil up")?;
+    ensure!(again.join_token.is_none(), "the second up joined workers again");
+
+    let (client, config) = client(&spec).await?;
+    nodes_are_ready(&client).await?;
+    system_pods_run(&client, &spec).await?;
+    pod_network_and_dns(&client, &spec).await?;
+    join_token_is_dead(&config, report.join_token.context("the first up joined the workers")?).await?;
+
+    down(&spec).await.context("vigil down")?;
+    nothing_left_behind(&spec).await
+}
+
+async fn nodes_are_ready(client: &Client) -> Result<()> {
+    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
+    ensure!(nodes.len() == 3, "expected 3 nodes, found {}", nodes.len());
+    for node in &nodes {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        ensure!(ready, "node {:?} is not Ready", node.metadata.name);
+    }
+    let control_planes = nodes
+        .iter()
+        .filter(|n| n.metadata.labels.as_ref().is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane")))
+        .count();
+    ensure!(control_planes == 1, "expected 1 control-plane node, found {control_planes}");
+    Ok(())
+}
+
+async fn system_pods_run(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), "kube-system").list(&ListParams::default()).await?.items;
+    for pod in &pods {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        ensure!(phase == "Running", "kube-system pod {:?} is {phase}", pod.metadata.name);
+    }
+    let names: Vec<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+    let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    let cp = spec.control_plane_name();
+    for component in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+        ensure!(names.contains(&format!("{component}-{cp}").as_str()), "no {component} pod in {names:?}");
+    }
+    ensure!(count("kube-proxy-") == 3, "expected one kube-proxy per node: {names:?}");
+    ensure!(count("coredns-") == 2, "expected two CoreDNS replicas: {names:?}");
+    Ok(())
+}
+
+async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+    let (worker_a, worker_b) = (spec.worker_name(0), spec.worker_name(1));
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace { metadata: ObjectMeta { name: Some(NAMESPACE.into()), ..Default::default() }, ..Default::default() };
+    if namespaces.get_opt(NAMESPACE).await?.is_none() {
+        namespaces.create(&PostParams::default(), &ns).await?;
+    }
+    // The namespace's default ServiceAccount appears shortly after the namespace.
+    wait_for("default ServiceAccount", Duration::from_secs(30), || async {
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+        Ok(sa.get_opt("default").await?.map(|_| ()))
+    })
+    .await?;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let server = pod("echo", &worker_a, "exec socat TCP-LISTEN:8080,fork,reuseaddr SYSTEM:'echo pong from $(hostname)'", "Always");
+    let _ = pods.delete("echo", &DeleteParams::default()).await;
+    wait_for("old echo pod gone", Duration::from_secs(60), || async { Ok(pods.get_opt("echo").await?.is_none().then_some(())) }).await?;
+    pods.create(&PostParams::default(), &server).await?;
+    let server_ip = wait_for("echo pod Running with an IP", Duration::from_secs(90), || async {
+        let p = pods.get("echo").await?;
+        let status = p.status.unwrap_or_default();
+        Ok((status.phase.as_deref() == Some("Running")).then_some(status.pod_ip).flatten())
+    })
+    .await?;
+    ensure!(
+        spec.pod_subnet.contains(&server_ip.parse::<std::net::Ipv4Addr>()?),
+        "pod IP {server_ip} is outside the pod network {}",
+        spec.pod_subnet
+    );
+
+    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let service = Service {
+        metadata: ObjectMeta { name: Some("echo".into()), ..Default::default() },
+        spec: Some(ServiceSpec {
+            selector: Some(labels("echo")),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                target_port: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let _ = services.delete("echo", &DeleteParams::default()).await;
+    let cluster_ip = services.create(&PostParams::default(), &service).await?.spec.and_then(|s| s.cluster_ip).context("no ClusterIP")?;
+
+    // From the other worker: the pod IP directly (pod network across nodes),
+    // then DNS for the API server's Service and this Service, then the
+    // Service by name (DNS + kube-proxy).
+    let script = format!(
+        "set -e
+         echo direct: $(socat -T5 - TCP:{server_ip}:8080 </dev/null)
+         echo kubernetes: $(getent hosts kubernetes.default | cut -d' ' -f1)
+         echo service: $(getent hosts echo | cut -d' ' -f1)
+         echo via-service: $(socat -T5 - TCP:echo:80 </dev/null)"
+    );
+    let client_pod = pod("probe", &worker_b, &script, "Never");
+    let (phase, logs) = run_to_completion(client, NAMESPACE, client_pod, Duration::from_secs(120)).await?;
+    ensure!(phase == "Succeeded", "probe pod {phase}; its output:\n{logs}");
+    let line = |key: &str| logs.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap_or_default().trim().to_owned();
+    ensure!(line("direct") == "pong from echo", "pod-to-pod across workers failed:\n{logs}");
+    let api_service_ip = std::net::Ipv4Addr::from(u32::from(spec.service_subnet.network()) + 1).to_string();
+    ensure!(line("kubernetes") == api_service_ip, "kubernetes.default resolved to {:?}:\n{logs}", line("kubernetes"));
+    ensure!(line("service") == cluster_ip, "echo resolved to {:?}, Service has {cluster_ip}:\n{logs}", line("service"));
+    ensure!(line("via-service") == "pong from echo", "Service name did not reach the pod:\n{logs}");
+
+    let placed_on = pods.get("probe").await?.spec.and_then(|s| s.node_name).unwrap_or_default();
+    ensure!(placed_on == worker_b && worker_a != worker_b, "probe ran on {placed_on}");
+    Ok(())
+}
+
+/// A bootstrap token may create a SelfSubjectReview while it is valid;
+/// once deleted, the API server answers 401.
+async fn join_token_is_dead(admin: &kube::Config, token: vigil::token::BootstrapToken) -> Result<()> {
+    let with_token = |token: String| -> Result<Client> {
+        let mut config = admin.clone();
+        config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
+        Ok(Client::try_from(config)?)
+    };
+    let review = SelfSubjectReview::default();
+    let err = Api::<SelfSubjectReview>::all(with_token(token.to_string())?)
+        .create(&PostParams::default(), &review)
+        .await
+        .err()
+        .context("the join token still authenticates after the join")?;
+    ensure!(
+        matches!(&err, kube::Error::Api(status) if status.code == 401),
+        "expected 401 Unauthorized for the deleted join token, got {err}"
+    );
+    Ok(())
+}
+
+async fn nothing_left_behind(spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+    let docker = vigil::docker::connect().await?;
+    let filter = std::collections::HashMap::from([("label".to_owned(), vec![format!("{CLUSTER_LABEL}={}", spec.name)])]);
+    let containers = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
+        .await?;
+    ensure!(containers.is_empty(), "containers left: {:?}", containers.iter().map(|c| &c.names).collect::<Vec<_>>());
+    let volumes = docker.list_volumes(Some(bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&filter).build())).await?;
+    ensure!(volumes.volumes.unwrap_or_default().is_empty(), "volumes left behind");
+    let networks = docker.list_networks(Some(bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&filter).build())).await?;
+    ensure!(networks.is_empty(), "networks left: {:?}", networks.iter().map(|n| &n.name).collect::<Vec<_>>());
+    for node in spec.nodes() {
+        ensure!(docker.inspect_container(&node.name, None).await.is_err(), "container {} still exists", node.name);
+    }
+    let kubeconfig = std::fs::read_to_string(test_kubeconfig()).unwrap_or_default();
+    ensure!(!kubeconfig.contains(&format!("name: {}\n", spec.name)), "kubeconfig still has {}:\n{kubeconfig}", spec.name);
+    Ok(())
+}
