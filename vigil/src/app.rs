@@ -76,9 +76,10 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// Builds what is missing, creates or completes the cluster, and prints what to do next.
 pub async fn up(spec: &ClusterSpec, cache: &Path, kubeconfig: &Path, progress: &Progress) -> Result<create::Report> {
     let started = std::time::Instant::now();
-    let docker = docker::connect().await?;
-    let node_image = build::ensure_node_image(&docker, &spec.image_repository, cache, progress).await?;
-    let provider = DockerProvider::new(docker);
+    let provider = DockerProvider::new(docker::connect().await?);
+    // Cheap checks first: a clashing subnet should not wait for a long build.
+    provider.preflight(spec).await?;
+    let node_image = build::ensure_node_image(provider.docker(), &spec.image_repository, cache, progress).await?;
     let ctx = create::Context {
         spec,
         provider: &provider,

@@ -17,16 +17,39 @@ pub enum Error {
     },
 }
 
-fn endpoint() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
+/// Long enough for image builds and `docker save` of the preloaded images.
+const TIMEOUT_SECS: u64 = 600;
+
+/// Connects to DOCKER_HOST, or the local socket.
+pub async fn connect() -> Result<Docker, Error> {
+    connect_at(&std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_ENDPOINT.into())).await
 }
 
-/// Connects (honouring DOCKER_HOST), agrees on an API version the engine
-/// speaks (Debian 12's engine stops at 1.41), and proves the daemon answers.
-pub async fn connect() -> Result<Docker, Error> {
-    let unreachable = |source| Error::Unreachable { endpoint: endpoint(), source };
-    let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+/// Connects, agrees on an API version the engine speaks (Debian 12's engine
+/// stops at 1.41), and proves the daemon answers.
+pub async fn connect_at(endpoint: &str) -> Result<Docker, Error> {
+    let unreachable = |source| Error::Unreachable { endpoint: endpoint.to_owned(), source };
+    let docker = match endpoint.strip_prefix("unix://") {
+        Some(path) => Docker::connect_with_unix(path, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
+        None => Docker::connect_with_http(endpoint, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION),
+    }
+    .map_err(unreachable)?;
     let docker = docker.negotiate_version().await.map_err(unreachable)?;
     docker.ping().await.map_err(unreachable)?;
     Ok(docker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_socket_names_the_endpoint_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("unix://{}/docker.sock", dir.path().display());
+        let message = connect_at(&endpoint).await.err().expect("no daemon there").to_string();
+        assert!(message.contains(&format!("cannot reach Docker Engine at {endpoint}")), "{message}");
+        assert!(message.contains("fix: start it"), "{message}");
+    }
 }

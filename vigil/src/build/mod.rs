@@ -363,7 +363,7 @@ pub fn check_disk(path: &Path, need_gib: u64) -> Result<()> {
 }
 
 /// Free bytes on the filesystem holding `path`, from `df` (no unsafe statvfs call).
-fn free_bytes(path: &Path) -> std::io::Result<u64> {
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     let out = std::process::Command::new("df").arg("--output=avail").arg("-B1").arg(path).output()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -54,8 +54,8 @@ impl DockerProvider {
         format!("{node}-var")
     }
 
-    /// Creates the cluster network, or checks that the existing one is ours and matches.
-    async fn ensure_network(&self, spec: &ClusterSpec) -> Result<(), Error> {
+    /// Whether the cluster network exists; an existing one must be ours and match.
+    async fn check_network(&self, spec: &ClusterSpec) -> Result<bool, Error> {
         let name = spec.network_name();
         match self.docker.inspect_network(&name, None).await {
             Ok(existing) => {
@@ -71,12 +71,20 @@ impl DockerProvider {
                 if subnet != spec.node_subnet.to_string() {
                     return Err(Error::NetworkMismatch { name, actual: subnet, wanted: spec.node_subnet });
                 }
-                return Ok(());
+                Ok(true)
             }
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(docker_err(format!("inspect network {name}"))(e)),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(docker_err(format!("inspect network {name}"))(e)),
+        }
+    }
+
+    /// Creates the cluster network unless it exists (and is ours).
+    async fn ensure_network(&self, spec: &ClusterSpec) -> Result<(), Error> {
+        if self.check_network(spec).await? {
+            return Ok(());
         }
         self.check_subnet_is_free(spec.node_subnet).await?;
+        let name = spec.network_name();
         let request = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".into()),
@@ -186,13 +194,28 @@ impl DockerProvider {
         }
     }
 
-    async fn ensure_node(&self, spec: &ClusterSpec, node: &NodeSpec, image: &str) -> Result<(), Error> {
+    /// The node's container if it exists; one with the node's name must be ours.
+    async fn existing_node(
+        &self,
+        spec: &ClusterSpec,
+        node: &NodeSpec,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>, Error> {
         match self.docker.inspect_container(&node.name, None).await {
             Ok(existing) => {
-                let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
+                let labels = existing.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
                 if labels.get(CLUSTER_LABEL) != Some(&spec.name) {
                     return Err(Error::NameTaken { kind: "container", name: node.name.clone(), cluster: spec.name.clone() });
                 }
+                Ok(Some(existing))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(docker_err(format!("inspect container {}", node.name))(e)),
+        }
+    }
+
+    async fn ensure_node(&self, spec: &ClusterSpec, node: &NodeSpec, image: &str) -> Result<(), Error> {
+        match self.existing_node(spec, node).await? {
+            Some(existing) => {
                 let running = existing.state.and_then(|s| s.running).unwrap_or(false);
                 if !running {
                     self.docker
@@ -202,8 +225,7 @@ impl DockerProvider {
                 }
                 return Ok(());
             }
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(docker_err(format!("inspect container {}", node.name))(e)),
+            None => {}
         }
         // Created first, labelled, so that `down` finds it by label like everything else.
         let volume = Self::volume_name(&node.name);
@@ -262,6 +284,30 @@ fn parse_routes(table: &str) -> Vec<(String, Ipv4Net)> {
 
 impl NodeProvider for DockerProvider {
     type Node = DockerNode;
+
+    async fn preflight(&self, spec: &ClusterSpec) -> Result<(), Error> {
+        let mut fresh = 0;
+        for node in spec.nodes() {
+            if self.existing_node(spec, &node).await?.is_none() {
+                fresh += 1;
+            }
+        }
+        if !self.check_network(spec).await? {
+            self.check_subnet_is_free(spec.node_subnet).await?;
+        }
+        if fresh > 0 {
+            let info = self.docker.info().await.map_err(docker_err("docker info"))?;
+            let dir = info.docker_root_dir.unwrap_or_else(|| "/var/lib/docker".into());
+            // Each new node's /var receives the unpacked preloaded images.
+            let need_gib = 2 * fresh as u64;
+            let free = crate::build::free_bytes(std::path::Path::new(&dir)).unwrap_or(u64::MAX);
+            let free_gib = free as f64 / (1u64 << 30) as f64;
+            if free_gib < need_gib as f64 {
+                return Err(Error::Disk { dir, free_gib, need_gib });
+            }
+        }
+        Ok(())
+    }
 
     async fn provision(&self, spec: &ClusterSpec, node_image: &str) -> Result<(), Error> {
         self.ensure_network(spec).await?;

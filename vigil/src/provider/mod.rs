@@ -60,6 +60,9 @@ pub enum Error {
     /// The network exists with other settings than asked for.
     #[error("network {name} exists with subnet {actual}, not {wanted}: run `vigil down` first, or use --subnet {actual}")]
     NetworkMismatch { name: String, actual: String, wanted: ipnet::Ipv4Net },
+    /// Not enough room for the nodes' /var volumes.
+    #[error("only {free_gib:.1} GiB free in Docker's data directory {dir}; the new nodes need about {need_gib} GiB: free some space (`docker system prune`)")]
+    Disk { dir: String, free_gib: f64, need_gib: u64 },
     /// The named node is not part of the cluster.
     #[error("no node named {name} in cluster {cluster} (nodes: {known}); `vigil status` lists them")]
     UnknownNode { name: String, cluster: String, known: String },
@@ -138,6 +141,9 @@ pub enum Fault {
 pub trait NodeProvider: Send + Sync {
     type Node: Node;
 
+    /// Cheap checks before any long work: names free or already ours, the
+    /// node network free, enough disk for the nodes.
+    fn preflight(&self, spec: &ClusterSpec) -> impl Future<Output = Result<(), Error>> + Send;
     /// Creates the network and node machines that do not exist yet and
     /// starts those that are stopped. Safe to call again.
     fn provision(&self, spec: &ClusterSpec, node_image: &str) -> impl Future<Output = Result<(), Error>> + Send;

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# vigil's one entry point on a fresh machine. It installs what the machine
+# lacks (Docker Engine, debootstrap), starts dockerd when none answers, builds
+# the workspace, then:
+#   ./vigil.sh up      build everything from upstream, create the cluster, print what to run
+#   ./vigil.sh test    run every test (unit tests and the end-to-end cluster tests)
+#   ./vigil.sh bench   run the benchmarks (figures for the issues' closing notes)
+#   ./vigil.sh ARGS    any other vigil command (status, down, node stop NAME, ...)
+set -o errexit -o nounset -o pipefail
+cd "$(dirname "$0")"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'vigil.sh: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=""
+apt_install() {
+  if [[ -z "$apt_updated" ]]; then
+    as_root apt-get update -qq || die "apt-get update failed: check this machine's Debian package sources"
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || die "apt-get install $* failed"
+}
+
+ensure_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v iptables >/dev/null || missing+=(iptables)
+  [[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
+  command -v cc >/dev/null || missing+=(gcc)
+  if (( ${#missing[@]} )); then
+    say "installing ${missing[*]} from Debian"
+    apt_install "${missing[@]}"
+  fi
+  command -v go >/dev/null || die "Go is not installed: vigil builds Kubernetes and its peers with the machine's Go (1.25 or newer)"
+  command -v cargo >/dev/null || die "Rust is not installed: install it with rustup"
+}
+
+ensure_dockerd() {
+  if docker info >/dev/null 2>&1; then return; fi
+  say "starting dockerd (log: /var/log/dockerd.log)"
+  as_root sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return
+    sleep 1
+  done
+  tail -20 /var/log/dockerd.log >&2 || true
+  die "dockerd did not answer within 60 s; its log is /var/log/dockerd.log"
+}
+
+vigil() {
+  cargo run --quiet -p vigil -- "$@"
+}
+
+# The host's kubectl, for `kubectl --context vigil`: the same multi-call
+# Kubernetes binary the nodes run, taken from the built image.
+ensure_kubectl() {
+  command -v kubectl >/dev/null && return
+  say "installing kubectl (the cluster's own v1.34 binary) as /usr/local/bin/kubectl"
+  local image=vigil.local/kube-apiserver:v1.34.12
+  as_root sh -c "docker run --rm --entrypoint cat $image /usr/local/bin/kube > /usr/local/bin/kube.tmp \
+    && chmod 755 /usr/local/bin/kube.tmp && mv /usr/local/bin/kube.tmp /usr/local/bin/kube \
+    && ln -sf kube /usr/local/bin/kubectl"
+}
+
+setup() {
+  ensure_packages
+  ensure_dockerd
+  say "building the vigil workspace"
+  cargo build --quiet --workspace --all-targets
+}
+
+case "${1:-up}" in
+  up)
+    shift || true
+    setup
+    vigil build
+    ensure_kubectl
+    vigil up "$@"
+    ;;
+  test)
+    shift
+    setup
+    say "running the tests (unit, then end to end on a real cluster)"
+    cargo test --workspace -- --nocapture "$@"
+    ;;
+  bench)
+    shift
+    setup
+    cargo bench -p vigil-e2e "$@"
+    ;;
+  *)
+    ensure_dockerd
+    vigil "$@"
+    ;;
+esac
