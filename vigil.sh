@@ -92,7 +92,7 @@ case "${1:-up}" in
   bench)
     shift
     setup
-    cargo bench -p vigil-e2e "$@"
+    cargo bench -p vigil --bench cluster -- "$@"
     ;;
   *)
     ensure_dockerd

@@ -139,7 +139,7 @@ pub async fn up<P: NodeProvider>(ctx: &Context<'_, P>, node_image: &str) -> Resu
     timed("provision", started);
 
     let started = Instant::now();
-    let step = ctx.progress.step("waiting for systemd, containerd and the preloaded images on every node");
+    let step = ctx.progress.step("waiting for systemd and containerd on every node");
     futures::future::try_join_all(spec.nodes().iter().map(|n| wait_for_boot(ctx, n))).await?;
     step.done();
     timed("boot", started);
@@ -203,24 +203,23 @@ async fn wait_for_boot<P: NodeProvider>(ctx: &Context<'_, P>, node: &NodeSpec) -
     let deadline = Instant::now() + BOOT_TIMEOUT;
     let mut last = String::new();
     while Instant::now() < deadline {
-        // `is-active` exits 0 when any one unit is active: read every line.
-        let states = match handle.run(&["systemctl", "is-active", "containerd", "vigil-images"], None).await {
+        let state = match handle.run(&["systemctl", "is-active", "containerd"], None).await {
             Ok(out) => out.stdout,
             Err(e) => e.output,
         };
-        if states.lines().count() == 2 && states.lines().all(|l| l.trim() == "active") {
+        if state.trim() == "active" {
             return Ok(());
         }
-        last = states.split_whitespace().collect::<Vec<_>>().join(" ");
+        last = state.split_whitespace().collect::<Vec<_>>().join(" ");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Err(Error::Timeout {
         step: "node boot",
         waited: BOOT_TIMEOUT,
-        pending: format!("{}: containerd / image import state: {last}", node.name),
+        pending: format!("{}: containerd is {last:?}", node.name),
         hint: format!(
             "{}; entrypoint output: `docker logs {}`",
-            journal_hint(&node.name, "containerd -u vigil-images"),
+            journal_hint(&node.name, "containerd"),
             node.name
         ),
     })

@@ -76,6 +76,8 @@ pub enum Instruction {
     From(String),
     /// `COPY rootfs/ /`: the whole context tree lands at the image root.
     CopyRootfs,
+    /// `ADD <archive> <dir>`: a tar from the context root, unpacked at `dir`.
+    AddArchive(&'static str, &'static str),
     Env(&'static str, String),
     Entrypoint(Vec<String>),
     Cmd(Vec<String>),
@@ -89,6 +91,7 @@ impl Instruction {
         match self {
             Instruction::From(image) => format!("FROM {image}"),
             Instruction::CopyRootfs => "COPY rootfs/ /".into(),
+            Instruction::AddArchive(name, dir) => format!("ADD {name} {dir}"),
             Instruction::Env(name, value) => format!("ENV {name}={}", serde_json::to_string(value).expect("string")),
             Instruction::Entrypoint(argv) => format!("ENTRYPOINT {}", json(argv)),
             Instruction::Cmd(argv) => format!("CMD {}", json(argv)),
@@ -105,6 +108,8 @@ pub enum ContextFile {
     Path { dest: String, source: PathBuf, mode: u32, key: String },
     Bytes { dest: String, data: Vec<u8>, mode: u32 },
     Symlink { dest: String, target: String },
+    /// A tar at the context root (for `AddArchive`), not under rootfs/.
+    Archive { name: &'static str, source: PathBuf, key: String },
 }
 
 /// An image recipe: the tags it gets, its instructions and files.
@@ -133,6 +138,7 @@ impl Recipe {
                 ContextFile::Path { dest, mode, key, .. } => k.part("path").part(dest).part(mode.to_le_bytes()).part(key),
                 ContextFile::Bytes { dest, data, mode } => k.part("bytes").part(dest).part(mode.to_le_bytes()).part(data),
                 ContextFile::Symlink { dest, target } => k.part("symlink").part(dest).part(target),
+                ContextFile::Archive { name, key, .. } => k.part("archive").part(name).part(key),
             })
             .finish()
     }
@@ -162,6 +168,12 @@ impl Recipe {
         for file in &self.files {
             let dest = match file {
                 ContextFile::Path { dest, .. } | ContextFile::Bytes { dest, .. } | ContextFile::Symlink { dest, .. } => dest,
+                ContextFile::Archive { name, source, .. } => {
+                    let f = std::fs::File::open(source)?;
+                    let mut h = header(f.metadata()?.len(), 0o644, tar::EntryType::Regular);
+                    tar.append_data(&mut h, name, f)?;
+                    continue;
+                }
             };
             // Parent directories first, with ordinary permissions.
             let mut parent = Path::new(dest.trim_start_matches('/')).parent();
@@ -191,6 +203,7 @@ impl Recipe {
                     let mut h = header(0, 0o777, tar::EntryType::Symlink);
                     tar.append_link(&mut h, &in_context, target)?;
                 }
+                ContextFile::Archive { .. } => unreachable!("archives are written above"),
             }
         }
         tar.into_inner()?.into_inner().map_err(|e| e.into_error())?.sync_all()

@@ -8,6 +8,7 @@ pub mod go;
 pub mod image;
 pub mod key;
 pub mod node;
+pub mod preload;
 pub mod rootfs;
 pub mod sources;
 
@@ -230,15 +231,11 @@ impl Plan {
         images
     }
 
-    fn node_recipe(&self, built: &Built, components: &[Recipe], archive: &Path) -> Recipe {
+    fn stage_recipe(&self, built: &Built, components: &[Recipe]) -> Recipe {
         let images = self.preloaded_images(components);
-        let mut archive_key = key::KeyBuilder::new("images").part(self.base.key());
-        for r in components {
-            archive_key = archive_key.part(r.key());
-        }
         let [containerd, shim, ctr] = &self.containerd;
-        node::recipe(
-            self.names.node(),
+        node::stage_recipe(
+            format!("{}/node-stage:{}", self.names.repository, versions::KUBERNETES),
             &self.node_rootfs.image,
             self.node_rootfs.key(),
             node::NodeBinaries {
@@ -249,7 +246,6 @@ impl Plan {
                 flannel_cni: binary_file("/opt/cni/bin/flannel", &self.flannel_cni, built.flannel_cni.as_deref()),
             },
             self.names.pause(),
-            ContextFile::Path { dest: node::IMAGES_ARCHIVE.into(), source: archive.to_owned(), mode: 0o644, key: archive_key.finish() },
             &node::BuildInfo {
                 kubernetes: versions::KUBERNETES,
                 etcd: versions::ETCD,
@@ -261,6 +257,16 @@ impl Plan {
             },
         )
     }
+
+    /// The final node image; its key covers the stage and every preloaded image.
+    fn node_recipe(&self, stage: &Recipe, components: &[Recipe], state: &Path) -> Recipe {
+        let state_key = components
+            .iter()
+            .fold(key::KeyBuilder::new("containerd-state").part(stage.key()).part(self.base.key()), |k, r| k.part(r.key()))
+            .finish();
+        let archive = ContextFile::Archive { name: node::CONTAINERD_STATE, source: state.to_owned(), key: state_key };
+        node::final_recipe(self.names.node(), stage, archive)
+    }
 }
 
 /// Builds what is missing and returns the node image's name.
@@ -268,7 +274,10 @@ pub async fn ensure_node_image(docker: &Docker, repository: &str, cache: &Path, 
     let plan = Plan::new(repository);
     let work = cache.join("work");
     let archive = work.join("images.tar");
-    let node_key = plan.node_recipe(&Built::default(), &plan.component_recipes(&Built::default()), &archive).key();
+    let state = work.join(node::CONTAINERD_STATE);
+    let planned_components = plan.component_recipes(&Built::default());
+    let planned_stage = plan.stage_recipe(&Built::default(), &planned_components);
+    let node_key = plan.node_recipe(&planned_stage, &planned_components, &state).key();
     let node_image = plan.names.node();
     if image::has_key(docker, &node_image, &node_key).await? {
         progress.step(format!("node image {node_image}")).skipped(format!("up to date (key {})", key::short(&node_key)));
@@ -326,17 +335,25 @@ pub async fn ensure_node_image(docker: &Docker, repository: &str, cache: &Path, 
         }
     }
 
-    let step = progress.step("docker save of the preloaded images");
+    let stage = plan.stage_recipe(&built, &components);
+    let step = progress.step(format!("image {}", stage.primary_tag()));
+    stage.ensure(docker, &work, &cache.join("logs").join("image-node-stage.log")).await?;
+    step.done();
+
+    let step = progress.step("preloading the component images into the node's containerd");
     tokio::fs::create_dir_all(&work).await.map_err(|e| Error::io(&work, e))?;
     image::save(docker, &plan.preloaded_images(&components), &archive).await?;
-    let size = tokio::fs::metadata(&archive).await.map_err(|e| Error::io(&archive, e))?.len();
-    step.done_with(format!("{} MiB", size >> 20));
+    preload::containerd_state(docker, stage.primary_tag(), &archive, &work, &cache.join("logs").join("preload.log")).await?;
+    let size = tokio::fs::metadata(&state).await.map_err(|e| Error::io(&state, e))?.len();
+    step.done_with(format!("{} images, {} MiB unpacked", plan.preloaded_images(&components).len(), size >> 20));
 
     let step = progress.step(format!("image {node_image}"));
-    let node = plan.node_recipe(&built, &components, &archive);
+    let node = plan.node_recipe(&stage, &components, &state);
     debug_assert_eq!(node.key(), node_key);
     node.ensure(docker, &work, &cache.join("logs").join("image-node.log")).await?;
-    let _ = tokio::fs::remove_file(&archive).await;
+    for leftover in [&archive, &state] {
+        let _ = tokio::fs::remove_file(leftover).await;
+    }
     step.done_with(format!("key {}", key::short(&node_key)));
     Ok(node_image)
 }

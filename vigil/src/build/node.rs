@@ -1,7 +1,8 @@
 //! The node image: the node rootfs plus the container runtime, the
 //! Kubernetes multi-call binary, the flannel CNI plugin, systemd units, the
-//! entrypoint, containerd's generated configuration, and every component
-//! image preloaded.
+//! entrypoint and containerd's generated configuration (the "stage"), then
+//! containerd's own state with every component image already unpacked
+//! (see `preload.rs`).
 
 use std::collections::BTreeMap;
 
@@ -12,8 +13,6 @@ use super::{
     sources,
 };
 
-/// Where the preloaded images sit (outside /var, which is a volume).
-pub const IMAGES_ARCHIVE: &str = "/vigil/images.tar";
 /// Written into the image: what it was built from, for `vigil status`.
 pub const BUILD_INFO: &str = "/etc/vigil/build.json";
 
@@ -136,13 +135,13 @@ pub struct BuildInfo<'a> {
     pub images: &'a [String],
 }
 
-pub fn recipe(
+/// The node image without the preloaded images.
+pub fn stage_recipe(
     tag: String,
     rootfs_image: &str,
     rootfs_key: String,
     binaries: NodeBinaries,
     sandbox_image: String,
-    images_archive: ContextFile,
     build_info: &BuildInfo<'_>,
 ) -> Recipe {
     let units = "/etc/systemd/system";
@@ -161,15 +160,12 @@ pub fn recipe(
         text(&format!("{units}/containerd.service"), sources::node::CONTAINERD_SERVICE, 0o644),
         text(&format!("{units}/kubelet.service"), sources::node::KUBELET_SERVICE, 0o644),
         text(&format!("{units}/kubelet.service.d/10-kubeadm.conf"), sources::node::KUBELET_KUBEADM_DROPIN, 0o644),
-        text(&format!("{units}/vigil-images.service"), sources::node::IMAGES_SERVICE, 0o644),
         link(&format!("{wants}/containerd.service"), "../containerd.service"),
-        link(&format!("{wants}/vigil-images.service"), "../vigil-images.service"),
         link(&format!("{wants}/kubelet.service"), "../kubelet.service"),
         text(BUILD_INFO, &serde_json::to_string_pretty(build_info).expect("serializes"), 0o644),
-        images_archive,
     ];
     Recipe {
-        name: "node",
+        name: "node-stage",
         tags: vec![tag],
         instructions: vec![
             Instruction::From(rootfs_image.into()),
@@ -183,6 +179,25 @@ pub fn recipe(
         parent_keys: vec![rootfs_key],
     }
 }
+
+/// The node image: the stage plus containerd's state holding every
+/// component image, unpacked. Docker copies it into each new node's /var
+/// volume, which is much cheaper than every node importing the images.
+pub fn final_recipe(tag: String, stage: &Recipe, state: ContextFile) -> Recipe {
+    Recipe {
+        name: "node",
+        tags: vec![tag],
+        instructions: vec![
+            Instruction::From(stage.primary_tag().into()),
+            Instruction::AddArchive(CONTAINERD_STATE, "/var/lib/containerd/"),
+        ],
+        files: vec![state],
+        parent_keys: vec![stage.key()],
+    }
+}
+
+/// The archive of containerd's root made by `preload.rs`.
+pub const CONTAINERD_STATE: &str = "containerd-state.tar";
 
 #[cfg(test)]
 mod tests {

@@ -31,5 +31,4 @@ pub mod node {
     pub const CONTAINERD_SERVICE: &str = include_str!("../../../upstream/node/containerd.service");
     pub const KUBELET_SERVICE: &str = include_str!("../../../upstream/node/kubelet.service");
     pub const KUBELET_KUBEADM_DROPIN: &str = include_str!("../../../upstream/node/10-kubeadm.conf");
-    pub const IMAGES_SERVICE: &str = include_str!("../../../upstream/node/vigil-images.service");
 }

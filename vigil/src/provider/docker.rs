@@ -135,30 +135,7 @@ impl DockerProvider {
     }
 
     fn create_body(spec: &ClusterSpec, node: &NodeSpec, image: &str) -> ContainerCreateBody {
-        let tmpfs = ["/tmp", "/run", "/run/lock"].iter().map(|p| ((*p).to_owned(), String::new())).collect();
         let host_config = HostConfig {
-            // --privileged fails here ("unable to apply caps"): the host's
-            // bounding set lacks CAP_SYS_RESOURCE. Everything else kubelet,
-            // containerd and runc need, granted one by one:
-            cap_add: Some(vec!["ALL".into()]),
-            cap_drop: Some(vec!["SYS_RESOURCE".into()]),
-            security_opt: Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]),
-            // The CLI's `--security-opt systempaths=unconfined`: nothing in
-            // /proc and /sys masked or read-only, for kubelet and kube-proxy.
-            masked_paths: Some(vec![]),
-            readonly_paths: Some(vec![]),
-            // Nested containers need device nodes (and runc's cgroup device rules).
-            device_cgroup_rules: Some(vec!["a *:* rwm".into()]),
-            // kubelet reads /dev/kmsg (OOM watcher) and exits without it.
-            devices: Some(vec![DeviceMapping {
-                path_on_host: Some("/dev/kmsg".into()),
-                path_in_container: Some("/dev/kmsg".into()),
-                cgroup_permissions: Some("rwm".into()),
-            }]),
-            // The node sees its own cgroup as the root of each hierarchy.
-            cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
-            // systemd wants /run and /tmp as tmpfs, as on a real machine.
-            tmpfs: Some(tmpfs),
             // containerd's root must not sit on overlayfs: /var is a volume,
             // named so that `down` can find it and a restarted node keeps its state.
             mounts: Some(vec![Mount {
@@ -170,7 +147,7 @@ impl DockerProvider {
             // A node stopped on purpose stays down; a host reboot brings the cluster back.
             restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), ..Default::default() }),
             network_mode: Some(spec.network_name()),
-            ..Default::default()
+            ..nested_runtime_host_config()
         };
         let endpoint = EndpointSettings {
             // A static address, so a restarted node keeps the one its certificates name.
@@ -255,6 +232,36 @@ impl DockerProvider {
             .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
             .await
             .map_err(docker_err("list containers"))
+    }
+}
+
+/// What a container needs to run systemd, containerd, runc and the kubelet
+/// on this host. `--privileged` fails here ("unable to apply caps"): the
+/// host's bounding set lacks CAP_SYS_RESOURCE. Everything else is granted one
+/// by one. The node containers and the image preloader use it.
+pub fn nested_runtime_host_config() -> HostConfig {
+    let tmpfs = ["/tmp", "/run", "/run/lock"].iter().map(|p| ((*p).to_owned(), String::new())).collect();
+    HostConfig {
+        cap_add: Some(vec!["ALL".into()]),
+        cap_drop: Some(vec!["SYS_RESOURCE".into()]),
+        security_opt: Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]),
+        // The CLI's `--security-opt systempaths=unconfined`: nothing in
+        // /proc and /sys masked or read-only, for kubelet and kube-proxy.
+        masked_paths: Some(vec![]),
+        readonly_paths: Some(vec![]),
+        // Nested containers need device nodes (and runc's cgroup device rules).
+        device_cgroup_rules: Some(vec!["a *:* rwm".into()]),
+        // kubelet reads /dev/kmsg (OOM watcher) and exits without it.
+        devices: Some(vec![DeviceMapping {
+            path_on_host: Some("/dev/kmsg".into()),
+            path_in_container: Some("/dev/kmsg".into()),
+            cgroup_permissions: Some("rwm".into()),
+        }]),
+        // The node sees its own cgroup as the root of each hierarchy.
+        cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+        // systemd wants /run and /tmp as tmpfs, as on a real machine.
+        tmpfs: Some(tmpfs),
+        ..Default::default()
     }
 }
 
