@@ -4,7 +4,8 @@
 # the workspace, then:
 #   ./vigil.sh up      build everything from upstream, create the cluster, print what to run
 #   ./vigil.sh test    run every test (unit tests and the end-to-end cluster tests)
-#   ./vigil.sh bench   run the benchmarks (figures for the issues' closing notes)
+#   ./vigil.sh bench [cluster|web] [ARGS]
+#                      run the benchmarks (figures for the issues' closing notes)
 #   ./vigil.sh ARGS    any other vigil command (status, down, node stop NAME, ...)
 set -o errexit -o nounset -o pipefail
 cd "$(dirname "$0")"
@@ -92,7 +93,14 @@ case "${1:-up}" in
   bench)
     shift
     setup
-    cargo bench -p vigil --bench cluster -- "$@"
+    command -v wrk >/dev/null || apt_install wrk
+    which="${1:-all}"; shift || true
+    if [[ "$which" == all || "$which" == cluster ]]; then
+      cargo bench -p vigil --bench cluster -- "$@"
+    fi
+    if [[ "$which" == all || "$which" == web ]]; then
+      cargo bench -p vigil-e2e --bench web_vs_seed -- "$@"
+    fi
     ;;
   *)
     ensure_dockerd

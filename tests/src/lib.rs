@@ -36,9 +36,10 @@ pub fn cache_dir() -> PathBuf {
     vigil::build::default_cache_dir()
 }
 
-/// `vigil up` for the test cluster, as the CLI runs it.
-pub async fn up(spec: &ClusterSpec) -> Result<vigil::create::Report> {
-    vigil::app::up(spec, &cache_dir(), &test_kubeconfig(), &Progress::default()).await
+/// `vigil up` for the test cluster, as the CLI runs it (cluster, MetalLB, workload).
+pub async fn up(spec: &ClusterSpec) -> Result<(vigil::create::Report, Option<vigil::deploy::Deployed>)> {
+    let options = vigil::app::Options { cache: cache_dir(), kubeconfig: test_kubeconfig(), workload: true };
+    vigil::app::up(spec, &options, &Progress::default()).await
 }
 
 pub async fn down(spec: &ClusterSpec) -> Result<()> {

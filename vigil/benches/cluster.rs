@@ -58,7 +58,7 @@ fn warm(runs: usize) {
     let mut times = vec![];
     for run in 1..=runs {
         vigil(&["down"], &kubeconfig, &[]);
-        let secs = vigil(&["up", "--subnet", SUBNET], &kubeconfig, &[]);
+        let secs = vigil(&["up", "--cluster-only", "--subnet", SUBNET], &kubeconfig, &[]);
         let steps = report_steps(&cache);
         let detail: Vec<String> = steps.iter().map(|(name, s)| format!("{name} {s:.1}s")).collect();
         println!("warm up run {run}: {secs:.1}s ({})", detail.join(", "));

@@ -1,6 +1,6 @@
 //! Wires each subcommand to the library; the only place errors become anyhow.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
@@ -34,15 +34,32 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => {
             let spec = args.spec(&name);
             spec.validate()?;
-            up(&spec, &cache, &kubeconfig, &progress).await?;
+            up(&spec, &Options { cache, kubeconfig, workload: !args.cluster_only }, &progress).await?;
         }
+        Command::Manifests { write, build } => match write {
+            Some(dir) => {
+                for path in crate::manifests::write(&dir, &build.image_repository)? {
+                    progress.info(format!("wrote {path}"));
+                }
+            }
+            None => {
+                for (path, text) in crate::manifests::files(&build.image_repository) {
+                    println!("# manifests/{path}\n{text}");
+                }
+            }
+        },
         Command::Down => down(&name, &kubeconfig, &progress).await?,
         Command::Status(args) => {
             let provider = DockerProvider::new(docker::connect().await?);
             let spec = existing_spec(&provider, &name).await?;
             let containers = provider.list_nodes(&name).await?;
             let client = admin_client(&provider, &spec).await;
-            let status = status::collect(&spec, containers, client).await;
+            let web_url = match &client {
+                Some(Ok(client)) => crate::deploy::web_url(client).await,
+                _ => None,
+            };
+            let mut status = status::collect(&spec, containers, client).await;
+            status.addresses.web = web_url;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -73,13 +90,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Builds what is missing, creates or completes the cluster, and prints what to do next.
-pub async fn up(spec: &ClusterSpec, cache: &Path, kubeconfig: &Path, progress: &Progress) -> Result<create::Report> {
+/// Where `up` keeps things, and what it deploys.
+pub struct Options {
+    pub cache: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// MetalLB and the web workload, after the cluster.
+    pub workload: bool,
+}
+
+/// Builds what is missing, creates or completes the cluster, deploys the
+/// workload, and prints what to do next.
+pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> Result<(create::Report, Option<crate::deploy::Deployed>)> {
+    let (cache, kubeconfig) = (options.cache.as_path(), options.kubeconfig.as_path());
     let started = std::time::Instant::now();
     let provider = DockerProvider::new(docker::connect().await?);
     // Cheap checks first: a clashing subnet should not wait for a long build.
     provider.preflight(spec).await?;
     let node_image = build::ensure_node_image(provider.docker(), &spec.image_repository, cache, progress).await?;
+    let workload_images = match options.workload {
+        true => Some(build::workload::ensure(provider.docker(), &spec.image_repository, cache, progress).await?),
+        false => None,
+    };
     let ctx = create::Context {
         spec,
         provider: &provider,
@@ -87,28 +118,37 @@ pub async fn up(spec: &ClusterSpec, cache: &Path, kubeconfig: &Path, progress: &
         logs: cache.join("logs").join(&spec.name),
         kubeconfig: kubeconfig.to_owned(),
     };
-    let (_client, report) = create::up(&ctx, &node_image).await.with_context(|| {
+    let resume = || {
         format!(
             "`vigil up` stopped; the nodes are left as they are: run `vigil up` again to resume, or `vigil down --name {}` to remove everything (logs in {})",
             spec.name,
             ctx.logs.display()
         )
-    })?;
+    };
+    let (client, report) = create::up(&ctx, &node_image).await.with_context(resume)?;
+    let deployed = match &workload_images {
+        Some(images) => Some(crate::deploy::deploy(&ctx, &client, provider.docker(), images).await.with_context(resume)?),
+        None => None,
+    };
     let report_path = ctx.logs.join("up-report.json");
     // Timings for the benchmark; the token is not serialized.
     let _ = std::fs::write(&report_path, serde_json::to_string_pretty(&report)?);
     let name_flag = if spec.name == ClusterSpec::default().name { String::new() } else { format!(" --name {}", spec.name) };
     progress.info(format!(
         "\nCluster {} is up in {:.0}s: 1 control plane, {} workers, Kubernetes {}.\n\
-         \n  kubectl --context {} get nodes -o wide\n  vigil{name_flag} status\n  vigil{name_flag} node stop {}   # break a worker on purpose\n  vigil{name_flag} down\n",
+         {}\n  kubectl --context {} get nodes -o wide\n  vigil{name_flag} status\n  vigil{name_flag} node stop {}   # break a worker on purpose\n  vigil{name_flag} down\n",
         spec.name,
         started.elapsed().as_secs_f64(),
         spec.workers,
         spec.kubernetes_version,
+        match &deployed {
+            Some(d) => format!("\n  curl {}          # the web service behind the load balancer (or open it in a browser)\n", d.web_url),
+            None => "\n".into(),
+        },
         spec.kube_context(),
         spec.worker_name(0),
     ));
-    Ok(report)
+    Ok((report, deployed))
 }
 
 /// Reads the subnet back from the cluster's Docker network, so that node

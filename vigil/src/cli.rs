@@ -49,6 +49,14 @@ pub enum Command {
     Status(StatusArgs),
     /// Print a standalone kubeconfig for the cluster.
     Kubeconfig,
+    /// Print, or write, the kustomize layout of the workload and MetalLB (what `up` applies).
+    Manifests {
+        /// Write the files under this directory (the repository's `manifests/`) instead of printing.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
     /// Fault hooks: stop, kill, start, isolate or reconnect a node.
     Node {
         #[command(subcommand)]
@@ -79,6 +87,9 @@ pub struct UpArgs {
     pub service_subnet: Ipv4Net,
     #[command(flatten)]
     pub build: BuildArgs,
+    /// Create the cluster only: no MetalLB, no workload.
+    #[arg(long, env = "VIGIL_CLUSTER_ONLY")]
+    pub cluster_only: bool,
 }
 
 impl UpArgs {

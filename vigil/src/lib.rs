@@ -2,18 +2,39 @@
 //! upstream sources, deploys the vigil suite on it, and breaks nodes on purpose.
 #![forbid(unsafe_code)]
 
-pub mod cluster;
-pub mod create;
-pub mod exec;
-pub mod kubeadm;
-pub mod kubeconfig;
-pub mod progress;
-pub mod provider;
-pub mod status;
-pub mod token;
-pub mod versions;
+/// Cluster add-ons as typed objects (flannel, MetalLB, the web workload) and how they are applied.
+pub mod addons;
+/// Subcommands wired to the library; the only place errors become anyhow.
+pub mod app;
+/// The upstream build: Go modules, debootstrap, images, content keys.
 pub mod build;
+pub mod cli;
+/// The user's choices and the node plan derived from them.
+pub mod cluster;
+/// `vigil up`'s ordered steps up to a Ready cluster.
+pub mod create;
+/// `vigil up`'s second half: MetalLB and the workload.
+pub mod deploy;
+/// The one place vigil connects to Docker Engine.
 pub mod docker;
+/// Local programs run with their output logged.
+pub mod exec;
+/// Typed kubeadm configuration.
+pub mod kubeadm;
+/// Merging the cluster's context into the user's kubeconfig.
+pub mod kubeconfig;
+/// The kustomize layout under `manifests/`, generated from the typed objects.
+pub mod manifests;
+/// Status lines for long work.
+pub mod progress;
+/// Node providers: the trait and the Docker implementation.
+pub mod provider;
+/// `vigil status`.
+pub mod status;
+/// Bootstrap tokens and the CA pin.
+pub mod token;
+/// The pinned upstream releases.
+pub mod versions;
 
 #[cfg(test)]
 pub(crate) mod golden {
@@ -28,6 +49,3 @@ pub(crate) mod golden {
         pretty_assertions::assert_eq!(actual, expected, "golden file {}", path.display());
     }
 }
-pub mod addons;
-pub mod app;
-pub mod cli;

@@ -23,6 +23,8 @@ pub struct Status {
 #[derive(Debug, Serialize)]
 pub struct Addresses {
     pub api_server: String,
+    /// The web Service's LoadBalancer URL, once MetalLB has given it an address.
+    pub web: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,7 +106,10 @@ pub async fn collect(spec: &ClusterSpec, containers: Vec<NodeInfo>, client: Opti
         cluster: spec.name.clone(),
         kubernetes_version: spec.kubernetes_version.clone(),
         kube_context: spec.kube_context(),
-        addresses: Addresses { api_server: format!("https://{}:{}", spec.control_plane().ip, kubeadm::API_SERVER_PORT) },
+        addresses: Addresses {
+            api_server: format!("https://{}:{}", spec.control_plane().ip, kubeadm::API_SERVER_PORT),
+            web: None,
+        },
         nodes,
         system_pods,
         api_error,
@@ -114,8 +119,12 @@ pub async fn collect(spec: &ClusterSpec, containers: Vec<NodeInfo>, client: Opti
 impl Status {
     pub fn render(&self) -> String {
         let mut out = format!(
-            "cluster {} (Kubernetes {}), API server {}, kubectl context {}\n\nNODE                     ROLE           CONTAINER  IP             READY\n",
-            self.cluster, self.kubernetes_version, self.addresses.api_server, self.kube_context
+            "cluster {} (Kubernetes {}), API server {}, kubectl context {}{}\n\nNODE                     ROLE           CONTAINER  IP             READY\n",
+            self.cluster,
+            self.kubernetes_version,
+            self.addresses.api_server,
+            self.kube_context,
+            self.addresses.web.as_deref().map(|u| format!(", web at {u}")).unwrap_or_default()
         );
         for n in &self.nodes {
             let ready = match n.ready {

@@ -25,6 +25,8 @@ pub const FLANNEL_CNI: &str = "v0.9.1";
 /// containerd's support matrix lists 2.1.3+ for Kubernetes 1.34; Debian 12's
 /// 1.6.20 is below every listed minimum.
 pub const CONTAINERD: &str = "v2.1.6";
+/// MetalLB: v0.16 needs a frr-k8s release the module proxy does not serve here.
+pub const METALLB: &str = "v0.15.2";
 
 #[cfg(test)]
 mod tests {
@@ -49,6 +51,7 @@ mod tests {
                 "github.com/containernetworking/plugins",
                 FLANNEL_CNI,
             ),
+            (include_str!("../../upstream/metallb/go.mod"), "go.universe.tf/metallb", METALLB),
             (
                 include_str!("../../upstream/containerd/go.mod"),
                 "github.com/containerd/containerd/v2",

@@ -2,11 +2,14 @@
 //! server-side apply that installs them.
 
 pub mod flannel;
+pub mod metallb;
+pub mod web;
 
 use k8s_openapi::{NamespaceResourceScope, Resource};
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams},
+    api::{DynamicObject, Patch, PatchParams},
+    discovery::Scope,
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -21,6 +24,10 @@ pub enum Object {
     ClusterRoleBinding(k8s_openapi::api::rbac::v1::ClusterRoleBinding),
     ConfigMap(k8s_openapi::api::core::v1::ConfigMap),
     DaemonSet(k8s_openapi::api::apps::v1::DaemonSet),
+    Deployment(k8s_openapi::api::apps::v1::Deployment),
+    Service(k8s_openapi::api::core::v1::Service),
+    /// Upstream manifests and custom resources, applied through discovery.
+    Dynamic(DynamicObject),
 }
 
 async fn apply_namespaced<K>(client: &Client, obj: &K) -> kube::Result<()>
@@ -44,6 +51,27 @@ where
         .map(|_| ())
 }
 
+/// Applies an object whose type is known only at runtime (CRDs, custom
+/// resources, upstream manifests), finding its resource through discovery.
+async fn apply_dynamic(client: &Client, obj: &DynamicObject) -> kube::Result<()> {
+    let gvk = metallb::gvk(obj).ok_or_else(|| {
+        kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(format!(
+            "object {:?} has no apiVersion/kind",
+            obj.metadata.name
+        )))
+    })?;
+    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), obj.metadata.namespace.as_deref().unwrap_or("default"), &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(obj.metadata.name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .map(|_| ())
+}
+
 impl Object {
     pub fn describe(&self) -> String {
         let (kind, meta) = match self {
@@ -53,6 +81,9 @@ impl Object {
             Object::ClusterRoleBinding(o) => ("ClusterRoleBinding", &o.metadata),
             Object::ConfigMap(o) => ("ConfigMap", &o.metadata),
             Object::DaemonSet(o) => ("DaemonSet", &o.metadata),
+            Object::Deployment(o) => ("Deployment", &o.metadata),
+            Object::Service(o) => ("Service", &o.metadata),
+            Object::Dynamic(o) => (o.types.as_ref().map_or("object", |t| t.kind.as_str()), &o.metadata),
         };
         match &meta.namespace {
             Some(ns) => format!("{kind} {ns}/{}", meta.name.as_deref().unwrap_or_default()),
@@ -69,6 +100,9 @@ impl Object {
             Object::ServiceAccount(o) => apply_namespaced(client, o).await,
             Object::ConfigMap(o) => apply_namespaced(client, o).await,
             Object::DaemonSet(o) => apply_namespaced(client, o).await,
+            Object::Deployment(o) => apply_namespaced(client, o).await,
+            Object::Service(o) => apply_namespaced(client, o).await,
+            Object::Dynamic(o) => apply_dynamic(client, o).await,
         }
     }
 
@@ -81,6 +115,9 @@ impl Object {
             Object::ClusterRoleBinding(o) => serde_yaml::to_string(o),
             Object::ConfigMap(o) => serde_yaml::to_string(o),
             Object::DaemonSet(o) => serde_yaml::to_string(o),
+            Object::Deployment(o) => serde_yaml::to_string(o),
+            Object::Service(o) => serde_yaml::to_string(o),
+            Object::Dynamic(o) => serde_yaml::to_string(o),
         }
         .expect("Kubernetes objects serialize")
     }

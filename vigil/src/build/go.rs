@@ -79,6 +79,15 @@ pub fn flannel_cni() -> GoBinary {
     }
 }
 
+pub fn metallb(name: &'static str) -> GoBinary {
+    let package = match name {
+        "controller" => "go.universe.tf/metallb/controller",
+        "speaker" => "go.universe.tf/metallb/speaker",
+        other => panic!("not a MetalLB binary: {other}"),
+    };
+    GoBinary { name, module: &sources::METALLB, package, ldflags: vec![], cgo: false }
+}
+
 pub fn containerd(name: &'static str) -> GoBinary {
     let package = match name {
         "containerd" => "github.com/containerd/containerd/v2/cmd/containerd",

@@ -11,6 +11,7 @@ pub mod node;
 pub mod preload;
 pub mod rootfs;
 pub mod sources;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,7 @@ struct Plan {
     etcd: go::GoBinary,
     coredns: go::GoBinary,
     flanneld: go::GoBinary,
+    metallb: [go::GoBinary; 2],
     flannel_cni: go::GoBinary,
     containerd: [go::GoBinary; 3],
 }
@@ -145,6 +147,7 @@ struct Built {
     coredns: Option<PathBuf>,
     flanneld: Option<PathBuf>,
     flannel_cni: Option<PathBuf>,
+    metallb: [Option<PathBuf>; 2],
     containerd: [Option<PathBuf>; 3],
     pause: Option<PathBuf>,
 }
@@ -159,6 +162,7 @@ impl Plan {
             etcd: go::etcd(),
             coredns: go::coredns(),
             flanneld: go::flanneld(),
+            metallb: [go::metallb("controller"), go::metallb("speaker")],
             flannel_cni: go::flannel_cni(),
             containerd: [go::containerd("containerd"), go::containerd("containerd-shim-runc-v2"), go::containerd("ctr")],
         }
@@ -221,7 +225,20 @@ impl Plan {
             files: vec![binary_file("/opt/bin/flanneld", &self.flanneld, built.flanneld.as_deref())],
             parent_keys: vec![self.base.key()],
         };
-        vec![pause, etcd, coredns, kube, flannel]
+        let metallb = self.metallb.iter().zip(&built.metallb).zip(["metallb-controller", "metallb-speaker"]).map(
+            |((binary, path), component)| Recipe {
+                name: component,
+                tags: vec![crate::addons::metallb::image(&n.repository, component)],
+                instructions: vec![
+                    Instruction::From("scratch".into()),
+                    Instruction::CopyRootfs,
+                    Instruction::Entrypoint(vec![format!("/{}", binary.name)]),
+                ],
+                files: vec![binary_file(&format!("/{}", binary.name), binary, path.as_deref())],
+                parent_keys: vec![],
+            },
+        );
+        [pause, etcd, coredns, kube, flannel].into_iter().chain(metallb).collect()
     }
 
     /// Every image preloaded on the nodes.
@@ -253,6 +270,7 @@ impl Plan {
                 pause: versions::PAUSE,
                 flannel: versions::FLANNEL,
                 containerd: versions::CONTAINERD,
+                metallb: versions::METALLB,
                 images: &images,
             },
         )
@@ -311,6 +329,11 @@ pub async fn ensure_node_image(docker: &Docker, repository: &str, cache: &Path, 
         if missing(need("flannel")).await {
             built.flanneld = Some(plan.flanneld.ensure(cache, progress).await?);
         }
+        for (i, component) in ["metallb-controller", "metallb-speaker"].into_iter().enumerate() {
+            if missing(need(component)).await {
+                built.metallb[i] = Some(plan.metallb[i].ensure(cache, progress).await?);
+            }
+        }
         if missing(need("pause")).await {
             built.pause = Some(go::ensure_pause(cache, progress).await?);
         }
@@ -358,7 +381,7 @@ pub async fn ensure_node_image(docker: &Docker, repository: &str, cache: &Path, 
     Ok(node_image)
 }
 
-async fn all_tags_current(docker: &Docker, recipe: &Recipe) -> bool {
+pub(crate) async fn all_tags_current(docker: &Docker, recipe: &Recipe) -> bool {
     let key = recipe.key();
     for tag in &recipe.tags {
         if !image::has_key(docker, tag, &key).await.unwrap_or(false) {

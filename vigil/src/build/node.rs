@@ -132,6 +132,7 @@ pub struct BuildInfo<'a> {
     pub pause: &'a str,
     pub flannel: &'a str,
     pub containerd: &'a str,
+    pub metallb: &'a str,
     pub images: &'a [String],
 }
 

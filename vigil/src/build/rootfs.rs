@@ -109,7 +109,8 @@ impl Rootfs {
             .arg(&dir)
             .arg(&mirror);
         exec::run_logged(cmd, &log, |line| {
-            if let Some(what) = line.strip_prefix("I: ") {
+            // Lines naming the mirror are left out of the progress.
+            if let Some(what) = line.strip_prefix("I: ").filter(|l| !l.contains("://")) {
                 step.update(what);
             }
         })

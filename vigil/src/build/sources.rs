@@ -23,6 +23,7 @@ pub static COREDNS: GoModule = go_module!("coredns", ["go.mod", "go.sum"]);
 pub static FLANNEL: GoModule = go_module!("flannel", ["go.mod", "go.sum"]);
 pub static FLANNEL_CNI: GoModule = go_module!("flannel-cni", ["go.mod", "go.sum"]);
 pub static CONTAINERD: GoModule = go_module!("containerd", ["go.mod", "go.sum"]);
+pub static METALLB: GoModule = go_module!("metallb", ["go.mod", "go.sum"]);
 
 /// Files of the node image that are plain text by nature (a shell
 /// entrypoint, systemd units); containerd's TOML is generated in `node.rs`.

@@ -1,8 +1,6 @@
-//! Issue 3, end to end: `vigil up` builds a real 3-node kubeadm cluster in
-//! node containers; this test checks what a cluster must do (nodes Ready,
-//! system pods Running, pod-to-pod traffic across workers over flannel, DNS
-//! for Service names, a join token that is dead after the join), then
-//! `vigil down` and checks that nothing is left behind.
+//! The cluster (issue 3): nodes Ready, system pods Running, pod-to-pod
+//! traffic across workers over flannel, DNS for Service names, a join token
+//! that is dead after the join, and nothing left behind by `vigil down`.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -17,7 +15,7 @@ use kube::{
     config::AuthInfo,
 };
 use vigil::provider::docker::CLUSTER_LABEL;
-use vigil_e2e::{client, down, run_to_completion, test_kubeconfig, test_spec, up, wait_for};
+use vigil_e2e::{run_to_completion, test_kubeconfig, wait_for};
 
 const NAMESPACE: &str = "vigil-e2e-net";
 const TOOLBOX: &str = "vigil.local/base:bookworm";
@@ -47,27 +45,7 @@ fn pod(name: &str, node: &str, script: &str, restart: &str) -> Pod {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn three_node_cluster_end_to_end() -> Result<()> {
-    let spec = test_spec();
-    // From nothing: a cluster left by an interrupted run would skip the joins.
-    down(&spec).await.context("vigil down before the test")?;
-    let report = up(&spec).await.context("vigil up")?;
-    // A second `up` finds everything done and changes nothing.
-    let again = up(&spec).await.context("second vigil up")?;
-    ensure!(again.join_token.is_none(), "the second up joined workers again");
-
-    let (client, config) = client(&spec).await?;
-    nodes_are_ready(&client).await?;
-    system_pods_run(&client, &spec).await?;
-    pod_network_and_dns(&client, &spec).await?;
-    join_token_is_dead(&config, report.join_token.context("the first up joined the workers")?).await?;
-
-    down(&spec).await.context("vigil down")?;
-    nothing_left_behind(&spec).await
-}
-
-async fn nodes_are_ready(client: &Client) -> Result<()> {
+pub async fn nodes_are_ready(client: &Client) -> Result<()> {
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
     ensure!(nodes.len() == 3, "expected 3 nodes, found {}", nodes.len());
     for node in &nodes {
@@ -86,7 +64,7 @@ async fn nodes_are_ready(client: &Client) -> Result<()> {
     Ok(())
 }
 
-async fn system_pods_run(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+pub async fn system_pods_run(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
     let pods = Api::<Pod>::namespaced(client.clone(), "kube-system").list(&ListParams::default()).await?.items;
     for pod in &pods {
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
@@ -103,7 +81,7 @@ async fn system_pods_run(client: &Client, spec: &vigil::cluster::ClusterSpec) ->
     Ok(())
 }
 
-async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
     let (worker_a, worker_b) = (spec.worker_name(0), spec.worker_name(1));
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace { metadata: ObjectMeta { name: Some(NAMESPACE.into()), ..Default::default() }, ..Default::default() };
@@ -178,7 +156,7 @@ async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::ClusterSpec
 
 /// A bootstrap token may create a SelfSubjectReview while it is valid;
 /// once deleted, the API server answers 401.
-async fn join_token_is_dead(admin: &kube::Config, token: vigil::token::BootstrapToken) -> Result<()> {
+pub async fn join_token_is_dead(admin: &kube::Config, token: vigil::token::BootstrapToken) -> Result<()> {
     let with_token = |token: String| -> Result<Client> {
         let mut config = admin.clone();
         config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
@@ -197,7 +175,7 @@ async fn join_token_is_dead(admin: &kube::Config, token: vigil::token::Bootstrap
     Ok(())
 }
 
-async fn nothing_left_behind(spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+pub async fn nothing_left_behind(spec: &vigil::cluster::ClusterSpec) -> Result<()> {
     let docker = vigil::docker::connect().await?;
     let filter = std::collections::HashMap::from([("label".to_owned(), vec![format!("{CLUSTER_LABEL}={}", spec.name)])]);
     let containers = docker

@@ -1,0 +1,3 @@
+module vigil.local/bench/seed-go
+
+go 1.25

@@ -1,0 +1,108 @@
+//! Two routers on two ports, as linkerd keeps admin apart from the data path:
+//!
+//! - probes (`listen`): `GET /startupz`, `/livez`, `/readyz`: 200 or 503 and a
+//!   JSON body saying which check failed and why. These are the product.
+//! - admin (`admin_listen`): `GET /metrics`, `/live`, `/ready` (probe-server's
+//!   own health, never mixed up with the results it reports), `PUT /log-level`.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::{get, put},
+};
+
+use crate::{
+    metrics::{AnswerLabels, Metrics},
+    probes::{Probes, Verdict},
+};
+
+#[derive(Clone)]
+pub struct ProbeState {
+    pub probes: Arc<Probes>,
+    pub metrics: Arc<Metrics>,
+}
+
+fn answer(state: &ProbeState, verdict: Verdict) -> impl IntoResponse + use<> {
+    let code = if verdict.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    state.metrics.answers.get_or_create(&AnswerLabels { probe: verdict.probe, code: code.as_u16() }).inc();
+    (code, Json(verdict))
+}
+
+pub fn probe_router(state: ProbeState) -> Router {
+    Router::new()
+        .route("/startupz", get(|State(s): State<ProbeState>| async move { answer(&s, s.probes.startup()) }))
+        .route("/livez", get(|State(s): State<ProbeState>| async move { answer(&s, s.probes.liveness()) }))
+        .route("/readyz", get(|State(s): State<ProbeState>| async move { answer(&s, s.probes.readiness()) }))
+        .with_state(state)
+}
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub log_level: vigil_telemetry::LogLevelHandle,
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, vigil_telemetry::OPENMETRICS)], vigil_telemetry::encode(&s.metrics.registry))
+}
+
+async fn log_level(State(s): State<AdminState>, body: String) -> impl IntoResponse {
+    match vigil_telemetry::set_log_level(&s.log_level, &body) {
+        Ok(()) => (StatusCode::OK, format!("log level set to {}\n", body.trim())),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+/// The process answers, so it is alive; it is ready once the servers are
+/// bound, which is when this router starts serving.
+pub fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/live", get(|| async { "ok\n" }))
+        .route("/ready", get(|| async { "ok\n" }))
+        .route("/log-level", put(log_level))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{body::Body, http::Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn probes_answer_503_with_the_failing_check_in_json() {
+        let config = crate::config::Config::from_yaml(
+            "workload: {name: web, http: 'http://127.0.0.1:8000/'}\ndependencies: [{name: dns, dns: kubernetes.default}]\n",
+            "t",
+        )
+        .unwrap();
+        let state = ProbeState { probes: Arc::new(Probes::new(&config)), metrics: Arc::default() };
+        state.probes.record(0, Ok(()), 1, 1);
+        state.probes.record(1, Err("resolve kubernetes.default: timed out".into()), 1, 1);
+        let get = |path: &'static str| {
+            let app = probe_router(state.clone());
+            async move {
+                let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+                let code = response.status().as_u16();
+                let body: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+                (code, body)
+            }
+        };
+        let (code, body) = get("/readyz").await;
+        assert_eq!(code, 503);
+        assert_eq!(body["reason"], "check dns is failing: resolve kubernetes.default: timed out");
+        assert_eq!(body["checks"][1]["healthy"], false);
+        let (code, body) = get("/livez").await;
+        assert_eq!((code, body["ok"].as_bool()), (200, Some(true)));
+        let (code, _) = get("/startupz").await;
+        assert_eq!(code, 200);
+        let text = vigil_telemetry::encode(&state.metrics.registry);
+        assert!(text.contains(r#"probe_answers_total{probe="readiness",code="503"} 1"#), "{text}");
+    }
+}

@@ -1,0 +1,57 @@
+//! What every vigil deployable sets up the same way: logging (tracing, with a
+//! filter that can be changed at runtime), the signals it stops on, and the
+//! OpenMetrics encoding of its registry.
+#![forbid(unsafe_code)]
+
+use prometheus_client::registry::Registry;
+use tracing_subscriber::{EnvFilter, Registry as Subscriber, layer::SubscriberExt, reload, util::SubscriberInitExt};
+
+/// Changes the log filter of a running process (`PUT /log-level`).
+pub type LogLevelHandle = reload::Handle<EnvFilter, Subscriber>;
+
+/// Keeps the background log writer alive; logs written after it is dropped are lost.
+pub struct Telemetry {
+    pub log_level: LogLevelHandle,
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+/// Installs the global subscriber. `filter` uses tracing's syntax
+/// (`info`, `web=debug,tower=warn`). Lines go to stdout through a background
+/// writer, so logging a request never waits on the terminal or the pipe.
+pub fn init(filter: &str) -> Result<Telemetry, String> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("log filter {filter:?}: {e}"))?;
+    let (filter, log_level) = reload::Layer::new(filter);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(writer).with_target(false))
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    Ok(Telemetry { log_level, _writer: guard })
+}
+
+/// Sets a new filter; the error names what did not parse.
+pub fn set_log_level(handle: &LogLevelHandle, filter: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(filter.trim()).map_err(|e| format!("log filter {filter:?}: {e}"))?;
+    handle.reload(filter).map_err(|e| e.to_string())
+}
+
+/// Resolves on SIGTERM (what the kubelet sends) or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// The content type Prometheus asks for and this encoding produces.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String cannot fail");
+    out
+}

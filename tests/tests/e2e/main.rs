@@ -1,0 +1,35 @@
+//! vigil end to end, on one real cluster (creating one costs about a minute):
+//! `vigil up` from nothing, `vigil up` again (which must change nothing), the
+//! cluster's checks (issue 3), the workload's (issue 4), then `vigil down`.
+//! A failing check leaves the cluster for inspection; the next run starts
+//! with `vigil down`.
+
+mod cluster;
+mod workload;
+
+use anyhow::{Context as _, Result, ensure};
+use vigil_e2e::{client, down, test_spec, up};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vigil_end_to_end() -> Result<()> {
+    let spec = test_spec();
+    down(&spec).await.context("vigil down before the test")?;
+    let (report, deployed) = up(&spec).await.context("vigil up")?;
+    let deployed = deployed.context("up deploys the workload by default")?;
+    let (again, _) = up(&spec).await.context("second vigil up")?;
+    ensure!(again.join_token.is_none(), "the second up joined workers again");
+
+    let (client, config) = client(&spec).await?;
+    cluster::nodes_are_ready(&client).await?;
+    cluster::system_pods_run(&client, &spec).await?;
+    cluster::pod_network_and_dns(&client, &spec).await?;
+    cluster::join_token_is_dead(&config, report.join_token.context("the first up joined the workers")?).await?;
+
+    workload::load_balancer_reaches_every_pod(&client, &deployed).await?;
+    workload::a_hung_workload_is_restarted_by_its_liveness_probe(&client, &spec).await?;
+    workload::a_failing_dependency_takes_one_pod_out_of_the_service(&client, &spec, &deployed).await?;
+    workload::a_deleted_pod_is_replaced(&client).await?;
+
+    down(&spec).await.context("vigil down")?;
+    cluster::nothing_left_behind(&spec).await
+}

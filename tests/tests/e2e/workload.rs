@@ -1,0 +1,205 @@
+//! The workload (issue 4): the load balancer reaches every replica from the
+//! host; a hung workload is restarted through its liveness probe; a failing
+//! dependency takes exactly one pod out of the Service while traffic goes on;
+//! a deleted pod is replaced.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::{
+    core::v1::{Event, Pod},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams},
+};
+use vigil::{
+    cluster::ClusterSpec,
+    deploy::Deployed,
+    provider::{Node, NodeProvider, docker::DockerProvider},
+};
+use vigil_e2e::wait_for;
+
+const WEB_SELECTOR: &str = "app=web";
+
+fn http() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(3)).build()?)
+}
+
+/// `count` GETs of the load balancer from the host; the hostnames that answered.
+async fn curl_many(url: &str, count: usize) -> Result<Vec<String>> {
+    let http = http()?;
+    let mut seen = vec![];
+    for i in 0..count {
+        let body = http.get(url).send().await.with_context(|| format!("curl {i} of {count} to {url}"))?.text().await?;
+        let host = body.trim().strip_prefix("I'm ").with_context(|| format!("unexpected answer {body:?}"))?;
+        seen.push(host.to_owned());
+    }
+    Ok(seen)
+}
+
+async fn web_pods(client: &Client) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    Ok(pods.list(&ListParams::default().labels(WEB_SELECTOR)).await?.items)
+}
+
+fn name(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+fn restarts(pod: &Pod, container: &str) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == container))
+        .map_or(0, |c| c.restart_count)
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub async fn load_balancer_reaches_every_pod(client: &Client, deployed: &Deployed) -> Result<()> {
+    let pods: BTreeSet<String> = web_pods(client).await?.iter().map(name).collect();
+    ensure!(pods.len() == 3, "expected 3 web pods, found {pods:?}");
+    let seen: BTreeSet<String> = curl_many(&deployed.web_url, 30).await?.into_iter().collect();
+    ensure!(seen == pods, "30 curls to {} reached {seen:?}, the pods are {pods:?}", deployed.web_url);
+    let ip: std::net::Ipv4Addr = deployed.load_balancer_ip.parse()?;
+    let spec = vigil_e2e::test_spec();
+    let (first, last) = spec.load_balancer_range();
+    ensure!(ip >= first && ip <= last, "LoadBalancer address {ip} is outside the pool {first}-{last}");
+    Ok(())
+}
+
+/// The PID, as the node sees it, of `container` in `pod`.
+async fn container_pid(provider: &DockerProvider, pod: &Pod, container: &str) -> Result<(String, String)> {
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).context("pod not scheduled")?;
+    let id = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == container))
+        .and_then(|c| c.container_id.clone())
+        .context("no container id")?;
+    let id = id.trim_start_matches("containerd://").to_owned();
+    let tasks = provider.node(&node).run(&["ctr", "--namespace", "k8s.io", "tasks", "ls"], None).await?;
+    let pid = tasks
+        .stdout
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()? == id).then(|| f.next().map(str::to_owned)).flatten()
+        })
+        .with_context(|| format!("container {id} not among the tasks on {node}"))?;
+    Ok((node, pid))
+}
+
+/// SIGSTOP freezes the web process: it is still there but answers nothing.
+/// probe-server's liveness check times out, /livez fails, and the kubelet
+/// restarts the web container (not the pod, not the sidecar).
+pub async fn a_hung_workload_is_restarted_by_its_liveness_probe(client: &Client, _spec: &ClusterSpec) -> Result<()> {
+    let provider = DockerProvider::new(vigil::docker::connect().await?);
+    let pod = web_pods(client).await?.into_iter().next().context("no web pod")?;
+    let (pod_name, before) = (name(&pod), restarts(&pod, "web"));
+    let sidecar_before = restarts(&pod, "probe-server");
+    let (node, pid) = container_pid(&provider, &pod, "web").await?;
+    provider.node(&node).run(&["kill", "-STOP", &pid], None).await?;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let after = wait_for(&format!("web container of {pod_name} restarted"), Duration::from_secs(90), || async {
+        let p = pods.get(&pod_name).await?;
+        let n = restarts(&p, "web");
+        Ok((n > before && ready(&p)).then_some(p))
+    })
+    .await?;
+    ensure!(restarts(&after, "probe-server") == sidecar_before, "the sidecar was restarted too");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let fields = format!("involvedObject.name={pod_name}");
+    let liveness_failed = events
+        .list(&ListParams::default().fields(&fields))
+        .await?
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Unhealthy") && e.message.as_deref().is_some_and(|m| m.starts_with("Liveness probe failed")));
+    ensure!(liveness_failed, "the restart of {pod_name} was not caused by a failed liveness probe");
+    Ok(())
+}
+
+/// Readiness of `pod` in the web Service's EndpointSlices (None: not listed).
+async fn endpoint_ready(client: &Client, pod: &str) -> Result<Option<bool>> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await?;
+    Ok(list.items.iter().flat_map(|s| &s.endpoints).find_map(|e| {
+        let target = e.target_ref.as_ref()?.name.as_deref()?;
+        (target == pod).then(|| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+    }))
+}
+
+/// DNS is the pod's readiness dependency. Blocking it inside one pod's
+/// network namespace (iptables through nsenter, from its node) makes that
+/// pod's probe-server report not ready: the pod leaves the Service while
+/// the other two keep serving, and it is not restarted (liveness ignores
+/// dependencies). Unblocking brings it back.
+pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(
+    client: &Client,
+    _spec: &ClusterSpec,
+    deployed: &Deployed,
+) -> Result<()> {
+    let provider = DockerProvider::new(vigil::docker::connect().await?);
+    let pod = web_pods(client).await?.into_iter().find(ready).context("no ready web pod")?;
+    let pod_name = name(&pod);
+    let restarts_before = restarts(&pod, "web");
+    let (node, pid) = container_pid(&provider, &pod, "probe-server").await?;
+    let node = provider.node(&node);
+    let rule = |op: &'static str, proto: &'static str| {
+        vec!["nsenter", "-t", &pid, "-n", "iptables", op, "OUTPUT", "-p", proto, "--dport", "53", "-j", "REJECT"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for proto in ["udp", "tcp"] {
+        let argv = rule("-I", proto);
+        node.run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), None).await?;
+    }
+    let left = wait_for(&format!("{pod_name} leaves the web endpoints"), Duration::from_secs(60), || async {
+        Ok((endpoint_ready(client, &pod_name).await? != Some(true)).then_some(()))
+    })
+    .await;
+    // Traffic through the load balancer goes on, served by the other two.
+    let answered = curl_many(&deployed.web_url, 30).await;
+    for proto in ["udp", "tcp"] {
+        let argv = rule("-D", proto);
+        node.run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), None).await?;
+    }
+    left?;
+    let answered: BTreeSet<String> = answered.context("curls while one pod was not ready")?.into_iter().collect();
+    ensure!(!answered.contains(&pod_name), "{pod_name} still answered through the load balancer: {answered:?}");
+    ensure!(answered.len() == 2, "expected the two other pods to answer, got {answered:?}");
+
+    wait_for(&format!("{pod_name} back in the web endpoints"), Duration::from_secs(60), || async {
+        Ok((endpoint_ready(client, &pod_name).await? == Some(true)).then_some(()))
+    })
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let after = restarts(&pods.get(&pod_name).await?, "web");
+    if after != restarts_before {
+        bail!("{pod_name} was restarted for a failing dependency ({restarts_before} -> {after}): liveness must not depend on it");
+    }
+    Ok(())
+}
+
+pub async fn a_deleted_pod_is_replaced(client: &Client) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let victim = name(&web_pods(client).await?.into_iter().next().context("no web pod")?);
+    pods.delete(&victim, &DeleteParams::default()).await?;
+    wait_for("3 ready web replicas again, the deleted one gone", Duration::from_secs(90), || async {
+        let now = web_pods(client).await?;
+        let ready_names: Vec<String> = now.iter().filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none()).map(name).collect();
+        Ok((ready_names.len() == 3 && !ready_names.contains(&victim)).then_some(()))
+    })
+    .await
+}

@@ -1,0 +1,159 @@
+//! MetalLB in L2 mode: upstream's own `metallb-native.yaml` for v0.15.2
+//! (vendored unmodified in `manifests/metallb/`), parsed into objects with
+//! only the two image references changed to the images built here, plus an
+//! address pool on the node network so LoadBalancer addresses are reachable
+//! from the host.
+
+use kube::{
+    api::{DynamicObject, ObjectMeta},
+    core::GroupVersionKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::ClusterSpec;
+
+pub const NAMESPACE: &str = "metallb-system";
+pub const VERSION: &str = crate::versions::METALLB;
+pub const NATIVE_MANIFEST: &str = include_str!("../../../manifests/metallb/metallb-native.yaml");
+/// The images upstream's manifest names, and the component each one is.
+pub const UPSTREAM_IMAGES: [(&str, &str); 2] =
+    [("quay.io/metallb/controller", "metallb-controller"), ("quay.io/metallb/speaker", "metallb-speaker")];
+const POOL: &str = "vigil-node-network";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the vendored metallb-native.yaml does not parse: {0}")]
+    Parse(String),
+}
+
+/// Where the image `component` of this MetalLB release is tagged here.
+pub fn image(repository: &str, component: &str) -> String {
+    format!("{repository}/{component}:{VERSION}")
+}
+
+/// Upstream's objects with the images swapped, in upstream's order
+/// (namespace and CRDs first).
+pub fn native_objects(repository: &str) -> Result<Vec<DynamicObject>, Error> {
+    let mut objects = vec![];
+    for document in serde_yaml::Deserializer::from_str(NATIVE_MANIFEST) {
+        let mut value = serde_json::Value::deserialize(document).map_err(|e| Error::Parse(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        rewrite_images(&mut value, repository);
+        objects.push(serde_json::from_value(value).map_err(|e| Error::Parse(e.to_string()))?);
+    }
+    Ok(objects)
+}
+
+/// `containers[].image` of every pod template: upstream's registry names
+/// become the images built here (what kustomize's `images:` does for `apply -k`).
+fn rewrite_images(value: &mut serde_json::Value, repository: &str) {
+    let Some(containers) = value.pointer_mut("/spec/template/spec/containers").and_then(|c| c.as_array_mut()) else {
+        return;
+    };
+    for container in containers {
+        let Some(image) = container.get("image").and_then(|i| i.as_str()).map(str::to_owned) else { continue };
+        for (upstream, component) in UPSTREAM_IMAGES {
+            if image.starts_with(&format!("{upstream}:")) {
+                container["image"] = image_value(repository, component);
+            }
+        }
+    }
+}
+
+fn image_value(repository: &str, component: &str) -> serde_json::Value {
+    serde_json::Value::String(image(repository, component))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IpAddressPool {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ObjectMeta,
+    spec: PoolSpec,
+}
+
+#[derive(Debug, Serialize)]
+struct PoolSpec {
+    addresses: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct L2Advertisement {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ObjectMeta,
+    spec: L2Spec,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct L2Spec {
+    ip_address_pools: Vec<String>,
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta { name: Some(name.into()), namespace: Some(NAMESPACE.into()), ..Default::default() }
+}
+
+/// The pool (the upper half of the node network, which node addresses never
+/// use) and its L2 advertisement: speakers answer ARP for these addresses on
+/// the node network, which the host is attached to.
+pub fn pool_objects(spec: &ClusterSpec) -> Vec<DynamicObject> {
+    let (first, last) = spec.load_balancer_range();
+    let pool = IpAddressPool {
+        api_version: "metallb.io/v1beta1",
+        kind: "IPAddressPool",
+        metadata: meta(POOL),
+        spec: PoolSpec { addresses: vec![format!("{first}-{last}")] },
+    };
+    let advertisement = L2Advertisement {
+        api_version: "metallb.io/v1beta1",
+        kind: "L2Advertisement",
+        metadata: meta(POOL),
+        spec: L2Spec { ip_address_pools: vec![POOL.into()] },
+    };
+    [serde_json::to_value(pool), serde_json::to_value(advertisement)]
+        .into_iter()
+        .map(|v| serde_json::from_value(v.expect("serializes")).expect("a DynamicObject"))
+        .collect()
+}
+
+/// The kind of a dynamic object, for discovery.
+pub fn gvk(object: &DynamicObject) -> Option<GroupVersionKind> {
+    let types = object.types.as_ref()?;
+    let (group, version) = types.api_version.rsplit_once('/').unwrap_or(("", &types.api_version));
+    Some(GroupVersionKind::gvk(group, version, &types.kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_manifest_parses_and_only_images_change() {
+        let objects = native_objects("vigil.local").unwrap();
+        let kinds: Vec<&str> = objects.iter().map(|o| o.types.as_ref().unwrap().kind.as_str()).collect();
+        assert_eq!(kinds[0], "Namespace");
+        assert_eq!(kinds.iter().filter(|k| **k == "CustomResourceDefinition").count(), 8);
+        assert!(kinds.contains(&"Deployment") && kinds.contains(&"DaemonSet"));
+        let text = serde_json::to_string(&objects).unwrap();
+        assert!(text.contains("vigil.local/metallb-controller:v0.15.2"));
+        assert!(text.contains("vigil.local/metallb-speaker:v0.15.2"));
+        assert!(!text.contains("quay.io"), "every upstream image reference is replaced");
+        // One object per top-level document: nothing dropped.
+        assert_eq!(objects.len(), NATIVE_MANIFEST.lines().filter(|l| l.starts_with("kind: ")).count());
+    }
+
+    #[test]
+    fn the_pool_is_the_upper_half_of_the_node_network() {
+        let objects = pool_objects(&ClusterSpec::default());
+        let pool = serde_json::to_value(&objects[0]).unwrap();
+        assert_eq!(pool["spec"]["addresses"][0], "172.29.0.128-172.29.0.254");
+        assert_eq!(gvk(&objects[1]).unwrap().kind, "L2Advertisement");
+        assert_eq!(gvk(&objects[1]).unwrap().group, "metallb.io");
+    }
+}

@@ -1,0 +1,275 @@
+//! The seed's workload, done properly: Deployment `web` (3 replicas, spread
+//! across nodes) with the probe-server sidecar its probes call, Service `web`
+//! of type LoadBalancer (port 80 to the pods' 8000), one ServiceAccount
+//! without API access, and the probe-server configuration.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
+        core::v1::{
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
+            Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, SleepAction,
+            TopologySpreadConstraint, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::api::ObjectMeta;
+use probe_server::config::{CheckConfig, Config as ProbeConfig, DEFAULT_ADMIN_PORT, DEFAULT_PROBE_PORT, Target};
+
+use super::Object;
+
+pub const NAME: &str = "web";
+pub const NAMESPACE: &str = "default";
+/// The seed's port (its PORT variable).
+pub const WEB_PORT: u16 = 8000;
+/// What the load balancer serves on.
+pub const SERVICE_PORT: u16 = 80;
+const PROBE_CONFIG_DIR: &str = "/etc/probe-server";
+
+/// The images the Deployment runs.
+pub struct Images {
+    pub web: String,
+    pub probe_server: String,
+}
+
+/// The one label map the selector, the pods and the Service share: a
+/// selector cannot drift from the labels it selects (the seed's bug).
+fn selector_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("app".into(), NAME.into()), ("app.kubernetes.io/name".into(), NAME.into())])
+}
+
+fn labels() -> BTreeMap<String, String> {
+    let mut labels = selector_labels();
+    labels.extend([
+        ("app.kubernetes.io/instance".to_owned(), "vigil".to_owned()),
+        ("app.kubernetes.io/component".to_owned(), "frontend".to_owned()),
+        ("app.kubernetes.io/part-of".to_owned(), "vigil".to_owned()),
+        ("app.kubernetes.io/managed-by".to_owned(), "vigil".to_owned()),
+        ("app.kubernetes.io/version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ]);
+    labels
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta { name: Some(name.into()), namespace: Some(NAMESPACE.into()), labels: Some(labels()), ..Default::default() }
+}
+
+fn quantity(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
+    Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned()))).collect())
+}
+
+/// Non-root, read-only root filesystem, no capabilities, no privilege escalation.
+fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("probes".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(1),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+/// probe-server's view of this pod: the web container on localhost is the
+/// workload; the cluster's DNS is a dependency (readiness only).
+pub fn probe_config() -> ProbeConfig {
+    let mut workload = CheckConfig::new(NAME, Target::Http(format!("http://127.0.0.1:{WEB_PORT}/")));
+    workload.timeout = std::time::Duration::from_millis(500);
+    workload.failure_threshold = 2;
+    let mut dns = CheckConfig::new("cluster-dns", Target::Dns("kubernetes.default.svc.cluster.local".into()));
+    dns.timeout = std::time::Duration::from_millis(800);
+    dns.failure_threshold = 2;
+    ProbeConfig::new(workload, vec![dns])
+}
+
+pub fn objects(images: &Images) -> Vec<Object> {
+    let service_account = ServiceAccount {
+        metadata: meta(NAME),
+        // Neither container talks to the API server.
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    let config = ConfigMap {
+        metadata: meta("web-probe-server"),
+        data: Some(BTreeMap::from([("config.yaml".into(), probe_config().to_yaml())])),
+        ..Default::default()
+    };
+    let web = Container {
+        name: NAME.into(),
+        image: Some(images.web.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(vec![EnvVar { name: "PORT".into(), value: Some(WEB_PORT.to_string()), ..Default::default() }]),
+        ports: Some(vec![
+            ContainerPort { name: Some("http".into()), container_port: WEB_PORT.into(), ..Default::default() },
+        ]),
+        // The kubelet asks probe-server (same pod, port "probes"), which
+        // checks this container; a failed liveness restarts this one.
+        startup_probe: Some(http_probe("/startupz", 1, 30)),
+        liveness_probe: Some(http_probe("/livez", 2, 3)),
+        readiness_probe: Some(http_probe("/readyz", 1, 1)),
+        // Keep serving while the endpoint controllers catch up with the termination.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler { sleep: Some(SleepAction { seconds: 3 }), ..Default::default() }),
+            ..Default::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: quantity(&[("cpu", "50m"), ("memory", "16Mi")]),
+            limits: quantity(&[("memory", "64Mi")]),
+            ..Default::default()
+        }),
+        security_context: Some(locked_down()),
+        ..Default::default()
+    };
+    let probe_server = Container {
+        name: "probe-server".into(),
+        image: Some(images.probe_server.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec!["--config".into(), format!("{PROBE_CONFIG_DIR}/config.yaml")]),
+        ports: Some(vec![
+            ContainerPort { name: Some("probes".into()), container_port: DEFAULT_PROBE_PORT.into(), ..Default::default() },
+            ContainerPort { name: Some("probe-admin".into()), container_port: DEFAULT_ADMIN_PORT.into(), ..Default::default() },
+        ]),
+        // Its own health, on its admin port: never the results it reports.
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/live".into()),
+                port: IntOrString::String("probe-admin".into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "probe-config".into(),
+            mount_path: PROBE_CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: quantity(&[("cpu", "10m"), ("memory", "8Mi")]),
+            limits: quantity(&[("memory", "32Mi")]),
+            ..Default::default()
+        }),
+        security_context: Some(locked_down()),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(NAME),
+        spec: Some(DeploymentSpec {
+            replicas: Some(3),
+            selector: LabelSelector { match_labels: Some(selector_labels()), ..Default::default() },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(NAME.into()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    // One per node where possible, but never refuse to run:
+                    // after a node dies all replicas may share the survivors.
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".into(),
+                        when_unsatisfiable: "ScheduleAnyway".into(),
+                        node_taints_policy: Some("Honor".into()),
+                        label_selector: Some(LabelSelector { match_labels: Some(selector_labels()), ..Default::default() }),
+                        ..Default::default()
+                    }]),
+                    termination_grace_period_seconds: Some(15),
+                    containers: vec![web, probe_server],
+                    volumes: Some(vec![Volume {
+                        name: "probe-config".into(),
+                        config_map: Some(ConfigMapVolumeSource { name: "web-probe-server".into(), ..Default::default() }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: meta(NAME),
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            selector: Some(selector_labels()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: SERVICE_PORT.into(),
+                target_port: Some(IntOrString::String("http".into())),
+                ..Default::default()
+            }]),
+            // Spread load over every pod, on whichever node the LB address lands.
+            external_traffic_policy: Some("Cluster".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![
+        Object::ServiceAccount(service_account),
+        Object::ConfigMap(config),
+        Object::Deployment(deployment),
+        Object::Service(service),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_probe_config_is_valid() {
+        let config = probe_config();
+        config.validate().unwrap();
+        let text = config.to_yaml();
+        assert_eq!(ProbeConfig::from_yaml(&text, "configmap").unwrap(), config);
+    }
+
+    #[test]
+    fn service_selects_exactly_the_pod_labels() {
+        let objects = objects(&Images { web: "w".into(), probe_server: "p".into() });
+        let deployment = objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
+        let service = objects.iter().find_map(|o| if let Object::Service(s) = o { Some(s) } else { None }).unwrap();
+        let pod_labels = deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        let selector = service.spec.as_ref().unwrap().selector.clone().unwrap();
+        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        let spec = deployment.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.selector.match_labels.as_ref(), Some(&selector));
+        let pod = spec.template.spec.as_ref().unwrap();
+        for c in &pod.containers {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!((sc.read_only_root_filesystem, sc.run_as_non_root), (Some(true), Some(true)), "{}", c.name);
+        }
+    }
+}
