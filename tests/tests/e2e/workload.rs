@@ -23,8 +23,10 @@ use vigil_e2e::wait_for;
 
 const WEB_SELECTOR: &str = "app=web";
 
+/// A client that opens a new connection per request, as separate curls do:
+/// kube-proxy balances connections, not requests.
 fn http() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(3)).build()?)
+    Ok(reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(3)).build()?)
 }
 
 /// `count` GETs of the load balancer from the host; the hostnames that answered.

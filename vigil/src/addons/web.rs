@@ -77,7 +77,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("probes".into()),
+            port: IntOrString::Int(DEFAULT_PROBE_PORT.into()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -119,7 +119,7 @@ pub fn objects(images: &Images) -> Vec<Object> {
         ports: Some(vec![
             ContainerPort { name: Some("http".into()), container_port: WEB_PORT.into(), ..Default::default() },
         ]),
-        // The kubelet asks probe-server (same pod, port "probes"), which
+        // The kubelet asks probe-server (same pod, its probe port), which
         // checks this container; a failed liveness restarts this one.
         startup_probe: Some(http_probe("/startupz", 1, 30)),
         liveness_probe: Some(http_probe("/livez", 2, 3)),
