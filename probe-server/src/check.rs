@@ -1,31 +1,51 @@
-use std::time::Duration;
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use hickory_resolver::{TokioResolver, name_server::TokioConnectionProvider};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
 
 use crate::config::Target;
 
-/// Runs checks; one HTTP client and one resolver, shared.
-#[derive(Clone)]
+/// Runs checks.
+///
+/// Names resolve through the C library (`getaddrinfo`), exactly as any
+/// other program in the pod resolves them: /etc/hosts, then the pod's
+/// resolv.conf with its search domains and `ndots`. HTTP checks speak just
+/// enough HTTP/1.1 to read a status line. A health check needs nothing
+/// more, and a DNS or HTTP client library would cost every pod megabytes.
+#[derive(Clone, Default)]
 pub struct Checker {
-    http: reqwest::Client,
-    resolver: TokioResolver,
+    /// Lookups still running: `getaddrinfo` cannot be cancelled, so a name
+    /// whose last lookup has not returned is not looked up again (a DNS
+    /// outage must not pile up blocked threads).
+    pending: Arc<Mutex<HashSet<String>>>,
+}
+
+/// `http://host[:port]/path`, split (the config has validated the scheme).
+fn split_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+            (host, port.parse().map_err(|_| format!("{url:?}: bad port {port:?}"))?)
+        }
+        _ => (authority, 80),
+    };
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port, path.to_owned()))
 }
 
 impl Checker {
-    /// Uses the pod's /etc/resolv.conf (search domains included), through
-    /// hickory: no libc resolver, so the static binary resolves the same way.
-    pub fn from_system() -> Result<Self, String> {
-        let resolver = TokioResolver::builder(TokioConnectionProvider::default())
-            .map_err(|e| format!("reading /etc/resolv.conf: {e}"))?
-            .build();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(1)
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Checker { http, resolver })
+    pub fn new() -> Self {
+        Checker::default()
     }
 
     /// One run of one check. The error says what failed, for the probe body.
@@ -38,55 +58,58 @@ impl Checker {
 
     async fn run_unbounded(&self, target: &Target) -> Result<(), String> {
         match target {
-            Target::Http(url) => {
-                let response = self.http.get(url).send().await.map_err(|e| describe(&e))?;
-                let status = response.status();
-                if status.is_success() || status.is_redirection() {
-                    Ok(())
-                } else {
-                    Err(format!("GET {url} answered {status}"))
-                }
-            }
+            Target::Http(url) => self.http_get(url).await,
             Target::Tcp(address) => {
                 let (host, port) = address.rsplit_once(':').expect("validated host:port");
                 let port: u16 = port.parse().expect("validated port");
-                let ip = match host.parse() {
-                    Ok(ip) => ip,
-                    Err(_) => self.resolve(host).await?,
-                };
+                let ip = self.address_of(host).await?;
                 TcpStream::connect((ip, port)).await.map(|_| ()).map_err(|e| format!("connect {address} ({ip}): {e}"))
             }
             Target::Dns(name) => self.resolve(name).await.map(|_| ()),
         }
     }
 
-    /// A checker whose only nameserver is `server` (tests use a silent one on loopback).
-    #[cfg(test)]
-    fn with_nameserver(server: std::net::SocketAddr) -> Self {
-        use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-        let mut config = ResolverConfig::new();
-        config.add_name_server(NameServerConfig::new(server, hickory_resolver::proto::xfer::Protocol::Udp));
-        let mut opts = ResolverOpts::default();
-        opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
-        let resolver = TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).with_options(opts).build();
-        Checker { http: reqwest::Client::new(), resolver }
+    /// Healthy on any 2xx or 3xx status.
+    async fn http_get(&self, url: &str) -> Result<(), String> {
+        let (host, port, path) = split_url(url)?;
+        let ip = self.address_of(&host).await?;
+        let mut stream = TcpStream::connect((ip, port)).await.map_err(|e| format!("GET {url}: connect {ip}:{port}: {e}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: probe-server\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|e| format!("GET {url}: {e}"))?;
+        let mut status_line = String::new();
+        BufReader::new(stream).read_line(&mut status_line).await.map_err(|e| format!("GET {url}: {e}"))?;
+        let code: u16 = status_line
+            .strip_prefix("HTTP/1.")
+            .and_then(|rest| rest.get(2..5))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("GET {url}: not an HTTP answer: {:?}", status_line.trim()))?;
+        match code {
+            200..=399 => Ok(()),
+            _ => Err(format!("GET {url} answered {}", status_line.trim().get(9..).unwrap_or(&status_line))),
+        }
     }
 
-    async fn resolve(&self, name: &str) -> Result<std::net::IpAddr, String> {
-        let answer = self.resolver.lookup_ip(name).await.map_err(|e| format!("resolve {name}: {e}"))?;
-        answer.iter().next().ok_or_else(|| format!("resolve {name}: no addresses"))
+    async fn address_of(&self, host: &str) -> Result<IpAddr, String> {
+        match host.parse() {
+            Ok(ip) => Ok(ip),
+            Err(_) => self.resolve(host).await,
+        }
     }
-}
 
-/// reqwest's Display hides the cause ("error sending request"); walk the chain.
-fn describe(e: &reqwest::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
+    async fn resolve(&self, name: &str) -> Result<IpAddr, String> {
+        if !self.pending.lock().expect("not poisoned").insert(name.to_owned()) {
+            return Err(format!("resolve {name}: the previous lookup has not returned yet"));
+        }
+        let pending = self.pending.clone();
+        let owned = name.to_owned();
+        let lookup = tokio::task::spawn_blocking(move || {
+            let result = std::net::ToSocketAddrs::to_socket_addrs(&(owned.as_str(), 0));
+            pending.lock().expect("not poisoned").remove(&owned);
+            result.map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
+        });
+        let addresses = lookup.await.map_err(|e| format!("resolve {name}: {e}"))?.map_err(|e| format!("resolve {name}: {e}"))?;
+        addresses.into_iter().next().ok_or_else(|| format!("resolve {name}: no addresses"))
     }
-    message
 }
 
 #[cfg(test)]
@@ -117,7 +140,15 @@ mod tests {
     }
 
     fn checker() -> Checker {
-        Checker::from_system().unwrap()
+        Checker::new()
+    }
+
+    #[test]
+    fn urls_split_into_host_port_and_path() {
+        assert_eq!(split_url("http://127.0.0.1:8000/").unwrap(), ("127.0.0.1".into(), 8000, "/".into()));
+        assert_eq!(split_url("http://web.default.svc/healthz?x=1").unwrap(), ("web.default.svc".into(), 80, "/healthz?x=1".into()));
+        assert_eq!(split_url("http://[::1]:9000").unwrap(), ("::1".into(), 9000, "/".into()));
+        assert!(split_url("http://h:port/").is_err());
     }
 
     #[tokio::test]
@@ -158,16 +189,15 @@ mod tests {
 
     #[tokio::test]
     async fn dns_checks_resolve_local_names() {
-        // /etc/hosts is part of the system configuration hickory reads; no query leaves the machine.
+        // /etc/hosts comes first; no query leaves the machine.
         assert_eq!(checker().run(&Target::Dns("localhost".into()), Duration::from_secs(2)).await, Ok(()));
     }
 
     #[tokio::test]
-    async fn a_dns_server_that_never_answers_fails_the_check() {
-        // A nameserver on loopback that swallows every query.
-        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let checker = Checker::with_nameserver(silent.local_addr().unwrap());
-        let err = checker.run(&Target::Dns("web.example".into()), Duration::from_millis(300)).await.unwrap_err();
-        assert!(err.contains("no answer within 300ms") || err.contains("web.example"), "{err}");
+    async fn a_name_is_not_looked_up_twice_at_once() {
+        let checker = checker();
+        checker.pending.lock().unwrap().insert("web.example".into());
+        let err = checker.run(&Target::Dns("web.example".into()), Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.contains("previous lookup has not returned"), "{err}");
     }
 }

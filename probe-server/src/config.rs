@@ -183,17 +183,19 @@ impl Config {
         }
     }
 
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("config serializes")
+    /// The file format is JSON: a ConfigMap holds it as well as YAML, and a
+    /// JSON parser is a fraction of the code a YAML one is in every pod.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serializes")
     }
 
-    pub fn from_yaml(text: &str, path: &str) -> Result<Config, ConfigError> {
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    pub fn from_json(text: &str, path: &str) -> Result<Config, ConfigError> {
+        serde_json::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
     pub fn load(path: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), message: e.to_string() })?;
-        let mut config = Config::from_yaml(&text, path)?;
+        let mut config = Config::from_json(&text, path)?;
         config.apply(overrides);
         config.validate()?;
         Ok(config)
@@ -250,23 +252,22 @@ impl Config {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "
-period: 1s
-workload:
-  name: web
-  http: http://127.0.0.1:8000/
-  timeout: 500ms
-  failure_threshold: 2
-dependencies:
-  - name: cluster-dns
-    dns: kubernetes.default.svc.cluster.local
-  - name: api-server
-    tcp: kubernetes.default.svc.cluster.local:443
-    timeout: 800ms
-";
+    const GOOD: &str = r#"{
+  "period": "1s",
+  "workload": {
+    "name": "web",
+    "http": "http://127.0.0.1:8000/",
+    "timeout": "500ms",
+    "failure_threshold": 2
+  },
+  "dependencies": [
+    { "name": "cluster-dns", "dns": "kubernetes.default.svc.cluster.local" },
+    { "name": "api-server", "tcp": "kubernetes.default.svc.cluster.local:443", "timeout": "800ms" }
+  ]
+}"#;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let c = Config::from_yaml(text, "probe.yaml")?;
+        let c = Config::from_json(text, "probe.json")?;
         c.validate()?;
         Ok(c)
     }
@@ -291,35 +292,38 @@ dependencies:
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(field_of(&GOOD.replace("timeout: 500ms", "timeout: 0s")), "workload.timeout");
+        assert_eq!(field_of(&GOOD.replace(r#""timeout": "500ms""#, r#""timeout": "0s""#)), "workload.timeout");
         assert_eq!(field_of(&GOOD.replace("http://127.0.0.1:8000/", "ftp://x/")), "workload.http");
         assert_eq!(field_of(&GOOD.replace(":443", ":http")), "dependencies[1].tcp");
-        assert_eq!(field_of(&GOOD.replace("timeout: 800ms", "timeout: 2s")), "dependencies[1].timeout");
-        assert_eq!(field_of(&GOOD.replace("name: api-server", "name: cluster-dns")), "dependencies[1].name");
-        assert_eq!(field_of(&GOOD.replace("  failure_threshold: 2", "  failure_threshold: 0")), "workload.failure_threshold");
-        assert_eq!(field_of(&GOOD.replace("    dns: kubernetes", "    http: http://a/\n    dns: kubernetes")), "dependencies[0]");
-        assert_eq!(field_of(&format!("{GOOD}admin_listen: 0.0.0.0:8081\n")), "admin_listen");
+        assert_eq!(field_of(&GOOD.replace(r#""timeout": "800ms""#, r#""timeout": "2s""#)), "dependencies[1].timeout");
+        assert_eq!(field_of(&GOOD.replace(r#""name": "api-server""#, r#""name": "cluster-dns""#)), "dependencies[1].name");
+        assert_eq!(field_of(&GOOD.replace(r#""failure_threshold": 2"#, r#""failure_threshold": 0"#)), "workload.failure_threshold");
+        assert_eq!(
+            field_of(&GOOD.replace(r#"{ "name": "cluster-dns","#, r#"{ "name": "cluster-dns", "http": "http://a/","#)),
+            "dependencies[0]"
+        );
+        assert_eq!(field_of(&GOOD.replacen("{", r#"{ "admin_listen": "0.0.0.0:8081","#, 1)), "admin_listen");
     }
 
     #[test]
     fn unknown_fields_and_bad_durations_are_refused_by_name() {
-        let err = parse(&GOOD.replace("failure_threshold: 2", "failure_treshold: 2")).unwrap_err().to_string();
-        assert!(err.contains("unknown field `failure_treshold`"), "{err}");
-        let err = parse(&GOOD.replace("timeout: 500ms", "timeout: soon")).unwrap_err().to_string();
-        assert!(err.contains("workload.timeout") || err.contains("timeout"), "{err}");
-        assert!(matches!(parse("workload: {name: w}\n"), Err(ConfigError::Invalid { .. })));
+        let err = parse(&GOOD.replace("failure_threshold", "failure_treshold")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `failure_treshold`") && err.contains("probe.json"), "{err}");
+        let err = parse(&GOOD.replace(r#""timeout": "500ms""#, r#""timeout": "soon""#)).unwrap_err().to_string();
+        assert!(err.contains("line 6"), "the error points at the line: {err}");
+        assert!(matches!(parse(r#"{"workload": {"name": "w"}}"#), Err(ConfigError::Invalid { .. })));
     }
 
     #[test]
     fn a_written_config_reads_back_the_same() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(parse(&c.to_yaml()).unwrap(), c);
-        assert!(c.to_yaml().contains("timeout: 500ms"), "{}", c.to_yaml());
+        assert_eq!(parse(&c.to_json()).unwrap(), c);
+        assert!(c.to_json().contains(r#""timeout": "500ms""#), "{}", c.to_json());
     }
 
     #[test]
     fn overrides_win_over_the_file() {
-        let mut c = Config::from_yaml(GOOD, "probe.yaml").unwrap();
+        let mut c = Config::from_json(GOOD, "probe.json").unwrap();
         c.apply(&Overrides {
             workload_http: Some("http://127.0.0.1:9000/healthz".into()),
             drain: Some(Duration::from_secs(9)),

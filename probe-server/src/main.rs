@@ -13,7 +13,7 @@ use probe_server::{
 #[derive(Parser)]
 struct Args {
     /// The configuration file (a mounted ConfigMap).
-    #[arg(long, env = "PROBE_CONFIG", default_value = "/etc/probe-server/config.yaml")]
+    #[arg(long, env = "PROBE_CONFIG", default_value = "/etc/probe-server/config.json")]
     config: String,
     #[arg(long, env = "PROBE_LISTEN")]
     listen: Option<SocketAddr>,
@@ -54,7 +54,7 @@ async fn main() {
         drain: args.drain,
     };
     let config = Arc::new(Config::load(&args.config, &overrides).unwrap_or_else(|e| usage_error(e)));
-    let checker = Checker::from_system().unwrap_or_else(|e| usage_error(e));
+    let checker = Checker::new();
     let probes = Arc::new(Probes::new(&config));
     let metrics = Arc::new(probe_server::metrics::Metrics::default());
 

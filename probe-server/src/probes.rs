@@ -87,8 +87,8 @@ mod tests {
     use super::*;
 
     fn probes() -> Probes {
-        let config = crate::config::Config::from_yaml(
-            "workload: {name: web, http: 'http://127.0.0.1:8000/'}\ndependencies: [{name: db, tcp: 'db:5432'}]\n",
+        let config = crate::config::Config::from_json(
+            r#"{"workload": {"name": "web", "http": "http://127.0.0.1:8000/"}, "dependencies": [{"name": "db", "tcp": "db:5432"}]}"#,
             "t",
         )
         .unwrap();

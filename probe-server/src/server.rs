@@ -77,8 +77,8 @@ mod tests {
 
     #[tokio::test]
     async fn probes_answer_503_with_the_failing_check_in_json() {
-        let config = crate::config::Config::from_yaml(
-            "workload: {name: web, http: 'http://127.0.0.1:8000/'}\ndependencies: [{name: dns, dns: kubernetes.default}]\n",
+        let config = crate::config::Config::from_json(
+            r#"{"workload": {"name": "web", "http": "http://127.0.0.1:8000/"}, "dependencies": [{"name": "dns", "dns": "kubernetes.default"}]}"#,
             "t",
         )
         .unwrap();

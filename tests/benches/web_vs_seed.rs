@@ -113,13 +113,17 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let seed = tmp.path().join("seed-go");
     run(Command::new("go").args(["build", "-o"]).arg(&seed).arg(".").current_dir(root.join("bench/seed-go")));
-    run(Command::new("cargo").args(["build", "--release", "--quiet", "-p", "web", "-p", "probe-server"]).current_dir(&root));
-    let release = root.join("target/release");
-    let config = tmp.path().join("probe.yaml");
+    // The very binaries the images carry.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let [web, probe_server] = runtime
+        .block_on(vigil::build::workload::build_binaries(&vigil::build::default_cache_dir(), &Default::default()))
+        .expect("the workload binaries build");
+    let config = tmp.path().join("probe.json");
     std::fs::write(
         &config,
-        "listen: 127.0.0.1:18081\nadmin_listen: 127.0.0.1:19091\nworkload: {name: web, http: 'http://127.0.0.1:18000/', timeout: 500ms}\n\
-         dependencies: [{name: hosts, dns: localhost, timeout: 500ms}]\n",
+        r#"{"listen": "127.0.0.1:18081", "admin_listen": "127.0.0.1:19091",
+            "workload": {"name": "web", "http": "http://127.0.0.1:18000/", "timeout": "500ms"},
+            "dependencies": [{"name": "hosts", "dns": "localhost", "timeout": "500ms"}]}"#,
     )
     .unwrap();
 
@@ -128,8 +132,8 @@ fn main() {
         name: "web + probe-server",
         url: "http://127.0.0.1:18000/".into(),
         children: vec![
-            spawn(Command::new(release.join("web")).env("PORT", "18000")),
-            spawn(Command::new(release.join("probe-server")).arg("--config").arg(&config)),
+            spawn(Command::new(&web).env("PORT", "18000")),
+            spawn(Command::new(&probe_server).arg("--config").arg(&config)),
         ],
     };
     for s in [&go, &pair] {

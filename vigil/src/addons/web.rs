@@ -108,7 +108,7 @@ pub fn objects(images: &Images) -> Vec<Object> {
     };
     let config = ConfigMap {
         metadata: meta("web-probe-server"),
-        data: Some(BTreeMap::from([("config.yaml".into(), probe_config().to_yaml())])),
+        data: Some(BTreeMap::from([("config.json".into(), probe_config().to_json())])),
         ..Default::default()
     };
     let web = Container {
@@ -141,7 +141,7 @@ pub fn objects(images: &Images) -> Vec<Object> {
         name: "probe-server".into(),
         image: Some(images.probe_server.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(vec!["--config".into(), format!("{PROBE_CONFIG_DIR}/config.yaml")]),
+        args: Some(vec!["--config".into(), format!("{PROBE_CONFIG_DIR}/config.json")]),
         ports: Some(vec![
             ContainerPort { name: Some("probes".into()), container_port: DEFAULT_PROBE_PORT.into(), ..Default::default() },
             ContainerPort { name: Some("probe-admin".into()), container_port: DEFAULT_ADMIN_PORT.into(), ..Default::default() },
@@ -251,8 +251,8 @@ mod tests {
     fn the_generated_probe_config_is_valid() {
         let config = probe_config();
         config.validate().unwrap();
-        let text = config.to_yaml();
-        assert_eq!(ProbeConfig::from_yaml(&text, "configmap").unwrap(), config);
+        let text = config.to_json();
+        assert_eq!(ProbeConfig::from_json(&text, "configmap").unwrap(), config);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub fn workspace_dir() -> PathBuf {
 /// The crates the images contain, and what else their build reads.
 const INPUTS: &[&str] = &["web", "probe-server", "telemetry", "Cargo.toml", "Cargo.lock"];
 const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The workspace's `deploy` profile: LTO, one codegen unit, stripped, abort on panic.
+const PROFILE: &str = "deploy";
 /// An unprivileged user with no home and no shell: nothing to log in as.
 const USER: &str = "65532:65532";
 
@@ -67,30 +69,24 @@ fn recipe(name: &'static str, repository: &str, key: &str, binary: PathBuf) -> R
     }
 }
 
-pub async fn ensure(docker: &bollard::Docker, repository: &str, cache: &Path, progress: &Progress) -> Result<WorkloadImages> {
+fn binary_path(workspace: &Path, name: &str) -> PathBuf {
+    workspace.join("target").join("static").join(TARGET).join(PROFILE).join(name)
+}
+
+/// Builds the static `web` and `probe-server` binaries the images carry
+/// (the memory benchmark measures these very files); returns their paths.
+pub async fn build_binaries(cache: &Path, progress: &Progress) -> Result<[PathBuf; 2]> {
     let workspace = workspace_dir();
-    let key = sources_key(&workspace)?;
-    let target_dir = workspace.join("target").join("static");
-    let bin = |name: &str| target_dir.join(TARGET).join("release").join(name);
-    let recipes = [recipe("web", repository, &key, bin("web")), recipe("probe-server", repository, &key, bin("probe-server"))];
-    let images = WorkloadImages { web: recipes[0].tags[0].clone(), probe_server: recipes[1].tags[0].clone() };
-    let mut current = true;
-    for r in &recipes {
-        current &= super::all_tags_current(docker, r).await;
-    }
-    if current {
-        progress.step("images web, probe-server").skipped(format!("up to date (key {})", short(&key)));
-        return Ok(images);
-    }
-    let step = progress.step("cargo build --release: web, probe-server (static)");
+    let step = progress.step("cargo build --profile deploy: web, probe-server (static)");
     let log = cache.join("logs").join("cargo-workload.log");
     let mut cargo = Command::new("cargo");
     cargo
-        .args(["build", "--release", "--locked", "--target", TARGET, "-p", "web", "-p", "probe-server"])
+        .args(["build", "--profile", PROFILE, "--locked", "--target", TARGET, "-p", "web", "-p", "probe-server"])
         .current_dir(&workspace)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        // Static: the images hold nothing but the binary.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+        .env("CARGO_TARGET_DIR", workspace.join("target").join("static"))
+        // Static and non-PIE: the images hold nothing but the binary, and
+        // no load-time relocation touches (and keeps resident) its pages.
+        .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static");
     let mut compiled = 0;
     exec::run_logged(cargo, &log, |line| {
         if line.trim_start().starts_with("Compiling") {
@@ -101,6 +97,24 @@ pub async fn ensure(docker: &bollard::Docker, repository: &str, cache: &Path, pr
     .await
     .map_err(|e| Error::step("web, probe-server", "cargo build", e))?;
     step.done();
+    Ok([binary_path(&workspace, "web"), binary_path(&workspace, "probe-server")])
+}
+
+pub async fn ensure(docker: &bollard::Docker, repository: &str, cache: &Path, progress: &Progress) -> Result<WorkloadImages> {
+    let workspace = workspace_dir();
+    let key = sources_key(&workspace)?;
+    let bin = |name: &str| binary_path(&workspace, name);
+    let recipes = [recipe("web", repository, &key, bin("web")), recipe("probe-server", repository, &key, bin("probe-server"))];
+    let images = WorkloadImages { web: recipes[0].tags[0].clone(), probe_server: recipes[1].tags[0].clone() };
+    let mut current = true;
+    for r in &recipes {
+        current &= super::all_tags_current(docker, r).await;
+    }
+    if current {
+        progress.step("images web, probe-server").skipped(format!("up to date (key {})", short(&key)));
+        return Ok(images);
+    }
+    build_binaries(cache, progress).await?;
     for r in &recipes {
         let step = progress.step(format!("image {}", r.primary_tag()));
         r.ensure(docker, &cache.join("work"), &cache.join("logs").join(format!("image-{}.log", r.name))).await?;
