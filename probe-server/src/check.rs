@@ -63,7 +63,10 @@ impl Checker {
                 let (host, port) = address.rsplit_once(':').expect("validated host:port");
                 let port: u16 = port.parse().expect("validated port");
                 let ip = self.address_of(host).await?;
-                TcpStream::connect((ip, port)).await.map(|_| ()).map_err(|e| format!("connect {address} ({ip}): {e}"))
+                TcpStream::connect((ip, port))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("connect {address} ({ip}): {e}"))
             }
             Target::Dns(name) => self.resolve(name).await.map(|_| ()),
         }
@@ -73,8 +76,12 @@ impl Checker {
     async fn http_get(&self, url: &str) -> Result<(), String> {
         let (host, port, path) = split_url(url)?;
         let ip = self.address_of(&host).await?;
-        let mut stream = TcpStream::connect((ip, port)).await.map_err(|e| format!("GET {url}: connect {ip}:{port}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: probe-server\r\nConnection: close\r\n\r\n");
+        let mut stream = TcpStream::connect((ip, port))
+            .await
+            .map_err(|e| format!("GET {url}: connect {ip}:{port}: {e}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: probe-server\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.map_err(|e| format!("GET {url}: {e}"))?;
         let mut status_line = String::new();
         BufReader::new(stream).read_line(&mut status_line).await.map_err(|e| format!("GET {url}: {e}"))?;
@@ -107,7 +114,10 @@ impl Checker {
             pending.lock().expect("not poisoned").remove(&owned);
             result.map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
         });
-        let addresses = lookup.await.map_err(|e| format!("resolve {name}: {e}"))?.map_err(|e| format!("resolve {name}: {e}"))?;
+        let addresses = lookup
+            .await
+            .map_err(|e| format!("resolve {name}: {e}"))?
+            .map_err(|e| format!("resolve {name}: {e}"))?;
         addresses.into_iter().next().ok_or_else(|| format!("resolve {name}: no addresses"))
     }
 }
@@ -146,7 +156,10 @@ mod tests {
     #[test]
     fn urls_split_into_host_port_and_path() {
         assert_eq!(split_url("http://127.0.0.1:8000/").unwrap(), ("127.0.0.1".into(), 8000, "/".into()));
-        assert_eq!(split_url("http://web.default.svc/healthz?x=1").unwrap(), ("web.default.svc".into(), 80, "/healthz?x=1".into()));
+        assert_eq!(
+            split_url("http://web.default.svc/healthz?x=1").unwrap(),
+            ("web.default.svc".into(), 80, "/healthz?x=1".into())
+        );
         assert_eq!(split_url("http://[::1]:9000").unwrap(), ("::1".into(), 9000, "/".into()));
         assert!(split_url("http://h:port/").is_err());
     }
@@ -155,7 +168,10 @@ mod tests {
     async fn http_checks_follow_the_status_code() {
         let c = checker();
         assert_eq!(c.run(&Target::Http(serve("200 OK").await), Duration::from_secs(1)).await, Ok(()));
-        let err = c.run(&Target::Http(serve("500 Internal Server Error").await), Duration::from_secs(1)).await.unwrap_err();
+        let err = c
+            .run(&Target::Http(serve("500 Internal Server Error").await), Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(err.contains("500"), "{err}");
     }
 
@@ -171,7 +187,10 @@ mod tests {
             }
         });
         let started = std::time::Instant::now();
-        let err = checker().run(&Target::Http(format!("http://{addr}/")), Duration::from_millis(200)).await.unwrap_err();
+        let err = checker()
+            .run(&Target::Http(format!("http://{addr}/")), Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(err.contains("no answer within 200ms"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(1));
     }

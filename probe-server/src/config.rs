@@ -60,7 +60,15 @@ impl CheckConfig {
             Target::Tcp(addr) => (None, Some(addr), None),
             Target::Dns(name) => (None, None, Some(name)),
         };
-        CheckConfig { name: name.into(), http, tcp, dns, timeout: default_timeout(), success_threshold: 1, failure_threshold: 3 }
+        CheckConfig {
+            name: name.into(),
+            http,
+            tcp,
+            dns,
+            timeout: default_timeout(),
+            success_threshold: 1,
+            failure_threshold: 3,
+        }
     }
 
     pub fn target(&self) -> Target {
@@ -76,12 +84,15 @@ impl CheckConfig {
         if self.name.trim().is_empty() {
             return Err(invalid(format!("{field}.name"), "must not be empty"));
         }
-        let set = [self.http.is_some(), self.tcp.is_some(), self.dns.is_some()].iter().filter(|s| **s).count();
+        let set =
+            [self.http.is_some(), self.tcp.is_some(), self.dns.is_some()].iter().filter(|s| **s).count();
         if set != 1 {
             return Err(invalid(field, format!("set exactly one of http, tcp, dns (found {set})")));
         }
         if let Some(url) = &self.http {
-            let rest = url.strip_prefix("http://").ok_or_else(|| invalid(format!("{field}.http"), format!("{url:?} is not an http:// URL")))?;
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| invalid(format!("{field}.http"), format!("{url:?} is not an http:// URL")))?;
             if rest.is_empty() || rest.starts_with('/') {
                 return Err(invalid(format!("{field}.http"), format!("{url:?} has no host")));
             }
@@ -92,10 +103,10 @@ impl CheckConfig {
                 return Err(invalid(format!("{field}.tcp"), format!("{addr:?} is not host:port")));
             }
         }
-        if let Some(name) = &self.dns {
-            if name.is_empty() || name.contains(['/', ':', ' ']) {
-                return Err(invalid(format!("{field}.dns"), format!("{name:?} is not a DNS name")));
-            }
+        if let Some(name) = &self.dns
+            && (name.is_empty() || name.contains(['/', ':', ' ']))
+        {
+            return Err(invalid(format!("{field}.dns"), format!("{name:?} is not a DNS name")));
         }
         if self.timeout.is_zero() {
             return Err(invalid(format!("{field}.timeout"), "must be greater than 0"));
@@ -190,11 +201,13 @@ impl Config {
     }
 
     pub fn from_json(text: &str, path: &str) -> Result<Config, ConfigError> {
-        serde_json::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        serde_json::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
     pub fn load(path: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.into(), message: e.to_string() })?;
         let mut config = Config::from_json(&text, path)?;
         config.apply(overrides);
         config.validate()?;
@@ -240,8 +253,19 @@ impl Config {
         }
         for (i, check) in std::iter::once(&self.workload).chain(&self.dependencies).enumerate() {
             if check.timeout > self.period {
-                let field = if i == 0 { "workload.timeout".to_owned() } else { format!("dependencies[{}].timeout", i - 1) };
-                return Err(invalid(field, format!("{} is longer than period {}: checks would overlap", humantime::format_duration(check.timeout), humantime::format_duration(self.period))));
+                let field = if i == 0 {
+                    "workload.timeout".to_owned()
+                } else {
+                    format!("dependencies[{}].timeout", i - 1)
+                };
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{} is longer than period {}: checks would overlap",
+                        humantime::format_duration(check.timeout),
+                        humantime::format_duration(self.period)
+                    ),
+                ));
             }
         }
         Ok(())
@@ -280,7 +304,10 @@ mod tests {
         assert_eq!(c.workload.failure_threshold, 2);
         assert_eq!(c.dependencies[0].failure_threshold, 3);
         assert_eq!(c.dependencies[0].target(), Target::Dns("kubernetes.default.svc.cluster.local".into()));
-        assert_eq!(c.dependencies[1].target(), Target::Tcp("kubernetes.default.svc.cluster.local:443".into()));
+        assert_eq!(
+            c.dependencies[1].target(),
+            Target::Tcp("kubernetes.default.svc.cluster.local:443".into())
+        );
     }
 
     fn field_of(text: &str) -> String {
@@ -292,14 +319,31 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert_eq!(field_of(&GOOD.replace(r#""timeout": "500ms""#, r#""timeout": "0s""#)), "workload.timeout");
+        assert_eq!(
+            field_of(&GOOD.replace(r#""timeout": "500ms""#, r#""timeout": "0s""#)),
+            "workload.timeout"
+        );
         assert_eq!(field_of(&GOOD.replace("http://127.0.0.1:8000/", "ftp://x/")), "workload.http");
         assert_eq!(field_of(&GOOD.replace(":443", ":http")), "dependencies[1].tcp");
-        assert_eq!(field_of(&GOOD.replace(r#""timeout": "800ms""#, r#""timeout": "2s""#)), "dependencies[1].timeout");
-        assert_eq!(field_of(&GOOD.replace(r#""name": "api-server""#, r#""name": "cluster-dns""#)), "dependencies[1].name");
-        assert_eq!(field_of(&GOOD.replace(r#""failure_threshold": 2"#, r#""failure_threshold": 0"#)), "workload.failure_threshold");
         assert_eq!(
-            field_of(&GOOD.replace(r#"{ "name": "cluster-dns","#, r#"{ "name": "cluster-dns", "http": "http://a/","#)),
+            field_of(&GOOD.replace(r#""timeout": "800ms""#, r#""timeout": "2s""#)),
+            "dependencies[1].timeout"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace(r#""name": "api-server""#, r#""name": "cluster-dns""#)),
+            "dependencies[1].name"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace(r#""failure_threshold": 2"#, r#""failure_threshold": 0"#)),
+            "workload.failure_threshold"
+        );
+        assert_eq!(
+            field_of(
+                &GOOD.replace(
+                    r#"{ "name": "cluster-dns","#,
+                    r#"{ "name": "cluster-dns", "http": "http://a/","#
+                )
+            ),
             "dependencies[0]"
         );
         assert_eq!(field_of(&GOOD.replacen("{", r#"{ "admin_listen": "0.0.0.0:8081","#, 1)), "admin_listen");
@@ -309,7 +353,8 @@ mod tests {
     fn unknown_fields_and_bad_durations_are_refused_by_name() {
         let err = parse(&GOOD.replace("failure_threshold", "failure_treshold")).unwrap_err().to_string();
         assert!(err.contains("unknown field `failure_treshold`") && err.contains("probe.json"), "{err}");
-        let err = parse(&GOOD.replace(r#""timeout": "500ms""#, r#""timeout": "soon""#)).unwrap_err().to_string();
+        let err =
+            parse(&GOOD.replace(r#""timeout": "500ms""#, r#""timeout": "soon""#)).unwrap_err().to_string();
         assert!(err.contains("line 6"), "the error points at the line: {err}");
         assert!(matches!(parse(r#"{"workload": {"name": "w"}}"#), Err(ConfigError::Invalid { .. })));
     }

@@ -9,17 +9,17 @@
 //! arrives so the pod leaves its Services before it exits.
 #![forbid(unsafe_code)]
 
-/// The configuration file, its environment overrides and validation.
-pub mod config;
 /// Running one check: HTTP, TCP or DNS, with a timeout.
 pub mod check;
-/// Threshold bookkeeping per check: when a result flips a check's state.
-pub mod state;
+/// The configuration file, its environment overrides and validation.
+pub mod config;
+/// Metrics about checks and probe answers.
+pub mod metrics;
 /// The probe decisions: startup, liveness, readiness.
 pub mod probes;
 /// The check loop.
 pub mod runner;
-/// Metrics about checks and probe answers.
-pub mod metrics;
 /// HTTP: the probe router (for the kubelet) and the admin router (for operators).
 pub mod server;
+/// Threshold bookkeeping per check: when a result flips a check's state.
+pub mod state;

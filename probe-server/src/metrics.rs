@@ -46,8 +46,16 @@ impl Default for Metrics {
         registry.register("check_runs", "Check runs, by check and result", runs.clone());
         registry.register("check_failures", "Failed check runs, by check", failures.clone());
         registry.register("check_duration_seconds", "Time one check run took", duration.clone());
-        registry.register("check_healthy", "Current state of each check after thresholds (1 healthy, 0 failing)", healthy.clone());
-        registry.register("answers", "Probe answers given to the kubelet, by probe and status code", answers.clone());
+        registry.register(
+            "check_healthy",
+            "Current state of each check after thresholds (1 healthy, 0 failing)",
+            healthy.clone(),
+        );
+        registry.register(
+            "answers",
+            "Probe answers given to the kubelet, by probe and status code",
+            answers.clone(),
+        );
         Metrics { registry, runs, failures, duration, healthy, answers }
     }
 }

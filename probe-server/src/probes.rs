@@ -26,12 +26,21 @@ pub struct Verdict {
 
 impl Probes {
     pub fn new(config: &Config) -> Self {
-        let checks = std::iter::once(&config.workload).chain(&config.dependencies).map(|c| CheckState::new(&c.name)).collect();
+        let checks = std::iter::once(&config.workload)
+            .chain(&config.dependencies)
+            .map(|c| CheckState::new(&c.name))
+            .collect();
         Probes { checks: Mutex::new(checks), shutting_down: AtomicBool::new(false) }
     }
 
     /// Records a result for check `index`; returns the state after it and whether it flipped.
-    pub fn record(&self, index: usize, result: Result<(), String>, success_threshold: u32, failure_threshold: u32) -> (bool, bool) {
+    pub fn record(
+        &self,
+        index: usize,
+        result: Result<(), String>,
+        success_threshold: u32,
+        failure_threshold: u32,
+    ) -> (bool, bool) {
         let mut checks = self.checks.lock().expect("no panics while held");
         let state = &mut checks[index];
         let flipped = state.record(result, success_threshold, failure_threshold);

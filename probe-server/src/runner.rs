@@ -33,7 +33,8 @@ pub async fn run(config: Arc<Config>, checker: Checker, probes: Arc<Probes>, met
                 metrics.failures.get_or_create(&labels).inc();
             }
             let error = result.as_ref().err().cloned();
-            let (healthy, flipped) = probes.record(index, result, check.success_threshold, check.failure_threshold);
+            let (healthy, flipped) =
+                probes.record(index, result, check.success_threshold, check.failure_threshold);
             metrics.healthy.get_or_create(&labels).set(healthy as i64);
             if flipped {
                 match error {

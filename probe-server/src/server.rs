@@ -90,7 +90,9 @@ mod tests {
             async move {
                 let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
                 let code = response.status().as_u16();
-                let body: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+                let body: serde_json::Value =
+                    serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+                        .unwrap();
                 (code, body)
             }
         };

@@ -33,7 +33,12 @@ impl CheckState {
     }
 
     /// Records one result; returns true when the state flipped.
-    pub fn record(&mut self, result: Result<(), String>, success_threshold: u32, failure_threshold: u32) -> bool {
+    pub fn record(
+        &mut self,
+        result: Result<(), String>,
+        success_threshold: u32,
+        failure_threshold: u32,
+    ) -> bool {
         self.runs += 1;
         let before = self.healthy;
         match result {
@@ -97,7 +102,8 @@ mod tests {
         let mut s = CheckState::new("dep");
         s.record(ok(), 2, 2);
         s.record(ok(), 2, 2);
-        let flips: usize = (0..20).map(|i| s.record(if i % 2 == 0 { fail() } else { ok() }, 2, 2) as usize).sum();
+        let flips: usize =
+            (0..20).map(|i| s.record(if i % 2 == 0 { fail() } else { ok() }, 2, 2) as usize).sum();
         assert_eq!(flips, 0);
         assert!(s.healthy);
         assert_eq!(s.runs, 22);

@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 use prometheus_client::registry::Registry;
-use tracing_subscriber::{Registry as Subscriber, filter::Targets, layer::SubscriberExt, reload, util::SubscriberInitExt};
+use tracing_subscriber::{
+    Registry as Subscriber, filter::Targets, layer::SubscriberExt, reload, util::SubscriberInitExt,
+};
 
 const LOG_QUEUE_LINES: usize = 4096;
 

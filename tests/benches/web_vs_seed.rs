@@ -65,7 +65,11 @@ fn spawn(cmd: &mut Command) -> Child {
 
 fn wait_answering(url: &str) {
     for _ in 0..100 {
-        if Command::new("curl").args(["-sf", "-o", "/dev/null", "--max-time", "1", url]).status().is_ok_and(|s| s.success()) {
+        if Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "--max-time", "1", url])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -80,7 +84,11 @@ fn wrk(url: &str, seconds: u32) -> (f64, f64) {
         .output()
         .expect("wrk runs (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).expect("wrk rps");
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("wrk rps");
     let p99 = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("99%"))
@@ -116,7 +124,10 @@ fn main() {
     // The very binaries the images carry.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let [web, probe_server] = runtime
-        .block_on(vigil::build::workload::build_binaries(&vigil::build::default_cache_dir(), &Default::default()))
+        .block_on(vigil::build::workload::build_binaries(
+            &vigil::build::default_cache_dir(),
+            &Default::default(),
+        ))
         .expect("the workload binaries build");
     let config = tmp.path().join("probe.json");
     std::fs::write(
@@ -127,7 +138,11 @@ fn main() {
     )
     .unwrap();
 
-    let go = Server { name: "seed Go net/http", url: "http://127.0.0.1:18080/".into(), children: vec![spawn(Command::new(&seed).env("PORT", "18080"))] };
+    let go = Server {
+        name: "seed Go net/http",
+        url: "http://127.0.0.1:18080/".into(),
+        children: vec![spawn(Command::new(&seed).env("PORT", "18080"))],
+    };
     let pair = Server {
         name: "web + probe-server",
         url: "http://127.0.0.1:18000/".into(),

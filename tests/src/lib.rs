@@ -75,7 +75,12 @@ where
 }
 
 /// Creates a pod and waits until it has finished; returns (phase, logs).
-pub async fn run_to_completion(client: &Client, namespace: &str, pod: Pod, limit: Duration) -> Result<(String, String)> {
+pub async fn run_to_completion(
+    client: &Client,
+    namespace: &str,
+    pod: Pod,
+    limit: Duration,
+) -> Result<(String, String)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let name = pod.metadata.name.clone().context("pod needs a name")?;
     let _ = pods.delete(&name, &DeleteParams::default()).await;

@@ -34,12 +34,22 @@ async fn a_clashing_subnet_is_refused_before_anything_is_built() -> Result<()> {
     let outcome = up(&spec).await;
     docker.remove_network("vigil-e2e-someone-else").await?;
 
-    let message = format!("{:#}", outcome.err().expect("up must refuse an overlapping subnet"));
-    ensure!(message.contains("node network 172.29.251.0/24 overlaps Docker network vigil-e2e-someone-else"), "{message}");
+    let message = format!("{:#}", outcome.expect_err("up must refuse an overlapping subnet"));
+    ensure!(
+        message.contains("node network 172.29.251.0/24 overlaps Docker network vigil-e2e-someone-else"),
+        "{message}"
+    );
     ensure!(message.contains("--subnet"), "the error must name the fix: {message}");
-    ensure!(started.elapsed().as_secs() < 30, "refused only after {:?}: preflight must come first", started.elapsed());
+    ensure!(
+        started.elapsed().as_secs() < 30,
+        "refused only after {:?}: preflight must come first",
+        started.elapsed()
+    );
     ensure!(docker.inspect_network("vigil-e2e-clash", None).await.is_err(), "a network was created anyway");
-    ensure!(docker.inspect_container("vigil-e2e-clash-control-plane", None).await.is_err(), "a node was created anyway");
+    ensure!(
+        docker.inspect_container("vigil-e2e-clash-control-plane", None).await.is_err(),
+        "a node was created anyway"
+    );
     Ok(())
 }
 
@@ -47,11 +57,21 @@ async fn a_clashing_subnet_is_refused_before_anything_is_built() -> Result<()> {
 async fn a_network_name_that_is_not_ours_is_refused() -> Result<()> {
     let docker = vigil::docker::connect().await?;
     foreign_network(&docker, "vigil-e2e-taken", "172.29.252.0/24").await?;
-    let spec = ClusterSpec { name: "vigil-e2e-taken".into(), node_subnet: "172.29.253.0/24".parse()?, ..ClusterSpec::default() };
+    let spec = ClusterSpec {
+        name: "vigil-e2e-taken".into(),
+        node_subnet: "172.29.253.0/24".parse()?,
+        ..ClusterSpec::default()
+    };
     let outcome = up(&spec).await;
     docker.remove_network("vigil-e2e-taken").await?;
-    let message = format!("{:#}", outcome.err().expect("up must refuse a foreign network"));
-    ensure!(message.contains("Docker network vigil-e2e-taken exists but was not created by vigil"), "{message}");
-    ensure!(docker.inspect_container("vigil-e2e-taken-control-plane", None).await.is_err(), "a node was created anyway");
+    let message = format!("{:#}", outcome.expect_err("up must refuse a foreign network"));
+    ensure!(
+        message.contains("Docker network vigil-e2e-taken exists but was not created by vigil"),
+        "{message}"
+    );
+    ensure!(
+        docker.inspect_container("vigil-e2e-taken-control-plane", None).await.is_err(),
+        "a node was created anyway"
+    );
     Ok(())
 }

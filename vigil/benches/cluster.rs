@@ -88,7 +88,11 @@ fn cold() {
     for image in String::from_utf8_lossy(&images.stdout).lines() {
         let _ = Command::new("docker").args(["rmi", "-f", image]).status();
     }
-    let env = [("GOCACHE", gocache.as_path()), ("GOMODCACHE", gomodcache.as_path()), ("VIGIL_CACHE_DIR", cache.as_path())];
+    let env = [
+        ("GOCACHE", gocache.as_path()),
+        ("GOMODCACHE", gomodcache.as_path()),
+        ("VIGIL_CACHE_DIR", cache.as_path()),
+    ];
     let secs = vigil(&["build"], &kubeconfig, &env);
     println!("vigil build from empty caches (Go modules, Go build cache, debootstrap, images): {secs:.0}s");
     // The Go module cache is read-only by design; make it removable.

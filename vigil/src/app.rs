@@ -100,15 +100,22 @@ pub struct Options {
 
 /// Builds what is missing, creates or completes the cluster, deploys the
 /// workload, and prints what to do next.
-pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> Result<(create::Report, Option<crate::deploy::Deployed>)> {
+pub async fn up(
+    spec: &ClusterSpec,
+    options: &Options,
+    progress: &Progress,
+) -> Result<(create::Report, Option<crate::deploy::Deployed>)> {
     let (cache, kubeconfig) = (options.cache.as_path(), options.kubeconfig.as_path());
     let started = std::time::Instant::now();
     let provider = DockerProvider::new(docker::connect().await?);
     // Cheap checks first: a clashing subnet should not wait for a long build.
     provider.preflight(spec).await?;
-    let node_image = build::ensure_node_image(provider.docker(), &spec.image_repository, cache, progress).await?;
+    let node_image =
+        build::ensure_node_image(provider.docker(), &spec.image_repository, cache, progress).await?;
     let workload_images = match options.workload {
-        true => Some(build::workload::ensure(provider.docker(), &spec.image_repository, cache, progress).await?),
+        true => {
+            Some(build::workload::ensure(provider.docker(), &spec.image_repository, cache, progress).await?)
+        }
         false => None,
     };
     let ctx = create::Context {
@@ -127,13 +134,19 @@ pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> R
     };
     let (client, report) = create::up(&ctx, &node_image).await.with_context(resume)?;
     let deployed = match &workload_images {
-        Some(images) => Some(crate::deploy::deploy(&ctx, &client, provider.docker(), images).await.with_context(resume)?),
+        Some(images) => {
+            Some(crate::deploy::deploy(&ctx, &client, provider.docker(), images).await.with_context(resume)?)
+        }
         None => None,
     };
     let report_path = ctx.logs.join("up-report.json");
     // Timings for the benchmark; the token is not serialized.
     let _ = std::fs::write(&report_path, serde_json::to_string_pretty(&report)?);
-    let name_flag = if spec.name == ClusterSpec::default().name { String::new() } else { format!(" --name {}", spec.name) };
+    let name_flag = if spec.name == ClusterSpec::default().name {
+        String::new()
+    } else {
+        format!(" --name {}", spec.name)
+    };
     progress.info(format!(
         "\nCluster {} is up in {:.0}s: 1 control plane, {} workers, Kubernetes {}.\n\
          {}\n  kubectl --context {} get nodes -o wide\n  vigil{name_flag} status\n  vigil{name_flag} node stop {}   # break a worker on purpose\n  vigil{name_flag} down\n",
@@ -160,7 +173,12 @@ async fn existing_spec(provider: &DockerProvider, name: &str) -> Result<ClusterS
         if let Some(subnet) = subnet.and_then(|s| s.parse().ok()) {
             spec.node_subnet = subnet;
         }
-        let workers = provider.list_nodes(name).await?.iter().filter(|n| n.role == crate::cluster::Role::Worker).count();
+        let workers = provider
+            .list_nodes(name)
+            .await?
+            .iter()
+            .filter(|n| n.role == crate::cluster::Role::Worker)
+            .count();
         spec.workers = workers.max(1);
     }
     Ok(spec)
@@ -190,7 +208,11 @@ pub async fn down(name: &str, kubeconfig: &Path, progress: &Progress) -> Result<
         removed.containers.len(),
         removed.volumes.len(),
         removed.networks.len(),
-        if had_context { format!(", context {name} removed from {}", kubeconfig.display()) } else { String::new() }
+        if had_context {
+            format!(", context {name} removed from {}", kubeconfig.display())
+        } else {
+            String::new()
+        }
     ));
     Ok(())
 }

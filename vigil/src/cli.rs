@@ -8,7 +8,11 @@ use ipnet::Ipv4Net;
 use crate::cluster::ClusterSpec;
 
 #[derive(Debug, Parser)]
-#[command(name = "vigil", version, about = "A real kubeadm cluster in local node containers, watched by the vigil suite")]
+#[command(
+    name = "vigil",
+    version,
+    about = "A real kubeadm cluster in local node containers, watched by the vigil suite"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

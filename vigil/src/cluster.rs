@@ -219,7 +219,8 @@ mod tests {
 
     #[test]
     fn worker_addresses_stay_below_the_load_balancer_range() {
-        let spec = ClusterSpec { node_subnet: "10.50.0.0/27".parse().unwrap(), workers: 13, ..Default::default() };
+        let spec =
+            ClusterSpec { node_subnet: "10.50.0.0/27".parse().unwrap(), workers: 13, ..Default::default() };
         spec.validate().unwrap();
         let (lb_first, _) = spec.load_balancer_range();
         assert_eq!(lb_first.to_string(), "10.50.0.16");

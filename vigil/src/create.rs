@@ -100,7 +100,13 @@ impl<P: NodeProvider> Context<'_, P> {
     }
 
     /// Runs a command on a node, saving its output to the step's log either way.
-    async fn run_logged(&self, node: &P::Node, step: &'static str, argv: &[&str], hint: String) -> Result<String> {
+    async fn run_logged(
+        &self,
+        node: &P::Node,
+        step: &'static str,
+        argv: &[&str],
+        hint: String,
+    ) -> Result<String> {
         let log = self.log_path(node.name(), &step.replace(' ', "-"));
         let _ = std::fs::create_dir_all(&self.logs);
         match node.run(argv, None).await {
@@ -130,10 +136,16 @@ pub async fn up<P: NodeProvider>(ctx: &Context<'_, P>, node_image: &str) -> Resu
     spec.validate()?;
     let mut report = Report::default();
     let mut steps = vec![];
-    let mut timed = |name: &str, started: Instant| steps.push((name.to_owned(), started.elapsed().as_secs_f64()));
+    let mut timed =
+        |name: &str, started: Instant| steps.push((name.to_owned(), started.elapsed().as_secs_f64()));
 
     let started = Instant::now();
-    let step = ctx.progress.step(format!("nodes: {} on network {} ({})", node_names(spec), spec.network_name(), spec.node_subnet));
+    let step = ctx.progress.step(format!(
+        "nodes: {} on network {} ({})",
+        node_names(spec),
+        spec.network_name(),
+        spec.node_subnet
+    ));
     ctx.provider.provision(spec, node_image).await?;
     step.done();
     timed("provision", started);
@@ -181,7 +193,11 @@ pub async fn up<P: NodeProvider>(ctx: &Context<'_, P>, node_image: &str) -> Resu
 
     report.steps = steps;
     let step = ctx.progress.step(format!("kubeconfig: context {}", spec.kube_context()));
-    kubeconfig::merge_into_file(&ctx.kubeconfig, kubeconfig::renamed(&admin_conf, &spec.kube_context())?, &spec.kube_context())?;
+    kubeconfig::merge_into_file(
+        &ctx.kubeconfig,
+        kubeconfig::renamed(&admin_conf, &spec.kube_context())?,
+        &spec.kube_context(),
+    )?;
     step.done_with(format!("merged into {}", ctx.kubeconfig.display()));
     Ok((client, report))
 }
@@ -227,13 +243,18 @@ async fn wait_for_boot<P: NodeProvider>(ctx: &Context<'_, P>, node: &NodeSpec) -
 
 /// `kubeadm init` unless the control plane is already initialized. Returns
 /// whether it ran (and so created the bootstrap token).
-async fn kubeadm_init<P: NodeProvider>(ctx: &Context<'_, P>, cp: &P::Node, token: &BootstrapToken) -> Result<bool> {
+async fn kubeadm_init<P: NodeProvider>(
+    ctx: &Context<'_, P>,
+    cp: &P::Node,
+    token: &BootstrapToken,
+) -> Result<bool> {
     let spec = ctx.spec;
     if ctx.file_exists(cp, ADMIN_CONF).await {
         ctx.progress.step(format!("kubeadm init on {}", cp.name())).skipped("already initialized");
         return Ok(false);
     }
-    let step = ctx.progress.step(format!("kubeadm init on {} (Kubernetes {})", cp.name(), spec.kubernetes_version));
+    let step =
+        ctx.progress.step(format!("kubeadm init on {} (Kubernetes {})", cp.name(), spec.kubernetes_version));
     let hint = format!("{}; `vigil up` retries after a reset", journal_hint(cp.name(), "kubelet"));
     if ctx.file_exists(cp, "/etc/kubernetes/manifests/kube-apiserver.yaml").await {
         // An earlier init stopped half-way: start that node over.
@@ -244,9 +265,20 @@ async fn kubeadm_init<P: NodeProvider>(ctx: &Context<'_, P>, cp: &P::Node, token
     cp.write_file(KUBEADM_CONFIG, config.as_bytes(), 0o600)
         .await
         .map_err(|e| ctx.node_step(cp.name(), "writing kubeadm config", e, String::new()))?;
-    ctx.run_logged(cp, "kubeadm config validate", &["kubeadm", "config", "validate", "--config", KUBEADM_CONFIG], hint.clone())
-        .await?;
-    ctx.run_logged(cp, "kubeadm init", &["kubeadm", "init", "--config", KUBEADM_CONFIG, "--skip-token-print"], hint).await?;
+    ctx.run_logged(
+        cp,
+        "kubeadm config validate",
+        &["kubeadm", "config", "validate", "--config", KUBEADM_CONFIG],
+        hint.clone(),
+    )
+    .await?;
+    ctx.run_logged(
+        cp,
+        "kubeadm init",
+        &["kubeadm", "init", "--config", KUBEADM_CONFIG, "--skip-token-print"],
+        hint,
+    )
+    .await?;
     step.done();
     Ok(true)
 }
@@ -258,7 +290,8 @@ async fn join_workers<P: NodeProvider>(
     token_exists: bool,
 ) -> Result<bool> {
     let spec = ctx.spec;
-    let workers: Vec<NodeSpec> = spec.nodes().into_iter().filter(|n| n.role == crate::cluster::Role::Worker).collect();
+    let workers: Vec<NodeSpec> =
+        spec.nodes().into_iter().filter(|n| n.role == crate::cluster::Role::Worker).collect();
     let mut pending = vec![];
     for worker in &workers {
         if !ctx.file_exists(&ctx.provider.node(&worker.name), KUBELET_CONF).await {
@@ -281,7 +314,16 @@ async fn join_workers<P: NodeProvider>(
         ctx.run_logged(
             cp,
             "kubeadm token create",
-            &["kubeadm", "token", "create", &secret, "--ttl", &ttl, "--description", "vigil: joins workers; deleted after"],
+            &[
+                "kubeadm",
+                "token",
+                "create",
+                &secret,
+                "--ttl",
+                &ttl,
+                "--description",
+                "vigil: joins workers; deleted after",
+            ],
             journal_hint(cp.name(), "kubelet"),
         )
         .await?;
@@ -295,7 +337,12 @@ async fn join_workers<P: NodeProvider>(
     let joined = futures::future::join_all(joins).await;
     // The token has done its job (or failed): it must not outlive the joins.
     let deleted = ctx
-        .run_logged(cp, "kubeadm token delete", &["kubeadm", "token", "delete", token.id()], journal_hint(cp.name(), "kubelet"))
+        .run_logged(
+            cp,
+            "kubeadm token delete",
+            &["kubeadm", "token", "delete", token.id()],
+            journal_hint(cp.name(), "kubelet"),
+        )
         .await;
     joined.into_iter().collect::<Result<Vec<_>>>()?;
     deleted?;
@@ -303,7 +350,12 @@ async fn join_workers<P: NodeProvider>(
     Ok(true)
 }
 
-async fn join_one<P: NodeProvider>(ctx: &Context<'_, P>, worker: &NodeSpec, token: &BootstrapToken, ca_hash: &str) -> Result<()> {
+async fn join_one<P: NodeProvider>(
+    ctx: &Context<'_, P>,
+    worker: &NodeSpec,
+    token: &BootstrapToken,
+    ca_hash: &str,
+) -> Result<()> {
     let node = ctx.provider.node(&worker.name);
     let hint = format!("{}; `vigil up` retries after a reset", journal_hint(&worker.name, "kubelet"));
     if ctx.file_exists(&node, "/etc/kubernetes/pki/ca.crt").await {
@@ -333,13 +385,14 @@ async fn approve_serving_csrs(client: &Client, spec: &ClusterSpec) -> kube::Resu
         }
         let name = csr.metadata.name.clone().unwrap_or_default();
         let mut approval = csr.clone();
-        approval.status.get_or_insert_with(Default::default).conditions = Some(vec![CertificateSigningRequestCondition {
-            type_: "Approved".into(),
-            status: "True".into(),
-            reason: Some("VigilApprovedNodeServingCert".into()),
-            message: Some("the requester is a node of this vigil cluster".into()),
-            ..Default::default()
-        }]);
+        approval.status.get_or_insert_with(Default::default).conditions =
+            Some(vec![CertificateSigningRequestCondition {
+                type_: "Approved".into(),
+                status: "True".into(),
+                reason: Some("VigilApprovedNodeServingCert".into()),
+                message: Some("the requester is a node of this vigil cluster".into()),
+                ..Default::default()
+            }]);
         api.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&approval)).await?;
         approved += 1;
     }
@@ -368,7 +421,9 @@ async fn wait_for_ready<P: NodeProvider>(ctx: &Context<'_, P>, client: &Client) 
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut pending = String::from("nothing checked yet");
     while Instant::now() < deadline {
-        approve_serving_csrs(client, spec).await.map_err(|source| Error::Kube { step: "approving kubelet serving certificates", source })?;
+        approve_serving_csrs(client, spec)
+            .await
+            .map_err(|source| Error::Kube { step: "approving kubelet serving certificates", source })?;
         let listed = nodes.list(&ListParams::default()).await;
         let mut waiting: Vec<String> = vec![];
         match listed {
@@ -387,12 +442,9 @@ async fn wait_for_ready<P: NodeProvider>(ctx: &Context<'_, P>, client: &Client) 
             let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
             match pods.list(&ListParams::default()).await {
                 Ok(list) if list.items.is_empty() => waiting.push(format!("no pods in {namespace} yet")),
-                Ok(list) => waiting.extend(
-                    list.items
-                        .iter()
-                        .filter(|p| !pod_ready(p))
-                        .map(|p| format!("pod {namespace}/{} not ready", p.metadata.name.as_deref().unwrap_or_default())),
-                ),
+                Ok(list) => waiting.extend(list.items.iter().filter(|p| !pod_ready(p)).map(|p| {
+                    format!("pod {namespace}/{} not ready", p.metadata.name.as_deref().unwrap_or_default())
+                })),
                 Err(e) => waiting.push(format!("API: {e}")),
             }
         }
@@ -426,7 +478,13 @@ async fn wait_for_dns<P: NodeProvider>(ctx: &Context<'_, P>, cp: &P::Node) -> Re
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
     while Instant::now() < deadline {
-        match cp.run(&["dig", "+short", "+time=1", "+tries=1", &server, "kubernetes.default.svc.cluster.local"], None).await {
+        match cp
+            .run(
+                &["dig", "+short", "+time=1", "+tries=1", &server, "kubernetes.default.svc.cluster.local"],
+                None,
+            )
+            .await
+        {
             Ok(out) if out.stdout.trim() == expected => {
                 step.done_with(format!("kubernetes.default.svc.cluster.local = {expected}"));
                 return Ok(());
@@ -439,7 +497,12 @@ async fn wait_for_dns<P: NodeProvider>(ctx: &Context<'_, P>, cp: &P::Node) -> Re
     Err(Error::Timeout {
         step: "DNS",
         waited: Duration::from_secs(60),
-        pending: format!("kubernetes.default.svc.cluster.local via {dns} answered {last:?}, expected {expected}"),
-        hint: format!("CoreDNS logs: `kubectl --context {} -n kube-system logs -l k8s-app=kube-dns`", ctx.spec.kube_context()),
+        pending: format!(
+            "kubernetes.default.svc.cluster.local via {dns} answered {last:?}, expected {expected}"
+        ),
+        hint: format!(
+            "CoreDNS logs: `kubectl --context {} -n kube-system logs -l k8s-app=kube-dns`",
+            ctx.spec.kube_context()
+        ),
     })
 }

@@ -31,13 +31,18 @@ fn kube_err(step: &'static str) -> impl FnOnce(kube::Error) -> Error {
 }
 
 /// Loads the workload images into every node's containerd, unless present.
-async fn load_images<P: NodeProvider>(ctx: &Context<'_, P>, docker: &bollard::Docker, images: &WorkloadImages) -> Result<()> {
+async fn load_images<P: NodeProvider>(
+    ctx: &Context<'_, P>,
+    docker: &bollard::Docker,
+    images: &WorkloadImages,
+) -> Result<()> {
     let refs = [images.web.clone(), images.probe_server.clone()];
     let mut archive: Option<Vec<u8>> = None;
     for node in ctx.spec.nodes() {
         let handle = ctx.provider.node(&node.name);
         let listed = handle.run(&["ctr", "--namespace", "k8s.io", "images", "ls", "--quiet"], None).await;
-        let present = listed.map(|out| refs.iter().all(|r| out.stdout.lines().any(|l| l == r))).unwrap_or(false);
+        let present =
+            listed.map(|out| refs.iter().all(|r| out.stdout.lines().any(|l| l == r))).unwrap_or(false);
         if present {
             continue;
         }
@@ -64,7 +69,9 @@ async fn save(docker: &bollard::Docker, refs: &[String]) -> Result<Vec<u8>> {
     let mut out = vec![];
     let mut stream = std::pin::pin!(docker.export_images(&names));
     while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.map_err(|e| Error::Client(format!("docker save {}: {e}", refs.join(" "))))?);
+        out.extend_from_slice(
+            &chunk.map_err(|e| Error::Client(format!("docker save {}: {e}", refs.join(" "))))?,
+        );
     }
     Ok(out)
 }
@@ -88,7 +95,11 @@ where
     }
 }
 
-async fn rolled_out_deployment(api: &Api<Deployment>, name: &str, want: i32) -> std::result::Result<(), String> {
+async fn rolled_out_deployment(
+    api: &Api<Deployment>,
+    name: &str,
+    want: i32,
+) -> std::result::Result<(), String> {
     let d = api.get(name).await.map_err(|e| e.to_string())?;
     let status = d.status.unwrap_or_default();
     let (ready, updated) = (status.ready_replicas.unwrap_or(0), status.updated_replicas.unwrap_or(0));
@@ -111,12 +122,18 @@ async fn rolled_out_daemon_set(api: &Api<DaemonSet>, name: &str) -> std::result:
 
 async fn install_metallb<P: NodeProvider>(ctx: &Context<'_, P>, client: &Client) -> Result<()> {
     let spec = ctx.spec;
-    let step = ctx.progress.step(format!("MetalLB {} (L2), pool {:?}", metallb::VERSION, spec.load_balancer_range()));
-    let objects = metallb::native_objects(&spec.image_repository).map_err(|e| Error::Client(e.to_string()))?;
+    let step = ctx.progress.step(format!(
+        "MetalLB {} (L2), pool {:?}",
+        metallb::VERSION,
+        spec.load_balancer_range()
+    ));
+    let objects =
+        metallb::native_objects(&spec.image_repository).map_err(|e| Error::Client(e.to_string()))?;
     for object in objects {
         Object::Dynamic(object).apply(client).await.map_err(kube_err("installing MetalLB"))?;
     }
-    let hint = format!("`kubectl --context {} -n metallb-system get pods` and their logs", spec.kube_context());
+    let hint =
+        format!("`kubectl --context {} -n metallb-system get pods` and their logs", spec.kube_context());
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), metallb::NAMESPACE);
     let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), metallb::NAMESPACE);
     until("MetalLB rollout", ROLLOUT_TIMEOUT, hint.clone(), || async {
@@ -146,24 +163,39 @@ pub async fn deploy<P: NodeProvider>(
 ) -> Result<Deployed> {
     install_metallb(ctx, client).await?;
 
-    let step = ctx.progress.step(format!("web: 3 replicas + probe-server sidecar, Service type LoadBalancer ({})", images.web));
+    let step = ctx
+        .progress
+        .step(format!("web: 3 replicas + probe-server sidecar, Service type LoadBalancer ({})", images.web));
     load_images(ctx, docker, images).await?;
-    let objects = web::objects(&web::Images { web: images.web.clone(), probe_server: images.probe_server.clone() });
+    let objects =
+        web::objects(&web::Images { web: images.web.clone(), probe_server: images.probe_server.clone() });
     for object in &objects {
         object.apply(client).await.map_err(kube_err("deploying web"))?;
     }
-    let hint = format!("`kubectl --context {} describe deployment web` and `kubectl logs -l app=web -c probe-server`", ctx.spec.kube_context());
+    let hint = format!(
+        "`kubectl --context {} describe deployment web` and `kubectl logs -l app=web -c probe-server`",
+        ctx.spec.kube_context()
+    );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), web::NAMESPACE);
-    until("web rollout", ROLLOUT_TIMEOUT, hint.clone(), || rolled_out_deployment(&deployments, web::NAME, 3)).await?;
+    until("web rollout", ROLLOUT_TIMEOUT, hint.clone(), || rolled_out_deployment(&deployments, web::NAME, 3))
+        .await?;
     let services: Api<Service> = Api::namespaced(client.clone(), web::NAMESPACE);
-    let ip = until("LoadBalancer address", Duration::from_secs(60), hint.clone(), || load_balancer_ip(&services)).await?;
+    let ip =
+        until("LoadBalancer address", Duration::from_secs(60), hint.clone(), || load_balancer_ip(&services))
+            .await?;
     let url = format!("http://{ip}/");
     // From the host, the way a user will try it.
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().map_err(|e| Error::Client(e.to_string()))?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| Error::Client(e.to_string()))?;
     let answer = until("web answering through the load balancer", Duration::from_secs(60), hint, || async {
         let response = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
         let body = response.text().await.map_err(|e| e.to_string())?;
-        body.starts_with("I'm ").then_some(body.trim().to_owned()).ok_or_else(|| format!("GET {url} answered {body:?}"))
+        body.starts_with("I'm ")
+            .then_some(body.trim().to_owned())
+            .ok_or_else(|| format!("GET {url} answered {body:?}"))
     })
     .await?;
     step.done_with(format!("{url} answers {answer:?}"));

@@ -48,7 +48,7 @@ mod tests {
     async fn a_missing_socket_names_the_endpoint_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = format!("unix://{}/docker.sock", dir.path().display());
-        let message = connect_at(&endpoint).await.err().expect("no daemon there").to_string();
+        let message = connect_at(&endpoint).await.expect_err("no daemon there").to_string();
         assert!(message.contains(&format!("cannot reach Docker Engine at {endpoint}")), "{message}");
         assert!(message.contains("fix: start it"), "{message}");
     }

@@ -54,7 +54,8 @@ pub async fn run_logged(mut cmd: Command, log: &Path, mut on_line: impl FnMut(&s
     if let Some(dir) = log.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(log_err)?;
     }
-    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(log).await.map_err(log_err)?;
+    let mut file =
+        tokio::fs::OpenOptions::new().create(true).append(true).open(log).await.map_err(log_err)?;
     file.write_all(format!("$ {command}\n").as_bytes()).await.map_err(log_err)?;
 
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);

@@ -280,7 +280,10 @@ pub fn init_config(spec: &ClusterSpec, token: &BootstrapToken, token_ttl: std::t
         server_tls_bootstrap: true,
     };
     let proxy = KubeProxyConfiguration {
-        type_meta: TypeMeta { api_version: "kubeproxy.config.k8s.io/v1alpha1", kind: "KubeProxyConfiguration" },
+        type_meta: TypeMeta {
+            api_version: "kubeproxy.config.k8s.io/v1alpha1",
+            kind: "KubeProxyConfiguration",
+        },
         mode: "iptables",
         conntrack: Conntrack { max_per_core: 0 },
     };
@@ -289,7 +292,13 @@ pub fn init_config(spec: &ClusterSpec, token: &BootstrapToken, token_ttl: std::t
 
 /// The config for `kubeadm join --config` on one worker: token discovery
 /// pinned to the cluster CA's public key hash.
-pub fn join_config(spec: &ClusterSpec, node_name: &str, node_ip: Ipv4Addr, token: &BootstrapToken, ca_cert_hash: &str) -> String {
+pub fn join_config(
+    spec: &ClusterSpec,
+    node_name: &str,
+    node_ip: Ipv4Addr,
+    token: &BootstrapToken,
+    ca_cert_hash: &str,
+) -> String {
     let derived = derive(spec);
     let join = JoinConfiguration {
         type_meta: TypeMeta { api_version: derived.api_version, kind: "JoinConfiguration" },

@@ -62,7 +62,9 @@ pub fn default_path() -> PathBuf {
 fn read_user(path: &Path) -> Result<Kubeconfig, Error> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().is_empty() => Ok(Kubeconfig::default()),
-        Ok(text) => Kubeconfig::from_yaml(&text).map_err(|source| Error::UserFile { path: path.into(), source }),
+        Ok(text) => {
+            Kubeconfig::from_yaml(&text).map_err(|source| Error::UserFile { path: path.into(), source })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Kubeconfig::default()),
         Err(e) => Err(Error::Write { path: path.into(), source: e }),
     }
@@ -180,7 +182,10 @@ current-context: other
         merge_into(&mut user, renamed(ADMIN_CONF, "vigil").unwrap(), "vigil");
         let names = |u: &Kubeconfig| u.clusters.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&user), ["other", "vigil"]);
-        assert_eq!(user.clusters[1].cluster.as_ref().unwrap().server.as_deref(), Some("https://172.29.0.2:6443"));
+        assert_eq!(
+            user.clusters[1].cluster.as_ref().unwrap().server.as_deref(),
+            Some("https://172.29.0.2:6443")
+        );
         assert_eq!(user.current_context.as_deref(), Some("vigil"));
         assert!(remove_from(&mut user, "vigil"));
         assert_eq!(names(&user), ["other"]);

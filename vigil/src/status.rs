@@ -52,7 +52,11 @@ fn condition(node: &KubeNode, kind: &str) -> Option<bool> {
     node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == kind).map(|c| c.status == "True")
 }
 
-pub async fn collect(spec: &ClusterSpec, containers: Vec<NodeInfo>, client: Option<Result<Client, String>>) -> Status {
+pub async fn collect(
+    spec: &ClusterSpec,
+    containers: Vec<NodeInfo>,
+    client: Option<Result<Client, String>>,
+) -> Status {
     let mut api_error = None;
     let mut kube_nodes = vec![];
     let mut pods = vec![];
@@ -63,7 +67,9 @@ pub async fn collect(spec: &ClusterSpec, containers: Vec<NodeInfo>, client: Opti
                 Err(e) => api_error = Some(e.to_string()),
             }
             for namespace in ["kube-system", addons::flannel::NAMESPACE] {
-                if let Ok(list) = Api::<Pod>::namespaced(client.clone(), namespace).list(&ListParams::default()).await {
+                if let Ok(list) =
+                    Api::<Pod>::namespaced(client.clone(), namespace).list(&ListParams::default()).await
+                {
                     pods.extend(list.items);
                 }
             }
@@ -77,7 +83,8 @@ pub async fn collect(spec: &ClusterSpec, containers: Vec<NodeInfo>, client: Opti
             let kube = kube_nodes.iter().find(|n| n.metadata.name.as_deref() == Some(&c.name));
             NodeStatus {
                 ready: kube.and_then(|n| condition(n, "Ready")),
-                kubelet_version: kube.and_then(|n| Some(n.status.as_ref()?.node_info.as_ref()?.kubelet_version.clone())),
+                kubelet_version: kube
+                    .and_then(|n| Some(n.status.as_ref()?.node_info.as_ref()?.kubelet_version.clone())),
                 name: c.name,
                 role: c.role.as_str().into(),
                 container: c.state,

@@ -32,7 +32,8 @@ fn is_token_part(s: &str, len: usize) -> bool {
 impl BootstrapToken {
     pub fn generate() -> Self {
         let mut rng = rand::rng();
-        let mut part = |len| (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+        let mut part =
+            |len| (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
         BootstrapToken { id: part(6), secret: part(16) }
     }
 
@@ -98,7 +99,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_tokens() {
-        for bad in ["abcdef0123456789abcdef", "ABCDEF.0123456789abcdef", "abcde.0123456789abcdef", "abcdef.0123"] {
+        for bad in
+            ["abcdef0123456789abcdef", "ABCDEF.0123456789abcdef", "abcde.0123456789abcdef", "abcdef.0123"]
+        {
             assert_eq!(bad.parse::<BootstrapToken>(), Err(Error::BadToken(bad.into())));
         }
     }

@@ -47,8 +47,16 @@ impl Default for Metrics {
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 16))
         });
-        registry.register("http_requests", "HTTP requests served, by method, route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "Time to serve a request, by route", latency.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to serve a request, by route",
+            latency.clone(),
+        );
         Metrics { registry, requests, latency }
     }
 }
@@ -129,7 +137,10 @@ mod tests {
         let (status, body) = get_body(router(state.clone()), "/").await;
         assert_eq!((status, body.as_str()), (200, "I'm web-abc\n"));
         let (_, metrics) = get_body(router(state), "/metrics").await;
-        assert!(metrics.contains(r#"web_http_requests_total{method="GET",route="/",status="200"} 1"#), "{metrics}");
+        assert!(
+            metrics.contains(r#"web_http_requests_total{method="GET",route="/",status="200"} 1"#),
+            "{metrics}"
+        );
         assert!(metrics.contains(r#"web_http_request_duration_seconds_count{route="/"} 1"#), "{metrics}");
         assert!(metrics.ends_with("# EOF\n"));
     }

@@ -58,14 +58,20 @@ pub async fn nodes_are_ready(client: &Client) -> Result<()> {
     }
     let control_planes = nodes
         .iter()
-        .filter(|n| n.metadata.labels.as_ref().is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane")))
+        .filter(|n| {
+            n.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane"))
+        })
         .count();
     ensure!(control_planes == 1, "expected 1 control-plane node, found {control_planes}");
     Ok(())
 }
 
 pub async fn system_pods_run(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
-    let pods = Api::<Pod>::namespaced(client.clone(), "kube-system").list(&ListParams::default()).await?.items;
+    let pods =
+        Api::<Pod>::namespaced(client.clone(), "kube-system").list(&ListParams::default()).await?.items;
     for pod in &pods {
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
         ensure!(phase == "Running", "kube-system pod {:?} is {phase}", pod.metadata.name);
@@ -84,7 +90,10 @@ pub async fn system_pods_run(client: &Client, spec: &vigil::cluster::ClusterSpec
 pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
     let (worker_a, worker_b) = (spec.worker_name(0), spec.worker_name(1));
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace { metadata: ObjectMeta { name: Some(NAMESPACE.into()), ..Default::default() }, ..Default::default() };
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(NAMESPACE.into()), ..Default::default() },
+        ..Default::default()
+    };
     if namespaces.get_opt(NAMESPACE).await?.is_none() {
         namespaces.create(&PostParams::default(), &ns).await?;
     }
@@ -96,9 +105,17 @@ pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::Cluster
     .await?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let server = pod("echo", &worker_a, "exec socat TCP-LISTEN:8080,fork,reuseaddr SYSTEM:'echo pong from $(hostname)'", "Always");
+    let server = pod(
+        "echo",
+        &worker_a,
+        "exec socat TCP-LISTEN:8080,fork,reuseaddr SYSTEM:'echo pong from $(hostname)'",
+        "Always",
+    );
     let _ = pods.delete("echo", &DeleteParams::default()).await;
-    wait_for("old echo pod gone", Duration::from_secs(60), || async { Ok(pods.get_opt("echo").await?.is_none().then_some(())) }).await?;
+    wait_for("old echo pod gone", Duration::from_secs(60), || async {
+        Ok(pods.get_opt("echo").await?.is_none().then_some(()))
+    })
+    .await?;
     pods.create(&PostParams::default(), &server).await?;
     let server_ip = wait_for("echo pod Running with an IP", Duration::from_secs(90), || async {
         let p = pods.get("echo").await?;
@@ -127,7 +144,12 @@ pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::Cluster
         ..Default::default()
     };
     let _ = services.delete("echo", &DeleteParams::default()).await;
-    let cluster_ip = services.create(&PostParams::default(), &service).await?.spec.and_then(|s| s.cluster_ip).context("no ClusterIP")?;
+    let cluster_ip = services
+        .create(&PostParams::default(), &service)
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("no ClusterIP")?;
 
     // From the other worker: the pod IP directly (pod network across nodes),
     // then DNS for the API server's Service and this Service, then the
@@ -142,11 +164,21 @@ pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::Cluster
     let client_pod = pod("probe", &worker_b, &script, "Never");
     let (phase, logs) = run_to_completion(client, NAMESPACE, client_pod, Duration::from_secs(120)).await?;
     ensure!(phase == "Succeeded", "probe pod {phase}; its output:\n{logs}");
-    let line = |key: &str| logs.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap_or_default().trim().to_owned();
+    let line = |key: &str| {
+        logs.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap_or_default().trim().to_owned()
+    };
     ensure!(line("direct") == "pong from echo", "pod-to-pod across workers failed:\n{logs}");
     let api_service_ip = std::net::Ipv4Addr::from(u32::from(spec.service_subnet.network()) + 1).to_string();
-    ensure!(line("kubernetes") == api_service_ip, "kubernetes.default resolved to {:?}:\n{logs}", line("kubernetes"));
-    ensure!(line("service") == cluster_ip, "echo resolved to {:?}, Service has {cluster_ip}:\n{logs}", line("service"));
+    ensure!(
+        line("kubernetes") == api_service_ip,
+        "kubernetes.default resolved to {:?}:\n{logs}",
+        line("kubernetes")
+    );
+    ensure!(
+        line("service") == cluster_ip,
+        "echo resolved to {:?}, Service has {cluster_ip}:\n{logs}",
+        line("service")
+    );
     ensure!(line("via-service") == "pong from echo", "Service name did not reach the pod:\n{logs}");
 
     let placed_on = pods.get("probe").await?.spec.and_then(|s| s.node_name).unwrap_or_default();
@@ -177,19 +209,47 @@ pub async fn join_token_is_dead(admin: &kube::Config, token: vigil::token::Boots
 
 pub async fn nothing_left_behind(spec: &vigil::cluster::ClusterSpec) -> Result<()> {
     let docker = vigil::docker::connect().await?;
-    let filter = std::collections::HashMap::from([("label".to_owned(), vec![format!("{CLUSTER_LABEL}={}", spec.name)])]);
+    let filter = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{CLUSTER_LABEL}={}", spec.name)],
+    )]);
     let containers = docker
-        .list_containers(Some(bollard::query_parameters::ListContainersOptionsBuilder::default().all(true).filters(&filter).build()))
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
         .await?;
-    ensure!(containers.is_empty(), "containers left: {:?}", containers.iter().map(|c| &c.names).collect::<Vec<_>>());
-    let volumes = docker.list_volumes(Some(bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&filter).build())).await?;
+    ensure!(
+        containers.is_empty(),
+        "containers left: {:?}",
+        containers.iter().map(|c| &c.names).collect::<Vec<_>>()
+    );
+    let volumes = docker
+        .list_volumes(Some(
+            bollard::query_parameters::ListVolumesOptionsBuilder::default().filters(&filter).build(),
+        ))
+        .await?;
     ensure!(volumes.volumes.unwrap_or_default().is_empty(), "volumes left behind");
-    let networks = docker.list_networks(Some(bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&filter).build())).await?;
+    let networks = docker
+        .list_networks(Some(
+            bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&filter).build(),
+        ))
+        .await?;
     ensure!(networks.is_empty(), "networks left: {:?}", networks.iter().map(|n| &n.name).collect::<Vec<_>>());
     for node in spec.nodes() {
-        ensure!(docker.inspect_container(&node.name, None).await.is_err(), "container {} still exists", node.name);
+        ensure!(
+            docker.inspect_container(&node.name, None).await.is_err(),
+            "container {} still exists",
+            node.name
+        );
     }
     let kubeconfig = std::fs::read_to_string(test_kubeconfig()).unwrap_or_default();
-    ensure!(!kubeconfig.contains(&format!("name: {}\n", spec.name)), "kubeconfig still has {}:\n{kubeconfig}", spec.name);
+    ensure!(
+        !kubeconfig.contains(&format!("name: {}\n", spec.name)),
+        "kubeconfig still has {}:\n{kubeconfig}",
+        spec.name
+    );
     Ok(())
 }

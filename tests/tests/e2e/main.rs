@@ -23,7 +23,8 @@ async fn vigil_end_to_end() -> Result<()> {
     cluster::nodes_are_ready(&client).await?;
     cluster::system_pods_run(&client, &spec).await?;
     cluster::pod_network_and_dns(&client, &spec).await?;
-    cluster::join_token_is_dead(&config, report.join_token.context("the first up joined the workers")?).await?;
+    cluster::join_token_is_dead(&config, report.join_token.context("the first up joined the workers")?)
+        .await?;
 
     workload::load_balancer_reaches_every_pod(&client, &deployed).await?;
     workload::a_hung_workload_is_restarted_by_its_liveness_probe(&client, &spec).await?;

@@ -26,7 +26,11 @@ const WEB_SELECTOR: &str = "app=web";
 /// A client that opens a new connection per request, as separate curls do:
 /// kube-proxy balances connections, not requests.
 fn http() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(3)).build()?)
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(3))
+        .build()?)
 }
 
 /// `count` GETs of the load balancer from the host; the hostnames that answered.
@@ -34,7 +38,13 @@ async fn curl_many(url: &str, count: usize) -> Result<Vec<String>> {
     let http = http()?;
     let mut seen = vec![];
     for i in 0..count {
-        let body = http.get(url).send().await.with_context(|| format!("curl {i} of {count} to {url}"))?.text().await?;
+        let body = http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("curl {i} of {count} to {url}"))?
+            .text()
+            .await?;
         let host = body.trim().strip_prefix("I'm ").with_context(|| format!("unexpected answer {body:?}"))?;
         seen.push(host.to_owned());
     }
@@ -103,7 +113,10 @@ async fn container_pid(provider: &DockerProvider, pod: &Pod, container: &str) ->
 /// SIGSTOP freezes the web process: it is still there but answers nothing.
 /// probe-server's liveness check times out, /livez fails, and the kubelet
 /// restarts the web container (not the pod, not the sidecar).
-pub async fn a_hung_workload_is_restarted_by_its_liveness_probe(client: &Client, _spec: &ClusterSpec) -> Result<()> {
+pub async fn a_hung_workload_is_restarted_by_its_liveness_probe(
+    client: &Client,
+    _spec: &ClusterSpec,
+) -> Result<()> {
     let provider = DockerProvider::new(vigil::docker::connect().await?);
     let pod = web_pods(client).await?.into_iter().next().context("no web pod")?;
     let (pod_name, before) = (name(&pod), restarts(&pod, "web"));
@@ -112,21 +125,20 @@ pub async fn a_hung_workload_is_restarted_by_its_liveness_probe(client: &Client,
     provider.node(&node).run(&["kill", "-STOP", &pid], None).await?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let after = wait_for(&format!("web container of {pod_name} restarted"), Duration::from_secs(90), || async {
-        let p = pods.get(&pod_name).await?;
-        let n = restarts(&p, "web");
-        Ok((n > before && ready(&p)).then_some(p))
-    })
-    .await?;
+    let after =
+        wait_for(&format!("web container of {pod_name} restarted"), Duration::from_secs(90), || async {
+            let p = pods.get(&pod_name).await?;
+            let n = restarts(&p, "web");
+            Ok((n > before && ready(&p)).then_some(p))
+        })
+        .await?;
     ensure!(restarts(&after, "probe-server") == sidecar_before, "the sidecar was restarted too");
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     let fields = format!("involvedObject.name={pod_name}");
-    let liveness_failed = events
-        .list(&ListParams::default().fields(&fields))
-        .await?
-        .items
-        .iter()
-        .any(|e| e.reason.as_deref() == Some("Unhealthy") && e.message.as_deref().is_some_and(|m| m.starts_with("Liveness probe failed")));
+    let liveness_failed = events.list(&ListParams::default().fields(&fields)).await?.items.iter().any(|e| {
+        e.reason.as_deref() == Some("Unhealthy")
+            && e.message.as_deref().is_some_and(|m| m.starts_with("Liveness probe failed"))
+    });
     ensure!(liveness_failed, "the restart of {pod_name} was not caused by a failed liveness probe");
     Ok(())
 }
@@ -158,10 +170,13 @@ pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(
     let (node, pid) = container_pid(&provider, &pod, "probe-server").await?;
     let node = provider.node(&node);
     let rule = |op: &'static str, proto: &'static str| {
-        vec!["nsenter", "-t", &pid, "-n", "iptables", op, "OUTPUT", "-p", proto, "--dport", "53", "-j", "REJECT"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
+        vec![
+            "nsenter", "-t", &pid, "-n", "iptables", op, "OUTPUT", "-p", proto, "--dport", "53", "-j",
+            "REJECT",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
     };
     for proto in ["udp", "tcp"] {
         let argv = rule("-I", proto);
@@ -178,8 +193,12 @@ pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(
         node.run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), None).await?;
     }
     left?;
-    let answered: BTreeSet<String> = answered.context("curls while one pod was not ready")?.into_iter().collect();
-    ensure!(!answered.contains(&pod_name), "{pod_name} still answered through the load balancer: {answered:?}");
+    let answered: BTreeSet<String> =
+        answered.context("curls while one pod was not ready")?.into_iter().collect();
+    ensure!(
+        !answered.contains(&pod_name),
+        "{pod_name} still answered through the load balancer: {answered:?}"
+    );
     ensure!(answered.len() == 2, "expected the two other pods to answer, got {answered:?}");
 
     wait_for(&format!("{pod_name} back in the web endpoints"), Duration::from_secs(60), || async {
@@ -189,7 +208,9 @@ pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let after = restarts(&pods.get(&pod_name).await?, "web");
     if after != restarts_before {
-        bail!("{pod_name} was restarted for a failing dependency ({restarts_before} -> {after}): liveness must not depend on it");
+        bail!(
+            "{pod_name} was restarted for a failing dependency ({restarts_before} -> {after}): liveness must not depend on it"
+        );
     }
     Ok(())
 }
@@ -200,7 +221,8 @@ pub async fn a_deleted_pod_is_replaced(client: &Client) -> Result<()> {
     pods.delete(&victim, &DeleteParams::default()).await?;
     wait_for("3 ready web replicas again, the deleted one gone", Duration::from_secs(90), || async {
         let now = web_pods(client).await?;
-        let ready_names: Vec<String> = now.iter().filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none()).map(name).collect();
+        let ready_names: Vec<String> =
+            now.iter().filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none()).map(name).collect();
         Ok((ready_names.len() == 3 && !ready_names.contains(&victim)).then_some(()))
     })
     .await

@@ -8,9 +8,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
-            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HostPathVolumeSource,
-            Namespace, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext,
-            ServiceAccount, Toleration, Volume, VolumeMount,
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
+            HostPathVolumeSource, Namespace, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+            ResourceRequirements, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
         },
         rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
     },
@@ -29,7 +29,10 @@ fn meta(name: &str, namespaced: bool) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: namespaced.then(|| NAMESPACE.into()),
-        labels: Some(BTreeMap::from([("k8s-app".into(), "flannel".into()), ("app.kubernetes.io/managed-by".into(), "vigil".into())])),
+        labels: Some(BTreeMap::from([
+            ("k8s-app".into(), "flannel".into()),
+            ("app.kubernetes.io/managed-by".into(), "vigil".into()),
+        ])),
         ..Default::default()
     }
 }
@@ -98,12 +101,20 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
     let service_account = ServiceAccount { metadata: meta(NAME, true), ..Default::default() };
     let role = ClusterRole {
         metadata: meta(NAME, false),
-        rules: Some(vec![rule(&["pods"], &["get"]), rule(&["nodes"], &["get", "list", "watch"]), rule(&["nodes/status"], &["patch"])]),
+        rules: Some(vec![
+            rule(&["pods"], &["get"]),
+            rule(&["nodes"], &["get", "list", "watch"]),
+            rule(&["nodes/status"], &["patch"]),
+        ]),
         ..Default::default()
     };
     let binding = ClusterRoleBinding {
         metadata: meta(NAME, false),
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: NAME.into() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: NAME.into(),
+        },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: NAME.into(),
@@ -119,13 +130,18 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         ])),
         ..Default::default()
     };
-    let labels = BTreeMap::from([("app".to_owned(), "flannel".to_owned()), ("tier".to_owned(), "node".to_owned())]);
+    let labels =
+        BTreeMap::from([("app".to_owned(), "flannel".to_owned()), ("tier".to_owned(), "node".to_owned())]);
     let install_cni = Container {
         name: "install-cni".into(),
         image: Some(image.into()),
         image_pull_policy: Some("Never".into()),
         command: Some(vec!["cp".into()]),
-        args: Some(vec!["-f".into(), "/etc/kube-flannel/cni-conf.json".into(), "/etc/cni/net.d/10-flannel.conflist".into()]),
+        args: Some(vec![
+            "-f".into(),
+            "/etc/kube-flannel/cni-conf.json".into(),
+            "/etc/cni/net.d/10-flannel.conflist".into(),
+        ]),
         volume_mounts: Some(vec![mount("cni", "/etc/cni/net.d"), mount("flannel-cfg", "/etc/kube-flannel/")]),
         ..Default::default()
     };
@@ -144,14 +160,21 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         }),
         security_context: Some(SecurityContext {
             privileged: Some(false),
-            capabilities: Some(Capabilities { add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]), drop: None }),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                drop: None,
+            }),
             ..Default::default()
         }),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
             EnvVar { name: "EVENT_QUEUE_DEPTH".into(), value: Some("5000".into()), ..Default::default() },
-            EnvVar { name: "CONT_WHEN_CACHE_NOT_READY".into(), value: Some("false".into()), ..Default::default() },
+            EnvVar {
+                name: "CONT_WHEN_CACHE_NOT_READY".into(),
+                value: Some("false".into()),
+                ..Default::default()
+            },
         ]),
         volume_mounts: Some(vec![
             mount("run", "/run/flannel"),
@@ -182,7 +205,10 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
                         host_path("cni", "/etc/cni/net.d", None),
                         Volume {
                             name: "flannel-cfg".into(),
-                            config_map: Some(ConfigMapVolumeSource { name: "kube-flannel-cfg".into(), ..Default::default() }),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: "kube-flannel-cfg".into(),
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         },
                         host_path("xtables-lock", "/run/xtables.lock", Some("FileOrCreate")),
@@ -210,7 +236,10 @@ mod tests {
 
     #[test]
     fn manifests_match_golden_file() {
-        let yaml: Vec<String> = objects(&ClusterSpec::default(), "vigil.local/flannel:v0.27.4").iter().map(Object::to_yaml).collect();
+        let yaml: Vec<String> = objects(&ClusterSpec::default(), "vigil.local/flannel:v0.27.4")
+            .iter()
+            .map(Object::to_yaml)
+            .collect();
         crate::golden::assert_golden("flannel.yaml", &yaml.join("---\n"));
     }
 

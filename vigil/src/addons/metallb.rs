@@ -49,11 +49,14 @@ pub fn native_objects(repository: &str) -> Result<Vec<DynamicObject>, Error> {
 /// `containers[].image` of every pod template: upstream's registry names
 /// become the images built here (what kustomize's `images:` does for `apply -k`).
 fn rewrite_images(value: &mut serde_json::Value, repository: &str) {
-    let Some(containers) = value.pointer_mut("/spec/template/spec/containers").and_then(|c| c.as_array_mut()) else {
+    let Some(containers) = value.pointer_mut("/spec/template/spec/containers").and_then(|c| c.as_array_mut())
+    else {
         return;
     };
     for container in containers {
-        let Some(image) = container.get("image").and_then(|i| i.as_str()).map(str::to_owned) else { continue };
+        let Some(image) = container.get("image").and_then(|i| i.as_str()).map(str::to_owned) else {
+            continue;
+        };
         for (upstream, component) in UPSTREAM_IMAGES {
             if image.starts_with(&format!("{upstream}:")) {
                 container["image"] = image_value(repository, component);

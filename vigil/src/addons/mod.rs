@@ -32,13 +32,22 @@ pub enum Object {
 
 async fn apply_namespaced<K>(client: &Client, obj: &K) -> kube::Result<()>
 where
-    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Resource
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
 {
     let meta = obj.meta();
     let api: Api<K> = Api::namespaced(client.clone(), meta.namespace.as_deref().unwrap_or("default"));
-    api.patch(meta.name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .map(|_| ())
+    api.patch(
+        meta.name.as_deref().unwrap_or_default(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn apply_cluster<K>(client: &Client, obj: &K) -> kube::Result<()>
@@ -46,9 +55,13 @@ where
     K: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
 {
     let api: Api<K> = Api::all(client.clone());
-    api.patch(obj.meta().name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .map(|_| ())
+    api.patch(
+        obj.meta().name.as_deref().unwrap_or_default(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Applies an object whose type is known only at runtime (CRDs, custom
@@ -62,14 +75,20 @@ async fn apply_dynamic(client: &Client, obj: &DynamicObject) -> kube::Result<()>
     })?;
     let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await?;
     let api: Api<DynamicObject> = match capabilities.scope {
-        Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), obj.metadata.namespace.as_deref().unwrap_or("default"), &resource)
-        }
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            obj.metadata.namespace.as_deref().unwrap_or("default"),
+            &resource,
+        ),
         Scope::Cluster => Api::all_with(client.clone(), &resource),
     };
-    api.patch(obj.metadata.name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .map(|_| ())
+    api.patch(
+        obj.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map(|_| ())
 }
 
 impl Object {

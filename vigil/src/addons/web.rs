@@ -10,15 +10,17 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
-            Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, SleepAction,
-            TopologySpreadConstraint, Volume, VolumeMount,
+            Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
+            ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::api::ObjectMeta;
-use probe_server::config::{CheckConfig, Config as ProbeConfig, DEFAULT_ADMIN_PORT, DEFAULT_PROBE_PORT, Target};
+use probe_server::config::{
+    CheckConfig, Config as ProbeConfig, DEFAULT_ADMIN_PORT, DEFAULT_PROBE_PORT, Target,
+};
 
 use super::Object;
 
@@ -55,7 +57,12 @@ fn labels() -> BTreeMap<String, String> {
 }
 
 fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), namespace: Some(NAMESPACE.into()), labels: Some(labels()), ..Default::default() }
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(NAMESPACE.into()),
+        labels: Some(labels()),
+        ..Default::default()
+    }
 }
 
 fn quantity(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
@@ -115,10 +122,16 @@ pub fn objects(images: &Images) -> Vec<Object> {
         name: NAME.into(),
         image: Some(images.web.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(vec![EnvVar { name: "PORT".into(), value: Some(WEB_PORT.to_string()), ..Default::default() }]),
-        ports: Some(vec![
-            ContainerPort { name: Some("http".into()), container_port: WEB_PORT.into(), ..Default::default() },
-        ]),
+        env: Some(vec![EnvVar {
+            name: "PORT".into(),
+            value: Some(WEB_PORT.to_string()),
+            ..Default::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: WEB_PORT.into(),
+            ..Default::default()
+        }]),
         // The kubelet asks probe-server (same pod, its probe port), which
         // checks this container; a failed liveness restarts this one.
         startup_probe: Some(http_probe("/startupz", 1, 30)),
@@ -126,7 +139,10 @@ pub fn objects(images: &Images) -> Vec<Object> {
         readiness_probe: Some(http_probe("/readyz", 1, 1)),
         // Keep serving while the endpoint controllers catch up with the termination.
         lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler { sleep: Some(SleepAction { seconds: 3 }), ..Default::default() }),
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: 3 }),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         resources: Some(ResourceRequirements {
@@ -143,8 +159,16 @@ pub fn objects(images: &Images) -> Vec<Object> {
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(vec!["--config".into(), format!("{PROBE_CONFIG_DIR}/config.json")]),
         ports: Some(vec![
-            ContainerPort { name: Some("probes".into()), container_port: DEFAULT_PROBE_PORT.into(), ..Default::default() },
-            ContainerPort { name: Some("probe-admin".into()), container_port: DEFAULT_ADMIN_PORT.into(), ..Default::default() },
+            ContainerPort {
+                name: Some("probes".into()),
+                container_port: DEFAULT_PROBE_PORT.into(),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("probe-admin".into()),
+                container_port: DEFAULT_ADMIN_PORT.into(),
+                ..Default::default()
+            },
         ]),
         // Its own health, on its admin port: never the results it reports.
         liveness_probe: Some(Probe {
@@ -191,7 +215,10 @@ pub fn objects(images: &Images) -> Vec<Object> {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
                         run_as_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                     // One per node where possible, but never refuse to run:
@@ -201,14 +228,20 @@ pub fn objects(images: &Images) -> Vec<Object> {
                         topology_key: "kubernetes.io/hostname".into(),
                         when_unsatisfiable: "ScheduleAnyway".into(),
                         node_taints_policy: Some("Honor".into()),
-                        label_selector: Some(LabelSelector { match_labels: Some(selector_labels()), ..Default::default() }),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels()),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }]),
                     termination_grace_period_seconds: Some(15),
                     containers: vec![web, probe_server],
                     volumes: Some(vec![Volume {
                         name: "probe-config".into(),
-                        config_map: Some(ConfigMapVolumeSource { name: "web-probe-server".into(), ..Default::default() }),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: "web-probe-server".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }]),
                     ..Default::default()
@@ -258,9 +291,12 @@ mod tests {
     #[test]
     fn service_selects_exactly_the_pod_labels() {
         let objects = objects(&Images { web: "w".into(), probe_server: "p".into() });
-        let deployment = objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
-        let service = objects.iter().find_map(|o| if let Object::Service(s) = o { Some(s) } else { None }).unwrap();
-        let pod_labels = deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        let deployment =
+            objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
+        let service =
+            objects.iter().find_map(|o| if let Object::Service(s) = o { Some(s) } else { None }).unwrap();
+        let pod_labels =
+            deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
         let selector = service.spec.as_ref().unwrap().selector.clone().unwrap();
         assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
         let spec = deployment.spec.as_ref().unwrap();
@@ -269,7 +305,12 @@ mod tests {
         let pod = spec.template.spec.as_ref().unwrap();
         for c in &pod.containers {
             let sc = c.security_context.as_ref().unwrap();
-            assert_eq!((sc.read_only_root_filesystem, sc.run_as_non_root), (Some(true), Some(true)), "{}", c.name);
+            assert_eq!(
+                (sc.read_only_root_filesystem, sc.run_as_non_root),
+                (Some(true), Some(true)),
+                "{}",
+                c.name
+            );
         }
     }
 }

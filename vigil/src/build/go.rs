@@ -46,7 +46,13 @@ pub fn kube() -> GoBinary {
 }
 
 pub fn etcd() -> GoBinary {
-    GoBinary { name: "etcd", module: &sources::ETCD, package: "go.etcd.io/etcd/server/v3", ldflags: vec![], cgo: false }
+    GoBinary {
+        name: "etcd",
+        module: &sources::ETCD,
+        package: "go.etcd.io/etcd/server/v3",
+        ldflags: vec![],
+        cgo: false,
+    }
 }
 
 pub fn coredns() -> GoBinary {
@@ -143,7 +149,9 @@ impl GoBinary {
         step.update("downloading modules");
         let mut download = Command::new("go");
         download.args(["mod", "download"]).current_dir(&src);
-        exec::run_logged(download, &log, |_| {}).await.map_err(|e| Error::step(self.name, "go mod download", e))?;
+        exec::run_logged(download, &log, |_| {})
+            .await
+            .map_err(|e| Error::step(self.name, "go mod download", e))?;
 
         let total = count_deps(&src, self.package).await;
         let mut build = Command::new("go");
@@ -157,7 +165,12 @@ impl GoBinary {
             .arg("-trimpath")
             .arg("-buildvcs=false")
             .arg("-ldflags")
-            .arg(std::iter::once("-s -w".to_owned()).chain(self.ldflags.iter().cloned()).collect::<Vec<_>>().join(" "))
+            .arg(
+                std::iter::once("-s -w".to_owned())
+                    .chain(self.ldflags.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
             .arg("-o")
             .arg(&tmp)
             .arg(self.package)

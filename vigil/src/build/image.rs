@@ -92,7 +92,9 @@ impl Instruction {
             Instruction::From(image) => format!("FROM {image}"),
             Instruction::CopyRootfs => "COPY rootfs/ /".into(),
             Instruction::AddArchive(name, dir) => format!("ADD {name} {dir}"),
-            Instruction::Env(name, value) => format!("ENV {name}={}", serde_json::to_string(value).expect("string")),
+            Instruction::Env(name, value) => {
+                format!("ENV {name}={}", serde_json::to_string(value).expect("string"))
+            }
             Instruction::Entrypoint(argv) => format!("ENTRYPOINT {}", json(argv)),
             Instruction::Cmd(argv) => format!("CMD {}", json(argv)),
             Instruction::StopSignal(signal) => format!("STOPSIGNAL {signal}"),
@@ -105,11 +107,27 @@ impl Instruction {
 #[derive(Debug, Clone)]
 pub enum ContextFile {
     /// A file on disk (a built binary); `key` stands for its content.
-    Path { dest: String, source: PathBuf, mode: u32, key: String },
-    Bytes { dest: String, data: Vec<u8>, mode: u32 },
-    Symlink { dest: String, target: String },
+    Path {
+        dest: String,
+        source: PathBuf,
+        mode: u32,
+        key: String,
+    },
+    Bytes {
+        dest: String,
+        data: Vec<u8>,
+        mode: u32,
+    },
+    Symlink {
+        dest: String,
+        target: String,
+    },
     /// A tar at the context root (for `AddArchive`), not under rootfs/.
-    Archive { name: &'static str, source: PathBuf, key: String },
+    Archive {
+        name: &'static str,
+        source: PathBuf,
+        key: String,
+    },
 }
 
 /// An image recipe: the tags it gets, its instructions and files.
@@ -135,8 +153,12 @@ impl Recipe {
         self.files
             .iter()
             .fold(k, |k, f| match f {
-                ContextFile::Path { dest, mode, key, .. } => k.part("path").part(dest).part(mode.to_le_bytes()).part(key),
-                ContextFile::Bytes { dest, data, mode } => k.part("bytes").part(dest).part(mode.to_le_bytes()).part(data),
+                ContextFile::Path { dest, mode, key, .. } => {
+                    k.part("path").part(dest).part(mode.to_le_bytes()).part(key)
+                }
+                ContextFile::Bytes { dest, data, mode } => {
+                    k.part("bytes").part(dest).part(mode.to_le_bytes()).part(data)
+                }
                 ContextFile::Symlink { dest, target } => k.part("symlink").part(dest).part(target),
                 ContextFile::Archive { name, key, .. } => k.part("archive").part(name).part(key),
             })
@@ -167,7 +189,9 @@ impl Recipe {
         let mut dirs = std::collections::BTreeSet::new();
         for file in &self.files {
             let dest = match file {
-                ContextFile::Path { dest, .. } | ContextFile::Bytes { dest, .. } | ContextFile::Symlink { dest, .. } => dest,
+                ContextFile::Path { dest, .. }
+                | ContextFile::Bytes { dest, .. }
+                | ContextFile::Symlink { dest, .. } => dest,
                 ContextFile::Archive { name, source, .. } => {
                     let f = std::fs::File::open(source)?;
                     let mut h = header(f.metadata()?.len(), 0o644, tar::EntryType::Regular);
@@ -233,9 +257,11 @@ impl Recipe {
             .build();
         let body = tokio::fs::File::open(&context).await.map_err(|e| Error::io(&context, e))?;
         let mut log_file = tokio::fs::File::create(log).await.map_err(|e| Error::io(log, e))?;
-        let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(ReaderStream::new(body))));
+        let mut stream =
+            docker.build_image(options, None, Some(bollard::body_try_stream(ReaderStream::new(body))));
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| Error::Docker { what: format!("build {}", self.primary_tag()), source: e })?;
+            let info =
+                item.map_err(|e| Error::Docker { what: format!("build {}", self.primary_tag()), source: e })?;
             if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
                 log_file.write_all(text.as_bytes()).await.map_err(|e| Error::io(log, e))?;
             }
@@ -251,7 +277,10 @@ impl Recipe {
         for extra in &self.tags[1..] {
             let (repo, tag) = split_ref(extra);
             docker
-                .tag_image(self.primary_tag(), Some(TagImageOptionsBuilder::default().repo(repo).tag(tag).build()))
+                .tag_image(
+                    self.primary_tag(),
+                    Some(TagImageOptionsBuilder::default().repo(repo).tag(tag).build()),
+                )
                 .await
                 .map_err(|e| Error::Docker { what: format!("tag {extra}"), source: e })?;
         }
@@ -275,7 +304,8 @@ pub async fn save(docker: &Docker, images: &[String], out: &Path) -> Result<()> 
     let mut file = tokio::fs::File::create(out).await.map_err(|e| Error::io(out, e))?;
     let mut stream = std::pin::pin!(docker.export_images(&refs));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Docker { what: format!("save {}", images.join(" ")), source: e })?;
+        let chunk =
+            chunk.map_err(|e| Error::Docker { what: format!("save {}", images.join(" ")), source: e })?;
         file.write_all(&chunk).await.map_err(|e| Error::io(out, e))?;
     }
     file.sync_all().await.map_err(|e| Error::io(out, e))
@@ -324,7 +354,10 @@ mod tests {
     fn context_tar_holds_dockerfile_parents_and_links() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = recipe();
-        r.files.push(ContextFile::Symlink { dest: "/usr/bin/kubectl".into(), target: "/usr/local/bin/kube".into() });
+        r.files.push(ContextFile::Symlink {
+            dest: "/usr/bin/kubectl".into(),
+            target: "/usr/local/bin/kube".into(),
+        });
         let path = dir.path().join("ctx.tar");
         r.write_context(&path).unwrap();
         let mut archive = tar::Archive::new(std::fs::File::open(&path).unwrap());
@@ -337,7 +370,17 @@ mod tests {
             })
             .collect();
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["Dockerfile", "rootfs/etc", "rootfs/etc/t.conf", "rootfs/usr", "rootfs/usr/bin", "rootfs/usr/bin/kubectl"]);
+        assert_eq!(
+            names,
+            [
+                "Dockerfile",
+                "rootfs/etc",
+                "rootfs/etc/t.conf",
+                "rootfs/usr",
+                "rootfs/usr/bin",
+                "rootfs/usr/bin/kubectl"
+            ]
+        );
         assert_eq!(entries[5].1, tar::EntryType::Symlink);
     }
 

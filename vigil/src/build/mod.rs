@@ -28,7 +28,7 @@ pub enum Error {
         artifact: String,
         step: &'static str,
         #[source]
-        source: exec::Error,
+        source: Box<exec::Error>,
     },
     /// A file the build reads or writes.
     #[error("{}", path.display())]
@@ -64,7 +64,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     fn step(artifact: &str, step: &'static str, source: exec::Error) -> Self {
-        Error::Step { artifact: artifact.into(), step, source }
+        Error::Step { artifact: artifact.into(), step, source: Box::new(source) }
     }
 
     fn io(path: &Path, source: std::io::Error) -> Self {
@@ -164,7 +164,11 @@ impl Plan {
             flanneld: go::flanneld(),
             metallb: [go::metallb("controller"), go::metallb("speaker")],
             flannel_cni: go::flannel_cni(),
-            containerd: [go::containerd("containerd"), go::containerd("containerd-shim-runc-v2"), go::containerd("ctr")],
+            containerd: [
+                go::containerd("containerd"),
+                go::containerd("containerd-shim-runc-v2"),
+                go::containerd("ctr"),
+            ],
         }
     }
 
@@ -179,7 +183,12 @@ impl Plan {
         let pause = Recipe {
             name: "pause",
             tags: vec![n.pause()],
-            instructions: vec![Instruction::From("scratch".into()), Instruction::CopyRootfs, Instruction::User("65535:65535"), Instruction::Entrypoint(vec!["/pause".into()])],
+            instructions: vec![
+                Instruction::From("scratch".into()),
+                Instruction::CopyRootfs,
+                Instruction::User("65535:65535"),
+                Instruction::Entrypoint(vec!["/pause".into()]),
+            ],
             files: vec![ContextFile::Path {
                 dest: "/pause".into(),
                 source: built.pause.clone().unwrap_or_default(),
@@ -192,20 +201,29 @@ impl Plan {
             name: "etcd",
             tags: vec![n.etcd()],
             // kubeadm's static pod runs `etcd` by name.
-            instructions: vec![Instruction::From("scratch".into()), Instruction::CopyRootfs, path("/usr/local/bin")],
+            instructions: vec![
+                Instruction::From("scratch".into()),
+                Instruction::CopyRootfs,
+                path("/usr/local/bin"),
+            ],
             files: vec![binary_file("/usr/local/bin/etcd", &self.etcd, built.etcd.as_deref())],
             parent_keys: vec![],
         };
         let coredns = Recipe {
             name: "coredns",
             tags: vec![n.coredns()],
-            instructions: vec![Instruction::From("scratch".into()), Instruction::CopyRootfs, Instruction::Entrypoint(vec!["/coredns".into()])],
+            instructions: vec![
+                Instruction::From("scratch".into()),
+                Instruction::CopyRootfs,
+                Instruction::Entrypoint(vec!["/coredns".into()]),
+            ],
             files: vec![binary_file("/coredns", &self.coredns, built.coredns.as_deref())],
             parent_keys: vec![],
         };
         // One image, four tags: containerd stores the layer once. kube-proxy
         // needs iptables, hence the Debian base.
-        let kube_links = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl"];
+        let kube_links =
+            ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl"];
         let mut kube_files = vec![binary_file("/usr/local/bin/kube", &self.kube, built.kube.as_deref())];
         kube_files.extend(kube_links.iter().map(|name| ContextFile::Symlink {
             dest: format!("/usr/local/bin/{name}"),
@@ -213,7 +231,10 @@ impl Plan {
         }));
         let kube = Recipe {
             name: "kube",
-            tags: ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"].iter().map(|c| n.kube(c)).collect(),
+            tags: ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"]
+                .iter()
+                .map(|c| n.kube(c))
+                .collect(),
             instructions: vec![Instruction::From(n.base()), Instruction::CopyRootfs],
             files: kube_files,
             parent_keys: vec![self.base.key()],
@@ -221,23 +242,28 @@ impl Plan {
         let flannel = Recipe {
             name: "flannel",
             tags: vec![n.flannel()],
-            instructions: vec![Instruction::From(n.base()), Instruction::CopyRootfs, Instruction::Entrypoint(vec!["/opt/bin/flanneld".into()])],
+            instructions: vec![
+                Instruction::From(n.base()),
+                Instruction::CopyRootfs,
+                Instruction::Entrypoint(vec!["/opt/bin/flanneld".into()]),
+            ],
             files: vec![binary_file("/opt/bin/flanneld", &self.flanneld, built.flanneld.as_deref())],
             parent_keys: vec![self.base.key()],
         };
-        let metallb = self.metallb.iter().zip(&built.metallb).zip(["metallb-controller", "metallb-speaker"]).map(
-            |((binary, path), component)| Recipe {
-                name: component,
-                tags: vec![crate::addons::metallb::image(&n.repository, component)],
-                instructions: vec![
-                    Instruction::From("scratch".into()),
-                    Instruction::CopyRootfs,
-                    Instruction::Entrypoint(vec![format!("/{}", binary.name)]),
-                ],
-                files: vec![binary_file(&format!("/{}", binary.name), binary, path.as_deref())],
-                parent_keys: vec![],
-            },
-        );
+        let metallb =
+            self.metallb.iter().zip(&built.metallb).zip(["metallb-controller", "metallb-speaker"]).map(
+                |((binary, path), component)| Recipe {
+                    name: component,
+                    tags: vec![crate::addons::metallb::image(&n.repository, component)],
+                    instructions: vec![
+                        Instruction::From("scratch".into()),
+                        Instruction::CopyRootfs,
+                        Instruction::Entrypoint(vec![format!("/{}", binary.name)]),
+                    ],
+                    files: vec![binary_file(&format!("/{}", binary.name), binary, path.as_deref())],
+                    parent_keys: vec![],
+                },
+            );
         [pause, etcd, coredns, kube, flannel].into_iter().chain(metallb).collect()
     }
 
@@ -257,10 +283,22 @@ impl Plan {
             self.node_rootfs.key(),
             node::NodeBinaries {
                 kube: binary_file("/usr/local/bin/kube", &self.kube, built.kube.as_deref()),
-                containerd: binary_file("/usr/local/bin/containerd", containerd, built.containerd[0].as_deref()),
-                containerd_shim: binary_file("/usr/local/bin/containerd-shim-runc-v2", shim, built.containerd[1].as_deref()),
+                containerd: binary_file(
+                    "/usr/local/bin/containerd",
+                    containerd,
+                    built.containerd[0].as_deref(),
+                ),
+                containerd_shim: binary_file(
+                    "/usr/local/bin/containerd-shim-runc-v2",
+                    shim,
+                    built.containerd[1].as_deref(),
+                ),
                 ctr: binary_file("/usr/local/bin/ctr", ctr, built.containerd[2].as_deref()),
-                flannel_cni: binary_file("/opt/cni/bin/flannel", &self.flannel_cni, built.flannel_cni.as_deref()),
+                flannel_cni: binary_file(
+                    "/opt/cni/bin/flannel",
+                    &self.flannel_cni,
+                    built.flannel_cni.as_deref(),
+                ),
             },
             self.names.pause(),
             &node::BuildInfo {
@@ -280,15 +318,23 @@ impl Plan {
     fn node_recipe(&self, stage: &Recipe, components: &[Recipe], state: &Path) -> Recipe {
         let state_key = components
             .iter()
-            .fold(key::KeyBuilder::new("containerd-state").part(stage.key()).part(self.base.key()), |k, r| k.part(r.key()))
+            .fold(key::KeyBuilder::new("containerd-state").part(stage.key()).part(self.base.key()), |k, r| {
+                k.part(r.key())
+            })
             .finish();
-        let archive = ContextFile::Archive { name: node::CONTAINERD_STATE, source: state.to_owned(), key: state_key };
+        let archive =
+            ContextFile::Archive { name: node::CONTAINERD_STATE, source: state.to_owned(), key: state_key };
         node::final_recipe(self.names.node(), stage, archive)
     }
 }
 
 /// Builds what is missing and returns the node image's name.
-pub async fn ensure_node_image(docker: &Docker, repository: &str, cache: &Path, progress: &Progress) -> Result<String> {
+pub async fn ensure_node_image(
+    docker: &Docker,
+    repository: &str,
+    cache: &Path,
+    progress: &Progress,
+) -> Result<String> {
     let plan = Plan::new(repository);
     let work = cache.join("work");
     let archive = work.join("images.tar");
@@ -298,11 +344,16 @@ pub async fn ensure_node_image(docker: &Docker, repository: &str, cache: &Path, 
     let node_key = plan.node_recipe(&planned_stage, &planned_components, &state).key();
     let node_image = plan.names.node();
     if image::has_key(docker, &node_image, &node_key).await? {
-        progress.step(format!("node image {node_image}")).skipped(format!("up to date (key {})", key::short(&node_key)));
+        progress
+            .step(format!("node image {node_image}"))
+            .skipped(format!("up to date (key {})", key::short(&node_key)));
         return Ok(node_image);
     }
     check_disk(cache, 20)?;
-    progress.info(format!("Building {node_image} and its component images from upstream (logs in {})", cache.join("logs").display()));
+    progress.info(format!(
+        "Building {node_image} and its component images from upstream (logs in {})",
+        cache.join("logs").display()
+    ));
 
     // debootstrap is network-bound and the Go builds CPU-bound: run them side by side.
     let rootfs = async {
@@ -366,9 +417,20 @@ pub async fn ensure_node_image(docker: &Docker, repository: &str, cache: &Path, 
     let step = progress.step("preloading the component images into the node's containerd");
     tokio::fs::create_dir_all(&work).await.map_err(|e| Error::io(&work, e))?;
     image::save(docker, &plan.preloaded_images(&components), &archive).await?;
-    preload::containerd_state(docker, stage.primary_tag(), &archive, &work, &cache.join("logs").join("preload.log")).await?;
+    preload::containerd_state(
+        docker,
+        stage.primary_tag(),
+        &archive,
+        &work,
+        &cache.join("logs").join("preload.log"),
+    )
+    .await?;
     let size = tokio::fs::metadata(&state).await.map_err(|e| Error::io(&state, e))?.len();
-    step.done_with(format!("{} images, {} MiB unpacked", plan.preloaded_images(&components).len(), size >> 20));
+    step.done_with(format!(
+        "{} images, {} MiB unpacked",
+        plan.preloaded_images(&components).len(),
+        size >> 20
+    ));
 
     let step = progress.step(format!("image {node_image}"));
     let node = plan.node_recipe(&stage, &components, &state);
@@ -405,9 +467,10 @@ pub fn check_disk(path: &Path, need_gib: u64) -> Result<()> {
 /// Free bytes on the filesystem holding `path`, from `df` (no unsafe statvfs call).
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     let out = std::process::Command::new("df").arg("--output=avail").arg("-B1").arg(path).output()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("cannot read free space from df: {}", String::from_utf8_lossy(&out.stderr))))
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "cannot read free space from df: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
 }

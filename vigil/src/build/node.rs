@@ -160,7 +160,11 @@ pub fn stage_recipe(
         text("/etc/containerd/config.toml", &ContainerdConfig::new(sandbox_image).to_toml(), 0o644),
         text(&format!("{units}/containerd.service"), sources::node::CONTAINERD_SERVICE, 0o644),
         text(&format!("{units}/kubelet.service"), sources::node::KUBELET_SERVICE, 0o644),
-        text(&format!("{units}/kubelet.service.d/10-kubeadm.conf"), sources::node::KUBELET_KUBEADM_DROPIN, 0o644),
+        text(
+            &format!("{units}/kubelet.service.d/10-kubeadm.conf"),
+            sources::node::KUBELET_KUBEADM_DROPIN,
+            0o644,
+        ),
         link(&format!("{wants}/containerd.service"), "../containerd.service"),
         link(&format!("{wants}/kubelet.service"), "../kubelet.service"),
         text(BUILD_INFO, &serde_json::to_string_pretty(build_info).expect("serializes"), 0o644),

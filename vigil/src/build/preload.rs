@@ -30,13 +30,21 @@ wait "$pid" || true
 tar --numeric-owner --xattrs -C /var/lib/containerd -cf /out/containerd-state.tar .
 "#;
 
-pub async fn containerd_state(docker: &Docker, stage_image: &str, archive: &Path, work: &Path, log: &Path) -> Result<()> {
+pub async fn containerd_state(
+    docker: &Docker,
+    stage_image: &str,
+    archive: &Path,
+    work: &Path,
+    log: &Path,
+) -> Result<()> {
     let name = "vigil-preload";
     let docker_err = |what: &str| {
         let what = what.to_owned();
         move |source| Error::Docker { what, source }
     };
-    let _ = docker.remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build())).await;
+    let _ = docker
+        .remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+        .await;
     let body = ContainerCreateBody {
         image: Some(stage_image.into()),
         entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), SCRIPT.into()]),
@@ -46,7 +54,11 @@ pub async fn containerd_state(docker: &Docker, stage_image: &str, archive: &Path
                 format!("{}:/out", work.display()),
             ]),
             // Anonymous, removed with the container.
-            mounts: Some(vec![Mount { target: Some("/var/lib/containerd".into()), typ: Some(MountType::VOLUME), ..Default::default() }]),
+            mounts: Some(vec![Mount {
+                target: Some("/var/lib/containerd".into()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
             network_mode: Some("none".into()),
             ..nested_runtime_host_config()
         }),
@@ -65,7 +77,9 @@ pub async fn containerd_state(docker: &Docker, stage_image: &str, archive: &Path
         output.push_str(&chunk.to_string());
     }
     let _ = tokio::fs::write(log, &output).await;
-    let _ = docker.remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build())).await;
+    let _ = docker
+        .remove_container(name, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+        .await;
     let failed = match exit {
         Some(Ok(response)) => response.status_code != 0,
         _ => true,

@@ -128,7 +128,14 @@ impl Rootfs {
     /// Drops what no container needs (docs, man pages, locales, apt's
     /// caches), gives every container its own machine-id, masks units.
     async fn trim(&self, dir: &Path) -> Result<()> {
-        for sub in ["usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/cache/apt", "var/lib/apt/lists"] {
+        for sub in [
+            "usr/share/doc",
+            "usr/share/man",
+            "usr/share/locale",
+            "usr/share/info",
+            "var/cache/apt",
+            "var/lib/apt/lists",
+        ] {
             let path = dir.join(sub);
             if path.exists() {
                 tokio::fs::remove_dir_all(&path).await.map_err(|e| Error::io(&path, e))?;
@@ -152,12 +159,13 @@ pub fn debian_mirror() -> Result<String> {
     if let Ok(mirror) = std::env::var("VIGIL_DEBIAN_MIRROR") {
         return Ok(mirror);
     }
-    let candidates = [PathBuf::from("/etc/apt/sources.list.d/debian.sources"), PathBuf::from("/etc/apt/sources.list")];
+    let candidates =
+        [PathBuf::from("/etc/apt/sources.list.d/debian.sources"), PathBuf::from("/etc/apt/sources.list")];
     for path in &candidates {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Some(mirror) = parse_mirror(&text) {
-                return Ok(mirror);
-            }
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Some(mirror) = parse_mirror(&text)
+        {
+            return Ok(mirror);
         }
     }
     Err(Error::NoMirror)
@@ -169,9 +177,9 @@ fn parse_mirror(text: &str) -> Option<String> {
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
-            l.strip_prefix("URIs:")
-                .map(str::trim)
-                .or_else(|| l.strip_prefix("deb ").and_then(|rest| rest.split_whitespace().find(|w| w.contains("://"))))
+            l.strip_prefix("URIs:").map(str::trim).or_else(|| {
+                l.strip_prefix("deb ").and_then(|rest| rest.split_whitespace().find(|w| w.contains("://")))
+            })
         })
         .flat_map(str::split_whitespace)
         .find(|uri| !uri.contains("security"))

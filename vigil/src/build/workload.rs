@@ -47,7 +47,9 @@ fn hash_tree(k: KeyBuilder, root: &Path, rel: &Path) -> std::io::Result<KeyBuild
 pub fn sources_key(workspace: &Path) -> Result<String> {
     INPUTS
         .iter()
-        .try_fold(KeyBuilder::new("workload").part(TARGET), |k, input| hash_tree(k, workspace, Path::new(input)))
+        .try_fold(KeyBuilder::new("workload").part(TARGET), |k, input| {
+            hash_tree(k, workspace, Path::new(input))
+        })
         .map(KeyBuilder::finish)
         .map_err(|e| Error::io(workspace, e))
 }
@@ -57,14 +59,22 @@ fn recipe(name: &'static str, repository: &str, key: &str, binary: PathBuf) -> R
         name,
         // The key tag makes a code change roll the Deployment; the version
         // tag is what the committed manifests name.
-        tags: vec![format!("{repository}/{name}:{}", short(key)), format!("{repository}/{name}:{}", env!("CARGO_PKG_VERSION"))],
+        tags: vec![
+            format!("{repository}/{name}:{}", short(key)),
+            format!("{repository}/{name}:{}", env!("CARGO_PKG_VERSION")),
+        ],
         instructions: vec![
             Instruction::From("scratch".into()),
             Instruction::CopyRootfs,
             Instruction::User(USER),
             Instruction::Entrypoint(vec![format!("/{name}")]),
         ],
-        files: vec![ContextFile::Path { dest: format!("/{name}"), source: binary, mode: 0o755, key: key.into() }],
+        files: vec![ContextFile::Path {
+            dest: format!("/{name}"),
+            source: binary,
+            mode: 0o755,
+            key: key.into(),
+        }],
         parent_keys: vec![],
     }
 }
@@ -81,7 +91,18 @@ pub async fn build_binaries(cache: &Path, progress: &Progress) -> Result<[PathBu
     let log = cache.join("logs").join("cargo-workload.log");
     let mut cargo = Command::new("cargo");
     cargo
-        .args(["build", "--profile", PROFILE, "--locked", "--target", TARGET, "-p", "web", "-p", "probe-server"])
+        .args([
+            "build",
+            "--profile",
+            PROFILE,
+            "--locked",
+            "--target",
+            TARGET,
+            "-p",
+            "web",
+            "-p",
+            "probe-server",
+        ])
         .current_dir(&workspace)
         .env("CARGO_TARGET_DIR", workspace.join("target").join("static"))
         // Static and non-PIE: the images hold nothing but the binary, and
@@ -100,11 +121,19 @@ pub async fn build_binaries(cache: &Path, progress: &Progress) -> Result<[PathBu
     Ok([binary_path(&workspace, "web"), binary_path(&workspace, "probe-server")])
 }
 
-pub async fn ensure(docker: &bollard::Docker, repository: &str, cache: &Path, progress: &Progress) -> Result<WorkloadImages> {
+pub async fn ensure(
+    docker: &bollard::Docker,
+    repository: &str,
+    cache: &Path,
+    progress: &Progress,
+) -> Result<WorkloadImages> {
     let workspace = workspace_dir();
     let key = sources_key(&workspace)?;
     let bin = |name: &str| binary_path(&workspace, name);
-    let recipes = [recipe("web", repository, &key, bin("web")), recipe("probe-server", repository, &key, bin("probe-server"))];
+    let recipes = [
+        recipe("web", repository, &key, bin("web")),
+        recipe("probe-server", repository, &key, bin("probe-server")),
+    ];
     let images = WorkloadImages { web: recipes[0].tags[0].clone(), probe_server: recipes[1].tags[0].clone() };
     let mut current = true;
     for r in &recipes {
@@ -117,7 +146,8 @@ pub async fn ensure(docker: &bollard::Docker, repository: &str, cache: &Path, pr
     build_binaries(cache, progress).await?;
     for r in &recipes {
         let step = progress.step(format!("image {}", r.primary_tag()));
-        r.ensure(docker, &cache.join("work"), &cache.join("logs").join(format!("image-{}.log", r.name))).await?;
+        r.ensure(docker, &cache.join("work"), &cache.join("logs").join(format!("image-{}.log", r.name)))
+            .await?;
         step.done();
     }
     Ok(images)

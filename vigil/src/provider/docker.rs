@@ -9,7 +9,8 @@ use bollard::{
     models::{
         ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HostConfig,
         HostConfigCgroupnsModeEnum, Ipam, IpamConfig, Mount, MountType, NetworkConnectRequest,
-        NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+        NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, RestartPolicy,
+        RestartPolicyNameEnum,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -61,7 +62,11 @@ impl DockerProvider {
             Ok(existing) => {
                 let labels = existing.labels.unwrap_or_default();
                 if labels.get(CLUSTER_LABEL) != Some(&spec.name) {
-                    return Err(Error::NameTaken { kind: "Docker network", name, cluster: spec.name.clone() });
+                    return Err(Error::NameTaken {
+                        kind: "Docker network",
+                        name,
+                        cluster: spec.name.clone(),
+                    });
                 }
                 let subnet = existing
                     .ipam
@@ -127,7 +132,11 @@ impl DockerProvider {
         if let Ok(routes) = std::fs::read_to_string("/proc/net/route") {
             for (iface, other) in parse_routes(&routes) {
                 if other.prefix_len() > 0 && overlaps(subnet, other) {
-                    return Err(Error::SubnetClash { subnet, other: format!("the host route via {iface}"), other_subnet: other });
+                    return Err(Error::SubnetClash {
+                        subnet,
+                        other: format!("the host route via {iface}"),
+                        other_subnet: other,
+                    });
                 }
             }
         }
@@ -145,13 +154,19 @@ impl DockerProvider {
                 ..Default::default()
             }]),
             // A node stopped on purpose stays down; a host reboot brings the cluster back.
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), ..Default::default() }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                ..Default::default()
+            }),
             network_mode: Some(spec.network_name()),
             ..nested_runtime_host_config()
         };
         let endpoint = EndpointSettings {
             // A static address, so a restarted node keeps the one its certificates name.
-            ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(node.ip.to_string()), ..Default::default() }),
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(node.ip.to_string()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         ContainerCreateBody {
@@ -181,7 +196,11 @@ impl DockerProvider {
             Ok(existing) => {
                 let labels = existing.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
                 if labels.get(CLUSTER_LABEL) != Some(&spec.name) {
-                    return Err(Error::NameTaken { kind: "container", name: node.name.clone(), cluster: spec.name.clone() });
+                    return Err(Error::NameTaken {
+                        kind: "container",
+                        name: node.name.clone(),
+                        cluster: spec.name.clone(),
+                    });
                 }
                 Ok(Some(existing))
             }
@@ -191,18 +210,16 @@ impl DockerProvider {
     }
 
     async fn ensure_node(&self, spec: &ClusterSpec, node: &NodeSpec, image: &str) -> Result<(), Error> {
-        match self.existing_node(spec, node).await? {
-            Some(existing) => {
-                let running = existing.state.and_then(|s| s.running).unwrap_or(false);
-                if !running {
-                    self.docker
-                        .start_container(&node.name, None)
-                        .await
-                        .map_err(|source| Error::Node { node: node.name.clone(), step: "start", source })?;
-                }
-                return Ok(());
+        if let Some(existing) = self.existing_node(spec, node).await? {
+            let running = existing.state.and_then(|s| s.running).unwrap_or(false);
+            if !running {
+                self.docker.start_container(&node.name, None).await.map_err(|source| Error::Node {
+                    node: node.name.clone(),
+                    step: "start",
+                    source,
+                })?;
             }
-            None => {}
+            return Ok(());
         }
         // Created first, labelled, so that `down` finds it by label like everything else.
         let volume = Self::volume_name(&node.name);
@@ -219,17 +236,23 @@ impl DockerProvider {
             .create_container(Some(options), Self::create_body(spec, node, image))
             .await
             .map_err(|source| Error::Node { node: node.name.clone(), step: "create container", source })?;
-        self.docker
-            .start_container(&node.name, None)
-            .await
-            .map_err(|source| Error::Node { node: node.name.clone(), step: "start container", source })?;
+        self.docker.start_container(&node.name, None).await.map_err(|source| Error::Node {
+            node: node.name.clone(),
+            step: "start container",
+            source,
+        })?;
         Ok(())
     }
 
-    async fn cluster_containers(&self, cluster: &str) -> Result<Vec<bollard::models::ContainerSummary>, Error> {
+    async fn cluster_containers(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, Error> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{CLUSTER_LABEL}={cluster}")])]);
         self.docker
-            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default().all(true).filters(&filters).build(),
+            ))
             .await
             .map_err(docker_err("list containers"))
     }
@@ -283,7 +306,9 @@ fn parse_routes(table: &str) -> Vec<(String, Ipv4Net)> {
             let f: Vec<&str> = line.split_whitespace().collect();
             let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
             let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let net = Ipv4Net::with_netmask(Ipv4Addr::from(dest.swap_bytes()), Ipv4Addr::from(mask.swap_bytes())).ok()?;
+            let net =
+                Ipv4Net::with_netmask(Ipv4Addr::from(dest.swap_bytes()), Ipv4Addr::from(mask.swap_bytes()))
+                    .ok()?;
             Some((f[0].to_owned(), net))
         })
         .collect()
@@ -319,7 +344,8 @@ impl NodeProvider for DockerProvider {
     async fn provision(&self, spec: &ClusterSpec, node_image: &str) -> Result<(), Error> {
         self.ensure_network(spec).await?;
         let nodes = spec.nodes();
-        let results = futures::future::join_all(nodes.iter().map(|n| self.ensure_node(spec, n, node_image))).await;
+        let results =
+            futures::future::join_all(nodes.iter().map(|n| self.ensure_node(spec, n, node_image))).await;
         results.into_iter().collect()
     }
 
@@ -341,14 +367,21 @@ impl NodeProvider for DockerProvider {
                     .and_then(|n| n.get(cluster).and_then(|e| e.ip_address.clone()))
                     .filter(|ip| !ip.is_empty());
                 NodeInfo {
-                    name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_owned()).unwrap_or_default(),
+                    name: c
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .unwrap_or_default(),
                     role,
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                     ip,
                 }
             })
             .collect();
-        nodes.sort_by(|a, b| (a.role != Role::ControlPlane, &a.name).cmp(&(b.role != Role::ControlPlane, &b.name)));
+        nodes.sort_by(|a, b| {
+            (a.role != Role::ControlPlane, &a.name).cmp(&(b.role != Role::ControlPlane, &b.name))
+        });
         Ok(nodes)
     }
 
@@ -377,7 +410,10 @@ impl NodeProvider for DockerProvider {
             Fault::Start => self.docker.start_container(node, None).await.map_err(docker_err(what)),
             Fault::Isolate => self
                 .docker
-                .disconnect_network(&network, NetworkDisconnectRequest { container: node.into(), force: Some(true) })
+                .disconnect_network(
+                    &network,
+                    NetworkDisconnectRequest { container: node.into(), force: Some(true) },
+                )
                 .await
                 .map_err(docker_err(what)),
             Fault::Reconnect => self
@@ -406,7 +442,10 @@ impl NodeProvider for DockerProvider {
             let id = c.id.unwrap_or_default();
             let name = c.names.unwrap_or_default().first().cloned().unwrap_or(id.clone());
             self.docker
-                .remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()))
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()),
+                )
                 .await
                 .map_err(docker_err(format!("remove container {name}")))?;
             removed.containers.push(name.trim_start_matches('/').to_owned());
@@ -485,7 +524,9 @@ impl Node for DockerNode {
         let mut out = Output::default();
         while let Some(chunk) = output.next().await {
             match chunk.map_err(|e| fail(e.to_string()))? {
-                bollard::container::LogOutput::StdErr { message } => out.stderr.push_str(&String::from_utf8_lossy(&message)),
+                bollard::container::LogOutput::StdErr { message } => {
+                    out.stderr.push_str(&String::from_utf8_lossy(&message))
+                }
                 other => out.stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
             }
         }

@@ -55,13 +55,19 @@ pub enum Error {
     )]
     SubnetClash { subnet: ipnet::Ipv4Net, other: String, other_subnet: ipnet::Ipv4Net },
     /// A container or network with one of vigil's names exists but is not vigil's.
-    #[error("{kind} {name} exists but was not created by vigil for cluster {cluster}: remove or rename it, or choose another --name")]
+    #[error(
+        "{kind} {name} exists but was not created by vigil for cluster {cluster}: remove or rename it, or choose another --name"
+    )]
     NameTaken { kind: &'static str, name: String, cluster: String },
     /// The network exists with other settings than asked for.
-    #[error("network {name} exists with subnet {actual}, not {wanted}: run `vigil down` first, or use --subnet {actual}")]
+    #[error(
+        "network {name} exists with subnet {actual}, not {wanted}: run `vigil down` first, or use --subnet {actual}"
+    )]
     NetworkMismatch { name: String, actual: String, wanted: ipnet::Ipv4Net },
     /// Not enough room for the nodes' /var volumes.
-    #[error("only {free_gib:.1} GiB free in Docker's data directory {dir}; the new nodes need about {need_gib} GiB: free some space (`docker system prune`)")]
+    #[error(
+        "only {free_gib:.1} GiB free in Docker's data directory {dir}; the new nodes need about {need_gib} GiB: free some space (`docker system prune`)"
+    )]
     Disk { dir: String, free_gib: f64, need_gib: u64 },
     /// The named node is not part of the cluster.
     #[error("no node named {name} in cluster {cluster} (nodes: {known}); `vigil status` lists them")]
@@ -88,10 +94,19 @@ pub trait Node: Send + Sync {
     fn name(&self) -> &str;
 
     /// Runs `argv`, feeding `stdin`; fails on a non-zero exit.
-    fn run(&self, argv: &[&str], stdin: Option<Vec<u8>>) -> impl Future<Output = Result<Output, CommandError>> + Send;
+    fn run(
+        &self,
+        argv: &[&str],
+        stdin: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<Output, CommandError>> + Send;
 
     /// Writes a file on the node (through `run`, so every transport can do it).
-    fn write_file(&self, path: &str, contents: &[u8], mode: u32) -> impl Future<Output = Result<(), CommandError>> + Send {
+    fn write_file(
+        &self,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> impl Future<Output = Result<(), CommandError>> + Send {
         async move {
             let script = format!(
                 "set -e; mkdir -p \"$(dirname '{path}')\"; cat > '{path}.vigil-tmp'; chmod {mode:o} '{path}.vigil-tmp'; mv '{path}.vigil-tmp' '{path}'"
@@ -146,10 +161,19 @@ pub trait NodeProvider: Send + Sync {
     fn preflight(&self, spec: &ClusterSpec) -> impl Future<Output = Result<(), Error>> + Send;
     /// Creates the network and node machines that do not exist yet and
     /// starts those that are stopped. Safe to call again.
-    fn provision(&self, spec: &ClusterSpec, node_image: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    fn provision(
+        &self,
+        spec: &ClusterSpec,
+        node_image: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
     fn list_nodes(&self, cluster: &str) -> impl Future<Output = Result<Vec<NodeInfo>, Error>> + Send;
     fn node(&self, name: &str) -> Self::Node;
-    fn fault(&self, spec: &ClusterSpec, node: &str, fault: Fault) -> impl Future<Output = Result<(), Error>> + Send;
+    fn fault(
+        &self,
+        spec: &ClusterSpec,
+        node: &str,
+        fault: Fault,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
     /// Removes everything labelled as this cluster's, and nothing else.
     fn delete_cluster(&self, cluster: &str) -> impl Future<Output = Result<Removed, Error>> + Send;
 }
