@@ -87,6 +87,9 @@ case "${1:-up}" in
   test)
     shift
     setup
+    say "checking formatting and lints"
+    cargo fmt --all --check
+    cargo clippy --quiet --workspace --all-targets -- -D warnings
     say "running the tests (unit, then end to end on a real cluster)"
     cargo test --workspace -- --nocapture "$@"
     ;;

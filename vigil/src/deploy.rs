@@ -36,7 +36,7 @@ async fn load_images<P: NodeProvider>(
     docker: &bollard::Docker,
     images: &WorkloadImages,
 ) -> Result<()> {
-    let refs = [images.web.clone(), images.probe_server.clone()];
+    let refs = &images.all_tags;
     let mut archive: Option<Vec<u8>> = None;
     for node in ctx.spec.nodes() {
         let handle = ctx.provider.node(&node.name);

@@ -31,6 +31,9 @@ const USER: &str = "65532:65532";
 pub struct WorkloadImages {
     pub web: String,
     pub probe_server: String,
+    /// Every tag of both images (the key tags above and the version tags
+    /// the committed manifests name), all of which the nodes receive.
+    pub all_tags: Vec<String>,
 }
 
 fn hash_tree(k: KeyBuilder, root: &Path, rel: &Path) -> std::io::Result<KeyBuilder> {
@@ -134,7 +137,11 @@ pub async fn ensure(
         recipe("web", repository, &key, bin("web")),
         recipe("probe-server", repository, &key, bin("probe-server")),
     ];
-    let images = WorkloadImages { web: recipes[0].tags[0].clone(), probe_server: recipes[1].tags[0].clone() };
+    let images = WorkloadImages {
+        web: recipes[0].tags[0].clone(),
+        probe_server: recipes[1].tags[0].clone(),
+        all_tags: recipes.iter().flat_map(|r| r.tags.clone()).collect(),
+    };
     let mut current = true;
     for r in &recipes {
         current &= super::all_tags_current(docker, r).await;
