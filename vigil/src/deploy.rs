@@ -47,7 +47,7 @@ async fn load_images<P: NodeProvider>(
             continue;
         }
         if archive.is_none() {
-            archive = Some(save(docker, &refs).await?);
+            archive = Some(save(docker, refs).await?);
         }
         handle
             .run(&["ctr", "--namespace", "k8s.io", "images", "import", "--digests", "-"], archive.clone())
