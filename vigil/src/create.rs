@@ -90,6 +90,32 @@ pub struct Context<'a, P: NodeProvider> {
     pub kubeconfig: PathBuf,
 }
 
+/// Polls `check` every `every` until it yields a value; after `limit` fails
+/// with the last reason it gave and a hint of where to look.
+pub(crate) async fn until<T, F, Fut>(
+    step: &'static str,
+    limit: Duration,
+    every: Duration,
+    hint: impl FnOnce() -> String,
+    mut check: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let pending = match check().await {
+            Ok(value) => return Ok(value),
+            Err(pending) => pending,
+        };
+        if Instant::now() > deadline {
+            return Err(Error::Timeout { step, waited: limit, pending, hint: hint() });
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 fn journal_hint(node: &str, unit: &str) -> String {
     format!("journal: `docker exec {node} journalctl -u {unit} --no-pager | tail -50`")
 }
@@ -216,29 +242,20 @@ pub async fn client_for(admin_conf: &str) -> Result<Client> {
 
 async fn wait_for_boot<P: NodeProvider>(ctx: &Context<'_, P>, node: &NodeSpec) -> Result<()> {
     let handle = ctx.provider.node(&node.name);
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    let mut last = String::new();
-    while Instant::now() < deadline {
+    let hint = || {
+        format!("{}; entrypoint output: `docker logs {}`", journal_hint(&node.name, "containerd"), node.name)
+    };
+    until("node boot", BOOT_TIMEOUT, Duration::from_millis(250), hint, || async {
         let state = match handle.run(&["systemctl", "is-active", "containerd"], None).await {
             Ok(out) => out.stdout,
             Err(e) => e.output,
         };
-        if state.trim() == "active" {
-            return Ok(());
+        match state.trim() {
+            "active" => Ok(()),
+            other => Err(format!("{}: containerd is {other:?}", node.name)),
         }
-        last = state.split_whitespace().collect::<Vec<_>>().join(" ");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(Error::Timeout {
-        step: "node boot",
-        waited: BOOT_TIMEOUT,
-        pending: format!("{}: containerd is {last:?}", node.name),
-        hint: format!(
-            "{}; entrypoint output: `docker logs {}`",
-            journal_hint(&node.name, "containerd"),
-            node.name
-        ),
     })
+    .await
 }
 
 /// `kubeadm init` unless the control plane is already initialized. Returns
@@ -418,15 +435,19 @@ async fn wait_for_ready<P: NodeProvider>(ctx: &Context<'_, P>, client: &Client) 
     let spec = ctx.spec;
     let step = ctx.progress.step("waiting for every node Ready and every system pod Running");
     let nodes: Api<KubeNode> = Api::all(client.clone());
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let mut pending = String::from("nothing checked yet");
-    while Instant::now() < deadline {
-        approve_serving_csrs(client, spec)
-            .await
-            .map_err(|source| Error::Kube { step: "approving kubelet serving certificates", source })?;
-        let listed = nodes.list(&ListParams::default()).await;
+    let hint = || {
+        format!(
+            "inspect with `kubectl --context {} get nodes,pods -A`; {}",
+            spec.kube_context(),
+            journal_hint("<node>", "kubelet")
+        )
+    };
+    until("cluster readiness", READY_TIMEOUT, Duration::from_secs(1), hint, || async {
         let mut waiting: Vec<String> = vec![];
-        match listed {
+        if let Err(e) = approve_serving_csrs(client, spec).await {
+            waiting.push(format!("approving kubelet serving certificates: {e}"));
+        }
+        match nodes.list(&ListParams::default()).await {
             Ok(list) => {
                 for planned in spec.nodes() {
                     match list.items.iter().find(|n| n.metadata.name.as_deref() == Some(&planned.name)) {
@@ -449,23 +470,15 @@ async fn wait_for_ready<P: NodeProvider>(ctx: &Context<'_, P>, client: &Client) 
             }
         }
         if waiting.is_empty() {
-            step.done();
             return Ok(());
         }
-        pending = waiting.join(", ");
+        let pending = waiting.join(", ");
         step.update(&pending);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    Err(Error::Timeout {
-        step: "cluster readiness",
-        waited: READY_TIMEOUT,
-        pending,
-        hint: format!(
-            "inspect with `kubectl --context {} get nodes,pods -A`; {}",
-            spec.kube_context(),
-            journal_hint("<node>", "kubelet")
-        ),
+        Err(pending)
     })
+    .await?;
+    step.done();
+    Ok(())
 }
 
 /// CoreDNS answers for the API server's Service name, asked from the
@@ -475,34 +488,21 @@ async fn wait_for_dns<P: NodeProvider>(ctx: &Context<'_, P>, cp: &P::Node) -> Re
     let expected = std::net::Ipv4Addr::from(u32::from(ctx.spec.service_subnet.network()) + 1).to_string();
     let step = ctx.progress.step(format!("CoreDNS answers at {dns}"));
     let server = format!("@{dns}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match cp
-            .run(
-                &["dig", "+short", "+time=1", "+tries=1", &server, "kubernetes.default.svc.cluster.local"],
-                None,
-            )
-            .await
-        {
-            Ok(out) if out.stdout.trim() == expected => {
-                step.done_with(format!("kubernetes.default.svc.cluster.local = {expected}"));
-                return Ok(());
-            }
-            Ok(out) => last = out.stdout.trim().to_owned(),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(Error::Timeout {
-        step: "DNS",
-        waited: Duration::from_secs(60),
-        pending: format!(
-            "kubernetes.default.svc.cluster.local via {dns} answered {last:?}, expected {expected}"
-        ),
-        hint: format!(
+    let name = "kubernetes.default.svc.cluster.local";
+    let hint = || {
+        format!(
             "CoreDNS logs: `kubectl --context {} -n kube-system logs -l k8s-app=kube-dns`",
             ctx.spec.kube_context()
-        ),
+        )
+    };
+    until("DNS", Duration::from_secs(60), Duration::from_millis(500), hint, || async {
+        match cp.run(&["dig", "+short", "+time=1", "+tries=1", &server, name], None).await {
+            Ok(out) if out.stdout.trim() == expected => Ok(()),
+            Ok(out) => Err(format!("{name} via {dns} answered {:?}, expected {expected}", out.stdout.trim())),
+            Err(e) => Err(format!("{name} via {dns}: {e}")),
+        }
     })
+    .await?;
+    step.done_with(format!("{name} = {expected}"));
+    Ok(())
 }

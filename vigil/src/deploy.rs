@@ -2,7 +2,7 @@
 //! network, then the `web` workload with its probe-server sidecar, checked
 //! from the host through the load balancer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
@@ -13,11 +13,12 @@ use kube::{Api, Client, api::DynamicObject};
 use crate::{
     addons::{Object, metallb, web},
     build::workload::WorkloadImages,
-    create::{Context, Error, Result},
+    create::{Context, Error, Result, until},
     provider::{Node, NodeProvider},
 };
 
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(180);
+const POLL: Duration = Duration::from_millis(500);
 
 /// What `up` deployed, for its summary and `vigil status --json`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,25 +77,6 @@ async fn save(docker: &bollard::Docker, refs: &[String]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Polls `check` until it yields, failing with the last reason after `limit`.
-async fn until<T, F, Fut>(step: &'static str, limit: Duration, hint: String, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<T, String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let pending = match check().await {
-            Ok(value) => return Ok(value),
-            Err(pending) => pending,
-        };
-        if Instant::now() > deadline {
-            return Err(Error::Timeout { step, waited: limit, pending, hint });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn rolled_out_deployment(
     api: &Api<Deployment>,
     name: &str,
@@ -136,20 +118,32 @@ async fn install_metallb<P: NodeProvider>(ctx: &Context<'_, P>, client: &Client)
         format!("`kubectl --context {} -n metallb-system get pods` and their logs", spec.kube_context());
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), metallb::NAMESPACE);
     let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), metallb::NAMESPACE);
-    until("MetalLB rollout", ROLLOUT_TIMEOUT, hint.clone(), || async {
-        rolled_out_deployment(&deployments, "controller", 1).await?;
-        rolled_out_daemon_set(&daemon_sets, "speaker").await
-    })
+    until(
+        "MetalLB rollout",
+        ROLLOUT_TIMEOUT,
+        POLL,
+        || hint.clone(),
+        || async {
+            rolled_out_deployment(&deployments, "controller", 1).await?;
+            rolled_out_daemon_set(&daemon_sets, "speaker").await
+        },
+    )
     .await?;
     // The controller's admission webhook validates pools; it may take a
     // moment after the rollout before it answers.
     let pool: Vec<DynamicObject> = metallb::pool_objects(spec);
-    until("MetalLB address pool", Duration::from_secs(90), hint, || async {
-        for object in &pool {
-            Object::Dynamic(object.clone()).apply(client).await.map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    })
+    until(
+        "MetalLB address pool",
+        Duration::from_secs(90),
+        POLL,
+        || hint,
+        || async {
+            for object in &pool {
+                Object::Dynamic(object.clone()).apply(client).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+    )
     .await?;
     step.done();
     Ok(())
@@ -177,12 +171,23 @@ pub async fn deploy<P: NodeProvider>(
         ctx.spec.kube_context()
     );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), web::NAMESPACE);
-    until("web rollout", ROLLOUT_TIMEOUT, hint.clone(), || rolled_out_deployment(&deployments, web::NAME, 3))
-        .await?;
+    until(
+        "web rollout",
+        ROLLOUT_TIMEOUT,
+        POLL,
+        || hint.clone(),
+        || rolled_out_deployment(&deployments, web::NAME, 3),
+    )
+    .await?;
     let services: Api<Service> = Api::namespaced(client.clone(), web::NAMESPACE);
-    let ip =
-        until("LoadBalancer address", Duration::from_secs(60), hint.clone(), || load_balancer_ip(&services))
-            .await?;
+    let ip = until(
+        "LoadBalancer address",
+        Duration::from_secs(60),
+        POLL,
+        || hint.clone(),
+        || load_balancer_ip(&services),
+    )
+    .await?;
     let url = format!("http://{ip}/");
     // From the host, the way a user will try it.
     let http = reqwest::Client::builder()
@@ -190,13 +195,19 @@ pub async fn deploy<P: NodeProvider>(
         .timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| Error::Client(e.to_string()))?;
-    let answer = until("web answering through the load balancer", Duration::from_secs(60), hint, || async {
-        let response = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-        let body = response.text().await.map_err(|e| e.to_string())?;
-        body.starts_with("I'm ")
-            .then_some(body.trim().to_owned())
-            .ok_or_else(|| format!("GET {url} answered {body:?}"))
-    })
+    let answer = until(
+        "web answering through the load balancer",
+        Duration::from_secs(60),
+        POLL,
+        || hint,
+        || async {
+            let response = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+            let body = response.text().await.map_err(|e| e.to_string())?;
+            body.starts_with("I'm ")
+                .then_some(body.trim().to_owned())
+                .ok_or_else(|| format!("GET {url} answered {body:?}"))
+        },
+    )
     .await?;
     step.done_with(format!("{url} answers {answer:?}"));
     Ok(Deployed { load_balancer_ip: ip, web_url: url })
