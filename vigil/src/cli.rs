@@ -125,8 +125,8 @@ pub enum NodeAction {
     Kill { node: String },
     /// Start a stopped or killed node container again.
     Start { node: String },
-    /// Disconnect the node from the cluster network; it keeps running.
+    /// Cut the node off the cluster network (every packet in or out dropped); it keeps running.
     Isolate { node: String },
-    /// Reconnect an isolated node with its original address.
+    /// Put an isolated node back on the network, as it was.
     Reconnect { node: String },
 }

@@ -1,10 +1,12 @@
 //! vigil end to end, on one real cluster (creating one costs about a minute):
 //! `vigil up` from nothing, `vigil up` again (which must change nothing), the
-//! cluster's checks (issue 3), the workload's (issue 4), then `vigil down`.
+//! cluster's checks (issue 3), the workload's (issue 4), the fault hooks,
+//! then `vigil down`.
 //! A failing check leaves the cluster for inspection; the next run starts
 //! with `vigil down`.
 
 mod cluster;
+mod faults;
 mod workload;
 
 use anyhow::{Context as _, Result, ensure};
@@ -30,6 +32,9 @@ async fn vigil_end_to_end() -> Result<()> {
     workload::a_hung_workload_is_restarted_by_its_liveness_probe(&client, &spec).await?;
     workload::a_failing_dependency_takes_one_pod_out_of_the_service(&client, &spec, &deployed).await?;
     workload::a_deleted_pod_is_replaced(&client).await?;
+
+    faults::isolate_and_reconnect(&spec).await?;
+    faults::kill_and_start(&client, &spec).await?;
 
     down(&spec).await.context("vigil down")?;
     cluster::nothing_left_behind(&spec).await

@@ -8,9 +8,8 @@ use bollard::{
     Docker,
     models::{
         ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HostConfig,
-        HostConfigCgroupnsModeEnum, Ipam, IpamConfig, Mount, MountType, NetworkConnectRequest,
-        NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, RestartPolicy,
-        RestartPolicyNameEnum,
+        HostConfigCgroupnsModeEnum, Ipam, IpamConfig, Mount, MountType, NetworkCreateRequest,
+        NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -258,6 +257,24 @@ impl DockerProvider {
     }
 }
 
+/// The chain `isolate` jumps to first from INPUT, OUTPUT and FORWARD;
+/// loopback stays open so the node's own services keep talking to each other.
+const ISOLATE_SCRIPT: &str = "set -e
+iptables -N VIGIL-ISOLATE 2>/dev/null || iptables -F VIGIL-ISOLATE
+iptables -A VIGIL-ISOLATE -i lo -j RETURN
+iptables -A VIGIL-ISOLATE -o lo -j RETURN
+iptables -A VIGIL-ISOLATE -j DROP
+for chain in INPUT OUTPUT FORWARD; do
+  iptables -C $chain -j VIGIL-ISOLATE 2>/dev/null || iptables -I $chain 1 -j VIGIL-ISOLATE
+done";
+
+const RECONNECT_SCRIPT: &str = "set -e
+for chain in INPUT OUTPUT FORWARD; do
+  while iptables -D $chain -j VIGIL-ISOLATE 2>/dev/null; do :; done
+done
+iptables -F VIGIL-ISOLATE 2>/dev/null || true
+iptables -X VIGIL-ISOLATE 2>/dev/null || true";
+
 /// What a container needs to run systemd, containerd, runc and the kubelet
 /// on this host. `--privileged` fails here ("unable to apply caps"): the
 /// host's bounding set lacks CAP_SYS_RESOURCE. Everything else is granted one
@@ -390,11 +407,10 @@ impl NodeProvider for DockerProvider {
     }
 
     async fn fault(&self, spec: &ClusterSpec, node: &str, fault: Fault) -> Result<(), Error> {
-        let Some(planned) = spec.nodes().into_iter().find(|n| n.name == node) else {
+        if !spec.nodes().iter().any(|n| n.name == node) {
             let known = spec.nodes().iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(", ");
             return Err(Error::UnknownNode { name: node.into(), cluster: spec.name.clone(), known });
-        };
-        let network = spec.network_name();
+        }
         let what = format!("{fault:?} {node}").to_lowercase();
         match fault {
             Fault::Stop => self
@@ -408,31 +424,23 @@ impl NodeProvider for DockerProvider {
                 .await
                 .map_err(docker_err(what)),
             Fault::Start => self.docker.start_container(node, None).await.map_err(docker_err(what)),
+            // A partition, not an unplugged cable: every packet in or out of
+            // the node (and through it, for its pods) is dropped, while its
+            // interface, address and routes stay as they are, so `reconnect`
+            // restores exactly the network it had (flannel's VXLAN device
+            // included, which a Docker disconnect/connect would orphan).
             Fault::Isolate => self
-                .docker
-                .disconnect_network(
-                    &network,
-                    NetworkDisconnectRequest { container: node.into(), force: Some(true) },
-                )
+                .node(node)
+                .run(&["sh", "-c", ISOLATE_SCRIPT], None)
                 .await
-                .map_err(docker_err(what)),
+                .map(|_| ())
+                .map_err(|source| Error::Fault { node: node.into(), fault: "isolate", source }),
             Fault::Reconnect => self
-                .docker
-                .connect_network(
-                    &network,
-                    NetworkConnectRequest {
-                        container: node.into(),
-                        endpoint_config: Some(EndpointSettings {
-                            ipam_config: Some(EndpointIpamConfig {
-                                ipv4_address: Some(planned.ip.to_string()),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }),
-                    },
-                )
+                .node(node)
+                .run(&["sh", "-c", RECONNECT_SCRIPT], None)
                 .await
-                .map_err(docker_err(what)),
+                .map(|_| ())
+                .map_err(|source| Error::Fault { node: node.into(), fault: "reconnect", source }),
         }
     }
 

@@ -69,6 +69,14 @@ pub enum Error {
         "only {free_gib:.1} GiB free in Docker's data directory {dir}; the new nodes need about {need_gib} GiB: free some space (`docker system prune`)"
     )]
     Disk { dir: String, free_gib: f64, need_gib: u64 },
+    /// A fault hook's command failed on the node.
+    #[error("{fault} {node} failed")]
+    Fault {
+        node: String,
+        fault: &'static str,
+        #[source]
+        source: CommandError,
+    },
     /// The named node is not part of the cluster.
     #[error("no node named {name} in cluster {cluster} (nodes: {known}); `vigil status` lists them")]
     UnknownNode { name: String, cluster: String, known: String },
@@ -148,7 +156,7 @@ pub enum Fault {
     /// SIGKILL of everything: a crashed machine.
     Kill,
     Start,
-    /// Disconnected from the cluster network, still running.
+    /// Cut off the cluster network (all its traffic dropped), still running.
     Isolate,
     Reconnect,
 }
