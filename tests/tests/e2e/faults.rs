@@ -16,13 +16,20 @@ use vigil_e2e::wait_for;
 /// Whether `from` reaches the API server's health endpoint.
 async fn reaches_api(provider: &DockerProvider, from: &str, spec: &ClusterSpec) -> bool {
     let url = format!("https://{}:6443/healthz", spec.control_plane().ip);
-    provider.node(from).run(&["curl", "-sk", "--max-time", "2", &url], None).await.is_ok_and(|o| o.stdout == "ok")
+    provider
+        .node(from)
+        .run(&["curl", "-sk", "--max-time", "2", &url], None)
+        .await
+        .is_ok_and(|o| o.stdout == "ok")
 }
 
 pub async fn isolate_and_reconnect(spec: &ClusterSpec) -> Result<()> {
     let provider = DockerProvider::new(vigil::docker::connect().await?);
     let (victim, witness) = (spec.worker_name(1), spec.worker_name(0));
-    ensure!(reaches_api(&provider, &victim, spec).await, "{victim} cannot reach the API server before the test");
+    ensure!(
+        reaches_api(&provider, &victim, spec).await,
+        "{victim} cannot reach the API server before the test"
+    );
     provider.fault(spec, &victim, Fault::Isolate).await?;
     let cut_off = !reaches_api(&provider, &victim, spec).await;
     let others_fine = reaches_api(&provider, &witness, spec).await;
@@ -42,7 +49,8 @@ pub async fn kill_and_start(client: &Client, spec: &ClusterSpec) -> Result<()> {
     let provider = DockerProvider::new(vigil::docker::connect().await?);
     let victim = spec.worker_name(1);
     provider.fault(spec, &victim, Fault::Kill).await?;
-    let state = provider.list_nodes(&spec.name).await?.into_iter().find(|n| n.name == victim).map(|n| n.state);
+    let state =
+        provider.list_nodes(&spec.name).await?.into_iter().find(|n| n.name == victim).map(|n| n.state);
     ensure!(state.as_deref() == Some("exited"), "{victim} is {state:?} after kill");
     let killed_at = Timestamp::now();
     provider.fault(spec, &victim, Fault::Start).await?;
