@@ -104,6 +104,9 @@ case "${1:-up}" in
     if [[ "$which" == all || "$which" == web ]]; then
       cargo bench -p vigil-e2e --bench web_vs_seed -- "$@"
     fi
+    if [[ "$which" == all || "$which" == exporter ]]; then
+      cargo bench -p vigil-e2e --bench exporter_vs_cadvisor -- "$@"
+    fi
     ;;
   *)
     ensure_dockerd

@@ -46,8 +46,10 @@ pub struct AdminState {
     pub log_level: vigil_telemetry::LogLevelHandle,
 }
 
-async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, vigil_telemetry::OPENMETRICS)], vigil_telemetry::encode(&s.metrics.registry))
+async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let (content_type, body) = vigil_telemetry::encode_for(&s.metrics.registry, accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn log_level(State(s): State<AdminState>, body: String) -> impl IntoResponse {

@@ -66,15 +66,87 @@ pub async fn shutdown_signal() {
 /// The content type Prometheus asks for and this encoding produces.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The classic Prometheus text format, for clients that do not ask for
+/// OpenMetrics (promtool, curl, older scrapers).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String cannot fail");
     out
 }
 
+/// Whether an `Accept` header offers OpenMetrics (Prometheus's does).
+pub fn accepts_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// The registry in the format the `Accept` header asks for: its content type and body.
+pub fn encode_for(registry: &Registry, accept: Option<&str>) -> (&'static str, String) {
+    negotiate(encode(registry), accept)
+}
+
+/// An OpenMetrics document as the client asked for it.
+pub fn negotiate(openmetrics: String, accept: Option<&str>) -> (&'static str, String) {
+    if accepts_openmetrics(accept) {
+        (OPENMETRICS, openmetrics)
+    } else {
+        (PROMETHEUS_TEXT, openmetrics_to_text(&openmetrics))
+    }
+}
+
+/// OpenMetrics text as Prometheus text 0.0.4: a counter family's metadata
+/// names its `_total` samples (OpenMetrics names the family without the
+/// suffix), `_created` samples, `# UNIT` and `# EOF` go.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, "counter")) = rest.split_once(' ')
+        {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let metadata =
+            ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = metadata {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                continue;
+            }
+        } else {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            if name.strip_suffix("_created").is_some_and(|family| counters.contains(family)) {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_counters_become_classic_text() {
+        let om = "# HELP req Requests.\n# TYPE req counter\n# UNIT req requests\nreq_total{a=\"1\"} 3\nreq_created{a=\"1\"} 1.7e9\n# HELP up Up.\n# TYPE up gauge\nup 1\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert_eq!(
+            text,
+            "# HELP req_total Requests.\n# TYPE req_total counter\nreq_total{a=\"1\"} 3\n# HELP up Up.\n# TYPE up gauge\nup 1\n"
+        );
+        assert_eq!(negotiate(om.into(), Some("application/openmetrics-text;version=1.0.0")).1, om);
+        assert_eq!(negotiate(om.into(), None).0, PROMETHEUS_TEXT);
+    }
 
     #[test]
     fn filters_parse_or_name_the_problem() {

@@ -123,7 +123,7 @@ fn main() {
     run(Command::new("go").args(["build", "-o"]).arg(&seed).arg(".").current_dir(root.join("bench/seed-go")));
     // The very binaries the images carry.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let [web, probe_server] = runtime
+    let [web, probe_server, _] = runtime
         .block_on(vigil::build::workload::build_binaries(
             &vigil::build::default_cache_dir(),
             &Default::default(),

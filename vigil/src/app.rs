@@ -54,12 +54,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             let spec = existing_spec(&provider, &name).await?;
             let containers = provider.list_nodes(&name).await?;
             let client = admin_client(&provider, &spec).await;
-            let web_url = match &client {
-                Some(Ok(client)) => crate::deploy::web_url(client).await,
-                _ => None,
+            let (web, prometheus) = match &client {
+                Some(Ok(client)) => crate::deploy::urls(client).await,
+                _ => (None, None),
             };
             let mut status = status::collect(&spec, containers, client).await;
-            status.addresses.web = web_url;
+            status.addresses.web = web;
+            status.addresses.prometheus = prometheus;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -155,7 +156,10 @@ pub async fn up(
         spec.workers,
         spec.kubernetes_version,
         match &deployed {
-            Some(d) => format!("\n  curl {}          # the web service behind the load balancer (or open it in a browser)\n", d.web_url),
+            Some(d) => format!(
+                "\n  curl {}          # the web service behind the load balancer (or open it in a browser)\n  open {}    # Prometheus (container_cpu_usage_seconds_total, ...)\n",
+                d.web_url, d.prometheus_url
+            ),
             None => "\n".into(),
         },
         spec.kube_context(),

@@ -162,6 +162,11 @@ impl ClusterSpec {
         (self.nth_host(hosts / 2), self.nth_host(hosts - 1))
     }
 
+    /// The `n`th LoadBalancer address, for Services vigil pins (web 0, Prometheus 1).
+    pub fn load_balancer_ip(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.load_balancer_range().0) + n)
+    }
+
     /// The in-cluster DNS service address kubeadm assigns: the tenth address
     /// of the service network.
     pub fn dns_service_ip(&self) -> Ipv4Addr {

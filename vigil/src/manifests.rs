@@ -8,7 +8,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
-    addons::{Object, metallb, web},
+    addons::{Object, local_path, metallb, node_exporter, prometheus, web},
+    build::{ImageNames, rootfs},
     cluster::ClusterSpec,
 };
 
@@ -20,6 +21,13 @@ struct Kustomization {
     resources: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     images: Vec<ImageOverride>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    patches: Vec<Patch>,
+}
+
+#[derive(Serialize)]
+struct Patch {
+    path: &'static str,
 }
 
 #[derive(Serialize)]
@@ -31,11 +39,16 @@ struct ImageOverride {
 }
 
 fn kustomization(resources: &[&str], images: Vec<ImageOverride>) -> String {
+    kustomization_with_patches(resources, images, vec![])
+}
+
+fn kustomization_with_patches(resources: &[&str], images: Vec<ImageOverride>, patches: Vec<Patch>) -> String {
     let k = Kustomization {
         api_version: "kustomize.config.k8s.io/v1beta1",
         kind: "Kustomization",
         resources: resources.iter().map(|r| (*r).to_owned()).collect(),
         images,
+        patches,
     };
     serde_yaml::to_string(&k).expect("serializes")
 }
@@ -48,8 +61,22 @@ fn documents(objects: &[Object]) -> String {
     format!("{HEADER}{}", docs.join("---\n"))
 }
 
+/// local-path's ConfigMap as vigil changes it (helper image, data path),
+/// as a patch over the vendored upstream manifest.
+fn local_path_config_patch(repository: &str) -> String {
+    let helper = ImageNames { repository: repository.into() }.base();
+    let objects = local_path::objects(repository, &helper).expect("the vendored manifest parses");
+    let config: Vec<Object> = objects
+        .into_iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "ConfigMap"))
+        .map(Object::Dynamic)
+        .collect();
+    documents(&config)
+}
+
 /// Every generated file, by path under `manifests/` (the vendored upstream
-/// `metallb/metallb-native.yaml` is not generated).
+/// `metallb/metallb-native.yaml` and `local-path/local-path-storage.yaml`
+/// are not generated).
 pub fn files(repository: &str) -> Vec<(&'static str, String)> {
     let spec = ClusterSpec { image_repository: repository.into(), ..ClusterSpec::default() };
     let version = env!("CARGO_PKG_VERSION");
@@ -66,8 +93,18 @@ pub fn files(repository: &str) -> Vec<(&'static str, String)> {
         })
         .collect();
     let pool: Vec<Object> = metallb::pool_objects(&spec).into_iter().map(Object::Dynamic).collect();
+    let monitoring: Vec<Object> = node_exporter::objects(&format!("{repository}/node-exporter:{version}"))
+        .into_iter()
+        .chain(prometheus::objects(
+            &rootfs::monitoring(repository).image,
+            &spec.load_balancer_ip(1).to_string(),
+        ))
+        .collect();
     vec![
-        ("kustomization.yaml", format!("{HEADER}{}", kustomization(&["metallb", "web"], vec![]))),
+        (
+            "kustomization.yaml",
+            format!("{HEADER}{}", kustomization(&["metallb", "web", "local-path", "monitoring"], vec![])),
+        ),
         (
             "metallb/kustomization.yaml",
             format!(
@@ -77,7 +114,25 @@ pub fn files(repository: &str) -> Vec<(&'static str, String)> {
         ),
         ("metallb/address-pool.yaml", documents(&pool)),
         ("web/kustomization.yaml", format!("{HEADER}{}", kustomization(&["web.yaml"], vec![]))),
-        ("web/web.yaml", documents(&web::objects(&images))),
+        ("web/web.yaml", documents(&web::objects(&images, &spec.load_balancer_ip(0).to_string()))),
+        (
+            "local-path/kustomization.yaml",
+            format!(
+                "{HEADER}{}",
+                kustomization_with_patches(
+                    &["local-path-storage.yaml"],
+                    vec![ImageOverride {
+                        name: "rancher/local-path-provisioner".into(),
+                        new_name: format!("{repository}/local-path-provisioner"),
+                        new_tag: crate::versions::LOCAL_PATH.into(),
+                    }],
+                    vec![Patch { path: "config.yaml" }],
+                )
+            ),
+        ),
+        ("local-path/config.yaml", local_path_config_patch(repository)),
+        ("monitoring/kustomization.yaml", format!("{HEADER}{}", kustomization(&["monitoring.yaml"], vec![]))),
+        ("monitoring/monitoring.yaml", documents(&monitoring)),
     ]
 }
 

@@ -25,6 +25,8 @@ pub struct Addresses {
     pub api_server: String,
     /// The web Service's LoadBalancer URL, once MetalLB has given it an address.
     pub web: Option<String>,
+    /// Prometheus's UI, once its Service has an address.
+    pub prometheus: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,6 +118,7 @@ pub async fn collect(
         addresses: Addresses {
             api_server: format!("https://{}:{}", spec.control_plane().ip, kubeadm::API_SERVER_PORT),
             web: None,
+            prometheus: None,
         },
         nodes,
         system_pods,
@@ -132,6 +135,12 @@ impl Status {
             self.addresses.api_server,
             self.kube_context,
             self.addresses.web.as_deref().map(|u| format!(", web at {u}")).unwrap_or_default()
+                + &self
+                    .addresses
+                    .prometheus
+                    .as_deref()
+                    .map(|u| format!(", Prometheus at {u}"))
+                    .unwrap_or_default()
         );
         for n in &self.nodes {
             let ready = match n.ready {

@@ -25,6 +25,10 @@ pub const FLANNEL_CNI: &str = "v0.9.1";
 /// containerd's support matrix lists 2.1.3+ for Kubernetes 1.34; Debian 12's
 /// 1.6.20 is below every listed minimum.
 pub const CONTAINERD: &str = "v2.1.6";
+/// local-path-provisioner: the newest release the module proxy serves here.
+pub const LOCAL_PATH: &str = "v0.0.30";
+/// cAdvisor (standalone, for the exporter benchmark): its root and `lib` modules.
+pub const CADVISOR: &str = "v0.60.6";
 /// MetalLB: v0.16 needs a frr-k8s release the module proxy does not serve here.
 pub const METALLB: &str = "v0.15.2";
 
@@ -52,6 +56,12 @@ mod tests {
                 FLANNEL_CNI,
             ),
             (include_str!("../../upstream/metallb/go.mod"), "go.universe.tf/metallb", METALLB),
+            (
+                include_str!("../../upstream/local-path-provisioner/go.mod"),
+                "github.com/rancher/local-path-provisioner",
+                LOCAL_PATH,
+            ),
+            (include_str!("../../upstream/cadvisor/go.mod"), "github.com/google/cadvisor/lib", CADVISOR),
             (
                 include_str!("../../upstream/containerd/go.mod"),
                 "github.com/containerd/containerd/v2",

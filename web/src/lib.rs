@@ -87,11 +87,10 @@ async fn greet(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], state.greeting.clone())
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(vigil_telemetry::OPENMETRICS))],
-        vigil_telemetry::encode(&state.metrics.registry),
-    )
+async fn metrics(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let (content_type, body) = vigil_telemetry::encode_for(&state.metrics.registry, accept);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body)
 }
 
 /// Counts, times and logs every request, whatever route answered it.
@@ -136,13 +135,22 @@ mod tests {
         let state = AppState::new("web-abc");
         let (status, body) = get_body(router(state.clone()), "/").await;
         assert_eq!((status, body.as_str()), (200, "I'm web-abc\n"));
-        let (_, metrics) = get_body(router(state), "/metrics").await;
+        let (_, metrics) = get_body(router(state.clone()), "/metrics").await;
         assert!(
             metrics.contains(r#"web_http_requests_total{method="GET",route="/",status="200"} 1"#),
             "{metrics}"
         );
         assert!(metrics.contains(r#"web_http_request_duration_seconds_count{route="/"} 1"#), "{metrics}");
-        assert!(metrics.ends_with("# EOF\n"));
+        // No Accept header: the classic text format, which promtool and curl read.
+        assert!(metrics.contains("# TYPE web_http_requests_total counter") && !metrics.contains("# EOF"));
+        let request = Request::get("/metrics")
+            .header(header::ACCEPT, "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+            .body(Body::empty())
+            .unwrap();
+        let response = router(state).oneshot(request).await.unwrap();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], vigil_telemetry::OPENMETRICS);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
     }
 
     #[tokio::test]

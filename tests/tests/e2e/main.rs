@@ -1,12 +1,14 @@
 //! vigil end to end, on one real cluster (creating one costs about a minute):
 //! `vigil up` from nothing, `vigil up` again (which must change nothing), the
-//! cluster's checks (issue 3), the workload's (issue 4), the fault hooks,
+//! cluster's checks (issue 3), the workload's (issue 4), monitoring's
+//! (issue 5), the fault hooks,
 //! then `vigil down`.
 //! A failing check leaves the cluster for inspection; the next run starts
 //! with `vigil down`.
 
 mod cluster;
 mod faults;
+mod monitoring;
 mod workload;
 
 use anyhow::{Context as _, Result, ensure};
@@ -32,6 +34,12 @@ async fn vigil_end_to_end() -> Result<()> {
     workload::a_hung_workload_is_restarted_by_its_liveness_probe(&client, &spec).await?;
     workload::a_failing_dependency_takes_one_pod_out_of_the_service(&client, &spec, &deployed).await?;
     workload::a_deleted_pod_is_replaced(&client).await?;
+
+    monitoring::exporter_output_is_clean(&client).await?;
+    monitoring::docker_collector_reads_the_node_containers(&spec).await?;
+    monitoring::prometheus_sees_every_web_pod(&client, &deployed).await?;
+    monitoring::a_deleted_pods_series_leave_the_exporter(&client).await?;
+    monitoring::prometheus_data_survives_a_restart(&client, &deployed).await?;
 
     faults::isolate_and_reconnect(&spec).await?;
     faults::kill_and_start(&client, &spec).await?;

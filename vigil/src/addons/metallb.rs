@@ -4,11 +4,10 @@
 //! address pool on the node network so LoadBalancer addresses are reachable
 //! from the host.
 
-use kube::{
-    api::{DynamicObject, ObjectMeta},
-    core::GroupVersionKind,
-};
-use serde::{Deserialize, Serialize};
+use kube::api::{DynamicObject, ObjectMeta};
+use serde::Serialize;
+
+use super::upstream::{self, ImageMapping};
 
 use crate::cluster::ClusterSpec;
 
@@ -20,12 +19,6 @@ pub const UPSTREAM_IMAGES: [(&str, &str); 2] =
     [("quay.io/metallb/controller", "metallb-controller"), ("quay.io/metallb/speaker", "metallb-speaker")];
 const POOL: &str = "vigil-node-network";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("the vendored metallb-native.yaml does not parse: {0}")]
-    Parse(String),
-}
-
 /// Where the image `component` of this MetalLB release is tagged here.
 pub fn image(repository: &str, component: &str) -> String {
     format!("{repository}/{component}:{VERSION}")
@@ -33,40 +26,12 @@ pub fn image(repository: &str, component: &str) -> String {
 
 /// Upstream's objects with the images swapped, in upstream's order
 /// (namespace and CRDs first).
-pub fn native_objects(repository: &str) -> Result<Vec<DynamicObject>, Error> {
-    let mut objects = vec![];
-    for document in serde_yaml::Deserializer::from_str(NATIVE_MANIFEST) {
-        let mut value = serde_json::Value::deserialize(document).map_err(|e| Error::Parse(e.to_string()))?;
-        if value.is_null() {
-            continue;
-        }
-        rewrite_images(&mut value, repository);
-        objects.push(serde_json::from_value(value).map_err(|e| Error::Parse(e.to_string()))?);
-    }
-    Ok(objects)
-}
-
-/// `containers[].image` of every pod template: upstream's registry names
-/// become the images built here (what kustomize's `images:` does for `apply -k`).
-fn rewrite_images(value: &mut serde_json::Value, repository: &str) {
-    let Some(containers) = value.pointer_mut("/spec/template/spec/containers").and_then(|c| c.as_array_mut())
-    else {
-        return;
-    };
-    for container in containers {
-        let Some(image) = container.get("image").and_then(|i| i.as_str()).map(str::to_owned) else {
-            continue;
-        };
-        for (upstream, component) in UPSTREAM_IMAGES {
-            if image.starts_with(&format!("{upstream}:")) {
-                container["image"] = image_value(repository, component);
-            }
-        }
-    }
-}
-
-fn image_value(repository: &str, component: &str) -> serde_json::Value {
-    serde_json::Value::String(image(repository, component))
+pub fn native_objects(repository: &str) -> Result<Vec<DynamicObject>, upstream::Error> {
+    let images: Vec<_> = UPSTREAM_IMAGES
+        .iter()
+        .map(|(upstream, component)| ImageMapping { upstream, built: image(repository, component) })
+        .collect();
+    upstream::parse("metallb-native.yaml", NATIVE_MANIFEST, &images)
 }
 
 #[derive(Debug, Serialize)]
@@ -125,13 +90,6 @@ pub fn pool_objects(spec: &ClusterSpec) -> Vec<DynamicObject> {
         .collect()
 }
 
-/// The kind of a dynamic object, for discovery.
-pub fn gvk(object: &DynamicObject) -> Option<GroupVersionKind> {
-    let types = object.types.as_ref()?;
-    let (group, version) = types.api_version.rsplit_once('/').unwrap_or(("", &types.api_version));
-    Some(GroupVersionKind::gvk(group, version, &types.kind))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,7 +114,7 @@ mod tests {
         let objects = pool_objects(&ClusterSpec::default());
         let pool = serde_json::to_value(&objects[0]).unwrap();
         assert_eq!(pool["spec"]["addresses"][0], "172.29.0.128-172.29.0.254");
-        assert_eq!(gvk(&objects[1]).unwrap().kind, "L2Advertisement");
-        assert_eq!(gvk(&objects[1]).unwrap().group, "metallb.io");
+        assert_eq!(upstream::gvk(&objects[1]).unwrap().kind, "L2Advertisement");
+        assert_eq!(upstream::gvk(&objects[1]).unwrap().group, "metallb.io");
     }
 }

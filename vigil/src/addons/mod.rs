@@ -2,7 +2,11 @@
 //! server-side apply that installs them.
 
 pub mod flannel;
+pub mod local_path;
 pub mod metallb;
+pub mod node_exporter;
+pub mod prometheus;
+pub mod upstream;
 pub mod web;
 
 use k8s_openapi::{NamespaceResourceScope, Resource};
@@ -26,6 +30,7 @@ pub enum Object {
     DaemonSet(k8s_openapi::api::apps::v1::DaemonSet),
     Deployment(k8s_openapi::api::apps::v1::Deployment),
     Service(k8s_openapi::api::core::v1::Service),
+    PersistentVolumeClaim(k8s_openapi::api::core::v1::PersistentVolumeClaim),
     /// Upstream manifests and custom resources, applied through discovery.
     Dynamic(DynamicObject),
 }
@@ -67,7 +72,7 @@ where
 /// Applies an object whose type is known only at runtime (CRDs, custom
 /// resources, upstream manifests), finding its resource through discovery.
 async fn apply_dynamic(client: &Client, obj: &DynamicObject) -> kube::Result<()> {
-    let gvk = metallb::gvk(obj).ok_or_else(|| {
+    let gvk = upstream::gvk(obj).ok_or_else(|| {
         kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(format!(
             "object {:?} has no apiVersion/kind",
             obj.metadata.name
@@ -102,6 +107,7 @@ impl Object {
             Object::DaemonSet(o) => ("DaemonSet", &o.metadata),
             Object::Deployment(o) => ("Deployment", &o.metadata),
             Object::Service(o) => ("Service", &o.metadata),
+            Object::PersistentVolumeClaim(o) => ("PersistentVolumeClaim", &o.metadata),
             Object::Dynamic(o) => (o.types.as_ref().map_or("object", |t| t.kind.as_str()), &o.metadata),
         };
         match &meta.namespace {
@@ -121,6 +127,7 @@ impl Object {
             Object::DaemonSet(o) => apply_namespaced(client, o).await,
             Object::Deployment(o) => apply_namespaced(client, o).await,
             Object::Service(o) => apply_namespaced(client, o).await,
+            Object::PersistentVolumeClaim(o) => apply_namespaced(client, o).await,
             Object::Dynamic(o) => apply_dynamic(client, o).await,
         }
     }
@@ -136,6 +143,7 @@ impl Object {
             Object::DaemonSet(o) => serde_yaml::to_string(o),
             Object::Deployment(o) => serde_yaml::to_string(o),
             Object::Service(o) => serde_yaml::to_string(o),
+            Object::PersistentVolumeClaim(o) => serde_yaml::to_string(o),
             Object::Dynamic(o) => serde_yaml::to_string(o),
         }
         .expect("Kubernetes objects serialize")

@@ -106,7 +106,8 @@ pub fn probe_config() -> ProbeConfig {
     ProbeConfig::new(workload, vec![dns])
 }
 
-pub fn objects(images: &Images) -> Vec<Object> {
+/// `load_balancer_ip`: pinned, so the URL `up` prints stays the same.
+pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
     let service_account = ServiceAccount {
         metadata: meta(NAME),
         // Neither container talks to the API server.
@@ -207,7 +208,12 @@ pub fn objects(images: &Images) -> Vec<Object> {
                 }),
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels()),
+                    // Prometheus scrapes its `http` (web) and `probe-admin` (probe-server) ports.
+                    annotations: Some(BTreeMap::from([("prometheus.io/scrape".into(), "true".into())])),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
                     automount_service_account_token: Some(false),
@@ -252,7 +258,13 @@ pub fn objects(images: &Images) -> Vec<Object> {
         ..Default::default()
     };
     let service = Service {
-        metadata: meta(NAME),
+        metadata: ObjectMeta {
+            annotations: Some(BTreeMap::from([(
+                "metallb.universe.tf/loadBalancerIPs".into(),
+                load_balancer_ip.into(),
+            )])),
+            ..meta(NAME)
+        },
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".into()),
             selector: Some(selector_labels()),
@@ -290,7 +302,7 @@ mod tests {
 
     #[test]
     fn service_selects_exactly_the_pod_labels() {
-        let objects = objects(&Images { web: "w".into(), probe_server: "p".into() });
+        let objects = objects(&Images { web: "w".into(), probe_server: "p".into() }, "172.29.0.128");
         let deployment =
             objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
         let service =

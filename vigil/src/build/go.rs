@@ -94,6 +94,27 @@ pub fn metallb(name: &'static str) -> GoBinary {
     GoBinary { name, module: &sources::METALLB, package, ldflags: vec![], cgo: false }
 }
 
+pub fn local_path_provisioner() -> GoBinary {
+    GoBinary {
+        name: "local-path-provisioner",
+        module: &sources::LOCAL_PATH,
+        package: "github.com/rancher/local-path-provisioner",
+        ldflags: vec![x("main.VERSION", versions::LOCAL_PATH)],
+        cgo: false,
+    }
+}
+
+/// Standalone cAdvisor, the node-exporter benchmark's reference.
+pub fn cadvisor() -> GoBinary {
+    GoBinary {
+        name: "cadvisor",
+        module: &sources::CADVISOR,
+        package: ".",
+        ldflags: vec![x("github.com/google/cadvisor/lib/version.Version", versions::CADVISOR)],
+        cgo: false,
+    }
+}
+
 pub fn containerd(name: &'static str) -> GoBinary {
     let package = match name {
         "containerd" => "github.com/containerd/containerd/v2/cmd/containerd",

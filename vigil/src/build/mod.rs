@@ -130,11 +130,13 @@ struct Plan {
     names: ImageNames,
     base: rootfs::Rootfs,
     node_rootfs: rootfs::Rootfs,
+    monitoring: rootfs::Rootfs,
     kube: go::GoBinary,
     etcd: go::GoBinary,
     coredns: go::GoBinary,
     flanneld: go::GoBinary,
     metallb: [go::GoBinary; 2],
+    local_path: go::GoBinary,
     flannel_cni: go::GoBinary,
     containerd: [go::GoBinary; 3],
 }
@@ -148,6 +150,7 @@ struct Built {
     flanneld: Option<PathBuf>,
     flannel_cni: Option<PathBuf>,
     metallb: [Option<PathBuf>; 2],
+    local_path: Option<PathBuf>,
     containerd: [Option<PathBuf>; 3],
     pause: Option<PathBuf>,
 }
@@ -158,11 +161,13 @@ impl Plan {
             names: ImageNames { repository: repository.into() },
             base: rootfs::base(repository),
             node_rootfs: rootfs::node(repository),
+            monitoring: rootfs::monitoring(repository),
             kube: go::kube(),
             etcd: go::etcd(),
             coredns: go::coredns(),
             flanneld: go::flanneld(),
             metallb: [go::metallb("controller"), go::metallb("speaker")],
+            local_path: go::local_path_provisioner(),
             flannel_cni: go::flannel_cni(),
             containerd: [
                 go::containerd("containerd"),
@@ -264,13 +269,31 @@ impl Plan {
                     parent_keys: vec![],
                 },
             );
-        [pause, etcd, coredns, kube, flannel].into_iter().chain(metallb).collect()
+        let local_path = Recipe {
+            name: "local-path-provisioner",
+            tags: vec![crate::addons::local_path::image(&n.repository)],
+            // Upstream's Deployment runs `local-path-provisioner` by name.
+            instructions: vec![
+                Instruction::From("scratch".into()),
+                Instruction::CopyRootfs,
+                path("/usr/bin"),
+            ],
+            files: vec![binary_file(
+                "/usr/bin/local-path-provisioner",
+                &self.local_path,
+                built.local_path.as_deref(),
+            )],
+            parent_keys: vec![],
+        };
+        [pause, etcd, coredns, kube, flannel].into_iter().chain(metallb).chain([local_path]).collect()
     }
 
-    /// Every image preloaded on the nodes.
+    /// Every image preloaded on the nodes: the components, the pod base
+    /// (also the tests' toolbox and local-path's helper) and Prometheus's.
     fn preloaded_images(&self, components: &[Recipe]) -> Vec<String> {
         let mut images: Vec<String> = components.iter().flat_map(|r| r.tags.clone()).collect();
         images.push(self.names.base());
+        images.push(self.monitoring.image.clone());
         images
     }
 
@@ -318,9 +341,13 @@ impl Plan {
     fn node_recipe(&self, stage: &Recipe, components: &[Recipe], state: &Path) -> Recipe {
         let state_key = components
             .iter()
-            .fold(key::KeyBuilder::new("containerd-state").part(stage.key()).part(self.base.key()), |k, r| {
-                k.part(r.key())
-            })
+            .fold(
+                key::KeyBuilder::new("containerd-state")
+                    .part(stage.key())
+                    .part(self.base.key())
+                    .part(self.monitoring.key()),
+                |k, r| k.part(r.key()),
+            )
             .finish();
         let archive =
             ContextFile::Archive { name: node::CONTAINERD_STATE, source: state.to_owned(), key: state_key };
@@ -358,7 +385,8 @@ pub async fn ensure_node_image(
     // debootstrap is network-bound and the Go builds CPU-bound: run them side by side.
     let rootfs = async {
         plan.base.ensure(docker, cache, progress).await?;
-        plan.node_rootfs.ensure(docker, cache, progress).await
+        plan.node_rootfs.ensure(docker, cache, progress).await?;
+        plan.monitoring.ensure(docker, cache, progress).await
     };
     let binaries = async {
         let mut built = Built::default();
@@ -384,6 +412,9 @@ pub async fn ensure_node_image(
             if missing(need(component)).await {
                 built.metallb[i] = Some(plan.metallb[i].ensure(cache, progress).await?);
             }
+        }
+        if missing(need("local-path-provisioner")).await {
+            built.local_path = Some(plan.local_path.ensure(cache, progress).await?);
         }
         if missing(need("pause")).await {
             built.pause = Some(go::ensure_pause(cache, progress).await?);

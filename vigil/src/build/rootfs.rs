@@ -11,9 +11,14 @@ use super::{Error, Result, image, key::KeyBuilder, key::short};
 use crate::{exec, progress::Progress};
 
 pub const SUITE: &str = "bookworm";
+/// Debian 13: its Prometheus (2.53) has Kubernetes service discovery, which
+/// Debian 12's (2.42) was built without.
+pub const MONITORING_SUITE: &str = "trixie";
 
 pub struct Rootfs {
     pub name: &'static str,
+    /// The Debian release debootstrapped.
+    pub suite: &'static str,
     /// The tag it is imported as.
     pub image: String,
     pub packages: &'static [&'static str],
@@ -26,8 +31,21 @@ pub struct Rootfs {
 pub fn base(repository: &str) -> Rootfs {
     Rootfs {
         name: "base",
+        suite: SUITE,
         image: format!("{repository}/base:{SUITE}"),
         packages: &["iptables", "conntrack", "socat", "ca-certificates"],
+        masked_units: &[],
+    }
+}
+
+/// Prometheus and Alertmanager as Debian packages them (with the classic
+/// web UI's JavaScript libraries), plus promtool and amtool, from trixie.
+pub fn monitoring(repository: &str) -> Rootfs {
+    Rootfs {
+        name: "monitoring",
+        suite: MONITORING_SUITE,
+        image: format!("{repository}/monitoring:{MONITORING_SUITE}"),
+        packages: &["prometheus", "prometheus-alertmanager", "ca-certificates"],
         masked_units: &[],
     }
 }
@@ -37,6 +55,7 @@ pub fn base(repository: &str) -> Rootfs {
 pub fn node(repository: &str) -> Rootfs {
     Rootfs {
         name: "node",
+        suite: SUITE,
         image: format!("{repository}/node-rootfs:{SUITE}"),
         packages: &[
             "systemd",
@@ -78,7 +97,7 @@ pub fn node(repository: &str) -> Rootfs {
 
 impl Rootfs {
     pub fn key(&self) -> String {
-        let k = KeyBuilder::new("rootfs").part(self.name).part(SUITE);
+        let k = KeyBuilder::new("rootfs").part(self.name).part(self.suite);
         let k = self.packages.iter().fold(k, |k, p| k.part(p));
         self.masked_units.iter().fold(k.part("masked"), |k, u| k.part(u)).finish()
     }
@@ -86,7 +105,8 @@ impl Rootfs {
     /// debootstraps and imports the rootfs unless the image carries this key.
     pub async fn ensure(&self, docker: &bollard::Docker, cache: &Path, progress: &Progress) -> Result<()> {
         let key = self.key();
-        let title = format!("debootstrap {} rootfs ({SUITE}, {} packages)", self.name, self.packages.len());
+        let title =
+            format!("debootstrap {} rootfs ({}, {} packages)", self.name, self.suite, self.packages.len());
         if image::has_key(docker, &self.image, &key).await? {
             progress.step(title).skipped("image up to date");
             return Ok(());
@@ -105,7 +125,7 @@ impl Rootfs {
         cmd.arg("--variant=minbase")
             .arg(format!("--include={}", self.packages.join(",")))
             .arg(format!("--cache-dir={}", debs.display()))
-            .arg(SUITE)
+            .arg(self.suite)
             .arg(&dir)
             .arg(&mirror);
         exec::run_logged(cmd, &log, |line| {

@@ -20,7 +20,9 @@ pub fn workspace_dir() -> PathBuf {
 }
 
 /// The crates the images contain, and what else their build reads.
-const INPUTS: &[&str] = &["web", "probe-server", "telemetry", "Cargo.toml", "Cargo.lock"];
+const INPUTS: &[&str] = &["web", "probe-server", "node-exporter", "telemetry", "Cargo.toml", "Cargo.lock"];
+/// The deployables built into images, by crate (and binary) name.
+const CRATES: [&str; 3] = ["web", "probe-server", "node-exporter"];
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The workspace's `deploy` profile: LTO, one codegen unit, stripped, abort on panic.
 const PROFILE: &str = "deploy";
@@ -31,6 +33,7 @@ const USER: &str = "65532:65532";
 pub struct WorkloadImages {
     pub web: String,
     pub probe_server: String,
+    pub node_exporter: String,
     /// Every tag of both images (the key tags above and the version tags
     /// the committed manifests name), all of which the nodes receive.
     pub all_tags: Vec<String>,
@@ -86,26 +89,16 @@ fn binary_path(workspace: &Path, name: &str) -> PathBuf {
     workspace.join("target").join("static").join(TARGET).join(PROFILE).join(name)
 }
 
-/// Builds the static `web` and `probe-server` binaries the images carry
-/// (the memory benchmark measures these very files); returns their paths.
-pub async fn build_binaries(cache: &Path, progress: &Progress) -> Result<[PathBuf; 2]> {
+/// Builds the static binaries the images carry (the memory benchmarks
+/// measure these very files); returns their paths, in `CRATES` order.
+pub async fn build_binaries(cache: &Path, progress: &Progress) -> Result<[PathBuf; 3]> {
     let workspace = workspace_dir();
-    let step = progress.step("cargo build --profile deploy: web, probe-server (static)");
+    let step = progress.step(format!("cargo build --profile deploy: {} (static)", CRATES.join(", ")));
     let log = cache.join("logs").join("cargo-workload.log");
     let mut cargo = Command::new("cargo");
     cargo
-        .args([
-            "build",
-            "--profile",
-            PROFILE,
-            "--locked",
-            "--target",
-            TARGET,
-            "-p",
-            "web",
-            "-p",
-            "probe-server",
-        ])
+        .args(["build", "--profile", PROFILE, "--locked", "--target", TARGET])
+        .args(CRATES.iter().flat_map(|c| ["-p", c]))
         .current_dir(&workspace)
         .env("CARGO_TARGET_DIR", workspace.join("target").join("static"))
         // Static and non-PIE: the images hold nothing but the binary, and
@@ -119,9 +112,9 @@ pub async fn build_binaries(cache: &Path, progress: &Progress) -> Result<[PathBu
         }
     })
     .await
-    .map_err(|e| Error::step("web, probe-server", "cargo build", e))?;
+    .map_err(|e| Error::step(&CRATES.join(", "), "cargo build", e))?;
     step.done();
-    Ok([binary_path(&workspace, "web"), binary_path(&workspace, "probe-server")])
+    Ok(CRATES.map(|name| binary_path(&workspace, name)))
 }
 
 pub async fn ensure(
@@ -133,13 +126,11 @@ pub async fn ensure(
     let workspace = workspace_dir();
     let key = sources_key(&workspace)?;
     let bin = |name: &str| binary_path(&workspace, name);
-    let recipes = [
-        recipe("web", repository, &key, bin("web")),
-        recipe("probe-server", repository, &key, bin("probe-server")),
-    ];
+    let recipes = CRATES.map(|name| recipe(name, repository, &key, bin(name)));
     let images = WorkloadImages {
         web: recipes[0].tags[0].clone(),
         probe_server: recipes[1].tags[0].clone(),
+        node_exporter: recipes[2].tags[0].clone(),
         all_tags: recipes.iter().flat_map(|r| r.tags.clone()).collect(),
     };
     let mut current = true;
@@ -147,7 +138,9 @@ pub async fn ensure(
         current &= super::all_tags_current(docker, r).await;
     }
     if current {
-        progress.step("images web, probe-server").skipped(format!("up to date (key {})", short(&key)));
+        progress
+            .step(format!("images {}", CRATES.join(", ")))
+            .skipped(format!("up to date (key {})", short(&key)));
         return Ok(images);
     }
     build_binaries(cache, progress).await?;

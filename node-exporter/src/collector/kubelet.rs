@@ -1,0 +1,199 @@
+//! The node's kubelet: `GET https://<node>:10250/stats/summary`, the
+//! summary the kubelet builds from its embedded cAdvisor. Authenticated with
+//! the pod's ServiceAccount token (re-read on every scrape: projected tokens
+//! rotate) and verified against the cluster CA: the kubelet's serving
+//! certificate is signed by it (kubeadm's `serverTLSBootstrap`, approved by
+//! `vigil up`), so nothing is skipped.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Collector, Error};
+use crate::sample::{ContainerId, ContainerUsage, InterfaceUsage, Samples};
+
+const NAME: &str = "kubelet";
+
+pub struct Kubelet {
+    http: reqwest::Client,
+    url: String,
+    token_path: PathBuf,
+}
+
+impl Kubelet {
+    /// `address` is the node's IP or name as its serving certificate lists it.
+    pub fn new(
+        address: &str,
+        port: u16,
+        ca_path: &std::path::Path,
+        token_path: PathBuf,
+    ) -> Result<Self, Error> {
+        let config = |message: String| Error::Config { source_name: NAME, message };
+        let ca = std::fs::read(ca_path)
+            .map_err(|e| config(format!("reading the cluster CA {}: {e}", ca_path.display())))?;
+        let cas = reqwest::Certificate::from_pem_bundle(&ca)
+            .map_err(|e| config(format!("the cluster CA {}: {e}", ca_path.display())))?;
+        if cas.is_empty() {
+            return Err(config(format!("the cluster CA {} holds no PEM certificate", ca_path.display())));
+        }
+        let http = cas
+            .into_iter()
+            .fold(reqwest::Client::builder().tls_built_in_root_certs(false), |b, ca| {
+                b.add_root_certificate(ca)
+            })
+            .no_proxy()
+            .build()
+            .map_err(|e| config(e.to_string()))?;
+        let host = if address.contains(':') { format!("[{address}]") } else { address.to_owned() };
+        Ok(Kubelet { http, url: format!("https://{host}:{port}/stats/summary"), token_path })
+    }
+}
+
+impl Collector for Kubelet {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn collect(&self) -> Result<Samples, Error> {
+        let token = tokio::fs::read_to_string(&self.token_path).await.map_err(|e| Error::Config {
+            source_name: NAME,
+            message: format!("reading the ServiceAccount token {}: {e}", self.token_path.display()),
+        })?;
+        let response = self
+            .http
+            .get(&self.url)
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .map_err(|e| Error::Source { source_name: NAME, message: chain(&e) })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(Error::Source {
+                source_name: NAME,
+                message: format!("GET {} answered {status}: {}", self.url, body.trim()),
+            });
+        }
+        let bytes =
+            response.bytes().await.map_err(|e| Error::Source { source_name: NAME, message: chain(&e) })?;
+        parse_summary(&bytes)
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
+}
+
+// The parts of the kubelet's stats/v1alpha1 Summary that are exported.
+#[derive(Deserialize)]
+struct Summary {
+    #[serde(default)]
+    pods: Vec<PodStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodStats {
+    pod_ref: PodRef,
+    #[serde(default)]
+    containers: Vec<ContainerStats>,
+    network: Option<NetworkStats>,
+}
+
+#[derive(Deserialize)]
+struct PodRef {
+    name: String,
+    namespace: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerStats {
+    name: String,
+    cpu: Option<CpuStats>,
+    memory: Option<MemoryStats>,
+    rootfs: Option<FsStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CpuStats {
+    usage_core_nano_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemoryStats {
+    working_set_bytes: Option<u64>,
+    usage_bytes: Option<u64>,
+    rss_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FsStats {
+    used_bytes: Option<u64>,
+    capacity_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NetworkStats {
+    #[serde(default)]
+    interfaces: Vec<InterfaceStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InterfaceStats {
+    name: String,
+    rx_bytes: Option<u64>,
+    tx_bytes: Option<u64>,
+    rx_errors: Option<u64>,
+    tx_errors: Option<u64>,
+}
+
+/// The summary as samples: one per container, one per pod interface.
+pub fn parse_summary(json: &[u8]) -> Result<Samples, Error> {
+    let summary: Summary = serde_json::from_slice(json)
+        .map_err(|e| Error::Parse { source_name: NAME, message: e.to_string() })?;
+    let mut samples = Samples::default();
+    for pod in summary.pods {
+        for c in pod.containers {
+            let id = ContainerId {
+                namespace: pod.pod_ref.namespace.clone(),
+                pod: pod.pod_ref.name.clone(),
+                container: c.name,
+            };
+            let usage = ContainerUsage {
+                cpu_seconds: c.cpu.and_then(|cpu| cpu.usage_core_nano_seconds).map(|ns| ns as f64 / 1e9),
+                memory_working_set_bytes: c.memory.as_ref().and_then(|m| m.working_set_bytes),
+                memory_usage_bytes: c.memory.as_ref().and_then(|m| m.usage_bytes),
+                memory_rss_bytes: c.memory.as_ref().and_then(|m| m.rss_bytes),
+                fs_usage_bytes: c.rootfs.as_ref().and_then(|f| f.used_bytes),
+                fs_limit_bytes: c.rootfs.as_ref().and_then(|f| f.capacity_bytes),
+            };
+            samples.containers.push((id, usage));
+        }
+        for i in pod.network.map(|n| n.interfaces).unwrap_or_default() {
+            samples.interfaces.push(InterfaceUsage {
+                namespace: pod.pod_ref.namespace.clone(),
+                pod: pod.pod_ref.name.clone(),
+                container: String::new(),
+                interface: i.name,
+                rx_bytes: i.rx_bytes.unwrap_or(0),
+                tx_bytes: i.tx_bytes.unwrap_or(0),
+                rx_errors: i.rx_errors.unwrap_or(0),
+                tx_errors: i.tx_errors.unwrap_or(0),
+            });
+        }
+    }
+    samples.containers.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(samples)
+}

@@ -1,0 +1,205 @@
+//! The collectors and the exposition against payloads captured from a real
+//! vigil cluster (see `fixtures/README.md`), and the scrape's timeout and
+//! cache against a kubelet address that accepts connections but never answers.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+
+use node_exporter::{
+    collector::{
+        docker::from_stats,
+        kubelet::{Kubelet, parse_summary},
+    },
+    exposition,
+    sample::ContainerId,
+    scrape::{Outcome, Scrape, Scraper, Source},
+};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap()
+}
+
+fn id(namespace: &str, pod: &str, container: &str) -> ContainerId {
+    ContainerId { namespace: namespace.into(), pod: pod.into(), container: container.into() }
+}
+
+#[test]
+fn kubelet_summary_gives_every_container_with_its_usage() {
+    let samples = parse_summary(&read("kubelet-stats-summary.json")).unwrap();
+    assert_eq!(samples.containers.len(), 9, "9 containers run on vigil-worker in the capture");
+    let usage =
+        |i: &ContainerId| samples.containers.iter().find(|(c, _)| c == i).map(|(_, u)| u.clone()).unwrap();
+    let web = usage(&id("default", "web-984db4dd5-cv5hr", "web"));
+    assert_eq!(web.cpu_seconds, Some(0.073572337));
+    assert_eq!(web.memory_working_set_bytes, Some(737_280));
+    assert_eq!(web.fs_usage_bytes, Some(20_480));
+    let probe = usage(&id("default", "web-984db4dd5-85d9v", "probe-server"));
+    assert_eq!(probe.cpu_seconds, Some(0.177507289));
+    // Pod network: one eth0 per pod, not per container.
+    let eth0: Vec<_> = samples.interfaces.iter().filter(|i| i.pod == "web-984db4dd5-cv5hr").collect();
+    assert_eq!(eth0.len(), 1);
+    assert_eq!((eth0[0].interface.as_str(), eth0[0].rx_bytes), ("eth0", 211_911));
+}
+
+#[test]
+fn a_summary_that_is_not_one_is_a_parse_error() {
+    let err = parse_summary(b"<html>502</html>").unwrap_err();
+    assert_eq!(err.metric_label(), "parse");
+    assert!(err.to_string().starts_with("kubelet: unexpected answer"), "{err}");
+}
+
+#[test]
+fn docker_stats_of_a_plain_container_are_named_by_docker() {
+    let stats: bollard::models::ContainerStatsResponse =
+        serde_json::from_slice(&read("docker-stats-vigil-worker.json")).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&read("docker-containers-vigil-worker.json")).unwrap();
+    let labels: HashMap<String, String> = serde_json::from_value(listed[0]["Labels"].clone()).unwrap();
+    let (id_, usage, interfaces) = from_stats("vigil-worker", &labels, &stats);
+    assert_eq!(id_, id("", "", "vigil-worker"));
+    assert_eq!(usage.cpu_seconds, Some(20.303852369));
+    // cgroup v1: working set = usage - total_inactive_file, as cAdvisor computes it.
+    assert_eq!(usage.memory_usage_bytes, Some(230_535_168));
+    assert_eq!(usage.memory_working_set_bytes, Some(230_535_168 - 27_004_928));
+    assert_eq!(interfaces.len(), 1);
+    assert_eq!(
+        (interfaces[0].interface.as_str(), interfaces[0].container.as_str()),
+        ("eth0", "vigil-worker")
+    );
+}
+
+#[test]
+fn docker_containers_of_a_kubelet_are_named_by_their_pod() {
+    let stats: bollard::models::ContainerStatsResponse =
+        serde_json::from_slice(&read("docker-stats-vigil-worker.json")).unwrap();
+    let labels = HashMap::from([
+        ("io.kubernetes.pod.namespace".to_owned(), "default".to_owned()),
+        ("io.kubernetes.pod.name".to_owned(), "web-1".to_owned()),
+        ("io.kubernetes.container.name".to_owned(), "web".to_owned()),
+    ]);
+    let (id_, _, interfaces) = from_stats("k8s_web_web-1_default_0", &labels, &stats);
+    assert_eq!(id_, id("default", "web-1", "web"));
+    assert_eq!(interfaces[0].pod, "web-1");
+}
+
+fn scrape_of_fixture() -> Scrape {
+    let samples = parse_summary(&read("kubelet-stats-summary.json")).unwrap();
+    Scrape {
+        node: "vigil-worker".into(),
+        outcomes: vec![Outcome {
+            collector: "kubelet",
+            samples: Some(samples),
+            duration: Duration::from_millis(12),
+        }],
+        failures: Default::default(),
+    }
+}
+
+#[test]
+fn exposition_uses_cadvisor_names_and_dashboard_labels() {
+    let text = exposition::render(Arc::new(scrape_of_fixture()));
+    let line = r#"container_cpu_usage_seconds_total{namespace="default",pod="web-984db4dd5-cv5hr",container="web",node="vigil-worker"} 0.073572337"#;
+    assert!(text.lines().any(|l| l == line), "{text}");
+    for family in [
+        "container_memory_working_set_bytes{",
+        "container_memory_usage_bytes{",
+        "container_fs_usage_bytes{",
+        "container_network_receive_bytes_total{",
+        "container_network_transmit_bytes_total{",
+        "vigil_node_exporter_scrape_success{collector=\"kubelet\"} 1",
+        "vigil_node_exporter_scrape_duration_seconds{collector=\"kubelet\"} 0.012",
+        "vigil_node_exporter_containers{collector=\"kubelet\"} 9",
+    ] {
+        assert!(text.contains(family), "no {family} in\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[test]
+fn a_failed_collection_exports_no_container_series_and_says_so() {
+    let mut scrape = scrape_of_fixture();
+    scrape.outcomes[0].samples = None;
+    scrape.failures.insert(("kubelet", "timeout"), 2);
+    let text = exposition::render(Arc::new(scrape));
+    assert!(!text.contains("container_"), "stale series after a failure:\n{text}");
+    assert!(text.contains("vigil_node_exporter_scrape_success{collector=\"kubelet\"} 0"));
+    assert!(
+        text.contains(r#"vigil_node_exporter_scrape_failures_total{collector="kubelet",error="timeout"} 2"#)
+    );
+}
+
+/// A kubelet address that accepts TCP connections and never answers them.
+async fn silent_kubelet() -> (Kubelet, tokio::net::TcpListener, tempfile::NamedTempFile) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "token").unwrap();
+    let kubelet =
+        Kubelet::new("127.0.0.1", port, &fixture("cluster-ca.crt"), token.path().to_owned()).unwrap();
+    (kubelet, listener, token)
+}
+
+#[tokio::test]
+async fn a_silent_kubelet_costs_one_timeout_not_a_stalled_scrape() {
+    let (kubelet, _listener, _token) = silent_kubelet().await;
+    let scraper =
+        Scraper::new("n".into(), vec![Source::Kubelet(kubelet)], Duration::from_millis(300), Duration::ZERO);
+    let started = std::time::Instant::now();
+    let scrape = scraper.scrape().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "the scrape waited {took:?} for a silent kubelet");
+    assert!(scrape.outcomes[0].samples.is_none());
+    assert_eq!(scrape.failures.get(&("kubelet", "timeout")), Some(&1));
+    // Without a cache, the next scrape collects (and times out) again.
+    let again = scraper.scrape().await;
+    assert!(!Arc::ptr_eq(&scrape, &again));
+    assert_eq!(again.failures.get(&("kubelet", "timeout")), Some(&2));
+}
+
+#[tokio::test]
+async fn scrapes_within_the_cache_window_share_one_collection() {
+    let (kubelet, _listener, _token) = silent_kubelet().await;
+    let scraper = Scraper::new(
+        "n".into(),
+        vec![Source::Kubelet(kubelet)],
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    );
+    let (first, second) = tokio::join!(scraper.scrape(), scraper.scrape());
+    assert!(Arc::ptr_eq(&first, &second), "two concurrent scrapes collected twice");
+    assert_eq!(second.failures.get(&("kubelet", "timeout")), Some(&1));
+}
+
+#[tokio::test]
+async fn an_unreadable_token_is_a_config_error_naming_the_file() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let missing = PathBuf::from("/nonexistent/vigil/token");
+    let kubelet = Kubelet::new("127.0.0.1", port, &fixture("cluster-ca.crt"), missing).unwrap();
+    use node_exporter::collector::Collector as _;
+    let err = kubelet.collect().await.unwrap_err();
+    assert_eq!(err.metric_label(), "config");
+    assert!(err.to_string().contains("/nonexistent/vigil/token"), "{err}");
+}
+
+#[test]
+fn a_ca_that_is_not_a_certificate_is_refused_at_start() {
+    let bogus = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bogus.path(), "not a certificate").unwrap();
+    let err = Kubelet::new("127.0.0.1", 10250, bogus.path(), "/t".into()).err().expect("refused");
+    assert!(err.to_string().contains(&bogus.path().display().to_string()), "{err}");
+}
+
+#[test]
+fn a_missing_docker_socket_is_one_error_naming_it_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock").display().to_string();
+    let err =
+        node_exporter::collector::docker::DockerCollector::connect(&socket).err().expect("no socket there");
+    assert_eq!(err.metric_label(), "config");
+    let message = err.to_string();
+    assert!(message.contains(&socket) && message.contains("--collector.docker"), "{message}");
+}

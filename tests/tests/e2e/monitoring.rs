@@ -1,0 +1,274 @@
+//! Monitoring (issue 5): node-exporter's live output passes `promtool check
+//! metrics`; Prometheus, found by pod discovery, has
+//! `container_cpu_usage_seconds_total` for every `web` pod within 60 s; a
+//! deleted pod's series leave the exporter's output; Prometheus's data,
+//! on a PersistentVolumeClaim that local-path-provisioner bound, survives
+//! its pod being deleted.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Write as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams},
+};
+use serde_json::Value;
+use vigil::{
+    addons::{local_path, node_exporter, prometheus},
+    build::rootfs,
+    deploy::Deployed,
+};
+use vigil_e2e::wait_for;
+
+const WEB_SELECTOR: &str = "app=web";
+
+fn name(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()
+}
+
+fn running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// Running web pods, by name, with their nodes.
+async fn web_pods(client: &Client) -> Result<BTreeMap<String, String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let list = pods.list(&ListParams::default().labels(WEB_SELECTOR)).await?;
+    Ok(list.items.iter().filter(|p| running(p)).map(|p| (name(p), node_of(p))).collect())
+}
+
+/// The node-exporter pod on each node.
+async fn exporters(client: &Client) -> Result<BTreeMap<String, String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), node_exporter::NAMESPACE);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={}", node_exporter::NAME)))
+        .await?;
+    Ok(list.items.iter().filter(|p| running(p)).map(|p| (node_of(p), name(p))).collect())
+}
+
+/// One scrape of an exporter pod, through the API server's pod proxy.
+async fn scrape(client: &Client, exporter_pod: &str) -> Result<String> {
+    let path = format!(
+        "/api/v1/namespaces/{}/pods/{exporter_pod}:{}/proxy/metrics",
+        node_exporter::NAMESPACE,
+        node_exporter::METRICS_PORT
+    );
+    let request = http::Request::get(&path).body(vec![])?;
+    client.request_text(request).await.with_context(|| format!("GET {path}"))
+}
+
+/// `promtool check metrics` (from the Prometheus image vigil built) on a
+/// scrape; its complaints, if any.
+fn promtool_check(text: &str) -> Result<String> {
+    let image = rootfs::monitoring(&vigil_e2e::test_spec().image_repository).image;
+    let mut child = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "none",
+            "--entrypoint",
+            "promtool",
+            &image,
+            "check",
+            "metrics",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("docker run promtool")?;
+    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success() || !said.trim().is_empty(),
+        "promtool failed without a word: {}",
+        out.status
+    );
+    Ok(if out.status.success() { String::new() } else { said })
+}
+
+/// Pods named in a scrape's `container_cpu_usage_seconds_total` series of `namespace`.
+fn pods_in_scrape(text: &str, namespace: &str) -> BTreeSet<String> {
+    let in_namespace = format!("namespace=\"{namespace}\"");
+    text.lines()
+        .filter(|l| l.starts_with("container_cpu_usage_seconds_total{") && l.contains(&in_namespace))
+        .filter_map(|l| l.split("pod=\"").nth(1).and_then(|rest| rest.split('"').next()))
+        .map(str::to_owned)
+        .collect()
+}
+
+pub async fn exporter_output_is_clean(client: &Client) -> Result<()> {
+    let exporters = exporters(client).await?;
+    ensure!(exporters.len() == 3, "expected a node-exporter pod on each of the 3 nodes, found {exporters:?}");
+    for (node, pod) in &exporters {
+        let text = scrape(client, pod).await?;
+        ensure!(
+            text.contains("container_memory_working_set_bytes{"),
+            "{pod} on {node} exports no working set:\n{text}"
+        );
+        ensure!(
+            text.contains("vigil_node_exporter_scrape_success{collector=\"kubelet\"} 1"),
+            "{pod} on {node}: the kubelet collection failed:\n{}",
+            text.lines().filter(|l| l.starts_with("vigil_")).collect::<Vec<_>>().join("\n")
+        );
+        let complaints = promtool_check(&text)?;
+        ensure!(complaints.is_empty(), "promtool check metrics on {pod} ({node}):\n{complaints}");
+    }
+    Ok(())
+}
+
+fn prometheus_http() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build()?)
+}
+
+/// An instant query; the result vector.
+async fn query(http: &reqwest::Client, base: &str, promql: &str, at: Option<f64>) -> Result<Vec<Value>> {
+    let mut params = vec![("query", promql.to_owned())];
+    if let Some(at) = at {
+        params.push(("time", format!("{at:.3}")));
+    }
+    let url = format!("{base}api/v1/query");
+    let body = http.get(&url).query(&params).send().await?.error_for_status()?.text().await?;
+    let answer: Value = serde_json::from_str(&body).with_context(|| format!("{url}: {body}"))?;
+    ensure!(answer["status"] == "success", "{url} {promql}: {answer}");
+    Ok(answer["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+pub async fn prometheus_sees_every_web_pod(client: &Client, deployed: &Deployed) -> Result<()> {
+    let http = prometheus_http()?;
+    let started = Instant::now();
+    let promql = r#"container_cpu_usage_seconds_total{namespace="default",container="web"}"#;
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        let want = web_pods(client).await?;
+        let series = query(&http, &deployed.prometheus_url, promql, None).await.unwrap_or_else(|e| {
+            last = e.to_string();
+            vec![]
+        });
+        let seen: BTreeMap<String, String> = series
+            .iter()
+            .filter_map(|s| {
+                Some((s["metric"]["pod"].as_str()?.to_owned(), s["metric"]["node"].as_str()?.to_owned()))
+            })
+            .collect();
+        let nodes: BTreeSet<&String> = want.values().collect();
+        if want.len() == 3 && want.iter().all(|(pod, node)| seen.get(pod) == Some(node)) {
+            println!(
+                "Prometheus has container_cpu_usage_seconds_total for all 3 web pods on {nodes:?} after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        last = format!("web pods {want:?}, Prometheus has {seen:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    bail!("within 60 s Prometheus did not return container_cpu_usage_seconds_total for every web pod: {last}")
+}
+
+pub async fn a_deleted_pods_series_leave_the_exporter(client: &Client) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let (victim, node) = web_pods(client).await?.into_iter().next().context("no web pod")?;
+    let exporter =
+        exporters(client).await?.remove(&node).with_context(|| format!("no exporter on {node}"))?;
+    let before = pods_in_scrape(&scrape(client, &exporter).await?, "default");
+    ensure!(before.contains(&victim), "{exporter} does not export {victim} before the deletion: {before:?}");
+    pods.delete(&victim, &DeleteParams::default()).await?;
+    wait_for(&format!("pod {victim} gone from the API"), Duration::from_secs(60), || async {
+        Ok(pods.get_opt(&victim).await?.is_none().then_some(()))
+    })
+    .await?;
+    // The exporter's cache lasts 2 s: wait it out, then one scrape must not name the pod.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = pods_in_scrape(&scrape(client, &exporter).await?, "default");
+    ensure!(!after.contains(&victim), "{exporter} still exports {victim} after it was deleted: {after:?}");
+    Ok(())
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs_f64()
+}
+
+pub async fn prometheus_data_survives_a_restart(client: &Client, deployed: &Deployed) -> Result<()> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), node_exporter::NAMESPACE);
+    let claim = claims.get(prometheus::CLAIM).await?;
+    let volume = claim.spec.and_then(|s| s.volume_name).context("the claim names no volume")?;
+    let pv = Api::<PersistentVolume>::all(client.clone()).get(&volume).await?;
+    let class = pv.spec.as_ref().and_then(|s| s.storage_class_name.clone());
+    ensure!(class.as_deref() == Some(local_path::STORAGE_CLASS), "volume {volume} has class {class:?}");
+    let provisioned_by =
+        pv.metadata.annotations.unwrap_or_default().get("pv.kubernetes.io/provisioned-by").cloned();
+    ensure!(provisioned_by.is_some(), "volume {volume} was not dynamically provisioned");
+
+    let http = prometheus_http()?;
+    let base = &deployed.prometheus_url;
+    // A moment Prometheus has a sample of itself for; asked again after the restart.
+    let promql = r#"up{job="prometheus"}"#;
+    let moment = wait_for("a sample of Prometheus's own `up`", Duration::from_secs(60), || async {
+        let at = now();
+        Ok((!query(&http, base, promql, Some(at)).await?.is_empty()).then_some(at))
+    })
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), node_exporter::NAMESPACE);
+    let selector = format!("app.kubernetes.io/name={}", prometheus::NAME);
+    let old: Vec<String> =
+        pods.list(&ListParams::default().labels(&selector)).await?.items.iter().map(name).collect();
+    for pod in &old {
+        pods.delete(pod, &DeleteParams::default()).await?;
+    }
+    wait_for("a new Prometheus pod answering", Duration::from_secs(120), || async {
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        let fresh = list.items.iter().any(|p| running(p) && !old.contains(&name(p)));
+        if !fresh {
+            return Ok(None);
+        }
+        Ok(query(&http, base, "vector(1)", None).await.ok().map(|_| ()))
+    })
+    .await?;
+    let kept = query(&http, base, promql, Some(moment)).await?;
+    ensure!(
+        !kept.is_empty(),
+        "after its pod {old:?} was replaced, Prometheus has no sample at {moment:.0} any more: its data was lost"
+    );
+    Ok(())
+}
+
+/// node-exporter's Docker collector against the host's own dockerd, whose
+/// containers are this cluster's nodes.
+pub async fn docker_collector_reads_the_node_containers(spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+    use ::node_exporter::collector::{Collector as _, docker::DockerCollector};
+    let docker = DockerCollector::connect("/var/run/docker.sock")?.negotiate().await?;
+    let samples = docker.collect().await?;
+    for node in spec.nodes() {
+        let (_, usage) = samples
+            .containers
+            .iter()
+            .find(|(id, _)| id.container == node.name && id.pod.is_empty())
+            .with_context(|| format!("the Docker collector does not report node container {}", node.name))?;
+        ensure!(usage.cpu_seconds.is_some_and(|s| s > 0.0), "{}: no CPU time: {usage:?}", node.name);
+        ensure!(
+            usage.memory_working_set_bytes.is_some_and(|b| b > 0),
+            "{}: no working set: {usage:?}",
+            node.name
+        );
+        ensure!(
+            samples.interfaces.iter().any(|i| i.container == node.name && i.rx_bytes > 0),
+            "{}: no network counters",
+            node.name
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! local-path-provisioner v0.0.30: upstream's `local-path-storage.yaml`
+//! (vendored unmodified in `manifests/local-path/`) with the provisioner's
+//! image built here, its helper pod on the pod base image (it needs only a
+//! shell, mkdir and rm), and volumes under the node's `/var`, which is the
+//! node container's volume and so survives the node being stopped.
+
+use kube::api::DynamicObject;
+
+use super::upstream::{self, ImageMapping};
+use crate::versions;
+
+pub const NAMESPACE: &str = "local-path-storage";
+pub const STORAGE_CLASS: &str = "local-path";
+pub const MANIFEST: &str = include_str!("../../../manifests/local-path/local-path-storage.yaml");
+const MANIFEST_NAME: &str = "local-path-storage.yaml";
+/// Where volumes live on each node.
+pub const DATA_DIR: &str = "/var/local-path-provisioner";
+
+pub fn image(repository: &str) -> String {
+    format!("{repository}/local-path-provisioner:{}", versions::LOCAL_PATH)
+}
+
+fn error(message: String) -> upstream::Error {
+    upstream::Error { manifest: MANIFEST_NAME, message }
+}
+
+/// The helper pod spec (a YAML document inside the ConfigMap), typed.
+fn helper_pod(yaml: &str, helper_image: &str) -> Result<String, upstream::Error> {
+    let mut pod: k8s_openapi::api::core::v1::Pod =
+        serde_yaml::from_str(yaml).map_err(|e| error(e.to_string()))?;
+    let spec = pod.spec.as_mut().ok_or_else(|| error("helperPod.yaml has no spec".into()))?;
+    for container in &mut spec.containers {
+        container.image = Some(helper_image.into());
+        container.image_pull_policy = Some("IfNotPresent".into());
+    }
+    serde_yaml::to_string(&pod).map_err(|e| error(e.to_string()))
+}
+
+/// The provisioner's config (JSON inside the ConfigMap): every node's path.
+fn config(json: &str) -> Result<String, upstream::Error> {
+    let mut config: serde_json::Value = serde_json::from_str(json).map_err(|e| error(e.to_string()))?;
+    let map =
+        config["nodePathMap"].as_array_mut().ok_or_else(|| error("config.json has no nodePathMap".into()))?;
+    for node in map {
+        node["paths"] = serde_json::json!([DATA_DIR]);
+    }
+    serde_json::to_string_pretty(&config).map_err(|e| error(e.to_string()))
+}
+
+pub fn objects(repository: &str, helper_image: &str) -> Result<Vec<DynamicObject>, upstream::Error> {
+    let images = [ImageMapping { upstream: "rancher/local-path-provisioner", built: image(repository) }];
+    let mut objects = upstream::parse(MANIFEST_NAME, MANIFEST, &images)?;
+    for object in &mut objects {
+        let is_config = object.types.as_ref().is_some_and(|t| t.kind == "ConfigMap")
+            && object.metadata.name.as_deref() == Some("local-path-config");
+        if !is_config {
+            continue;
+        }
+        let data = &mut object.data["data"];
+        let helper =
+            data["helperPod.yaml"].as_str().ok_or_else(|| error("no helperPod.yaml".into()))?.to_owned();
+        data["helperPod.yaml"] = serde_json::Value::String(helper_pod(&helper, helper_image)?);
+        let json = data["config.json"].as_str().ok_or_else(|| error("no config.json".into()))?.to_owned();
+        data["config.json"] = serde_json::Value::String(config(&json)?);
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_paths_and_helper_are_ours() {
+        let objects = objects("vigil.local", "vigil.local/base:bookworm").unwrap();
+        let text = serde_json::to_string(&objects).unwrap();
+        assert!(text.contains("vigil.local/local-path-provisioner:v0.0.30"));
+        assert!(!text.contains("rancher/local-path-provisioner:"));
+        assert!(!text.contains("busybox"), "the helper pod image is replaced");
+        assert!(text.contains(DATA_DIR) && !text.contains("/opt/local-path-provisioner"));
+        let kinds: Vec<_> = objects.iter().map(|o| o.types.as_ref().unwrap().kind.clone()).collect();
+        assert!(kinds.contains(&"StorageClass".to_owned()) && kinds.contains(&"Deployment".to_owned()));
+    }
+}

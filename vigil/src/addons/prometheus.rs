@@ -1,0 +1,345 @@
+//! Prometheus 2.53 as Debian 13 packages it (image `<repo>/monitoring:trixie`),
+//! scraping by Kubernetes pod discovery, its TSDB on a PersistentVolumeClaim
+//! that local-path-provisioner binds, and its UI behind a LoadBalancer
+//! address on the node network. The configuration is generated from typed
+//! values.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
+        core::v1::{
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+            SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+            VolumeResourceRequirements,
+        },
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::api::ObjectMeta;
+use serde::Serialize;
+
+use super::{Object, local_path, node_exporter::NAMESPACE};
+
+pub const NAME: &str = "prometheus";
+pub const PORT: u16 = 9090;
+/// The PersistentVolumeClaim holding the TSDB.
+pub const CLAIM: &str = "prometheus-data";
+const CONFIG_DIR: &str = "/etc/prometheus";
+const DATA_DIR: &str = "/prometheus";
+/// Debian's `nobody`, who owns nothing in the image.
+const USER: i64 = 65534;
+
+/// Container ports whose name says they serve `/metrics`.
+pub const METRICS_PORT_NAMES: &str = "metrics|http|probe-admin";
+
+#[derive(Serialize)]
+struct Config {
+    global: Global,
+    scrape_configs: Vec<ScrapeConfig>,
+}
+
+#[derive(Serialize)]
+struct Global {
+    scrape_interval: &'static str,
+    evaluation_interval: &'static str,
+}
+
+#[derive(Serialize)]
+struct ScrapeConfig {
+    job_name: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    honor_labels: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kubernetes_sd_configs: Vec<SdConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    static_configs: Vec<StaticConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    relabel_configs: Vec<Relabel>,
+}
+
+#[derive(Serialize)]
+struct SdConfig {
+    role: &'static str,
+}
+
+#[derive(Serialize)]
+struct StaticConfig {
+    targets: Vec<String>,
+}
+
+#[derive(Serialize, Default)]
+struct Relabel {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    source_labels: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regex: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_label: Option<&'static str>,
+}
+
+fn keep(label: &'static str, regex: &'static str) -> Relabel {
+    Relabel { source_labels: vec![label], action: Some("keep"), regex: Some(regex), ..Default::default() }
+}
+
+fn copy(label: &'static str, target: &'static str) -> Relabel {
+    Relabel { source_labels: vec![label], target_label: Some(target), ..Default::default() }
+}
+
+/// One job for every pod that asks to be scraped (`prometheus.io/scrape:
+/// "true"`), one target per container port named like a metrics port.
+/// `honor_labels`: node-exporter's `namespace`/`pod`/`container` labels
+/// describe the containers it measures and must not be overwritten; the
+/// scraped pod is recorded as `kubernetes_*` instead.
+pub fn config_yaml() -> String {
+    let config = Config {
+        global: Global { scrape_interval: "15s", evaluation_interval: "15s" },
+        scrape_configs: vec![
+            ScrapeConfig {
+                job_name: "prometheus",
+                honor_labels: false,
+                kubernetes_sd_configs: vec![],
+                static_configs: vec![StaticConfig { targets: vec![format!("localhost:{PORT}")] }],
+                relabel_configs: vec![],
+            },
+            ScrapeConfig {
+                job_name: "kubernetes-pods",
+                honor_labels: true,
+                kubernetes_sd_configs: vec![SdConfig { role: "pod" }],
+                static_configs: vec![],
+                relabel_configs: vec![
+                    keep("__meta_kubernetes_pod_annotation_prometheus_io_scrape", "true"),
+                    keep("__meta_kubernetes_pod_phase", "Running"),
+                    keep("__meta_kubernetes_pod_container_port_name", METRICS_PORT_NAMES),
+                    copy("__meta_kubernetes_namespace", "kubernetes_namespace"),
+                    copy("__meta_kubernetes_pod_name", "kubernetes_pod"),
+                    copy("__meta_kubernetes_pod_container_name", "kubernetes_container"),
+                    copy("__meta_kubernetes_pod_node_name", "kubernetes_node"),
+                ],
+            },
+        ],
+    };
+    serde_yaml::to_string(&config).expect("serializes")
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), NAME.into()),
+        ("app.kubernetes.io/component".into(), "monitoring".into()),
+        ("app.kubernetes.io/part-of".into(), "vigil".into()),
+        ("app.kubernetes.io/managed-by".into(), "vigil".into()),
+    ])
+}
+
+fn selector() -> BTreeMap<String, String> {
+    BTreeMap::from([("app.kubernetes.io/name".into(), NAME.into())])
+}
+
+fn meta(name: &str, namespaced: bool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespaced.then(|| NAMESPACE.into()),
+        labels: Some(labels()),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(PORT.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(6),
+        ..Default::default()
+    }
+}
+
+/// `load_balancer_ip`: the address MetalLB is asked to give the UI's Service.
+pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
+    let account = ServiceAccount { metadata: meta(NAME, true), ..Default::default() };
+    // Pod discovery is all it needs from the API.
+    let role = ClusterRole {
+        metadata: meta("vigil:prometheus", false),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".into()]),
+            verbs: vec!["list".into(), "watch".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: meta("vigil:prometheus", false),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "vigil:prometheus".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: NAME.into(),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        }]),
+    };
+    let config = ConfigMap {
+        metadata: meta("prometheus-config", true),
+        data: Some(BTreeMap::from([("prometheus.yml".into(), config_yaml())])),
+        ..Default::default()
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: meta(CLAIM, true),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: Some(local_path::STORAGE_CLASS.into()),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".into(), Quantity("1Gi".into()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let container = Container {
+        name: NAME.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["/usr/bin/prometheus".into()]),
+        args: Some(vec![
+            format!("--config.file={CONFIG_DIR}/prometheus.yml"),
+            format!("--storage.tsdb.path={DATA_DIR}"),
+            "--storage.tsdb.retention.time=7d".into(),
+            format!("--web.listen-address=0.0.0.0:{PORT}"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("web".into()),
+            container_port: PORT.into(),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(http_probe("/-/ready")),
+        liveness_probe: Some(http_probe("/-/healthy")),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("100m".into())),
+                ("memory".into(), Quantity("128Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("512Mi".into()))])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(NAME, true),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(selector()), ..Default::default() },
+            // One writer for the TSDB: the old pod goes before the new one starts.
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(NAME.into()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(USER),
+                        run_as_group: Some(USER),
+                        fs_group: Some(USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: "prometheus-config".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "data".into(),
+                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                                claim_name: CLAIM.into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: ObjectMeta {
+            annotations: Some(BTreeMap::from([(
+                "metallb.universe.tf/loadBalancerIPs".into(),
+                load_balancer_ip.into(),
+            )])),
+            ..meta(NAME, true)
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            selector: Some(selector()),
+            ports: Some(vec![ServicePort {
+                name: Some("web".into()),
+                port: PORT.into(),
+                target_port: Some(IntOrString::String("web".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![
+        Object::ServiceAccount(account),
+        Object::ClusterRole(role),
+        Object::ClusterRoleBinding(binding),
+        Object::ConfigMap(config),
+        Object::PersistentVolumeClaim(claim),
+        Object::Deployment(deployment),
+        Object::Service(service),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_matches_golden_file() {
+        crate::golden::assert_golden("prometheus.yml", &config_yaml());
+    }
+}
