@@ -38,6 +38,7 @@ async fn vigil_end_to_end() -> Result<()> {
     monitoring::exporter_output_is_clean(&client).await?;
     monitoring::docker_collector_reads_the_node_containers(&spec).await?;
     monitoring::prometheus_sees_every_web_pod(&client, &deployed).await?;
+    monitoring::prometheus_scrapes_every_component(&deployed).await?;
     monitoring::a_deleted_pods_series_leave_the_exporter(&client).await?;
     monitoring::prometheus_data_survives_a_restart(&client, &deployed).await?;
 

@@ -1,9 +1,9 @@
 //! Monitoring (issue 5): node-exporter's live output passes `promtool check
-//! metrics`; Prometheus, found by pod discovery, has
-//! `container_cpu_usage_seconds_total` for every `web` pod within 60 s; a
-//! deleted pod's series leave the exporter's output; Prometheus's data,
-//! on a PersistentVolumeClaim that local-path-provisioner bound, survives
-//! its pod being deleted.
+//! metrics`; Prometheus scrapes web, probe-server and node-exporter, found
+//! by pod discovery, and has `container_cpu_usage_seconds_total` for every
+//! `web` pod within 60 s; a deleted pod's series leave the exporter's
+//! output; Prometheus's data, on a PersistentVolumeClaim that
+//! local-path-provisioner bound, survives its pod being deleted.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -271,4 +271,37 @@ pub async fn docker_collector_reads_the_node_containers(spec: &vigil::cluster::C
         );
     }
     Ok(())
+}
+
+/// Pod discovery finds every component that serves metrics, and each target is up.
+pub async fn prometheus_scrapes_every_component(deployed: &Deployed) -> Result<()> {
+    let http = prometheus_http()?;
+    // The UI a user opens at the printed address.
+    let graph = format!("{}graph", deployed.prometheus_url);
+    let page = http.get(&graph).send().await?.error_for_status()?.text().await?;
+    ensure!(
+        page.contains("<title>Prometheus"),
+        "{graph} is not Prometheus's UI: {}",
+        &page[..page.len().min(200)]
+    );
+    wait_for(
+        "Prometheus targets web, probe-server and node-exporter up (3 each)",
+        Duration::from_secs(60),
+        || async {
+            let up =
+                query(&http, &deployed.prometheus_url, r#"up{job="kubernetes-pods"} == 1"#, None).await?;
+            let mut by_container: BTreeMap<String, usize> = BTreeMap::new();
+            for series in &up {
+                let container = series["metric"]["kubernetes_container"].as_str().unwrap_or_default();
+                *by_container.entry(container.to_owned()).or_default() += 1;
+            }
+            let all =
+                ["web", "probe-server", "node-exporter"].iter().all(|c| by_container.get(*c) >= Some(&3));
+            if !all {
+                println!("targets up so far: {by_container:?}");
+            }
+            Ok(all.then_some(()))
+        },
+    )
+    .await
 }

@@ -8,18 +8,17 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
-            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource,
-            HostPathVolumeSource, Namespace, ObjectFieldSelector, PodSpec, PodTemplateSpec,
-            ResourceRequirements, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, HostPathVolumeSource,
+            Namespace, PodSpec, PodTemplateSpec, ResourceRequirements, SecurityContext, Toleration, Volume,
+            VolumeMount,
         },
-        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
 };
 use kube::api::ObjectMeta;
 use serde_json::json;
 
-use super::Object;
+use super::{Object, cluster_identity, core_rule, field_env};
 use crate::cluster::ClusterSpec;
 
 pub const NAMESPACE: &str = "kube-flannel";
@@ -37,15 +36,6 @@ fn meta(name: &str, namespaced: bool) -> ObjectMeta {
     }
 }
 
-fn rule(resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(vec![String::new()]),
-        resources: Some(resources.iter().map(|s| (*s).into()).collect()),
-        verbs: verbs.iter().map(|s| (*s).into()).collect(),
-        ..Default::default()
-    }
-}
-
 fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), ..Default::default() }
 }
@@ -54,17 +44,6 @@ fn host_path(name: &str, path: &str, kind: Option<&str>) -> Volume {
     Volume {
         name: name.into(),
         host_path: Some(HostPathVolumeSource { path: path.into(), type_: kind.map(Into::into) }),
-        ..Default::default()
-    }
-}
-
-fn field_env(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }
@@ -98,30 +77,15 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         },
         ..Default::default()
     };
-    let service_account = ServiceAccount { metadata: meta(NAME, true), ..Default::default() };
-    let role = ClusterRole {
-        metadata: meta(NAME, false),
-        rules: Some(vec![
-            rule(&["pods"], &["get"]),
-            rule(&["nodes"], &["get", "list", "watch"]),
-            rule(&["nodes/status"], &["patch"]),
-        ]),
-        ..Default::default()
-    };
-    let binding = ClusterRoleBinding {
-        metadata: meta(NAME, false),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: NAME.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: NAME.into(),
-            namespace: Some(NAMESPACE.into()),
-            ..Default::default()
-        }]),
-    };
+    let identity = cluster_identity(
+        meta(NAME, true),
+        meta(NAME, false),
+        vec![
+            core_rule(&["pods"], &["get"]),
+            core_rule(&["nodes"], &["get", "list", "watch"]),
+            core_rule(&["nodes/status"], &["patch"]),
+        ],
+    );
     let config = ConfigMap {
         metadata: meta("kube-flannel-cfg", true),
         data: Some(BTreeMap::from([
@@ -220,14 +184,10 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         }),
         ..Default::default()
     };
-    vec![
-        Object::Namespace(namespace),
-        Object::ServiceAccount(service_account),
-        Object::ClusterRole(role),
-        Object::ClusterRoleBinding(binding),
-        Object::ConfigMap(config),
-        Object::DaemonSet(daemon_set),
-    ]
+    let mut objects = vec![Object::Namespace(namespace)];
+    objects.extend(identity);
+    objects.extend([Object::ConfigMap(config), Object::DaemonSet(daemon_set)]);
+    objects
 }
 
 #[cfg(test)]

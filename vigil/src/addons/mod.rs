@@ -17,6 +17,61 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+/// A rule over core-group resources.
+pub fn core_rule(resources: &[&str], verbs: &[&str]) -> k8s_openapi::api::rbac::v1::PolicyRule {
+    k8s_openapi::api::rbac::v1::PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(resources.iter().map(|s| (*s).into()).collect()),
+        verbs: verbs.iter().map(|s| (*s).into()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A component's identity: its ServiceAccount (`account`, namespaced) and a
+/// ClusterRole of exactly `rules` (`role`), bound to it under the role's name.
+pub fn cluster_identity(
+    account: kube::api::ObjectMeta,
+    role: kube::api::ObjectMeta,
+    rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>,
+) -> [Object; 3] {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
+    let binding = ClusterRoleBinding {
+        metadata: role.clone(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.name.clone().unwrap_or_default(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account.name.clone().unwrap_or_default(),
+            namespace: account.namespace.clone(),
+            ..Default::default()
+        }]),
+    };
+    [
+        Object::ServiceAccount(k8s_openapi::api::core::v1::ServiceAccount {
+            metadata: account,
+            ..Default::default()
+        }),
+        Object::ClusterRole(ClusterRole { metadata: role, rules: Some(rules), ..Default::default() }),
+        Object::ClusterRoleBinding(binding),
+    ]
+}
+
+/// An environment variable from the pod's own fields (downward API).
+pub fn field_env(name: &str, path: &str) -> k8s_openapi::api::core::v1::EnvVar {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The field manager vigil's applies are recorded under.
 pub const FIELD_MANAGER: &str = "vigil";
 

@@ -10,17 +10,15 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
-            ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            SeccompProfile, SecurityContext, ServiceAccount, Toleration,
+            Capabilities, Container, ContainerPort, HTTPGetAction, Namespace, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
         },
-        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::api::ObjectMeta;
 
-use super::Object;
+use super::{Object, cluster_identity, core_rule, field_env};
 
 pub const NAMESPACE: &str = "monitoring";
 pub const NAME: &str = "node-exporter";
@@ -50,17 +48,6 @@ fn meta(name: &str, namespaced: bool) -> ObjectMeta {
     }
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn probe(path: &str) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -79,31 +66,12 @@ pub fn namespace() -> Object {
 }
 
 pub fn objects(image: &str) -> Vec<Object> {
-    let account = ServiceAccount { metadata: meta(NAME, true), ..Default::default() };
-    let role = ClusterRole {
-        metadata: meta("vigil:node-exporter", false),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["nodes/stats".into()]),
-            verbs: vec!["get".into()],
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    let binding = ClusterRoleBinding {
-        metadata: meta("vigil:node-exporter", false),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: "vigil:node-exporter".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: NAME.into(),
-            namespace: Some(NAMESPACE.into()),
-            ..Default::default()
-        }]),
-    };
+    // What the kubelet checks for `/stats/summary`, and nothing else.
+    let identity = cluster_identity(
+        meta(NAME, true),
+        meta("vigil:node-exporter", false),
+        vec![core_rule(&["nodes/stats"], &["get"])],
+    );
     let container = Container {
         name: NAME.into(),
         image: Some(image.into()),
@@ -179,13 +147,10 @@ pub fn objects(image: &str) -> Vec<Object> {
         }),
         ..Default::default()
     };
-    vec![
-        namespace(),
-        Object::ServiceAccount(account),
-        Object::ClusterRole(role),
-        Object::ClusterRoleBinding(binding),
-        Object::DaemonSet(daemon_set),
-    ]
+    let mut objects = vec![namespace()];
+    objects.extend(identity);
+    objects.push(Object::DaemonSet(daemon_set));
+    objects
 }
 
 #[cfg(test)]

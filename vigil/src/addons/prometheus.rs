@@ -13,17 +13,16 @@ use k8s_openapi::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
             PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
             PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-            SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+            SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
             VolumeResourceRequirements,
         },
-        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
-use super::{Object, local_path, node_exporter::NAMESPACE};
+use super::{Object, cluster_identity, core_rule, local_path, node_exporter::NAMESPACE};
 
 pub const NAME: &str = "prometheus";
 pub const PORT: u16 = 9090;
@@ -165,32 +164,12 @@ fn http_probe(path: &str) -> Probe {
 
 /// `load_balancer_ip`: the address MetalLB is asked to give the UI's Service.
 pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
-    let account = ServiceAccount { metadata: meta(NAME, true), ..Default::default() };
     // Pod discovery is all it needs from the API.
-    let role = ClusterRole {
-        metadata: meta("vigil:prometheus", false),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["pods".into()]),
-            verbs: vec!["list".into(), "watch".into()],
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
-    let binding = ClusterRoleBinding {
-        metadata: meta("vigil:prometheus", false),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: "vigil:prometheus".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: NAME.into(),
-            namespace: Some(NAMESPACE.into()),
-            ..Default::default()
-        }]),
-    };
+    let identity = cluster_identity(
+        meta(NAME, true),
+        meta("vigil:prometheus", false),
+        vec![core_rule(&["pods"], &["list", "watch"])],
+    );
     let config = ConfigMap {
         metadata: meta("prometheus-config", true),
         data: Some(BTreeMap::from([("prometheus.yml".into(), config_yaml())])),
@@ -305,7 +284,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
     let service = Service {
         metadata: ObjectMeta {
             annotations: Some(BTreeMap::from([(
-                "metallb.universe.tf/loadBalancerIPs".into(),
+                "metallb.io/loadBalancerIPs".into(),
                 load_balancer_ip.into(),
             )])),
             ..meta(NAME, true)
@@ -323,15 +302,14 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
         }),
         ..Default::default()
     };
-    vec![
-        Object::ServiceAccount(account),
-        Object::ClusterRole(role),
-        Object::ClusterRoleBinding(binding),
+    let mut objects: Vec<Object> = identity.into();
+    objects.extend([
         Object::ConfigMap(config),
         Object::PersistentVolumeClaim(claim),
         Object::Deployment(deployment),
         Object::Service(service),
-    ]
+    ]);
+    objects
 }
 
 #[cfg(test)]

@@ -260,7 +260,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
     let service = Service {
         metadata: ObjectMeta {
             annotations: Some(BTreeMap::from([(
-                "metallb.universe.tf/loadBalancerIPs".into(),
+                "metallb.io/loadBalancerIPs".into(),
                 load_balancer_ip.into(),
             )])),
             ..meta(NAME)
