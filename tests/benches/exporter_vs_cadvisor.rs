@@ -37,7 +37,7 @@ use vigil::{
     cluster::ClusterSpec,
     progress::Progress,
 };
-use vigil_e2e::{cache_dir, client, down, up, wait_for};
+use vigil_e2e::{cache_dir, client, down, median, proc_status_kib, up, wait_for};
 
 const DIR: &str = "/opt/vigil-bench";
 const SCRAPES: usize = 20;
@@ -74,14 +74,6 @@ fn host_pid(node: &str, prefix: &str) -> Result<u32> {
         .with_context(|| format!("no process `{prefix}` in {node}"))
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -109,11 +101,6 @@ struct Measured {
     kubelet_cpu_per_scrape: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// `SCRAPES` back-to-back scrapes of one exporter from the host.
 async fn measure(http: &reqwest::Client, e: &Exporter, kubelet: u32) -> Result<Measured> {
     for _ in 0..2 {
@@ -130,7 +117,7 @@ async fn measure(http: &reqwest::Client, e: &Exporter, kubelet: u32) -> Result<M
     }
     let (cpu1, kubelet1) = (cpu_seconds(e.pid)?, cpu_seconds(kubelet)?);
     Ok(Measured {
-        rss_kib: status_kib(e.pid, "VmRSS:"),
+        rss_kib: proc_status_kib(e.pid, "VmRSS:"),
         cpu_per_scrape: (cpu1 - cpu0) / SCRAPES as f64,
         max_ms: latencies.iter().copied().fold(0.0, f64::max),
         p50_ms: median(latencies),

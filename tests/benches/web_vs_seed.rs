@@ -14,6 +14,8 @@ use std::{
     time::Duration,
 };
 
+use vigil_e2e::{median, proc_status_kib};
+
 const ROUNDS: usize = 3;
 const SECONDS: u32 = 8;
 const CONNECTIONS: u32 = 64;
@@ -35,19 +37,11 @@ impl Drop for Server {
 
 impl Server {
     fn rss_kib(&self) -> u64 {
-        self.children.iter().map(|c| status_field(c.id(), "VmRSS:")).sum()
+        self.children.iter().map(|c| proc_status_kib(c.id(), "VmRSS:")).sum()
     }
     fn peak_kib(&self) -> u64 {
-        self.children.iter().map(|c| status_field(c.id(), "VmHWM:")).sum()
+        self.children.iter().map(|c| proc_status_kib(c.id(), "VmHWM:")).sum()
     }
-}
-
-fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn workspace() -> PathBuf {
@@ -106,11 +100,6 @@ fn parse_latency(v: &str) -> f64 {
         "s" => n * 1000.0,
         _ => f64::NAN,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

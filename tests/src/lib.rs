@@ -97,3 +97,18 @@ pub async fn run_to_completion(
     let logs = pods.logs(&name, &LogParams::default()).await?;
     Ok((phase, logs))
 }
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`); 0 when the process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The middle value (the upper one of an even count), for benchmark rounds.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}

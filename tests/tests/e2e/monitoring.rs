@@ -26,11 +26,7 @@ use vigil::{
 };
 use vigil_e2e::wait_for;
 
-const WEB_SELECTOR: &str = "app=web";
-
-fn name(pod: &Pod) -> String {
-    pod.metadata.name.clone().unwrap_or_default()
-}
+use crate::workload::{name, web_pods};
 
 fn node_of(pod: &Pod) -> String {
     pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()
@@ -42,10 +38,9 @@ fn running(pod: &Pod) -> bool {
 }
 
 /// Running web pods, by name, with their nodes.
-async fn web_pods(client: &Client) -> Result<BTreeMap<String, String>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let list = pods.list(&ListParams::default().labels(WEB_SELECTOR)).await?;
-    Ok(list.items.iter().filter(|p| running(p)).map(|p| (name(p), node_of(p))).collect())
+async fn running_web_pods(client: &Client) -> Result<BTreeMap<String, String>> {
+    let pods = web_pods(client).await?;
+    Ok(pods.iter().filter(|p| running(p)).map(|p| (name(p), node_of(p))).collect())
 }
 
 /// The node-exporter pod on each node.
@@ -154,7 +149,7 @@ pub async fn prometheus_sees_every_web_pod(client: &Client, deployed: &Deployed)
     let promql = r#"container_cpu_usage_seconds_total{namespace="default",container="web"}"#;
     let mut last = String::new();
     while started.elapsed() < Duration::from_secs(60) {
-        let want = web_pods(client).await?;
+        let want = running_web_pods(client).await?;
         let series = query(&http, &deployed.prometheus_url, promql, None).await.unwrap_or_else(|e| {
             last = e.to_string();
             vec![]
@@ -181,7 +176,7 @@ pub async fn prometheus_sees_every_web_pod(client: &Client, deployed: &Deployed)
 
 pub async fn a_deleted_pods_series_leave_the_exporter(client: &Client) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let (victim, node) = web_pods(client).await?.into_iter().next().context("no web pod")?;
+    let (victim, node) = running_web_pods(client).await?.into_iter().next().context("no web pod")?;
     let exporter =
         exporters(client).await?.remove(&node).with_context(|| format!("no exporter on {node}"))?;
     let before = pods_in_scrape(&scrape(client, &exporter).await?, "default");

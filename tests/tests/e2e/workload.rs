@@ -51,12 +51,12 @@ async fn curl_many(url: &str, count: usize) -> Result<Vec<String>> {
     Ok(seen)
 }
 
-async fn web_pods(client: &Client) -> Result<Vec<Pod>> {
+pub(crate) async fn web_pods(client: &Client) -> Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     Ok(pods.list(&ListParams::default().labels(WEB_SELECTOR)).await?.items)
 }
 
-fn name(pod: &Pod) -> String {
+pub(crate) fn name(pod: &Pod) -> String {
     pod.metadata.name.clone().unwrap_or_default()
 }
 

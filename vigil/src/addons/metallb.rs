@@ -19,6 +19,12 @@ pub const UPSTREAM_IMAGES: [(&str, &str); 2] =
     [("quay.io/metallb/controller", "metallb-controller"), ("quay.io/metallb/speaker", "metallb-speaker")];
 const POOL: &str = "vigil-node-network";
 
+/// The annotations that ask MetalLB for one given address of its pool, for
+/// Services whose address vigil prints (web, Prometheus).
+pub fn pinned_address(ip: &str) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([("metallb.io/loadBalancerIPs".into(), ip.into())])
+}
+
 /// Where the image `component` of this MetalLB release is tagged here.
 pub fn image(repository: &str, component: &str) -> String {
     format!("{repository}/{component}:{VERSION}")

@@ -59,6 +59,56 @@ pub fn cluster_identity(
     ]
 }
 
+/// A probe that GETs `path` on `port`; callers set its timing.
+pub fn http_get_probe(port: u16, path: &str) -> k8s_openapi::api::core::v1::Probe {
+    use k8s_openapi::{
+        api::core::v1::{HTTPGetAction, Probe},
+        apimachinery::pkg::util::intstr::IntOrString,
+    };
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Resource quantities, for requests and limits.
+pub fn quantity(
+    pairs: &[(&str, &str)],
+) -> Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>> {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned()))).collect())
+}
+
+/// Non-root, read-only root filesystem, no capabilities, no privilege escalation.
+pub fn locked_down() -> k8s_openapi::api::core::v1::SecurityContext {
+    use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        ..Default::default()
+    }
+}
+
+/// A pod that runs as `uid` (group too) under the runtime's default seccomp
+/// profile; `fs_group` owns its volumes when set.
+pub fn non_root_pod(uid: i64, fs_group: Option<i64>) -> k8s_openapi::api::core::v1::PodSecurityContext {
+    use k8s_openapi::api::core::v1::{PodSecurityContext, SeccompProfile};
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group,
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
 /// An environment variable from the pod's own fields (downward API).
 pub fn field_env(name: &str, path: &str) -> k8s_openapi::api::core::v1::EnvVar {
     use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};

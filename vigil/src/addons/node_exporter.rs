@@ -10,27 +10,33 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, HTTPGetAction, Namespace, PodSecurityContext, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+            Container, ContainerPort, Namespace, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            Toleration,
         },
     },
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 use kube::api::ObjectMeta;
 
-use super::{Object, cluster_identity, core_rule, field_env};
+use super::{
+    Object, cluster_identity, core_rule, field_env, http_get_probe, locked_down, non_root_pod, quantity,
+};
 
 pub const NAMESPACE: &str = "monitoring";
 pub const NAME: &str = "node-exporter";
 pub const METRICS_PORT: u16 = 9100;
 pub const ADMIN_PORT: u16 = 9101;
+/// The user the workload images are built to run as.
+const USER: i64 = 65532;
 
-fn selector() -> BTreeMap<String, String> {
-    BTreeMap::from([("app.kubernetes.io/name".into(), NAME.into())])
+/// What selects a monitoring component's pods (`app` is its name).
+pub(super) fn monitoring_selector(app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("app.kubernetes.io/name".into(), app.into())])
 }
 
-fn labels() -> BTreeMap<String, String> {
-    let mut labels = selector();
+/// The labels every object of a monitoring component carries.
+pub(super) fn monitoring_labels(app: &str) -> BTreeMap<String, String> {
+    let mut labels = monitoring_selector(app);
     labels.extend([
         ("app.kubernetes.io/component".to_owned(), "monitoring".to_owned()),
         ("app.kubernetes.io/part-of".to_owned(), "vigil".to_owned()),
@@ -39,25 +45,31 @@ fn labels() -> BTreeMap<String, String> {
     labels
 }
 
-fn meta(name: &str, namespaced: bool) -> ObjectMeta {
+/// An object `name` of the monitoring component `app`, in the monitoring
+/// namespace when `namespaced`.
+pub(super) fn monitoring_meta(app: &str, name: &str, namespaced: bool) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: namespaced.then(|| NAMESPACE.into()),
-        labels: Some(labels()),
+        labels: Some(monitoring_labels(app)),
         ..Default::default()
     }
 }
 
+fn selector() -> BTreeMap<String, String> {
+    monitoring_selector(NAME)
+}
+
+fn labels() -> BTreeMap<String, String> {
+    monitoring_labels(NAME)
+}
+
+fn meta(name: &str, namespaced: bool) -> ObjectMeta {
+    monitoring_meta(NAME, name, namespaced)
+}
+
 fn probe(path: &str) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(ADMIN_PORT.into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(10),
-        ..Default::default()
-    }
+    Probe { period_seconds: Some(10), ..http_get_probe(ADMIN_PORT, path) }
 }
 
 /// The namespace the monitoring components share.
@@ -92,20 +104,11 @@ pub fn objects(image: &str) -> Vec<Object> {
         liveness_probe: Some(probe("/live")),
         readiness_probe: Some(probe("/ready")),
         resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), Quantity("10m".into())),
-                ("memory".into(), Quantity("8Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([("memory".into(), Quantity("32Mi".into()))])),
+            requests: quantity(&[("cpu", "10m"), ("memory", "8Mi")]),
+            limits: quantity(&[("memory", "32Mi")]),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-            ..Default::default()
-        }),
+        security_context: Some(locked_down()),
         ..Default::default()
     };
     let annotations = BTreeMap::from([
@@ -124,16 +127,7 @@ pub fn objects(image: &str) -> Vec<Object> {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(non_root_pod(USER, None)),
                     // Every node, the control plane included.
                     tolerations: Some(vec![Toleration {
                         operator: Some("Exists".into()),

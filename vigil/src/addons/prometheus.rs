@@ -10,19 +10,22 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
-            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
-            PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-            SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaim,
+            PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
             VolumeResourceRequirements,
         },
     },
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
-use super::{Object, cluster_identity, core_rule, local_path, node_exporter::NAMESPACE};
+use super::{
+    Object, cluster_identity, core_rule, http_get_probe, local_path, locked_down, metallb,
+    node_exporter::{monitoring_labels, monitoring_meta, monitoring_selector},
+    non_root_pod, quantity,
+};
 
 pub const NAME: &str = "prometheus";
 pub const PORT: u16 = 9090;
@@ -128,38 +131,19 @@ pub fn config_yaml() -> String {
 }
 
 fn labels() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".into(), NAME.into()),
-        ("app.kubernetes.io/component".into(), "monitoring".into()),
-        ("app.kubernetes.io/part-of".into(), "vigil".into()),
-        ("app.kubernetes.io/managed-by".into(), "vigil".into()),
-    ])
+    monitoring_labels(NAME)
 }
 
 fn selector() -> BTreeMap<String, String> {
-    BTreeMap::from([("app.kubernetes.io/name".into(), NAME.into())])
+    monitoring_selector(NAME)
 }
 
 fn meta(name: &str, namespaced: bool) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: namespaced.then(|| NAMESPACE.into()),
-        labels: Some(labels()),
-        ..Default::default()
-    }
+    monitoring_meta(NAME, name, namespaced)
 }
 
 fn http_probe(path: &str) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(PORT.into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(5),
-        failure_threshold: Some(6),
-        ..Default::default()
-    }
+    Probe { period_seconds: Some(5), failure_threshold: Some(6), ..http_get_probe(PORT, path) }
 }
 
 /// `load_balancer_ip`: the address MetalLB is asked to give the UI's Service.
@@ -181,7 +165,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: Some(local_path::STORAGE_CLASS.into()),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".into(), Quantity("1Gi".into()))])),
+                requests: quantity(&[("storage", "1Gi")]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -216,20 +200,11 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
             VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
         ]),
         resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), Quantity("100m".into())),
-                ("memory".into(), Quantity("128Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([("memory".into(), Quantity("512Mi".into()))])),
+            requests: quantity(&[("cpu", "100m"), ("memory", "128Mi")]),
+            limits: quantity(&[("memory", "512Mi")]),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-            ..Default::default()
-        }),
+        security_context: Some(locked_down()),
         ..Default::default()
     };
     let deployment = Deployment {
@@ -243,17 +218,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
                 metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(USER),
-                        run_as_group: Some(USER),
-                        fs_group: Some(USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(non_root_pod(USER, Some(USER))),
                     termination_grace_period_seconds: Some(30),
                     containers: vec![container],
                     volumes: Some(vec![
@@ -283,10 +248,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
     };
     let service = Service {
         metadata: ObjectMeta {
-            annotations: Some(BTreeMap::from([(
-                "metallb.io/loadBalancerIPs".into(),
-                load_balancer_ip.into(),
-            )])),
+            annotations: Some(metallb::pinned_address(load_balancer_ip)),
             ..meta(NAME, true)
         },
         spec: Some(ServiceSpec {

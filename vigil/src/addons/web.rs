@@ -9,20 +9,19 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
-            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
-            Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
-            ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle,
+            LifecycleHandler, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServiceAccount,
+            ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
         },
     },
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::api::ObjectMeta;
 use probe_server::config::{
     CheckConfig, Config as ProbeConfig, DEFAULT_ADMIN_PORT, DEFAULT_PROBE_PORT, Target,
 };
 
-use super::Object;
+use super::{Object, http_get_probe, locked_down, metallb, non_root_pod, quantity};
 
 pub const NAME: &str = "web";
 pub const NAMESPACE: &str = "default";
@@ -31,6 +30,8 @@ pub const WEB_PORT: u16 = 8000;
 /// What the load balancer serves on.
 pub const SERVICE_PORT: u16 = 80;
 const PROBE_CONFIG_DIR: &str = "/etc/probe-server";
+/// The user the workload images are built to run as.
+const USER: i64 = 65532;
 
 /// The images the Deployment runs.
 pub struct Images {
@@ -65,32 +66,12 @@ fn meta(name: &str) -> ObjectMeta {
     }
 }
 
-fn quantity(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
-    Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned()))).collect())
-}
-
-/// Non-root, read-only root filesystem, no capabilities, no privilege escalation.
-fn locked_down() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-        ..Default::default()
-    }
-}
-
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(DEFAULT_PROBE_PORT.into()),
-            ..Default::default()
-        }),
         period_seconds: Some(period),
         timeout_seconds: Some(1),
         failure_threshold: Some(failures),
-        ..Default::default()
+        ..http_get_probe(DEFAULT_PROBE_PORT, path)
     }
 }
 
@@ -217,16 +198,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
                     automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(non_root_pod(USER, None)),
                     // One per node where possible, but never refuse to run:
                     // after a node dies all replicas may share the survivors.
                     topology_spread_constraints: Some(vec![TopologySpreadConstraint {
@@ -258,13 +230,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
         ..Default::default()
     };
     let service = Service {
-        metadata: ObjectMeta {
-            annotations: Some(BTreeMap::from([(
-                "metallb.io/loadBalancerIPs".into(),
-                load_balancer_ip.into(),
-            )])),
-            ..meta(NAME)
-        },
+        metadata: ObjectMeta { annotations: Some(metallb::pinned_address(load_balancer_ip)), ..meta(NAME) },
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".into()),
             selector: Some(selector_labels()),
