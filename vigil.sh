@@ -59,11 +59,12 @@ vigil() {
 }
 
 # The host's kubectl, for `kubectl --context vigil`: the same multi-call
-# Kubernetes binary the nodes run, taken from the built image.
+# Kubernetes binary the nodes run, taken from the built image (vigil names it).
 ensure_kubectl() {
   command -v kubectl >/dev/null && return
-  say "installing kubectl (the cluster's own v1.34 binary) as /usr/local/bin/kubectl"
-  local image=vigil.local/kube-apiserver:v1.34.12
+  say "installing kubectl (the cluster's own binary) as /usr/local/bin/kubectl"
+  local image
+  image=$(vigil images kubectl)
   as_root sh -c "docker run --rm --entrypoint cat $image /usr/local/bin/kube > /usr/local/bin/kube.tmp \
     && chmod 755 /usr/local/bin/kube.tmp && mv /usr/local/bin/kube.tmp /usr/local/bin/kube \
     && ln -sf kube /usr/local/bin/kubectl"
@@ -91,7 +92,18 @@ case "${1:-up}" in
     cargo fmt --all --check
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     say "running the tests (unit, then end to end on a real cluster)"
-    cargo test --workspace -- --nocapture "$@"
+    # The end-to-end checks run only when asked (a plain `cargo test` lists
+    # them as ignored); here they must all run, or the test command fails.
+    report=$(mktemp)
+    trap 'rm -f "$report"' EXIT
+    VIGIL_E2E=1 VIGIL_E2E_REPORT="$report" cargo test --workspace -- --nocapture "$@"
+    python3 - "$report" <<'PY' || die "the end-to-end checks did not all run (report: $(cat "$report" 2>/dev/null))"
+import json, sys
+r = json.load(open(sys.argv[1]))
+ran = r["passed"] + r["failed"]
+print(f"end to end: {r['passed']} of {r['checks']} checks passed, {r['failed']} failed, {r['ignored']} ignored, {r['filtered_out']} filtered out")
+sys.exit(0 if r["checks"] > 0 and ran + r["filtered_out"] == r["checks"] and r["failed"] == 0 else 1)
+PY
     ;;
   bench)
     shift

@@ -6,7 +6,7 @@ use probe_server::{
     config::{Config, Overrides},
     probes::Probes,
     runner,
-    server::{self, AdminState, ProbeState},
+    server::{self, ProbeState},
 };
 
 /// The sidecar kubelet's probes call. Flags and environment override the file.
@@ -64,7 +64,7 @@ async fn main() {
 
     tokio::spawn(runner::run(config.clone(), checker, probes.clone(), metrics.clone()));
     let probe_app = server::probe_router(ProbeState { probes: probes.clone(), metrics: metrics.clone() });
-    let admin_app = server::admin_router(AdminState { metrics, log_level: telemetry.log_level.clone() });
+    let admin_app = server::admin_router(metrics, telemetry.log_level.clone());
 
     // On SIGTERM readiness turns false at once; keep answering through the
     // drain so the kubelet sees it and the pod leaves its Services first.
@@ -80,7 +80,8 @@ async fn main() {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
     let probe_server = axum::serve(probe_listener, probe_app).with_graceful_shutdown(wait(stop_rx.clone()));
-    let admin_server = axum::serve(admin_listener, admin_app).with_graceful_shutdown(wait(stop_rx));
+    let admin_server = axum::serve(admin_listener, vigil_telemetry::admin::service(admin_app))
+        .with_graceful_shutdown(wait(stop_rx));
     let servers = async { tokio::try_join!(probe_server.into_future(), admin_server.into_future()) };
     tokio::pin!(servers);
     tokio::select! {

@@ -2,8 +2,9 @@
 //!
 //! - probes (`listen`): `GET /startupz`, `/livez`, `/readyz`: 200 or 503 and a
 //!   JSON body saying which check failed and why. These are the product.
-//! - admin (`admin_listen`): `GET /metrics`, `/live`, `/ready` (probe-server's
-//!   own health, never mixed up with the results it reports), `PUT /log-level`.
+//! - admin (`admin_listen`): `GET /metrics` plus telemetry's admin router
+//!   (`/live`, `/ready`: probe-server's own health, never mixed up with the
+//!   results it reports; `PUT /log-level` from localhost).
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use axum::{
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::{get, put},
+    routing::get,
 };
 
 use crate::{
@@ -40,34 +41,21 @@ pub fn probe_router(state: ProbeState) -> Router {
         .with_state(state)
 }
 
-#[derive(Clone)]
-pub struct AdminState {
-    pub metrics: Arc<Metrics>,
-    pub log_level: vigil_telemetry::LogLevelHandle,
-}
-
-async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+async fn get_metrics(
+    State(metrics): State<Arc<Metrics>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
     let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
-    let (content_type, body) = vigil_telemetry::encode_for(&s.metrics.registry, accept);
+    let (content_type, body) = vigil_telemetry::encode_for(&metrics.registry, accept);
     ([(header::CONTENT_TYPE, content_type)], body)
 }
 
-async fn log_level(State(s): State<AdminState>, body: String) -> impl IntoResponse {
-    match vigil_telemetry::set_log_level(&s.log_level, &body) {
-        Ok(()) => (StatusCode::OK, format!("log level set to {}\n", body.trim())),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
-    }
-}
-
-/// The process answers, so it is alive; it is ready once the servers are
-/// bound, which is when this router starts serving.
-pub fn admin_router(state: AdminState) -> Router {
+/// The admin port: probe-server's own metrics next to the shared admin endpoints.
+pub fn admin_router(metrics: Arc<Metrics>, log_level: vigil_telemetry::LogLevelHandle) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
-        .route("/live", get(|| async { "ok\n" }))
-        .route("/ready", get(|| async { "ok\n" }))
-        .route("/log-level", put(log_level))
-        .with_state(state)
+        .route("/metrics", get(get_metrics))
+        .with_state(metrics)
+        .merge(vigil_telemetry::admin::router(log_level))
 }
 
 #[cfg(test)]

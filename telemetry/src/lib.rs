@@ -1,7 +1,9 @@
 //! What every vigil deployable sets up the same way: logging (tracing, with a
-//! filter that can be changed at runtime), the signals it stops on, and the
-//! OpenMetrics encoding of its registry.
+//! filter that can be changed at runtime), its admin endpoints, the signals
+//! it stops on, and the OpenMetrics encoding of its registry.
 #![forbid(unsafe_code)]
+
+pub mod admin;
 
 use prometheus_client::registry::Registry;
 use tracing_subscriber::{

@@ -35,9 +35,10 @@ use vigil::{
     addons::node_exporter,
     build::{ImageNames, go, workload},
     cluster::ClusterSpec,
+    poll::until_some as wait_for,
     progress::Progress,
 };
-use vigil_e2e::{cache_dir, client, down, median, proc_status_kib, up, wait_for};
+use vigil_e2e::{cache_dir, client, down, median, proc_status_kib, provider, up};
 
 const DIR: &str = "/opt/vigil-bench";
 const SCRAPES: usize = 20;
@@ -156,9 +157,10 @@ async fn remove_pause_pods(client: &Client) -> Result<()> {
     let selector = ListParams::default().labels(&format!("app={PODS_LABEL}"));
     pods.delete_collection(&DeleteParams::default(), &selector).await?;
     wait_for("the bench's pause pods gone", Duration::from_secs(120), || async {
-        Ok(pods.list(&selector).await?.items.is_empty().then_some(()))
+        Ok::<_, anyhow::Error>(pods.list(&selector).await?.items.is_empty().then_some(()))
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Makes `containers` pause containers run on `node` (in pods of ten).
@@ -171,16 +173,17 @@ async fn scale_pause(client: &Client, node: &str, image: &str, containers: usize
             pods.create(&PostParams::default(), &pod).await?;
         }
     }
-    wait_for(&format!("{want} pause pods running on {node}"), Duration::from_secs(300), || async {
+    wait_for(format!("{want} pause pods running on {node}"), Duration::from_secs(300), || async {
         let list = pods.list(&ListParams::default().labels(&format!("app={PODS_LABEL}"))).await?;
         let running = list
             .items
             .iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .count();
-        Ok((running == want).then_some(()))
+        Ok::<_, anyhow::Error>((running == want).then_some(()))
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 /// A label's value in one exposition line.
@@ -221,7 +224,9 @@ async fn wait_seen(http: &reqwest::Client, exporters: &[Exporter], containers: u
             Duration::from_secs(120),
             || async {
                 let text = http.get(&e.url).send().await?.text().await?;
-                Ok((bench_containers(&text, pod_key, container_key).len() >= containers).then_some(()))
+                Ok::<_, anyhow::Error>(
+                    (bench_containers(&text, pod_key, container_key).len() >= containers).then_some(()),
+                )
             },
         )
         .await?;
@@ -253,10 +258,12 @@ async fn main() -> Result<()> {
     up(&spec).await.context("vigil up for the benchmark cluster")?;
     let (client, _) = client(&spec).await?;
     let cadvisor = go::cadvisor().ensure(&cache_dir(), &progress).await?;
-    let [_, _, exporter] = workload::build_binaries(&cache_dir(), &progress).await?;
+    let exporter = workload::build_binaries(&[node_exporter::NAME], &cache_dir(), &progress).await?
+        [node_exporter::NAME]
+        .clone();
 
     let node = spec.worker_name(1);
-    let ip = spec.nodes().into_iter().find(|n| n.name == node).context("bench node")?.ip;
+    let ip = provider().await?.plan(&spec).into_iter().find(|n| n.name == node).context("bench node")?.ip;
     docker(&["exec", &node, "sh", "-c", &format!("pkill -f ^{DIR}/ ; rm -rf {DIR}; mkdir -p {DIR}")])?;
     docker(&["cp", &cadvisor.display().to_string(), &format!("{node}:{DIR}/cadvisor")])?;
     docker(&["cp", &exporter.display().to_string(), &format!("{node}:{DIR}/node-exporter")])?;
@@ -294,8 +301,10 @@ async fn main() -> Result<()> {
         Exporter { name: "cAdvisor", url: format!("http://{ip}:{CADVISOR_PORT}/metrics"), pid: 0 },
     ];
     for e in &exporters {
-        wait_for(&format!("{} answering", e.name), Duration::from_secs(60), || async {
-            Ok(http.get(&e.url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()))
+        wait_for(format!("{} answering", e.name), Duration::from_secs(60), || async {
+            Ok::<_, anyhow::Error>(
+                http.get(&e.url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()),
+            )
         })
         .await?;
     }

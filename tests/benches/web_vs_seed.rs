@@ -112,12 +112,14 @@ fn main() {
     run(Command::new("go").args(["build", "-o"]).arg(&seed).arg(".").current_dir(root.join("bench/seed-go")));
     // The very binaries the images carry.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let [web, probe_server, _] = runtime
+    let binaries = runtime
         .block_on(vigil::build::workload::build_binaries(
+            &["web", "probe-server"],
             &vigil::build::default_cache_dir(),
             &Default::default(),
         ))
         .expect("the workload binaries build");
+    let (web, probe_server) = (binaries["web"].clone(), binaries["probe-server"].clone());
     let config = tmp.path().join("probe.json");
     std::fs::write(
         &config,

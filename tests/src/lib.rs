@@ -1,21 +1,27 @@
 //! Helpers for vigil's end-to-end tests: a cluster created through vigil's
-//! own `up`, a client for it through the merged kubeconfig context, and
-//! bounded waits. Everything talks to real Docker and a real API server.
+//! own `up`, shared by the checks as a [`Cluster`]; a client for it through
+//! the merged kubeconfig context; the provider its nodes come from. Waits
+//! use vigil's own poller (`vigil::poll`). Everything talks to real Docker
+//! and a real API server.
 
-use std::{
-    future::Future,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client, Config,
     api::{DeleteParams, LogParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use vigil::{cluster::ClusterSpec, progress::Progress};
+use vigil::{
+    app::Options,
+    build::ImageNames,
+    cluster::ClusterSpec,
+    poll::until_some,
+    progress::Progress,
+    provider::{NodeProvider, NodeSpec},
+    up::{Report, Scope},
+};
 
 /// The test cluster: its own name and node network, so it never touches a
 /// cluster the user brought up with the defaults.
@@ -36,14 +42,24 @@ pub fn cache_dir() -> PathBuf {
     vigil::build::default_cache_dir()
 }
 
-/// `vigil up` for the test cluster, as the CLI runs it (cluster, MetalLB, workload).
-pub async fn up(spec: &ClusterSpec) -> Result<(vigil::create::Report, Option<vigil::deploy::Deployed>)> {
-    let options = vigil::app::Options { cache: cache_dir(), kubeconfig: test_kubeconfig(), workload: true };
+/// The images the build produces, for the test cluster's repository.
+pub fn images() -> ImageNames {
+    ImageNames { repository: test_spec().image_repository }
+}
+
+/// `vigil up` for `spec`, as the CLI runs it (cluster and every add-on).
+pub async fn up(spec: &ClusterSpec) -> Result<Report> {
+    let options = Options { cache: cache_dir(), kubeconfig: test_kubeconfig(), scope: Scope::Everything };
     vigil::app::up(spec, &options, &Progress::default()).await
 }
 
 pub async fn down(spec: &ClusterSpec) -> Result<()> {
     vigil::app::down(&spec.name, &test_kubeconfig(), &Progress::default()).await
+}
+
+/// The provider `vigil` chooses on this machine.
+pub async fn provider() -> Result<Arc<dyn NodeProvider>> {
+    Ok(vigil::provider::connect().await?)
 }
 
 /// A client through the context `up` merged into the kubeconfig.
@@ -54,23 +70,45 @@ pub async fn client(spec: &ClusterSpec) -> Result<(Client, Config)> {
     Ok((Client::try_from(config.clone())?, config))
 }
 
-/// Polls `check` until it returns Some, or fails after `limit` with the last reason.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let last = match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => "not yet".to_owned(),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() > deadline {
-            bail!("{what}: not within {}s (last: {last})", limit.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+/// The cluster the end-to-end checks share: created once by `vigil up`
+/// (after a `vigil down`, so every run starts from nothing).
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    /// What the first `up` reported: its addresses and its join token.
+    pub report: Report,
+    pub client: Client,
+    /// The admin client's configuration (for clients with other credentials).
+    pub config: Config,
+    pub provider: Arc<dyn NodeProvider>,
+}
+
+impl Cluster {
+    pub async fn create() -> Result<Self> {
+        let spec = test_spec();
+        down(&spec).await.context("vigil down before the tests")?;
+        let report = up(&spec).await.context("vigil up")?;
+        let (client, config) = client(&spec).await?;
+        Ok(Cluster { provider: provider().await?, spec, report, client, config })
+    }
+
+    /// The URL `up` reported for the add-on address `key`.
+    pub fn url(&self, key: &str) -> Result<&str> {
+        self.report
+            .address(key)
+            .with_context(|| format!("up reported no {key} address: {:?}", self.report.addresses))
+    }
+
+    pub fn web_url(&self) -> Result<&str> {
+        self.url(vigil::addons::web::NAME)
+    }
+
+    pub fn prometheus_url(&self) -> Result<&str> {
+        self.url(vigil::addons::prometheus::NAME)
+    }
+
+    /// The machines, as the provider planned them.
+    pub fn nodes(&self) -> Vec<NodeSpec> {
+        self.provider.plan(&self.spec)
     }
 }
 
@@ -84,14 +122,14 @@ pub async fn run_to_completion(
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let name = pod.metadata.name.clone().context("pod needs a name")?;
     let _ = pods.delete(&name, &DeleteParams::default()).await;
-    wait_for(&format!("old pod {name} gone"), Duration::from_secs(60), || async {
-        Ok(pods.get_opt(&name).await?.is_none().then_some(()))
+    until_some(format!("old pod {name} gone"), Duration::from_secs(60), || async {
+        Ok::<_, kube::Error>(pods.get_opt(&name).await?.is_none().then_some(()))
     })
     .await?;
     pods.create(&PostParams::default(), &pod).await?;
-    let phase = wait_for(&format!("pod {name} finished"), limit, || async {
+    let phase = until_some(format!("pod {name} finished"), limit, || async {
         let phase = pods.get(&name).await?.status.and_then(|s| s.phase).unwrap_or_default();
-        Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase))
+        Ok::<_, kube::Error>(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase))
     })
     .await?;
     let logs = pods.logs(&name, &LogParams::default()).await?;

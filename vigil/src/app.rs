@@ -1,24 +1,24 @@
 //! Wires each subcommand to the library; the only place errors become anyhow.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::{Context as _, Result};
 
 use crate::{
-    build,
+    addons::ADDONS,
+    build::{self, ImageNames},
     cli::{Cli, Command, NodeAction},
-    cluster::ClusterSpec,
-    create, docker, kubeconfig,
+    cluster::{ClusterSpec, Role, defaults},
+    kubeconfig,
     progress::Progress,
-    provider::{Fault, Node, NodeProvider, docker::DockerProvider},
+    provider::{self, Fault, NodeProvider, Power, nodeutils},
     status,
+    up::{self, Context, Deployables, Plan, Report, Scope},
 };
-
-/// The spec of an existing cluster is what `up` was given; commands other
-/// than `up` only need its name and defaults (subnets are read back from Docker).
-fn spec_for(name: &str) -> ClusterSpec {
-    ClusterSpec { name: name.into(), ..ClusterSpec::default() }
-}
 
 pub async fn run(cli: Cli) -> Result<()> {
     let progress = Progress::default();
@@ -27,14 +27,18 @@ pub async fn run(cli: Cli) -> Result<()> {
     let kubeconfig = cli.global.kubeconfig.clone().unwrap_or_else(kubeconfig::default_path);
     match cli.command {
         Command::Build(args) => {
-            let docker = docker::connect().await?;
+            let docker = crate::docker::connect().await?;
             let image = build::ensure_node_image(&docker, &args.image_repository, &cache, &progress).await?;
             progress.info(format!("node image ready: {image}"));
         }
         Command::Up(args) => {
             let spec = args.spec(&name);
             spec.validate()?;
-            up(&spec, &Options { cache, kubeconfig, workload: !args.cluster_only }, &progress).await?;
+            let scope = if args.cluster_only { Scope::ClusterOnly } else { Scope::Everything };
+            let report = up(&spec, &Options { cache, kubeconfig, scope }, &progress).await?;
+            if args.json {
+                print_stdout(&serde_json::to_string_pretty(&report)?)?;
+            }
         }
         Command::Manifests { write, build } => match write {
             Some(dir) => {
@@ -43,173 +47,180 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
             None => {
-                for (path, text) in crate::manifests::files(&build.image_repository) {
-                    println!("# manifests/{path}\n{text}");
-                }
+                let text: String = crate::manifests::files(&build.image_repository)
+                    .into_iter()
+                    .map(|(path, text)| format!("# manifests/{path}\n{text}\n"))
+                    .collect();
+                print_stdout(&text)?;
             }
         },
+        Command::Images { name: wanted, build } => {
+            let names = ImageNames { repository: build.image_repository.clone() };
+            let images = names.all();
+            match wanted {
+                Some(wanted) => {
+                    let (_, image) = images.iter().find(|(name, _)| *name == wanted).with_context(|| {
+                        let known: Vec<&str> = images.iter().map(|(n, _)| *n).collect();
+                        format!("no image named {wanted:?}; the build produces {}", known.join(", "))
+                    })?;
+                    print_stdout(&format!("{image}\n"))?;
+                }
+                None => {
+                    print_stdout(&images.iter().map(|(n, i)| format!("{n:<24} {i}\n")).collect::<String>())?
+                }
+            }
+        }
         Command::Down => down(&name, &kubeconfig, &progress).await?,
         Command::Status(args) => {
-            let provider = DockerProvider::new(docker::connect().await?);
-            let spec = existing_spec(&provider, &name).await?;
+            let provider = provider::connect().await?;
+            let spec = provider.existing(&name).await?;
             let containers = provider.list_nodes(&name).await?;
-            let client = admin_client(&provider, &spec).await;
-            let (web, prometheus) = match &client {
-                Some(Ok(client)) => crate::deploy::urls(client).await,
-                _ => (None, None),
-            };
-            let mut status = status::collect(&spec, containers, client).await;
-            status.addresses.web = web;
-            status.addresses.prometheus = prometheus;
+            let client = admin_client(provider.as_ref(), &spec).await;
+            let status = status::collect(&spec, &provider.plan(&spec), containers, client).await;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                print_stdout(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
             } else {
-                print!("{}", status.render());
+                print_stdout(&status.render())?;
             }
         }
         Command::Kubeconfig => {
-            let provider = DockerProvider::new(docker::connect().await?);
-            let spec = existing_spec(&provider, &name).await?;
-            let admin = read_admin_conf(&provider, &spec).await?;
-            print!("{}", kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?));
+            let provider = provider::connect().await?;
+            let spec = provider.existing(&name).await?;
+            let admin = read_admin_conf(provider.as_ref(), &spec).await?;
+            print_stdout(&kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?))?;
         }
         Command::Node { action } => {
-            let provider = DockerProvider::new(docker::connect().await?);
-            let spec = existing_spec(&provider, &name).await?;
+            let provider = provider::connect().await?;
+            let spec = provider.existing(&name).await?;
             let (fault, node) = match action {
-                NodeAction::Stop { node } => (Fault::Stop, node),
-                NodeAction::Kill { node } => (Fault::Kill, node),
-                NodeAction::Start { node } => (Fault::Start, node),
+                NodeAction::Stop { node } => (Fault::Power(Power::Stop), node),
+                NodeAction::Kill { node } => (Fault::Power(Power::Kill), node),
+                NodeAction::Start { node } => (Fault::Power(Power::Start), node),
                 NodeAction::Isolate { node } => (Fault::Isolate, node),
                 NodeAction::Reconnect { node } => (Fault::Reconnect, node),
             };
-            let step = progress.step(format!("{fault:?} {node}").to_lowercase());
-            provider.fault(&spec, &node, fault).await?;
-            step.done();
+            let line = progress.line(format!("{} {node}", fault.name()));
+            provider::fault(provider.as_ref(), &spec, &node, fault).await?;
+            line.done();
         }
     }
     Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`vigil status --json | head`)
+/// ends the output quietly instead of failing.
+fn print_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
 }
 
 /// Where `up` keeps things, and what it deploys.
 pub struct Options {
     pub cache: PathBuf,
     pub kubeconfig: PathBuf,
-    /// MetalLB and the web workload, after the cluster.
-    pub workload: bool,
+    pub scope: Scope,
 }
 
 /// Builds what is missing, creates or completes the cluster, deploys the
-/// workload, and prints what to do next.
-pub async fn up(
-    spec: &ClusterSpec,
-    options: &Options,
-    progress: &Progress,
-) -> Result<(create::Report, Option<crate::deploy::Deployed>)> {
-    let (cache, kubeconfig) = (options.cache.as_path(), options.kubeconfig.as_path());
-    let started = std::time::Instant::now();
-    let provider = DockerProvider::new(docker::connect().await?);
+/// add-ons, and prints what to do next.
+pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> Result<Report> {
+    let cache = options.cache.as_path();
+    let provider = provider::connect().await?;
     // Cheap checks first: a clashing subnet should not wait for a long build.
     provider.preflight(spec).await?;
-    let node_image =
-        build::ensure_node_image(provider.docker(), &spec.image_repository, cache, progress).await?;
-    let workload_images = match options.workload {
-        true => {
-            Some(build::workload::ensure(provider.docker(), &spec.image_repository, cache, progress).await?)
-        }
-        false => None,
+    let docker = crate::docker::connect().await?;
+    let node_image = build::ensure_node_image(&docker, &spec.image_repository, cache, progress).await?;
+    let deployables = match options.scope {
+        Scope::Everything => Some(Deployables {
+            images: build::workload::ensure(&docker, &spec.image_repository, cache, progress).await?,
+            archive: Arc::new(build::LocalImages(docker.clone())),
+        }),
+        Scope::ClusterOnly => None,
     };
-    let ctx = create::Context {
-        spec,
-        provider: &provider,
-        progress,
-        logs: cache.join("logs").join(&spec.name),
-        kubeconfig: kubeconfig.to_owned(),
-    };
-    let resume = || {
-        format!(
-            "`vigil up` stopped; the nodes are left as they are: run `vigil up` again to resume, or `vigil down --name {}` to remove everything (logs in {})",
+    let logs = cache.join("logs").join(&spec.name);
+    let ctx = Context::new(
+        spec.clone(),
+        provider,
+        progress.clone(),
+        logs.clone(),
+        options.kubeconfig.clone(),
+        node_image,
+        deployables,
+    );
+    let plan = Plan::new(up::steps(options.scope));
+    let report = plan.run(&ctx).await.map_err(|failed| {
+        let stopped = match failed.stopped.is_empty() {
+            true => String::new(),
+            false => format!(" (stopped with it: {})", failed.stopped.join(", ")),
+        };
+        anyhow::Error::new(failed.source).context(format!(
+            "`vigil up` stopped at step {}{stopped}; the nodes are left as they are: run `vigil up` again to resume, or `vigil down --name {}` to remove everything (logs in {})",
+            failed.step,
             spec.name,
-            ctx.logs.display()
-        )
-    };
-    let (client, report) = create::up(&ctx, &node_image).await.with_context(resume)?;
-    let deployed = match &workload_images {
-        Some(images) => {
-            Some(crate::deploy::deploy(&ctx, &client, provider.docker(), images).await.with_context(resume)?)
-        }
-        None => None,
-    };
-    let report_path = ctx.logs.join("up-report.json");
+            logs.display()
+        ))
+    })?;
     // Timings for the benchmark; the token is not serialized.
-    let _ = std::fs::write(&report_path, serde_json::to_string_pretty(&report)?);
-    let name_flag = if spec.name == ClusterSpec::default().name {
-        String::new()
-    } else {
-        format!(" --name {}", spec.name)
-    };
-    progress.info(format!(
-        "\nCluster {} is up in {:.0}s: 1 control plane, {} workers, Kubernetes {}.\n\
-         {}\n  kubectl --context {} get nodes -o wide\n  vigil{name_flag} status\n  vigil{name_flag} node stop {}   # break a worker on purpose\n  vigil{name_flag} down\n",
+    let _ = std::fs::write(logs.join("up-report.json"), serde_json::to_string_pretty(&report)?);
+    progress.info(summary(spec, &report));
+    Ok(report)
+}
+
+/// What `up` prints at the end: what to curl and open, and what to try next.
+fn summary(spec: &ClusterSpec, report: &Report) -> String {
+    let flag = if spec.name == defaults::NAME { String::new() } else { format!(" --name {}", spec.name) };
+    let addresses: String = ADDONS
+        .iter()
+        .filter_map(|a| a.address.as_ref())
+        .filter_map(|a| {
+            let url = report.address(a.key)?;
+            let verb = if a.key == crate::addons::web::NAME { "curl" } else { "open" };
+            Some(format!("  {verb} {url:<28} # {}\n", a.hint))
+        })
+        .collect();
+    format!(
+        "\nCluster {} is up in {:.0}s: 1 control plane, {} workers, Kubernetes {}.\n\n{addresses}  kubectl --context {} get nodes -o wide\n  vigil{flag} status\n  vigil{flag} node stop {}   # break a worker on purpose\n  vigil{flag} down\n",
         spec.name,
-        started.elapsed().as_secs_f64(),
+        report.seconds,
         spec.workers,
         spec.kubernetes_version,
-        match &deployed {
-            Some(d) => format!(
-                "\n  curl {}          # the web service behind the load balancer (or open it in a browser)\n  open {}    # Prometheus (container_cpu_usage_seconds_total, ...)\n",
-                d.web_url, d.prometheus_url
-            ),
-            None => "\n".into(),
-        },
         spec.kube_context(),
         spec.worker_name(0),
-    ));
-    Ok((report, deployed))
+    )
 }
 
-/// Reads the subnet back from the cluster's Docker network, so that node
-/// addresses in fault hooks and status match what `up` created.
-async fn existing_spec(provider: &DockerProvider, name: &str) -> Result<ClusterSpec> {
-    let mut spec = spec_for(name);
-    if let Ok(network) = provider.docker().inspect_network(&spec.network_name(), None).await {
-        let subnet = network.ipam.and_then(|i| i.config).and_then(|c| c.into_iter().find_map(|c| c.subnet));
-        if let Some(subnet) = subnet.and_then(|s| s.parse().ok()) {
-            spec.node_subnet = subnet;
-        }
-        let workers = provider
-            .list_nodes(name)
-            .await?
-            .iter()
-            .filter(|n| n.role == crate::cluster::Role::Worker)
-            .count();
-        spec.workers = workers.max(1);
-    }
-    Ok(spec)
-}
-
-async fn read_admin_conf(provider: &DockerProvider, spec: &ClusterSpec) -> Result<String> {
-    provider
-        .node(&spec.control_plane_name())
-        .read_file("/etc/kubernetes/admin.conf")
+async fn read_admin_conf(provider: &dyn NodeProvider, spec: &ClusterSpec) -> Result<String> {
+    let plan = provider.plan(spec);
+    let cp = plan
+        .iter()
+        .find(|n| n.role == Role::ControlPlane)
+        .context("the provider planned no control plane")?;
+    let cp = provider.node(&cp.name);
+    nodeutils::read_file(cp.as_ref(), up::ADMIN_CONF)
         .await
         .with_context(|| format!("cluster {} has no initialized control plane: run `vigil up`", spec.name))
 }
 
-async fn admin_client(provider: &DockerProvider, spec: &ClusterSpec) -> Option<Result<kube::Client, String>> {
+async fn admin_client(
+    provider: &dyn NodeProvider,
+    spec: &ClusterSpec,
+) -> Option<Result<kube::Client, String>> {
     let admin = read_admin_conf(provider, spec).await.ok()?;
-    Some(create::client_for(&admin).await.map_err(|e| e.to_string()))
+    Some(up::client_for(&admin).await.map_err(|e| e.to_string()))
 }
 
-/// Removes the cluster's containers, volumes, network and kubeconfig entries.
+/// Removes the cluster's machines, volumes, network and kubeconfig entries.
 pub async fn down(name: &str, kubeconfig: &Path, progress: &Progress) -> Result<()> {
-    let provider = DockerProvider::new(docker::connect().await?);
-    let step = progress.step(format!("removing cluster {name}"));
+    let provider = provider::connect().await?;
+    let line = progress.line(format!("removing cluster {name}"));
     let removed = provider.delete_cluster(name).await?;
     let had_context = kubeconfig::remove_from_file(kubeconfig, name)?;
-    step.done_with(format!(
-        "{} containers, {} volumes, {} networks{}",
-        removed.containers.len(),
+    line.done_with(format!(
+        "{} machines, {} volumes, {} networks{}",
+        removed.machines.len(),
         removed.volumes.len(),
         removed.networks.len(),
         if had_context {

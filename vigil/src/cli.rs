@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 
-use crate::cluster::ClusterSpec;
+use crate::cluster::{self, ClusterSpec, defaults};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Cluster name: prefix of node containers, Docker network and kubeconfig context.
-    #[arg(long, global = true, env = "VIGIL_CLUSTER", default_value = "vigil")]
+    #[arg(long, global = true, env = "VIGIL_CLUSTER", default_value = defaults::NAME, value_parser = cluster_name)]
     pub name: String,
     /// Build outputs and logs.
     #[arg(long, global = true, env = "VIGIL_CACHE_DIR")]
@@ -34,6 +34,11 @@ pub struct Global {
     /// Log filter for vigil's own diagnostics (tracing syntax).
     #[arg(long, global = true, env = "VIGIL_LOG", default_value = "warn")]
     pub log: String,
+}
+
+/// A DNS label, since the name ends up in container, network and context names.
+fn cluster_name(value: &str) -> Result<String, String> {
+    cluster::validate_name(value).map(|()| value.to_owned()).map_err(|e| e.to_string())
 }
 
 /// KUBECONFIG may be a list; kubectl writes to its first entry.
@@ -66,34 +71,43 @@ pub enum Command {
         #[command(subcommand)]
         action: NodeAction,
     },
+    /// Print the images the build produces (or the one named: `kubectl`, `node`, `web`, ...).
+    Images {
+        name: Option<String>,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Image repository the component images are tagged under (kubeadm's imageRepository).
-    #[arg(long, env = "VIGIL_IMAGE_REPOSITORY", default_value = "vigil.local")]
+    #[arg(long, env = "VIGIL_IMAGE_REPOSITORY", default_value = defaults::IMAGE_REPOSITORY)]
     pub image_repository: String,
 }
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Number of worker nodes.
-    #[arg(long, env = "VIGIL_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "VIGIL_WORKERS", default_value_t = defaults::WORKERS)]
     pub workers: usize,
     /// Node network (a Docker bridge network); its upper half is kept for LoadBalancer addresses.
-    #[arg(long, env = "VIGIL_SUBNET", default_value = "172.29.0.0/24")]
+    #[arg(long, env = "VIGIL_SUBNET", default_value = defaults::NODE_SUBNET)]
     pub subnet: Ipv4Net,
     /// Pod network (flannel).
-    #[arg(long, env = "VIGIL_POD_SUBNET", default_value = "10.244.0.0/16")]
+    #[arg(long, env = "VIGIL_POD_SUBNET", default_value = defaults::POD_SUBNET)]
     pub pod_subnet: Ipv4Net,
     /// Service network.
-    #[arg(long, env = "VIGIL_SERVICE_SUBNET", default_value = "10.96.0.0/16")]
+    #[arg(long, env = "VIGIL_SERVICE_SUBNET", default_value = defaults::SERVICE_SUBNET)]
     pub service_subnet: Ipv4Net,
     #[command(flatten)]
     pub build: BuildArgs,
     /// Create the cluster only: no MetalLB, no workload.
     #[arg(long, env = "VIGIL_CLUSTER_ONLY")]
     pub cluster_only: bool,
+    /// Print what `up` did as JSON on stdout (steps with timings, addresses).
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl UpArgs {

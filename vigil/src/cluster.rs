@@ -1,6 +1,7 @@
-//! What a cluster is made of: the user's choices ([`ClusterSpec`]) and the
-//! node plan derived from them ([`NodeSpec`]), kept apart the way kind keeps
-//! its config data and derived data apart.
+//! What a cluster is made of: the user's choices ([`ClusterSpec`]), its
+//! defaults (defined once, for clap and for `ClusterSpec::default`), and the
+//! values derived from them. The machines and their addresses come from the
+//! provider (`NodeProvider::plan`).
 
 use std::net::Ipv4Addr;
 
@@ -50,7 +51,9 @@ impl Role {
 pub struct ClusterSpec {
     pub name: String,
     pub workers: usize,
-    /// The Docker network the node containers share; the host routes to it.
+    /// The network the nodes share, which the host routes to: the lower
+    /// half for node addresses (given by the provider), the upper half for
+    /// LoadBalancer addresses.
     pub node_subnet: Ipv4Net,
     pub pod_subnet: Ipv4Net,
     pub service_subnet: Ipv4Net,
@@ -60,39 +63,45 @@ pub struct ClusterSpec {
     pub kubernetes_version: String,
 }
 
+/// The defaults, defined once: clap's `default_value`s and
+/// [`ClusterSpec::default`] both read them.
+pub mod defaults {
+    pub const NAME: &str = "vigil";
+    pub const WORKERS: usize = 2;
+    pub const NODE_SUBNET: &str = "172.29.0.0/24";
+    pub const POD_SUBNET: &str = "10.244.0.0/16";
+    pub const SERVICE_SUBNET: &str = "10.96.0.0/16";
+    pub const IMAGE_REPOSITORY: &str = "vigil.local";
+}
+
 impl Default for ClusterSpec {
     fn default() -> Self {
         ClusterSpec {
-            name: "vigil".into(),
-            workers: 2,
-            node_subnet: "172.29.0.0/24".parse().expect("valid default"),
-            pod_subnet: "10.244.0.0/16".parse().expect("valid default"),
-            service_subnet: "10.96.0.0/16".parse().expect("valid default"),
-            image_repository: "vigil.local".into(),
+            name: defaults::NAME.into(),
+            workers: defaults::WORKERS,
+            node_subnet: defaults::NODE_SUBNET.parse().expect("valid default"),
+            pod_subnet: defaults::POD_SUBNET.parse().expect("valid default"),
+            service_subnet: defaults::SERVICE_SUBNET.parse().expect("valid default"),
+            image_repository: defaults::IMAGE_REPOSITORY.into(),
             kubernetes_version: versions::KUBERNETES.into(),
         }
     }
 }
 
-/// One node of the plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeSpec {
-    /// Container name, hostname and Kubernetes node name at once.
-    pub name: String,
-    pub role: Role,
-    pub ip: Ipv4Addr,
+/// Whether `name` can name a cluster: it ends up in container, network,
+/// volume and kubeconfig names, so it must be a short DNS label.
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let label_ok = !name.is_empty()
+        && name.len() <= 40
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if label_ok { Ok(()) } else { Err(Error::BadName(name.into())) }
 }
 
 impl ClusterSpec {
     pub fn validate(&self) -> Result<(), Error> {
-        let label_ok = !self.name.is_empty()
-            && self.name.len() <= 40
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !self.name.starts_with('-')
-            && !self.name.ends_with('-');
-        if !label_ok {
-            return Err(Error::BadName(self.name.clone()));
-        }
+        validate_name(&self.name)?;
         if self.node_subnet.prefix_len() > 27 {
             return Err(Error::SubnetTooSmall(self.node_subnet));
         }
@@ -115,17 +124,14 @@ impl ClusterSpec {
         Ok(())
     }
 
-    /// Node addresses use the lower half of the node network (after the
+    /// Nodes get addresses in the lower half of the node network (after the
     /// gateway); the upper half is left for load-balancer addresses.
     fn max_workers(&self) -> usize {
         (self.node_subnet.hosts().count() / 2).saturating_sub(2).min(20)
     }
 
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.nth_host(0)
-    }
-
-    fn nth_host(&self, n: u32) -> Ipv4Addr {
+    /// The `n`th host address of the node network (0: the gateway).
+    pub fn node_network_host(&self, n: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.node_subnet.network()) + 1 + n)
     }
 
@@ -141,28 +147,14 @@ impl ClusterSpec {
         }
     }
 
-    pub fn nodes(&self) -> Vec<NodeSpec> {
-        let control_plane =
-            NodeSpec { name: self.control_plane_name(), role: Role::ControlPlane, ip: self.nth_host(1) };
-        let workers = (0..self.workers).map(|i| NodeSpec {
-            name: self.worker_name(i),
-            role: Role::Worker,
-            ip: self.nth_host(2 + i as u32),
-        });
-        std::iter::once(control_plane).chain(workers).collect()
-    }
-
-    pub fn control_plane(&self) -> NodeSpec {
-        self.nodes().swap_remove(0)
-    }
-
     /// The second half of the node network, for LoadBalancer addresses.
     pub fn load_balancer_range(&self) -> (Ipv4Addr, Ipv4Addr) {
         let hosts = self.node_subnet.hosts().count() as u32;
-        (self.nth_host(hosts / 2), self.nth_host(hosts - 1))
+        (self.node_network_host(hosts / 2), self.node_network_host(hosts - 1))
     }
 
-    /// The `n`th LoadBalancer address, for Services vigil pins (web 0, Prometheus 1).
+    /// The `n`th LoadBalancer address, for the Services vigil pins (the
+    /// component table says which takes which).
     pub fn load_balancer_ip(&self, n: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.load_balancer_range().0) + n)
     }
@@ -173,8 +165,9 @@ impl ClusterSpec {
         Ipv4Addr::from(u32::from(self.service_subnet.network()) + 10)
     }
 
-    pub fn network_name(&self) -> String {
-        self.name.clone()
+    /// The API server's ClusterIP (`kubernetes.default`): the service network's first address.
+    pub fn api_service_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.service_subnet.network()) + 1)
     }
 
     pub fn kube_context(&self) -> String {
@@ -187,29 +180,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_plan_is_one_control_plane_and_two_workers() {
+    fn default_addresses() {
         let spec = ClusterSpec::default();
         spec.validate().unwrap();
-        let nodes = spec.nodes();
-        let plan: Vec<_> = nodes.iter().map(|n| (n.name.as_str(), n.role, n.ip.to_string())).collect();
-        assert_eq!(
-            plan,
-            vec![
-                ("vigil-control-plane", Role::ControlPlane, "172.29.0.2".into()),
-                ("vigil-worker", Role::Worker, "172.29.0.3".into()),
-                ("vigil-worker2", Role::Worker, "172.29.0.4".into()),
-            ]
-        );
-        assert_eq!(spec.gateway().to_string(), "172.29.0.1");
+        assert_eq!(spec.node_network_host(1).to_string(), "172.29.0.2");
         assert_eq!(spec.dns_service_ip().to_string(), "10.96.0.10");
+        assert_eq!(spec.api_service_ip().to_string(), "10.96.0.1");
         let (first, last) = spec.load_balancer_range();
         assert_eq!((first.to_string(), last.to_string()), ("172.29.0.128".into(), "172.29.0.254".into()));
+        assert_eq!(
+            (spec.control_plane_name(), spec.worker_name(1)),
+            ("vigil-control-plane".into(), "vigil-worker2".into())
+        );
     }
 
     #[test]
     fn rejects_bad_names_counts_and_overlaps() {
         let bad_name = ClusterSpec { name: "Vigil_1".into(), ..Default::default() };
         assert!(matches!(bad_name.validate(), Err(Error::BadName(_))));
+        assert!(validate_name("Bad Name!").unwrap_err().to_string().contains("--name"));
+        assert!(validate_name("-x").is_err() && validate_name(&"a".repeat(41)).is_err());
+        validate_name("vigil-e2e").unwrap();
 
         let none = ClusterSpec { workers: 0, ..Default::default() };
         assert!(matches!(none.validate(), Err(Error::WorkerCount { requested: 0, .. })));
@@ -223,13 +214,11 @@ mod tests {
     }
 
     #[test]
-    fn worker_addresses_stay_below_the_load_balancer_range() {
+    fn the_worker_count_is_bounded_by_the_lower_half() {
         let spec =
             ClusterSpec { node_subnet: "10.50.0.0/27".parse().unwrap(), workers: 13, ..Default::default() };
         spec.validate().unwrap();
-        let (lb_first, _) = spec.load_balancer_range();
-        assert_eq!(lb_first.to_string(), "10.50.0.16");
-        assert!(spec.nodes().iter().all(|n| n.ip < lb_first && n.ip > spec.gateway()));
+        assert_eq!(spec.load_balancer_range().0.to_string(), "10.50.0.16");
         let too_many = ClusterSpec { workers: 14, ..spec };
         assert!(matches!(too_many.validate(), Err(Error::WorkerCount { max: 13, .. })));
     }

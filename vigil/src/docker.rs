@@ -40,6 +40,40 @@ pub async fn connect_at(endpoint: &str) -> Result<Docker, Error> {
     Ok(docker)
 }
 
+/// Creates the container `name`, runs it to its end and removes it: whether
+/// it exited 0, and what it printed. For one-shot helpers (the preloader,
+/// populating a node's /var).
+pub async fn run_to_end(
+    docker: &Docker,
+    name: &str,
+    body: bollard::models::ContainerCreateBody,
+) -> Result<(bool, String), bollard::errors::Error> {
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    };
+    use futures::StreamExt;
+    let remove = || async {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let _ = docker.remove_container(name, Some(options)).await;
+    };
+    remove().await;
+    docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body).await?;
+    let ran = async {
+        docker.start_container(name, None).await?;
+        let exit = docker.wait_container(name, None).next().await;
+        let mut output = String::new();
+        let mut logs =
+            docker.logs(name, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()));
+        while let Some(Ok(chunk)) = logs.next().await {
+            output.push_str(&chunk.to_string());
+        }
+        Ok((matches!(exit, Some(Ok(response)) if response.status_code == 0), output))
+    }
+    .await;
+    remove().await;
+    ran
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

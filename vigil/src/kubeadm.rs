@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::{cluster::ClusterSpec, token::BootstrapToken};
+use crate::{cluster::ClusterSpec, provider::NodeSpec, token::BootstrapToken};
 
 /// The API server's secure port inside each node.
 pub const API_SERVER_PORT: u16 = 6443;
@@ -17,6 +17,64 @@ pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
 /// verification that do not apply inside a node container (this host has no
 /// /lib/modules and a cgroup v1 hierarchy kubeadm would warn about).
 const SKIPPED_PHASES: &[&str] = &["preflight"];
+
+/// The directory on the control plane that holds [`patches`].
+pub const PATCHES_DIR: &str = "/etc/vigil/kubeadm-patches";
+
+/// kubeadm's patches (strategic merge patches of what it generates), by
+/// file name. They change how often some probes ask, nothing else:
+/// - CoreDNS's readiness every second instead of every ten: nothing in the
+///   cluster resolves a name until CoreDNS is Ready, and a probe a moment
+///   too early cost ten seconds of every `up`;
+/// - the control plane's startup probes every second from the first second,
+///   instead of every ten after ten: the component is reported Ready as soon
+///   as it is healthy. The budget stays kubeadm's four minutes (240 tries).
+pub fn patches() -> Vec<(String, String)> {
+    use k8s_openapi::api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{Container, Pod, PodSpec, PodTemplateSpec, Probe},
+    };
+    let json = |value: serde_json::Result<String>| value.expect("patches serialize");
+    let coredns = Deployment {
+        spec: Some(DeploymentSpec {
+            template: PodTemplateSpec {
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "coredns".into(),
+                        readiness_probe: Some(Probe { period_seconds: Some(1), ..Default::default() }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut patches =
+        vec![("corednsdeployment+strategic.json".to_owned(), json(serde_json::to_string_pretty(&coredns)))];
+    for component in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+        let pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: component.into(),
+                    startup_probe: Some(Probe {
+                        initial_delay_seconds: Some(1),
+                        period_seconds: Some(1),
+                        failure_threshold: Some(240),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        patches.push((format!("{component}+strategic.json"), json(serde_json::to_string_pretty(&pod))));
+    }
+    patches
+}
 
 /// The kubeadm config API for a Kubernetes minor, chosen in one place.
 pub fn kubeadm_api_version(minor: u32) -> &'static str {
@@ -88,6 +146,13 @@ struct InitConfiguration {
     local_api_endpoint: ApiEndpoint,
     node_registration: NodeRegistration,
     skip_phases: Vec<&'static str>,
+    patches: Patches,
+}
+
+/// Where kubeadm finds patches for what it generates (`<target>+<type>.json`).
+#[derive(Debug, Serialize)]
+struct Patches {
+    directory: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -196,11 +261,11 @@ struct Derived {
     endpoint: String,
 }
 
-fn derive(spec: &ClusterSpec) -> Derived {
+fn derive(spec: &ClusterSpec, control_plane: &NodeSpec) -> Derived {
     let minor = minor_of(&spec.kubernetes_version).unwrap_or(u32::MAX);
     Derived {
         api_version: kubeadm_api_version(minor),
-        endpoint: format!("{}:{}", spec.control_plane().ip, API_SERVER_PORT),
+        endpoint: format!("{}:{}", control_plane.ip, API_SERVER_PORT),
     }
 }
 
@@ -226,9 +291,13 @@ fn value<T: Serialize>(v: &T) -> serde_yaml::Value {
 }
 
 /// The config for `kubeadm init --config` on the control plane.
-pub fn init_config(spec: &ClusterSpec, token: &BootstrapToken, token_ttl: std::time::Duration) -> String {
-    let derived = derive(spec);
-    let control_plane = spec.control_plane();
+pub fn init_config(
+    spec: &ClusterSpec,
+    control_plane: &NodeSpec,
+    token: &BootstrapToken,
+    token_ttl: std::time::Duration,
+) -> String {
+    let derived = derive(spec, control_plane);
     let init = InitConfiguration {
         type_meta: TypeMeta { api_version: derived.api_version, kind: "InitConfiguration" },
         bootstrap_tokens: vec![BootstrapTokenSpec {
@@ -241,6 +310,7 @@ pub fn init_config(spec: &ClusterSpec, token: &BootstrapToken, token_ttl: std::t
         local_api_endpoint: ApiEndpoint { advertise_address: control_plane.ip, bind_port: API_SERVER_PORT },
         node_registration: node_registration(&control_plane.name, control_plane.ip),
         skip_phases: SKIPPED_PHASES.to_vec(),
+        patches: Patches { directory: PATCHES_DIR },
     };
     let cluster = ClusterConfiguration {
         type_meta: TypeMeta { api_version: derived.api_version, kind: "ClusterConfiguration" },
@@ -257,13 +327,16 @@ pub fn init_config(spec: &ClusterSpec, token: &BootstrapToken, token_ttl: std::t
             extra_args: vec![],
             cert_sans: vec!["localhost".into(), "127.0.0.1".into(), control_plane.ip.to_string()],
         },
-        // Metrics endpoints on all addresses, so in-cluster Prometheus can scrape them.
+        // Metrics endpoints on all addresses, so in-cluster Prometheus can
+        // scrape them. One control plane: there is no other instance to
+        // elect a leader against, and waiting for the lease (retried every
+        // 2 s while RBAC is still being set up) only delays the controllers.
         controller_manager: ControlPlaneComponent {
-            extra_args: args(&[("bind-address", "0.0.0.0".into())]),
+            extra_args: args(&[("bind-address", "0.0.0.0".into()), ("leader-elect", "false".into())]),
             cert_sans: vec![],
         },
         scheduler: ControlPlaneComponent {
-            extra_args: args(&[("bind-address", "0.0.0.0".into())]),
+            extra_args: args(&[("bind-address", "0.0.0.0".into()), ("leader-elect", "false".into())]),
             cert_sans: vec![],
         },
     };
@@ -294,12 +367,12 @@ pub fn init_config(spec: &ClusterSpec, token: &BootstrapToken, token_ttl: std::t
 /// pinned to the cluster CA's public key hash.
 pub fn join_config(
     spec: &ClusterSpec,
-    node_name: &str,
-    node_ip: Ipv4Addr,
+    control_plane: &NodeSpec,
+    worker: &NodeSpec,
     token: &BootstrapToken,
     ca_cert_hash: &str,
 ) -> String {
-    let derived = derive(spec);
+    let derived = derive(spec, control_plane);
     let join = JoinConfiguration {
         type_meta: TypeMeta { api_version: derived.api_version, kind: "JoinConfiguration" },
         discovery: Discovery {
@@ -309,7 +382,7 @@ pub fn join_config(
                 ca_cert_hashes: vec![ca_cert_hash.into()],
             },
         },
-        node_registration: node_registration(node_name, node_ip),
+        node_registration: node_registration(&worker.name, worker.ip),
         skip_phases: SKIPPED_PHASES.to_vec(),
     };
     to_yaml_documents(&[value(&join)])
@@ -331,24 +404,48 @@ mod tests {
         assert_eq!(minor_of("nonsense"), None);
     }
 
+    fn plan() -> (ClusterSpec, Vec<NodeSpec>) {
+        let spec = ClusterSpec::default();
+        let nodes = crate::provider::docker::DockerProvider::plan_for(&spec);
+        (spec, nodes)
+    }
+
     #[test]
     fn init_config_matches_golden_file() {
-        let rendered = init_config(&ClusterSpec::default(), &token(), std::time::Duration::from_secs(900));
+        let (spec, nodes) = plan();
+        let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(900));
         crate::golden::assert_golden("kubeadm-init.yaml", &rendered);
     }
 
     #[test]
+    fn the_patches_change_only_probe_timings() {
+        let patches: std::collections::BTreeMap<String, serde_json::Value> =
+            patches().into_iter().map(|(name, text)| (name, serde_json::from_str(&text).unwrap())).collect();
+        let coredns = &patches["corednsdeployment+strategic.json"]["spec"]["template"]["spec"]["containers"];
+        assert_eq!(
+            coredns,
+            &serde_json::json!([{"name": "coredns", "readinessProbe": {"periodSeconds": 1}}])
+        );
+        let scheduler = &patches["kube-scheduler+strategic.json"]["spec"]["containers"];
+        assert_eq!(
+            scheduler,
+            &serde_json::json!([{"name": "kube-scheduler", "startupProbe": {"initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 240}}])
+        );
+        assert_eq!(patches.len(), 5, "{:?}", patches.keys());
+    }
+
+    #[test]
     fn join_config_matches_golden_file() {
-        let spec = ClusterSpec::default();
-        let worker = &spec.nodes()[1];
+        let (spec, nodes) = plan();
         let hash = "sha256:0d8e0f1f4a1b5e6f2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293";
-        let rendered = join_config(&spec, &worker.name, worker.ip, &token(), hash);
+        let rendered = join_config(&spec, &nodes[0], &nodes[1], &token(), hash);
         crate::golden::assert_golden("kubeadm-join.yaml", &rendered);
     }
 
     #[test]
     fn every_document_is_typed() {
-        let rendered = init_config(&ClusterSpec::default(), &token(), std::time::Duration::from_secs(60));
+        let (spec, nodes) = plan();
+        let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(60));
         let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&rendered)
             .map(|doc| {
                 let v = serde_yaml::Value::deserialize(doc).unwrap();

@@ -2,20 +2,20 @@
 //! upstream sources, deploys the vigil suite on it, and breaks nodes on purpose.
 #![forbid(unsafe_code)]
 
-/// Cluster add-ons as typed objects (flannel, MetalLB, the web workload) and how they are applied.
+/// What `up` installs, as typed objects, and the table of add-ons.
 pub mod addons;
 /// Subcommands wired to the library; the only place errors become anyhow.
 pub mod app;
+/// Server-side apply, with one discovery per cluster.
+pub mod apply;
 /// The upstream build: Go modules, debootstrap, images, content keys.
 pub mod build;
 pub mod cli;
-/// The user's choices and the node plan derived from them.
+/// The user's choices, their defaults, and what derives from them.
 pub mod cluster;
-/// `vigil up`'s ordered steps up to a Ready cluster.
-pub mod create;
-/// `vigil up`'s second half: MetalLB and the workload.
-pub mod deploy;
-/// The one place vigil connects to Docker Engine.
+/// What "ready" means for nodes, pods, rollouts, claims and Services.
+pub mod conditions;
+/// The one place vigil connects to Docker Engine (the build's image store and the Docker provider).
 pub mod docker;
 /// Local programs run with their output logged.
 pub mod exec;
@@ -25,14 +25,18 @@ pub mod kubeadm;
 pub mod kubeconfig;
 /// The kustomize layout under `manifests/`, generated from the typed objects.
 pub mod manifests;
+/// The one way vigil waits: polling, or watching one object.
+pub mod poll;
 /// Status lines for long work.
 pub mod progress;
-/// Node providers: the trait and the Docker implementation.
+/// Node providers: the traits, node-level helpers, and the Docker implementation.
 pub mod provider;
 /// `vigil status`.
 pub mod status;
 /// Bootstrap tokens and the CA pin.
 pub mod token;
+/// `vigil up` as an ordered list of steps.
+pub mod up;
 /// The pinned upstream releases.
 pub mod versions;
 

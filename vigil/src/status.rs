@@ -1,11 +1,19 @@
 //! `vigil status`: what the provider sees (containers) next to what the
 //! cluster says (nodes, system pods), and the addresses of what vigil runs.
 
-use k8s_openapi::api::core::v1::{Node as KubeNode, Pod};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node as KubeNode, Pod, Service};
 use kube::{Api, Client, api::ListParams};
 use serde::Serialize;
 
-use crate::{addons, cluster::ClusterSpec, kubeadm, provider::NodeInfo};
+use crate::{
+    addons::{self, ADDONS},
+    cluster::{ClusterSpec, Role},
+    conditions::{load_balancer_ip, node_ready_condition, pod_ready},
+    kubeadm,
+    provider::{NodeInfo, NodeSpec},
+};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -23,10 +31,10 @@ pub struct Status {
 #[derive(Debug, Serialize)]
 pub struct Addresses {
     pub api_server: String,
-    /// The web Service's LoadBalancer URL, once MetalLB has given it an address.
-    pub web: Option<String>,
-    /// Prometheus's UI, once its Service has an address.
-    pub prometheus: Option<String>,
+    /// Each add-on's URL (`web`, `prometheus`, ...) once its Service has a
+    /// LoadBalancer address.
+    #[serde(flatten)]
+    pub addons: BTreeMap<&'static str, Option<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,20 +58,30 @@ pub struct PodStatus {
     pub restarts: i32,
 }
 
-fn condition(node: &KubeNode, kind: &str) -> Option<bool> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == kind).map(|c| c.status == "True")
+/// The add-ons' URLs, from their Services' LoadBalancer addresses.
+pub async fn addon_addresses(client: &Client) -> BTreeMap<&'static str, Option<String>> {
+    let mut out = BTreeMap::new();
+    for address in ADDONS.iter().filter_map(|a| a.address.as_ref()) {
+        let services: Api<Service> = Api::namespaced(client.clone(), address.namespace);
+        let ip = services.get(address.service).await.ok().as_ref().and_then(load_balancer_ip);
+        out.insert(address.key, ip.map(|ip| (address.url)(&ip)));
+    }
+    out
 }
 
 pub async fn collect(
     spec: &ClusterSpec,
+    plan: &[NodeSpec],
     containers: Vec<NodeInfo>,
     client: Option<Result<Client, String>>,
 ) -> Status {
     let mut api_error = None;
     let mut kube_nodes = vec![];
     let mut pods = vec![];
+    let mut addresses = ADDONS.iter().filter_map(|a| Some((a.address.as_ref()?.key, None))).collect();
     match client {
         Some(Ok(client)) => {
+            addresses = addon_addresses(&client).await;
             match Api::<KubeNode>::all(client.clone()).list(&ListParams::default()).await {
                 Ok(list) => kube_nodes = list.items,
                 Err(e) => api_error = Some(e.to_string()),
@@ -84,7 +102,7 @@ pub async fn collect(
         .map(|c| {
             let kube = kube_nodes.iter().find(|n| n.metadata.name.as_deref() == Some(&c.name));
             NodeStatus {
-                ready: kube.and_then(|n| condition(n, "Ready")),
+                ready: kube.and_then(node_ready_condition),
                 kubelet_version: kube
                     .and_then(|n| Some(n.status.as_ref()?.node_info.as_ref()?.kubelet_version.clone())),
                 name: c.name,
@@ -104,21 +122,21 @@ pub async fn collect(
                 name: p.metadata.name.clone().unwrap_or_default(),
                 node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
                 phase: status.and_then(|s| s.phase.clone()),
-                ready: status
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+                ready: pod_ready(p),
                 restarts: containers.map(|c| c.iter().map(|c| c.restart_count).sum()).unwrap_or(0),
             }
         })
         .collect();
+    let control_plane = plan.iter().find(|n| n.role == Role::ControlPlane);
     Status {
         cluster: spec.name.clone(),
         kubernetes_version: spec.kubernetes_version.clone(),
         kube_context: spec.kube_context(),
         addresses: Addresses {
-            api_server: format!("https://{}:{}", spec.control_plane().ip, kubeadm::API_SERVER_PORT),
-            web: None,
-            prometheus: None,
+            api_server: control_plane
+                .map(|cp| format!("https://{}:{}", cp.ip, kubeadm::API_SERVER_PORT))
+                .unwrap_or_default(),
+            addons: addresses,
         },
         nodes,
         system_pods,
@@ -134,13 +152,11 @@ impl Status {
             self.kubernetes_version,
             self.addresses.api_server,
             self.kube_context,
-            self.addresses.web.as_deref().map(|u| format!(", web at {u}")).unwrap_or_default()
-                + &self
-                    .addresses
-                    .prometheus
-                    .as_deref()
-                    .map(|u| format!(", Prometheus at {u}"))
-                    .unwrap_or_default()
+            self.addresses
+                .addons
+                .iter()
+                .filter_map(|(key, url)| Some(format!(", {key} at {}", url.as_ref()?)))
+                .collect::<String>()
         );
         for n in &self.nodes {
             let ready = match n.ready {

@@ -1,6 +1,7 @@
-//! The cluster (issue 3): nodes Ready, system pods Running, pod-to-pod
-//! traffic across workers over flannel, DNS for Service names, a join token
-//! that is dead after the join, and nothing left behind by `vigil down`.
+//! The cluster (issue 3): a second `up` changes nothing, nodes Ready, system
+//! pods Running, pod-to-pod traffic across workers over flannel, DNS for
+//! Service names, a join token that is dead after the join, and nothing left
+//! behind by `vigil down`.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -14,11 +15,10 @@ use kube::{
     api::{DeleteParams, ListParams, ObjectMeta, PostParams},
     config::AuthInfo,
 };
-use vigil::provider::docker::CLUSTER_LABEL;
-use vigil_e2e::{run_to_completion, test_kubeconfig, wait_for};
+use vigil::{conditions::node_ready, poll::until_some, provider::docker::CLUSTER_LABEL};
+use vigil_e2e::{Cluster, down, images, run_to_completion, test_kubeconfig, up};
 
 const NAMESPACE: &str = "vigil-e2e-net";
-const TOOLBOX: &str = "vigil.local/base:bookworm";
 
 fn labels(app: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_owned(), app.to_owned())])
@@ -33,7 +33,7 @@ fn pod(name: &str, node: &str, script: &str, restart: &str) -> Pod {
             restart_policy: Some(restart.into()),
             containers: vec![Container {
                 name: "main".into(),
-                image: Some(TOOLBOX.into()),
+                image: Some(images().base()),
                 image_pull_policy: Some("Never".into()),
                 command: Some(vec!["sh".into(), "-c".into(), script.into()]),
                 ..Default::default()
@@ -45,16 +45,30 @@ fn pod(name: &str, node: &str, script: &str, restart: &str) -> Pod {
     }
 }
 
-pub async fn nodes_are_ready(client: &Client) -> Result<()> {
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
+/// The first `up` (the shared cluster's) joined the workers; a second one
+/// finds everything done and changes nothing.
+pub async fn up_again_changes_nothing(c: &Cluster) -> Result<()> {
+    ensure!(c.report.join_token.is_some(), "the first up did not join the workers");
+    let again = up(&c.spec).await.context("second vigil up")?;
+    ensure!(again.join_token.is_none(), "the second up joined workers again");
+    for step in ["kubeadm init", "kubeadm join", "load images"] {
+        let outcome = again.steps.iter().find(|s| s.name == step).map(|s| s.outcome);
+        ensure!(outcome == Some("skipped"), "the second up's step {step} was {outcome:?}, not skipped");
+    }
+    ensure!(
+        again.addresses == c.report.addresses,
+        "addresses moved: {:?} then {:?}",
+        c.report.addresses,
+        again.addresses
+    );
+    Ok(())
+}
+
+pub async fn nodes_are_ready(c: &Cluster) -> Result<()> {
+    let nodes = Api::<Node>::all(c.client.clone()).list(&ListParams::default()).await?.items;
     ensure!(nodes.len() == 3, "expected 3 nodes, found {}", nodes.len());
     for node in &nodes {
-        let ready = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        ensure!(ready, "node {:?} is not Ready", node.metadata.name);
+        ensure!(node_ready(node), "node {:?} is not Ready", node.metadata.name);
     }
     let control_planes = nodes
         .iter()
@@ -69,16 +83,16 @@ pub async fn nodes_are_ready(client: &Client) -> Result<()> {
     Ok(())
 }
 
-pub async fn system_pods_run(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+pub async fn system_pods_run(c: &Cluster) -> Result<()> {
     let pods =
-        Api::<Pod>::namespaced(client.clone(), "kube-system").list(&ListParams::default()).await?.items;
+        Api::<Pod>::namespaced(c.client.clone(), "kube-system").list(&ListParams::default()).await?.items;
     for pod in &pods {
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
         ensure!(phase == "Running", "kube-system pod {:?} is {phase}", pod.metadata.name);
     }
     let names: Vec<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
     let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
-    let cp = spec.control_plane_name();
+    let cp = c.spec.control_plane_name();
     for component in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
         ensure!(names.contains(&format!("{component}-{cp}").as_str()), "no {component} pod in {names:?}");
     }
@@ -87,7 +101,8 @@ pub async fn system_pods_run(client: &Client, spec: &vigil::cluster::ClusterSpec
     Ok(())
 }
 
-pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+pub async fn pod_network_and_dns(c: &Cluster) -> Result<()> {
+    let (client, spec) = (&c.client, &c.spec);
     let (worker_a, worker_b) = (spec.worker_name(0), spec.worker_name(1));
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
@@ -98,9 +113,9 @@ pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::Cluster
         namespaces.create(&PostParams::default(), &ns).await?;
     }
     // The namespace's default ServiceAccount appears shortly after the namespace.
-    wait_for("default ServiceAccount", Duration::from_secs(30), || async {
+    until_some("default ServiceAccount", Duration::from_secs(30), || async {
         let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
-        Ok(sa.get_opt("default").await?.map(|_| ()))
+        Ok::<_, kube::Error>(sa.get_opt("default").await?.map(|_| ()))
     })
     .await?;
 
@@ -112,15 +127,15 @@ pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::Cluster
         "Always",
     );
     let _ = pods.delete("echo", &DeleteParams::default()).await;
-    wait_for("old echo pod gone", Duration::from_secs(60), || async {
-        Ok(pods.get_opt("echo").await?.is_none().then_some(()))
+    until_some("old echo pod gone", Duration::from_secs(60), || async {
+        Ok::<_, kube::Error>(pods.get_opt("echo").await?.is_none().then_some(()))
     })
     .await?;
     pods.create(&PostParams::default(), &server).await?;
-    let server_ip = wait_for("echo pod Running with an IP", Duration::from_secs(90), || async {
+    let server_ip = until_some("echo pod Running with an IP", Duration::from_secs(90), || async {
         let p = pods.get("echo").await?;
         let status = p.status.unwrap_or_default();
-        Ok((status.phase.as_deref() == Some("Running")).then_some(status.pod_ip).flatten())
+        Ok::<_, kube::Error>((status.phase.as_deref() == Some("Running")).then_some(status.pod_ip).flatten())
     })
     .await?;
     ensure!(
@@ -168,7 +183,7 @@ pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::Cluster
         logs.lines().find_map(|l| l.strip_prefix(&format!("{key}: "))).unwrap_or_default().trim().to_owned()
     };
     ensure!(line("direct") == "pong from echo", "pod-to-pod across workers failed:\n{logs}");
-    let api_service_ip = std::net::Ipv4Addr::from(u32::from(spec.service_subnet.network()) + 1).to_string();
+    let api_service_ip = spec.api_service_ip().to_string();
     ensure!(
         line("kubernetes") == api_service_ip,
         "kubernetes.default resolved to {:?}:\n{logs}",
@@ -188,7 +203,9 @@ pub async fn pod_network_and_dns(client: &Client, spec: &vigil::cluster::Cluster
 
 /// A bootstrap token may create a SelfSubjectReview while it is valid;
 /// once deleted, the API server answers 401.
-pub async fn join_token_is_dead(admin: &kube::Config, token: vigil::token::BootstrapToken) -> Result<()> {
+pub async fn join_token_is_dead(c: &Cluster) -> Result<()> {
+    let token = c.report.join_token.clone().context("the first up joined no worker")?;
+    let admin = &c.config;
     let with_token = |token: String| -> Result<Client> {
         let mut config = admin.clone();
         config.auth_info = AuthInfo { token: Some(token.into()), ..Default::default() };
@@ -207,7 +224,12 @@ pub async fn join_token_is_dead(admin: &kube::Config, token: vigil::token::Boots
     Ok(())
 }
 
-pub async fn nothing_left_behind(spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+/// `vigil down` removes every container, volume and network of the
+/// cluster, and its kubeconfig entries. (The last check: it takes the
+/// shared cluster away.)
+pub async fn down_leaves_nothing_behind(c: &Cluster) -> Result<()> {
+    let spec = &c.spec;
+    down(spec).await.context("vigil down")?;
     let docker = vigil::docker::connect().await?;
     let filter = std::collections::HashMap::from([(
         "label".to_owned(),
@@ -238,7 +260,7 @@ pub async fn nothing_left_behind(spec: &vigil::cluster::ClusterSpec) -> Result<(
         ))
         .await?;
     ensure!(networks.is_empty(), "networks left: {:?}", networks.iter().map(|n| &n.name).collect::<Vec<_>>());
-    for node in spec.nodes() {
+    for node in c.nodes() {
         ensure!(
             docker.inspect_container(&node.name, None).await.is_err(),
             "container {} still exists",

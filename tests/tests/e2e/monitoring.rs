@@ -22,9 +22,9 @@ use serde_json::Value;
 use vigil::{
     addons::{local_path, node_exporter, prometheus},
     build::rootfs,
-    deploy::Deployed,
+    poll::until_some,
 };
-use vigil_e2e::wait_for;
+use vigil_e2e::Cluster;
 
 use crate::workload::{name, web_pods};
 
@@ -106,7 +106,8 @@ fn pods_in_scrape(text: &str, namespace: &str) -> BTreeSet<String> {
         .collect()
 }
 
-pub async fn exporter_output_is_clean(client: &Client) -> Result<()> {
+pub async fn exporter_output_is_clean(c: &Cluster) -> Result<()> {
+    let client = &c.client;
     let exporters = exporters(client).await?;
     ensure!(exporters.len() == 3, "expected a node-exporter pod on each of the 3 nodes, found {exporters:?}");
     for (node, pod) in &exporters {
@@ -143,14 +144,15 @@ async fn query(http: &reqwest::Client, base: &str, promql: &str, at: Option<f64>
     Ok(answer["data"]["result"].as_array().cloned().unwrap_or_default())
 }
 
-pub async fn prometheus_sees_every_web_pod(client: &Client, deployed: &Deployed) -> Result<()> {
+pub async fn prometheus_sees_every_web_pod(c: &Cluster) -> Result<()> {
+    let (client, prometheus_url) = (&c.client, c.prometheus_url()?);
     let http = prometheus_http()?;
     let started = Instant::now();
     let promql = r#"container_cpu_usage_seconds_total{namespace="default",container="web"}"#;
     let mut last = String::new();
     while started.elapsed() < Duration::from_secs(60) {
         let want = running_web_pods(client).await?;
-        let series = query(&http, &deployed.prometheus_url, promql, None).await.unwrap_or_else(|e| {
+        let series = query(&http, prometheus_url, promql, None).await.unwrap_or_else(|e| {
             last = e.to_string();
             vec![]
         });
@@ -174,7 +176,8 @@ pub async fn prometheus_sees_every_web_pod(client: &Client, deployed: &Deployed)
     bail!("within 60 s Prometheus did not return container_cpu_usage_seconds_total for every web pod: {last}")
 }
 
-pub async fn a_deleted_pods_series_leave_the_exporter(client: &Client) -> Result<()> {
+pub async fn a_deleted_pods_series_leave_the_exporter(c: &Cluster) -> Result<()> {
+    let client = &c.client;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let (victim, node) = running_web_pods(client).await?.into_iter().next().context("no web pod")?;
     let exporter =
@@ -182,8 +185,8 @@ pub async fn a_deleted_pods_series_leave_the_exporter(client: &Client) -> Result
     let before = pods_in_scrape(&scrape(client, &exporter).await?, "default");
     ensure!(before.contains(&victim), "{exporter} does not export {victim} before the deletion: {before:?}");
     pods.delete(&victim, &DeleteParams::default()).await?;
-    wait_for(&format!("pod {victim} gone from the API"), Duration::from_secs(60), || async {
-        Ok(pods.get_opt(&victim).await?.is_none().then_some(()))
+    until_some(format!("pod {victim} gone from the API"), Duration::from_secs(60), || async {
+        Ok::<_, kube::Error>(pods.get_opt(&victim).await?.is_none().then_some(()))
     })
     .await?;
     // The exporter's cache lasts 2 s: wait it out, then one scrape must not name the pod.
@@ -197,7 +200,8 @@ fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs_f64()
 }
 
-pub async fn prometheus_data_survives_a_restart(client: &Client, deployed: &Deployed) -> Result<()> {
+pub async fn prometheus_data_survives_a_restart(c: &Cluster) -> Result<()> {
+    let client = &c.client;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), node_exporter::NAMESPACE);
     let claim = claims.get(prometheus::CLAIM).await?;
     let volume = claim.spec.and_then(|s| s.volume_name).context("the claim names no volume")?;
@@ -209,12 +213,12 @@ pub async fn prometheus_data_survives_a_restart(client: &Client, deployed: &Depl
     ensure!(provisioned_by.is_some(), "volume {volume} was not dynamically provisioned");
 
     let http = prometheus_http()?;
-    let base = &deployed.prometheus_url;
+    let base = c.prometheus_url()?;
     // A moment Prometheus has a sample of itself for; asked again after the restart.
     let promql = r#"up{job="prometheus"}"#;
-    let moment = wait_for("a sample of Prometheus's own `up`", Duration::from_secs(60), || async {
+    let moment = until_some("a sample of Prometheus's own `up`", Duration::from_secs(60), || async {
         let at = now();
-        Ok((!query(&http, base, promql, Some(at)).await?.is_empty()).then_some(at))
+        Ok::<_, anyhow::Error>((!query(&http, base, promql, Some(at)).await?.is_empty()).then_some(at))
     })
     .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), node_exporter::NAMESPACE);
@@ -224,11 +228,11 @@ pub async fn prometheus_data_survives_a_restart(client: &Client, deployed: &Depl
     for pod in &old {
         pods.delete(pod, &DeleteParams::default()).await?;
     }
-    wait_for("a new Prometheus pod answering", Duration::from_secs(120), || async {
+    until_some("a new Prometheus pod answering", Duration::from_secs(120), || async {
         let list = pods.list(&ListParams::default().labels(&selector)).await?;
         let fresh = list.items.iter().any(|p| running(p) && !old.contains(&name(p)));
         if !fresh {
-            return Ok(None);
+            return Ok::<_, anyhow::Error>(None);
         }
         Ok(query(&http, base, "vector(1)", None).await.ok().map(|_| ()))
     })
@@ -243,11 +247,11 @@ pub async fn prometheus_data_survives_a_restart(client: &Client, deployed: &Depl
 
 /// node-exporter's Docker collector against the host's own dockerd, whose
 /// containers are this cluster's nodes.
-pub async fn docker_collector_reads_the_node_containers(spec: &vigil::cluster::ClusterSpec) -> Result<()> {
+pub async fn docker_collector_reads_the_node_containers(c: &Cluster) -> Result<()> {
     use ::node_exporter::collector::{Collector as _, docker::DockerCollector};
     let docker = DockerCollector::connect("/var/run/docker.sock")?.negotiate().await?;
     let samples = docker.collect().await?;
-    for node in spec.nodes() {
+    for node in c.nodes() {
         let (_, usage) = samples
             .containers
             .iter()
@@ -269,22 +273,22 @@ pub async fn docker_collector_reads_the_node_containers(spec: &vigil::cluster::C
 }
 
 /// Pod discovery finds every component that serves metrics, and each target is up.
-pub async fn prometheus_scrapes_every_component(deployed: &Deployed) -> Result<()> {
+pub async fn prometheus_scrapes_every_component(c: &Cluster) -> Result<()> {
     let http = prometheus_http()?;
+    let prometheus_url = c.prometheus_url()?;
     // The UI a user opens at the printed address.
-    let graph = format!("{}graph", deployed.prometheus_url);
+    let graph = format!("{prometheus_url}graph");
     let page = http.get(&graph).send().await?.error_for_status()?.text().await?;
     ensure!(
         page.contains("<title>Prometheus"),
         "{graph} is not Prometheus's UI: {}",
         &page[..page.len().min(200)]
     );
-    wait_for(
+    until_some(
         "Prometheus targets web, probe-server and node-exporter up (3 each)",
         Duration::from_secs(60),
         || async {
-            let up =
-                query(&http, &deployed.prometheus_url, r#"up{job="kubernetes-pods"} == 1"#, None).await?;
+            let up = query(&http, prometheus_url, r#"up{job="kubernetes-pods"} == 1"#, None).await?;
             let mut by_container: BTreeMap<String, usize> = BTreeMap::new();
             for series in &up {
                 let container = series["metric"]["kubernetes_container"].as_str().unwrap_or_default();
@@ -295,8 +299,9 @@ pub async fn prometheus_scrapes_every_component(deployed: &Deployed) -> Result<(
             if !all {
                 println!("targets up so far: {by_container:?}");
             }
-            Ok(all.then_some(()))
+            Ok::<_, anyhow::Error>(all.then_some(()))
         },
     )
-    .await
+    .await?;
+    Ok(())
 }

@@ -14,12 +14,8 @@ use kube::{
     Api, Client,
     api::{DeleteParams, ListParams},
 };
-use vigil::{
-    cluster::ClusterSpec,
-    deploy::Deployed,
-    provider::{Node, NodeProvider, docker::DockerProvider},
-};
-use vigil_e2e::wait_for;
+use vigil::{conditions::pod_ready, poll::until_some, provider::NodeProvider};
+use vigil_e2e::Cluster;
 
 const WEB_SELECTOR: &str = "app=web";
 
@@ -68,27 +64,21 @@ fn restarts(pod: &Pod, container: &str) -> i32 {
         .map_or(0, |c| c.restart_count)
 }
 
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-pub async fn load_balancer_reaches_every_pod(client: &Client, deployed: &Deployed) -> Result<()> {
-    let pods: BTreeSet<String> = web_pods(client).await?.iter().map(name).collect();
+pub async fn load_balancer_reaches_every_pod(c: &Cluster) -> Result<()> {
+    let url = c.web_url()?;
+    let pods: BTreeSet<String> = web_pods(&c.client).await?.iter().map(name).collect();
     ensure!(pods.len() == 3, "expected 3 web pods, found {pods:?}");
-    let seen: BTreeSet<String> = curl_many(&deployed.web_url, 30).await?.into_iter().collect();
-    ensure!(seen == pods, "30 curls to {} reached {seen:?}, the pods are {pods:?}", deployed.web_url);
-    let ip: std::net::Ipv4Addr = deployed.load_balancer_ip.parse()?;
-    let spec = vigil_e2e::test_spec();
-    let (first, last) = spec.load_balancer_range();
+    let seen: BTreeSet<String> = curl_many(url, 30).await?.into_iter().collect();
+    ensure!(seen == pods, "30 curls to {url} reached {seen:?}, the pods are {pods:?}");
+    let ip: std::net::Ipv4Addr =
+        reqwest::Url::parse(url)?.host_str().context("no host in the URL")?.parse()?;
+    let (first, last) = c.spec.load_balancer_range();
     ensure!(ip >= first && ip <= last, "LoadBalancer address {ip} is outside the pool {first}-{last}");
     Ok(())
 }
 
 /// The PID, as the node sees it, of `container` in `pod`.
-async fn container_pid(provider: &DockerProvider, pod: &Pod, container: &str) -> Result<(String, String)> {
+async fn container_pid(provider: &dyn NodeProvider, pod: &Pod, container: &str) -> Result<(String, String)> {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).context("pod not scheduled")?;
     let id = pod
         .status
@@ -113,23 +103,20 @@ async fn container_pid(provider: &DockerProvider, pod: &Pod, container: &str) ->
 /// SIGSTOP freezes the web process: it is still there but answers nothing.
 /// probe-server's liveness check times out, /livez fails, and the kubelet
 /// restarts the web container (not the pod, not the sidecar).
-pub async fn a_hung_workload_is_restarted_by_its_liveness_probe(
-    client: &Client,
-    _spec: &ClusterSpec,
-) -> Result<()> {
-    let provider = DockerProvider::new(vigil::docker::connect().await?);
+pub async fn a_hung_workload_is_restarted_by_its_liveness_probe(c: &Cluster) -> Result<()> {
+    let client = &c.client;
     let pod = web_pods(client).await?.into_iter().next().context("no web pod")?;
     let (pod_name, before) = (name(&pod), restarts(&pod, "web"));
     let sidecar_before = restarts(&pod, "probe-server");
-    let (node, pid) = container_pid(&provider, &pod, "web").await?;
-    provider.node(&node).run(&["kill", "-STOP", &pid], None).await?;
+    let (node, pid) = container_pid(c.provider.as_ref(), &pod, "web").await?;
+    c.provider.node(&node).run(&["kill", "-STOP", &pid], None).await?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let after =
-        wait_for(&format!("web container of {pod_name} restarted"), Duration::from_secs(90), || async {
+        until_some(format!("web container of {pod_name} restarted"), Duration::from_secs(90), || async {
             let p = pods.get(&pod_name).await?;
             let n = restarts(&p, "web");
-            Ok((n > before && ready(&p)).then_some(p))
+            Ok::<_, kube::Error>((n > before && pod_ready(&p)).then_some(p))
         })
         .await?;
     ensure!(restarts(&after, "probe-server") == sidecar_before, "the sidecar was restarted too");
@@ -158,17 +145,13 @@ async fn endpoint_ready(client: &Client, pod: &str) -> Result<Option<bool>> {
 /// pod's probe-server report not ready: the pod leaves the Service while
 /// the other two keep serving, and it is not restarted (liveness ignores
 /// dependencies). Unblocking brings it back.
-pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(
-    client: &Client,
-    _spec: &ClusterSpec,
-    deployed: &Deployed,
-) -> Result<()> {
-    let provider = DockerProvider::new(vigil::docker::connect().await?);
-    let pod = web_pods(client).await?.into_iter().find(ready).context("no ready web pod")?;
+pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(c: &Cluster) -> Result<()> {
+    let (client, url) = (&c.client, c.web_url()?);
+    let pod = web_pods(client).await?.into_iter().find(pod_ready).context("no ready web pod")?;
     let pod_name = name(&pod);
     let restarts_before = restarts(&pod, "web");
-    let (node, pid) = container_pid(&provider, &pod, "probe-server").await?;
-    let node = provider.node(&node);
+    let (node, pid) = container_pid(c.provider.as_ref(), &pod, "probe-server").await?;
+    let node = c.provider.node(&node);
     let rule = |op: &'static str, proto: &'static str| {
         vec![
             "nsenter", "-t", &pid, "-n", "iptables", op, "OUTPUT", "-p", proto, "--dport", "53", "-j",
@@ -182,12 +165,13 @@ pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(
         let argv = rule("-I", proto);
         node.run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), None).await?;
     }
-    let left = wait_for(&format!("{pod_name} leaves the web endpoints"), Duration::from_secs(60), || async {
-        Ok((endpoint_ready(client, &pod_name).await? != Some(true)).then_some(()))
-    })
-    .await;
+    let left =
+        until_some(format!("{pod_name} leaves the web endpoints"), Duration::from_secs(60), || async {
+            Ok::<_, anyhow::Error>((endpoint_ready(client, &pod_name).await? != Some(true)).then_some(()))
+        })
+        .await;
     // Traffic through the load balancer goes on, served by the other two.
-    let answered = curl_many(&deployed.web_url, 30).await;
+    let answered = curl_many(url, 30).await;
     for proto in ["udp", "tcp"] {
         let argv = rule("-D", proto);
         node.run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), None).await?;
@@ -201,8 +185,8 @@ pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(
     );
     ensure!(answered.len() == 2, "expected the two other pods to answer, got {answered:?}");
 
-    wait_for(&format!("{pod_name} back in the web endpoints"), Duration::from_secs(60), || async {
-        Ok((endpoint_ready(client, &pod_name).await? == Some(true)).then_some(()))
+    until_some(format!("{pod_name} back in the web endpoints"), Duration::from_secs(60), || async {
+        Ok::<_, anyhow::Error>((endpoint_ready(client, &pod_name).await? == Some(true)).then_some(()))
     })
     .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -215,15 +199,16 @@ pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(
     Ok(())
 }
 
-pub async fn a_deleted_pod_is_replaced(client: &Client) -> Result<()> {
+pub async fn a_deleted_pod_is_replaced(c: &Cluster) -> Result<()> {
+    let client = &c.client;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let victim = name(&web_pods(client).await?.into_iter().next().context("no web pod")?);
     pods.delete(&victim, &DeleteParams::default()).await?;
-    wait_for("3 ready web replicas again, the deleted one gone", Duration::from_secs(90), || async {
+    until_some("3 ready web replicas again, the deleted one gone", Duration::from_secs(90), || async {
         let now = web_pods(client).await?;
-        let ready_names: Vec<String> =
-            now.iter().filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none()).map(name).collect();
-        Ok((ready_names.len() == 3 && !ready_names.contains(&victim)).then_some(()))
+        let ready_names: Vec<String> = now.iter().filter(|p| pod_ready(p)).map(name).collect();
+        Ok::<_, anyhow::Error>((ready_names.len() == 3 && !ready_names.contains(&victim)).then_some(()))
     })
-    .await
+    .await?;
+    Ok(())
 }

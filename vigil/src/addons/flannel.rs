@@ -1,8 +1,16 @@
-//! flannel, upstream's kube-flannel.yml for v0.27 as typed objects, with one
-//! change: the flannel CNI plugin is baked into the node image, so the
+//! flannel, upstream's kube-flannel.yml for v0.27 as typed objects, with two
+//! changes. The flannel CNI plugin is baked into the node image, so the
 //! `install-cni-plugin` init container that copies it from an image is gone.
+//! And the CNI configuration is installed once flanneld has written its
+//! subnet, not before it starts: upstream's init container makes the node
+//! Ready while the plugin still fails ("subnet.env: no such file"), and each
+//! pod scheduled in that window (CoreDNS, first of all) waits out the
+//! kubelet's ten-second retry. flanneld also talks to the API server at the
+//! control plane's address rather than through the `kubernetes` Service:
+//! that Service is kube-proxy's rule, which may not exist yet when the pod
+//! network starts (kube-proxy's own kubeconfig does the same).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use k8s_openapi::{
     api::{
@@ -23,6 +31,15 @@ use crate::cluster::ClusterSpec;
 
 pub const NAMESPACE: &str = "kube-flannel";
 const NAME: &str = "flannel";
+/// Waits for flanneld's subnet, installs the CNI configuration (renamed into
+/// place, so the runtime never reads half a file), then idles until stopped.
+const INSTALL_CNI: &str = "set -e
+until [ -s /run/flannel/subnet.env ]; do sleep 0.1; done
+cp -f /etc/kube-flannel/cni-conf.json /etc/cni/net.d/.10-flannel.conflist.new
+mv -f /etc/cni/net.d/.10-flannel.conflist.new /etc/cni/net.d/10-flannel.conflist
+trap 'exit 0' TERM
+while :; do sleep 3600 & wait $!; done
+";
 
 fn meta(name: &str, namespaced: bool) -> ObjectMeta {
     ObjectMeta {
@@ -65,7 +82,8 @@ pub fn net_conf(spec: &ClusterSpec) -> serde_json::Value {
     json!({ "Network": spec.pod_subnet.to_string(), "EnableNFTables": false, "Backend": { "Type": "vxlan" } })
 }
 
-pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
+/// `api_server`: where the control plane's API server listens (host, port).
+pub fn objects(spec: &ClusterSpec, image: &str, api_server: (Ipv4Addr, u16)) -> Vec<Object> {
     let namespace = Namespace {
         metadata: ObjectMeta {
             labels: Some(BTreeMap::from([
@@ -100,13 +118,12 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         name: "install-cni".into(),
         image: Some(image.into()),
         image_pull_policy: Some("Never".into()),
-        command: Some(vec!["cp".into()]),
-        args: Some(vec![
-            "-f".into(),
-            "/etc/kube-flannel/cni-conf.json".into(),
-            "/etc/cni/net.d/10-flannel.conflist".into(),
+        command: Some(vec!["sh".into(), "-c".into(), INSTALL_CNI.into()]),
+        volume_mounts: Some(vec![
+            mount("run", "/run/flannel"),
+            mount("cni", "/etc/cni/net.d"),
+            mount("flannel-cfg", "/etc/kube-flannel/"),
         ]),
-        volume_mounts: Some(vec![mount("cni", "/etc/cni/net.d"), mount("flannel-cfg", "/etc/kube-flannel/")]),
         ..Default::default()
     };
     let flanneld = Container {
@@ -139,6 +156,18 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
                 value: Some("false".into()),
                 ..Default::default()
             },
+            // client-go's in-cluster configuration reads these; the kubelet's
+            // values would be the Service address.
+            EnvVar {
+                name: "KUBERNETES_SERVICE_HOST".into(),
+                value: Some(api_server.0.to_string()),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "KUBERNETES_SERVICE_PORT".into(),
+                value: Some(api_server.1.to_string()),
+                ..Default::default()
+            },
         ]),
         volume_mounts: Some(vec![
             mount("run", "/run/flannel"),
@@ -162,8 +191,7 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
                         ..Default::default()
                     }]),
                     service_account_name: Some(NAME.into()),
-                    init_containers: Some(vec![install_cni]),
-                    containers: vec![flanneld],
+                    containers: vec![flanneld, install_cni],
                     volumes: Some(vec![
                         host_path("run", "/run/flannel", None),
                         host_path("cni", "/etc/cni/net.d", None),
@@ -196,7 +224,8 @@ mod tests {
 
     #[test]
     fn manifests_match_golden_file() {
-        let yaml: Vec<String> = objects(&ClusterSpec::default(), "vigil.local/flannel:v0.27.4")
+        let api_server = ("172.29.0.2".parse().unwrap(), 6443);
+        let yaml: Vec<String> = objects(&ClusterSpec::default(), "vigil.local/flannel:v0.27.4", api_server)
             .iter()
             .map(Object::to_yaml)
             .collect();

@@ -6,15 +6,68 @@
 
 use kube::api::DynamicObject;
 
-use super::upstream::{self, ImageMapping};
-use crate::versions;
+use super::{
+    Addon, Manifests, ROLLOUT, Rollout,
+    upstream::{self, ImageMapping},
+};
+use crate::{
+    apply::Object,
+    build::ImageNames,
+    cluster::ClusterSpec,
+    manifests::{ImageOverride, Patch, documents, kustomization},
+    versions,
+};
 
+pub const NAME: &str = "local-path";
 pub const NAMESPACE: &str = "local-path-storage";
 pub const STORAGE_CLASS: &str = "local-path";
 pub const MANIFEST: &str = include_str!("../../../manifests/local-path/local-path-storage.yaml");
 const MANIFEST_NAME: &str = "local-path-storage.yaml";
 /// Where volumes live on each node.
 pub const DATA_DIR: &str = "/var/local-path-provisioner";
+
+pub const ADDON: Addon = Addon {
+    name: NAME,
+    title: "local-path-provisioner: PersistentVolumes in each node's /var",
+    crates: &[],
+    needs: &[],
+    namespace: None,
+    objects: |input| {
+        Ok(objects(&input.spec.image_repository, &input.names().base())?
+            .into_iter()
+            .map(Object::Dynamic)
+            .collect())
+    },
+    after_rollout: None,
+    rollout: &[Rollout::Deployment { namespace: NAMESPACE, name: "local-path-provisioner", replicas: 1 }],
+    address: None,
+    manifests: Manifests::Vendored { dir: NAME, files: manifest_files },
+    timeout: ROLLOUT,
+};
+
+/// `local-path/`: upstream's manifest with kustomize's image override, and
+/// the ConfigMap as vigil changes it (helper image, data path) as a patch.
+fn manifest_files(repository: &str, _: &ClusterSpec) -> Vec<(String, String)> {
+    let helper = ImageNames { repository: repository.into() }.base();
+    let config: Vec<Object> = objects(repository, &helper)
+        .expect("the vendored manifest parses")
+        .into_iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "ConfigMap"))
+        .map(Object::Dynamic)
+        .collect();
+    let image = ImageOverride {
+        name: "rancher/local-path-provisioner".into(),
+        new_name: format!("{repository}/local-path-provisioner"),
+        new_tag: versions::LOCAL_PATH.into(),
+    };
+    vec![
+        (
+            "local-path/kustomization.yaml".into(),
+            kustomization(&[MANIFEST_NAME], vec![image], vec![Patch { path: "config.yaml" }]),
+        ),
+        ("local-path/config.yaml".into(), documents(&config)),
+    ]
+}
 
 pub fn image(repository: &str) -> String {
     format!("{repository}/local-path-provisioner:{}", versions::LOCAL_PATH)

@@ -7,10 +7,17 @@
 use kube::api::{DynamicObject, ObjectMeta};
 use serde::Serialize;
 
-use super::upstream::{self, ImageMapping};
+use super::{
+    Addon, Manifests, ROLLOUT, Rollout,
+    upstream::{self, ImageMapping},
+};
+use crate::{
+    apply::Object,
+    cluster::ClusterSpec,
+    manifests::{ImageOverride, documents, kustomization},
+};
 
-use crate::cluster::ClusterSpec;
-
+pub const NAME: &str = "metallb";
 pub const NAMESPACE: &str = "metallb-system";
 pub const VERSION: &str = crate::versions::METALLB;
 pub const NATIVE_MANIFEST: &str = include_str!("../../../manifests/metallb/metallb-native.yaml");
@@ -18,6 +25,48 @@ pub const NATIVE_MANIFEST: &str = include_str!("../../../manifests/metallb/metal
 pub const UPSTREAM_IMAGES: [(&str, &str); 2] =
     [("quay.io/metallb/controller", "metallb-controller"), ("quay.io/metallb/speaker", "metallb-speaker")];
 const POOL: &str = "vigil-node-network";
+const MANIFEST_NAME: &str = "metallb-native.yaml";
+
+pub const ADDON: Addon = Addon {
+    name: NAME,
+    title: "MetalLB (L2), with an address pool on the node network",
+    crates: &[],
+    needs: &[],
+    namespace: None,
+    objects: |input| {
+        Ok(native_objects(&input.spec.image_repository)?.into_iter().map(Object::Dynamic).collect())
+    },
+    // The controller's admission webhook validates pools: it must answer first.
+    after_rollout: Some(|spec| pool_objects(spec).into_iter().map(Object::Dynamic).collect()),
+    // The controller assigns addresses and its webhook admits the pool. The
+    // speakers announce them as soon as they run, while upstream's
+    // readiness probe waits 10 s before its first look: the check from the
+    // host that every address answers is what proves they announce.
+    rollout: &[Rollout::Deployment { namespace: NAMESPACE, name: "controller", replicas: 1 }],
+    address: None,
+    manifests: Manifests::Vendored { dir: NAME, files: manifest_files },
+    timeout: ROLLOUT,
+};
+
+/// `metallb/`: upstream's manifest with kustomize's image overrides, and the pool.
+fn manifest_files(repository: &str, spec: &ClusterSpec) -> Vec<(String, String)> {
+    let overrides = UPSTREAM_IMAGES
+        .iter()
+        .map(|(upstream, component)| ImageOverride {
+            name: (*upstream).into(),
+            new_name: format!("{repository}/{component}"),
+            new_tag: VERSION.into(),
+        })
+        .collect();
+    let pool: Vec<Object> = pool_objects(spec).into_iter().map(Object::Dynamic).collect();
+    vec![
+        (
+            "metallb/kustomization.yaml".into(),
+            kustomization(&[MANIFEST_NAME, "address-pool.yaml"], overrides, vec![]),
+        ),
+        ("metallb/address-pool.yaml".into(), documents(&pool)),
+    ]
+}
 
 /// The annotations that ask MetalLB for one given address of its pool, for
 /// Services whose address vigil prints (web, Prometheus).
@@ -37,7 +86,7 @@ pub fn native_objects(repository: &str) -> Result<Vec<DynamicObject>, upstream::
         .iter()
         .map(|(upstream, component)| ImageMapping { upstream, built: image(repository, component) })
         .collect();
-    upstream::parse("metallb-native.yaml", NATIVE_MANIFEST, &images)
+    upstream::parse(MANIFEST_NAME, NATIVE_MANIFEST, &images)
 }
 
 #[derive(Debug, Serialize)]

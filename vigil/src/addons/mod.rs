@@ -1,5 +1,8 @@
-//! Cluster add-ons vigil installs, as typed Kubernetes objects, and the
-//! server-side apply that installs them.
+//! What `vigil up` installs on the cluster, as typed Kubernetes objects:
+//! the pod network (flannel, part of the cluster itself) and the add-ons of
+//! [`ADDONS`], the one table that says, for each, which of the workspace's
+//! crates it runs, what it needs, when it is up and where it is reached.
+//! Adding a deployable is its crate, its file here and one entry there.
 
 pub mod flannel;
 pub mod local_path;
@@ -9,13 +12,136 @@ pub mod prometheus;
 pub mod upstream;
 pub mod web;
 
-use k8s_openapi::{NamespaceResourceScope, Resource};
-use kube::{
-    Api, Client,
-    api::{DynamicObject, Patch, PatchParams},
-    discovery::Scope,
-};
-use serde::{Serialize, de::DeserializeOwned};
+use std::{collections::BTreeMap, time::Duration};
+
+pub use crate::apply::Object;
+use crate::{build::ImageNames, cluster::ClusterSpec};
+
+/// What an add-on's objects are made from.
+pub struct Input<'a> {
+    pub spec: &'a ClusterSpec,
+    /// The image of each workspace crate: content-keyed tags for `up`,
+    /// version tags for the committed manifests.
+    pub images: &'a BTreeMap<&'static str, String>,
+}
+
+impl Input<'_> {
+    /// The image built from workspace crate `name`.
+    pub fn image(&self, name: &str) -> String {
+        self.images
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no image for crate {name}: list it in its add-on's `crates`"))
+    }
+
+    pub fn names(&self) -> ImageNames {
+        ImageNames { repository: self.spec.image_repository.clone() }
+    }
+}
+
+/// Something an add-on is not up without.
+pub enum Rollout {
+    Deployment {
+        namespace: &'static str,
+        name: &'static str,
+        replicas: i32,
+    },
+    DaemonSet {
+        namespace: &'static str,
+        name: &'static str,
+    },
+    /// A PersistentVolumeClaim bound to a volume.
+    Claim {
+        namespace: &'static str,
+        name: &'static str,
+    },
+}
+
+/// How an add-on is reached from the host: a Service on a pinned
+/// LoadBalancer address, its URL, and what proves it answers.
+pub struct Address {
+    /// Its key in `vigil status --json`'s `addresses` and `up --json`.
+    pub key: &'static str,
+    pub namespace: &'static str,
+    pub service: &'static str,
+    /// The URL for a LoadBalancer address.
+    pub url: fn(&str) -> String,
+    /// What the host asks, given the URL: a path and what the answer must hold.
+    pub check: Check,
+    /// What `up` prints next to the URL.
+    pub hint: &'static str,
+}
+
+/// A check from the host, the way a user would try it.
+pub enum Check {
+    /// `GET url`: the body starts with this.
+    BodyStartsWith(&'static str),
+    /// `GET url + path`: any 2xx.
+    Status(&'static str),
+}
+
+/// How an add-on appears under `manifests/`.
+pub enum Manifests {
+    /// Its objects go to `<dir>/<dir>.yaml` (with those of other add-ons of
+    /// the same dir, in table order) under a plain kustomization.
+    Generated { dir: &'static str },
+    /// An upstream manifest vendored under `<dir>/`: the add-on writes its
+    /// own files (kustomization with image overrides, patches).
+    Vendored { dir: &'static str, files: fn(&str, &ClusterSpec) -> Vec<(String, String)> },
+}
+
+impl Manifests {
+    pub fn dir(&self) -> &'static str {
+        match self {
+            Manifests::Generated { dir } | Manifests::Vendored { dir, .. } => dir,
+        }
+    }
+}
+
+/// One add-on `vigil up` installs after `kubeadm init`.
+pub struct Addon {
+    /// Its name: the steps `install <name>` and `<name> ready`.
+    pub name: &'static str,
+    /// What `up`'s progress line says it is.
+    pub title: &'static str,
+    /// The workspace crates built into images it runs (loaded into every node first).
+    pub crates: &'static [&'static str],
+    /// Add-ons that must be ready before this one can be (MetalLB for a LoadBalancer address).
+    pub needs: &'static [&'static str],
+    /// A namespace it creates, applied before its objects.
+    pub namespace: Option<fn() -> Object>,
+    pub objects: fn(&Input) -> Result<Vec<Object>, upstream::Error>,
+    /// Objects applied once it has rolled out, retried until the API takes
+    /// them (custom resources its own admission webhook validates).
+    pub after_rollout: Option<fn(&ClusterSpec) -> Vec<Object>>,
+    pub rollout: &'static [Rollout],
+    pub address: Option<Address>,
+    pub manifests: Manifests,
+    /// How long its rollout may take.
+    pub timeout: Duration,
+}
+
+const ROLLOUT: Duration = Duration::from_secs(180);
+
+/// Every add-on, in the order `manifests/` lists them.
+pub static ADDONS: [Addon; 5] =
+    [metallb::ADDON, web::ADDON, local_path::ADDON, node_exporter::ADDON, prometheus::ADDON];
+
+/// The workspace crates that are built into images, in table order.
+pub fn crates() -> Vec<&'static str> {
+    let mut crates: Vec<&'static str> = vec![];
+    for name in ADDONS.iter().flat_map(|a| a.crates) {
+        if !crates.contains(name) {
+            crates.push(name);
+        }
+    }
+    crates
+}
+
+/// The add-on named `name`.
+pub fn addon(name: &str) -> Option<&'static Addon> {
+    ADDONS.iter().find(|a| a.name == name)
+}
 
 /// A rule over core-group resources.
 pub fn core_rule(resources: &[&str], verbs: &[&str]) -> k8s_openapi::api::rbac::v1::PolicyRule {
@@ -119,138 +245,5 @@ pub fn field_env(name: &str, path: &str) -> k8s_openapi::api::core::v1::EnvVar {
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-/// The field manager vigil's applies are recorded under.
-pub const FIELD_MANAGER: &str = "vigil";
-
-/// An object vigil can apply: typed, named, namespaced or not.
-pub enum Object {
-    Namespace(k8s_openapi::api::core::v1::Namespace),
-    ServiceAccount(k8s_openapi::api::core::v1::ServiceAccount),
-    ClusterRole(k8s_openapi::api::rbac::v1::ClusterRole),
-    ClusterRoleBinding(k8s_openapi::api::rbac::v1::ClusterRoleBinding),
-    ConfigMap(k8s_openapi::api::core::v1::ConfigMap),
-    DaemonSet(k8s_openapi::api::apps::v1::DaemonSet),
-    Deployment(k8s_openapi::api::apps::v1::Deployment),
-    Service(k8s_openapi::api::core::v1::Service),
-    PersistentVolumeClaim(k8s_openapi::api::core::v1::PersistentVolumeClaim),
-    /// Upstream manifests and custom resources, applied through discovery.
-    Dynamic(DynamicObject),
-}
-
-async fn apply_namespaced<K>(client: &Client, obj: &K) -> kube::Result<()>
-where
-    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Resource
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let meta = obj.meta();
-    let api: Api<K> = Api::namespaced(client.clone(), meta.namespace.as_deref().unwrap_or("default"));
-    api.patch(
-        meta.name.as_deref().unwrap_or_default(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .map(|_| ())
-}
-
-async fn apply_cluster<K>(client: &Client, obj: &K) -> kube::Result<()>
-where
-    K: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
-{
-    let api: Api<K> = Api::all(client.clone());
-    api.patch(
-        obj.meta().name.as_deref().unwrap_or_default(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Applies an object whose type is known only at runtime (CRDs, custom
-/// resources, upstream manifests), finding its resource through discovery.
-async fn apply_dynamic(client: &Client, obj: &DynamicObject) -> kube::Result<()> {
-    let gvk = upstream::gvk(obj).ok_or_else(|| {
-        kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(format!(
-            "object {:?} has no apiVersion/kind",
-            obj.metadata.name
-        )))
-    })?;
-    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await?;
-    let api: Api<DynamicObject> = match capabilities.scope {
-        Scope::Namespaced => Api::namespaced_with(
-            client.clone(),
-            obj.metadata.namespace.as_deref().unwrap_or("default"),
-            &resource,
-        ),
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(
-        obj.metadata.name.as_deref().unwrap_or_default(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .map(|_| ())
-}
-
-impl Object {
-    pub fn describe(&self) -> String {
-        let (kind, meta) = match self {
-            Object::Namespace(o) => ("Namespace", &o.metadata),
-            Object::ServiceAccount(o) => ("ServiceAccount", &o.metadata),
-            Object::ClusterRole(o) => ("ClusterRole", &o.metadata),
-            Object::ClusterRoleBinding(o) => ("ClusterRoleBinding", &o.metadata),
-            Object::ConfigMap(o) => ("ConfigMap", &o.metadata),
-            Object::DaemonSet(o) => ("DaemonSet", &o.metadata),
-            Object::Deployment(o) => ("Deployment", &o.metadata),
-            Object::Service(o) => ("Service", &o.metadata),
-            Object::PersistentVolumeClaim(o) => ("PersistentVolumeClaim", &o.metadata),
-            Object::Dynamic(o) => (o.types.as_ref().map_or("object", |t| t.kind.as_str()), &o.metadata),
-        };
-        match &meta.namespace {
-            Some(ns) => format!("{kind} {ns}/{}", meta.name.as_deref().unwrap_or_default()),
-            None => format!("{kind} {}", meta.name.as_deref().unwrap_or_default()),
-        }
-    }
-
-    /// Server-side apply, forced: vigil owns these objects' fields.
-    pub async fn apply(&self, client: &Client) -> kube::Result<()> {
-        match self {
-            Object::Namespace(o) => apply_cluster(client, o).await,
-            Object::ClusterRole(o) => apply_cluster(client, o).await,
-            Object::ClusterRoleBinding(o) => apply_cluster(client, o).await,
-            Object::ServiceAccount(o) => apply_namespaced(client, o).await,
-            Object::ConfigMap(o) => apply_namespaced(client, o).await,
-            Object::DaemonSet(o) => apply_namespaced(client, o).await,
-            Object::Deployment(o) => apply_namespaced(client, o).await,
-            Object::Service(o) => apply_namespaced(client, o).await,
-            Object::PersistentVolumeClaim(o) => apply_namespaced(client, o).await,
-            Object::Dynamic(o) => apply_dynamic(client, o).await,
-        }
-    }
-
-    /// The object as a YAML document, as `kubectl apply -f` would take it.
-    pub fn to_yaml(&self) -> String {
-        match self {
-            Object::Namespace(o) => serde_yaml::to_string(o),
-            Object::ServiceAccount(o) => serde_yaml::to_string(o),
-            Object::ClusterRole(o) => serde_yaml::to_string(o),
-            Object::ClusterRoleBinding(o) => serde_yaml::to_string(o),
-            Object::ConfigMap(o) => serde_yaml::to_string(o),
-            Object::DaemonSet(o) => serde_yaml::to_string(o),
-            Object::Deployment(o) => serde_yaml::to_string(o),
-            Object::Service(o) => serde_yaml::to_string(o),
-            Object::PersistentVolumeClaim(o) => serde_yaml::to_string(o),
-            Object::Dynamic(o) => serde_yaml::to_string(o),
-        }
-        .expect("Kubernetes objects serialize")
     }
 }

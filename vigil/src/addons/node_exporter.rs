@@ -19,8 +19,10 @@ use k8s_openapi::{
 use kube::api::ObjectMeta;
 
 use super::{
-    Object, cluster_identity, core_rule, field_env, http_get_probe, locked_down, non_root_pod, quantity,
+    Addon, Manifests, ROLLOUT, Rollout, cluster_identity, core_rule, field_env, http_get_probe, locked_down,
+    non_root_pod, quantity,
 };
+use crate::apply::Object;
 
 pub const NAMESPACE: &str = "monitoring";
 pub const NAME: &str = "node-exporter";
@@ -28,6 +30,20 @@ pub const METRICS_PORT: u16 = 9100;
 pub const ADMIN_PORT: u16 = 9101;
 /// The user the workload images are built to run as.
 const USER: i64 = 65532;
+
+pub const ADDON: Addon = Addon {
+    name: NAME,
+    title: "node-exporter: a DaemonSet on every node",
+    crates: &[NAME],
+    needs: &[],
+    namespace: Some(namespace),
+    objects: |input| Ok(objects(&input.image(NAME))),
+    after_rollout: None,
+    rollout: &[Rollout::DaemonSet { namespace: NAMESPACE, name: NAME }],
+    address: None,
+    manifests: Manifests::Generated { dir: NAMESPACE },
+    timeout: ROLLOUT,
+};
 
 /// What selects a monitoring component's pods (`app` is its name).
 pub(super) fn monitoring_selector(app: &str) -> BTreeMap<String, String> {
@@ -141,8 +157,7 @@ pub fn objects(image: &str) -> Vec<Object> {
         }),
         ..Default::default()
     };
-    let mut objects = vec![namespace()];
-    objects.extend(identity);
+    let mut objects = Vec::from(identity);
     objects.push(Object::DaemonSet(daemon_set));
     objects
 }

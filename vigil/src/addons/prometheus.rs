@@ -22,10 +22,12 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Object, cluster_identity, core_rule, http_get_probe, local_path, locked_down, metallb,
-    node_exporter::{monitoring_labels, monitoring_meta, monitoring_selector},
+    Addon, Address, Check, Manifests, ROLLOUT, Rollout, cluster_identity, core_rule, http_get_probe,
+    local_path, locked_down, metallb,
+    node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
     non_root_pod, quantity,
 };
+use crate::{apply::Object, build::rootfs};
 
 pub const NAME: &str = "prometheus";
 pub const PORT: u16 = 9090;
@@ -35,6 +37,36 @@ const CONFIG_DIR: &str = "/etc/prometheus";
 const DATA_DIR: &str = "/prometheus";
 /// Debian's `nobody`, who owns nothing in the image.
 const USER: i64 = 65534;
+
+/// Its Service takes the second address of the LoadBalancer range.
+pub const LOAD_BALANCER_INDEX: u32 = 1;
+
+pub const ADDON: Addon = Addon {
+    name: NAME,
+    title: "Prometheus: pod discovery, its TSDB on a PersistentVolumeClaim",
+    crates: &[],
+    needs: &[local_path::NAME, metallb::NAME],
+    namespace: Some(node_exporter::namespace),
+    objects: |input| {
+        let image = rootfs::monitoring(&input.spec.image_repository).image;
+        Ok(objects(&image, &input.spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string()))
+    },
+    after_rollout: None,
+    rollout: &[
+        Rollout::Claim { namespace: NAMESPACE, name: CLAIM },
+        Rollout::Deployment { namespace: NAMESPACE, name: NAME, replicas: 1 },
+    ],
+    address: Some(Address {
+        key: NAME,
+        namespace: NAMESPACE,
+        service: NAME,
+        url: |ip| format!("http://{ip}:{PORT}/"),
+        check: Check::Status("-/ready"),
+        hint: "Prometheus (container_cpu_usage_seconds_total, ...)",
+    }),
+    manifests: Manifests::Generated { dir: NAMESPACE },
+    timeout: ROLLOUT,
+};
 
 /// Container ports whose name says they serve `/metrics`.
 pub const METRICS_PORT_NAMES: &str = "metrics|http|probe-admin";

@@ -21,7 +21,11 @@ use probe_server::config::{
     CheckConfig, Config as ProbeConfig, DEFAULT_ADMIN_PORT, DEFAULT_PROBE_PORT, Target,
 };
 
-use super::{Object, http_get_probe, locked_down, metallb, non_root_pod, quantity};
+use super::{
+    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, http_get_probe, locked_down, metallb,
+    non_root_pod, quantity, upstream,
+};
+use crate::apply::Object;
 
 pub const NAME: &str = "web";
 pub const NAMESPACE: &str = "default";
@@ -32,6 +36,39 @@ pub const SERVICE_PORT: u16 = 80;
 const PROBE_CONFIG_DIR: &str = "/etc/probe-server";
 /// The user the workload images are built to run as.
 const USER: i64 = 65532;
+pub const REPLICAS: i32 = 3;
+/// Its Service takes the first address of the LoadBalancer range.
+pub const LOAD_BALANCER_INDEX: u32 = 0;
+
+pub const ADDON: Addon = Addon {
+    name: NAME,
+    title: "web: 3 replicas + probe-server sidecar, Service type LoadBalancer",
+    crates: &["web", "probe-server"],
+    needs: &[metallb::NAME],
+    namespace: None,
+    objects: addon_objects,
+    after_rollout: None,
+    rollout: &[Rollout::Deployment { namespace: NAMESPACE, name: NAME, replicas: REPLICAS }],
+    address: Some(Address {
+        key: NAME,
+        namespace: NAMESPACE,
+        service: NAME,
+        url,
+        check: Check::BodyStartsWith("I'm "),
+        hint: "the web service behind the load balancer (or open it in a browser)",
+    }),
+    manifests: Manifests::Generated { dir: "web" },
+    timeout: ROLLOUT,
+};
+
+fn url(ip: &str) -> String {
+    format!("http://{ip}/")
+}
+
+fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
+    let images = Images { web: input.image("web"), probe_server: input.image("probe-server") };
+    Ok(objects(&images, &input.spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string()))
+}
 
 /// The images the Deployment runs.
 pub struct Images {
@@ -179,7 +216,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
     let deployment = Deployment {
         metadata: meta(NAME),
         spec: Some(DeploymentSpec {
-            replicas: Some(3),
+            replicas: Some(REPLICAS),
             selector: LabelSelector { match_labels: Some(selector_labels()), ..Default::default() },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),

@@ -160,10 +160,10 @@ impl GoBinary {
         let out = cache.join("bin").join(format!("{}-{}", self.name, short(&key))).join(self.name);
         let title = format!("go build {} ({})", self.name, self.package);
         if out.exists() {
-            progress.step(title).skipped("cached");
+            progress.line(title).skipped("cached");
             return Ok(out);
         }
-        let step = progress.step(title);
+        let step = progress.line(title);
         let src = write_module(self.module, cache).await?;
         let log = cache.join("logs").join(format!("go-{}.log", self.name));
 
@@ -235,16 +235,21 @@ pub async fn write_module(module: &GoModule, cache: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The key of the pause binary: the Kubernetes module it comes from, and its version.
+pub fn pause_key() -> String {
+    KeyBuilder::new("pause").part(module_key(&sources::KUBE)).part(versions::PAUSE).finish()
+}
+
 /// The pause binary is C (build/pause/linux/pause.c in the Kubernetes
 /// module), compiled statically the way the upstream image builds it.
 pub async fn ensure_pause(cache: &Path, progress: &Progress) -> Result<PathBuf> {
-    let key = KeyBuilder::new("pause").part(module_key(&sources::KUBE)).part(versions::PAUSE).finish();
+    let key = pause_key();
     let out = cache.join("bin").join(format!("pause-{}", short(&key))).join("pause");
     if out.exists() {
-        progress.step("cc pause").skipped("cached");
+        progress.line("cc pause").skipped("cached");
         return Ok(out);
     }
-    let step = progress.step("cc pause (static, from the Kubernetes module)");
+    let step = progress.line("cc pause (static, from the Kubernetes module)");
     let src = write_module(&sources::KUBE, cache).await?;
     let log = cache.join("logs").join("pause.log");
     let mut download = Command::new("go");

@@ -76,8 +76,8 @@ pub enum Instruction {
     From(String),
     /// `COPY rootfs/ /`: the whole context tree lands at the image root.
     CopyRootfs,
-    /// `ADD <archive> <dir>`: a tar from the context root, unpacked at `dir`.
-    AddArchive(&'static str, &'static str),
+    /// `LABEL <name>=<value>`.
+    Label(&'static str, String),
     Env(&'static str, String),
     Entrypoint(Vec<String>),
     Cmd(Vec<String>),
@@ -91,7 +91,9 @@ impl Instruction {
         match self {
             Instruction::From(image) => format!("FROM {image}"),
             Instruction::CopyRootfs => "COPY rootfs/ /".into(),
-            Instruction::AddArchive(name, dir) => format!("ADD {name} {dir}"),
+            Instruction::Label(name, value) => {
+                format!("LABEL {name}={}", serde_json::to_string(value).expect("string"))
+            }
             Instruction::Env(name, value) => {
                 format!("ENV {name}={}", serde_json::to_string(value).expect("string"))
             }
@@ -121,12 +123,6 @@ pub enum ContextFile {
     Symlink {
         dest: String,
         target: String,
-    },
-    /// A tar at the context root (for `AddArchive`), not under rootfs/.
-    Archive {
-        name: &'static str,
-        source: PathBuf,
-        key: String,
     },
 }
 
@@ -160,7 +156,6 @@ impl Recipe {
                     k.part("bytes").part(dest).part(mode.to_le_bytes()).part(data)
                 }
                 ContextFile::Symlink { dest, target } => k.part("symlink").part(dest).part(target),
-                ContextFile::Archive { name, key, .. } => k.part("archive").part(name).part(key),
             })
             .finish()
     }
@@ -188,17 +183,9 @@ impl Recipe {
         tar.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())?;
         let mut dirs = std::collections::BTreeSet::new();
         for file in &self.files {
-            let dest = match file {
-                ContextFile::Path { dest, .. }
-                | ContextFile::Bytes { dest, .. }
-                | ContextFile::Symlink { dest, .. } => dest,
-                ContextFile::Archive { name, source, .. } => {
-                    let f = std::fs::File::open(source)?;
-                    let mut h = header(f.metadata()?.len(), 0o644, tar::EntryType::Regular);
-                    tar.append_data(&mut h, name, f)?;
-                    continue;
-                }
-            };
+            let (ContextFile::Path { dest, .. }
+            | ContextFile::Bytes { dest, .. }
+            | ContextFile::Symlink { dest, .. }) = file;
             // Parent directories first, with ordinary permissions.
             let mut parent = Path::new(dest.trim_start_matches('/')).parent();
             let mut chain = vec![];
@@ -227,7 +214,6 @@ impl Recipe {
                     let mut h = header(0, 0o777, tar::EntryType::Symlink);
                     tar.append_link(&mut h, &in_context, target)?;
                 }
-                ContextFile::Archive { .. } => unreachable!("archives are written above"),
             }
         }
         tar.into_inner()?.into_inner().map_err(|e| e.into_error())?.sync_all()
@@ -295,6 +281,19 @@ impl Recipe {
         }
         Ok(true)
     }
+}
+
+/// `docker save` of several images as one archive in memory (small images only).
+pub async fn save_to_memory(docker: &Docker, images: &[String]) -> Result<Vec<u8>> {
+    let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+    let mut out = vec![];
+    let mut stream = std::pin::pin!(docker.export_images(&refs));
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(
+            &chunk.map_err(|e| Error::Docker { what: format!("save {}", images.join(" ")), source: e })?,
+        );
+    }
+    Ok(out)
 }
 
 /// `docker save` of several images into one archive, so layers they share

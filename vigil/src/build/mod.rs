@@ -13,7 +13,10 @@ pub mod rootfs;
 pub mod sources;
 pub mod workload;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use bollard::Docker;
 
@@ -114,45 +117,90 @@ impl ImageNames {
     pub fn node(&self) -> String {
         format!("{}/node:{}", self.repository, versions::KUBERNETES)
     }
-}
+    /// The image that carries kubectl (the multi-call Kubernetes binary).
+    pub fn kubectl(&self) -> String {
+        self.kube("kube-apiserver")
+    }
 
-fn binary_file(dest: &str, binary: &go::GoBinary, path: Option<&Path>) -> ContextFile {
-    ContextFile::Path {
-        dest: dest.into(),
-        source: path.map(Path::to_owned).unwrap_or_default(),
-        mode: 0o755,
-        key: binary.key(),
+    /// Every image the build produces, by a short name (`vigil images`):
+    /// the node image, what it preloads, and the deployables' (version tags).
+    pub fn all(&self) -> Vec<(&'static str, String)> {
+        let r = &self.repository;
+        let mut images = vec![
+            ("node", self.node()),
+            ("kubectl", self.kubectl()),
+            ("kube-apiserver", self.kube("kube-apiserver")),
+            ("kube-controller-manager", self.kube("kube-controller-manager")),
+            ("kube-scheduler", self.kube("kube-scheduler")),
+            ("kube-proxy", self.kube("kube-proxy")),
+            ("etcd", self.etcd()),
+            ("coredns", self.coredns()),
+            ("pause", self.pause()),
+            ("flannel", self.flannel()),
+            ("metallb-controller", crate::addons::metallb::image(r, "metallb-controller")),
+            ("metallb-speaker", crate::addons::metallb::image(r, "metallb-speaker")),
+            ("local-path-provisioner", crate::addons::local_path::image(r)),
+            ("base", self.base()),
+            ("monitoring", rootfs::monitoring(r).image),
+        ];
+        images.extend(crate::addons::crates().into_iter().map(|c| (c, workload::version_tag(r, c))));
+        images
     }
 }
 
-/// Everything the build produces, with keys computable before building.
+/// The local Docker Engine as the store the deployables' images are shipped
+/// to nodes from.
+pub struct LocalImages(pub Docker);
+
+#[async_trait::async_trait]
+impl crate::up::ImageArchive for LocalImages {
+    async fn archive(&self, refs: &[String]) -> std::result::Result<Vec<u8>, crate::provider::BoxError> {
+        Ok(image::save_to_memory(&self.0, refs).await?)
+    }
+}
+
+/// A binary the build makes: one of an upstream Go module's, or pause (C).
+enum Binary {
+    Go(go::GoBinary),
+    Pause,
+}
+
+impl Binary {
+    fn name(&self) -> &'static str {
+        match self {
+            Binary::Go(b) => b.name,
+            Binary::Pause => "pause",
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Binary::Go(b) => b.key(),
+            Binary::Pause => go::pause_key(),
+        }
+    }
+
+    async fn ensure(&self, cache: &Path, progress: &Progress) -> Result<PathBuf> {
+        match self {
+            Binary::Go(b) => b.ensure(cache, progress).await,
+            Binary::Pause => go::ensure_pause(cache, progress).await,
+        }
+    }
+}
+
+/// Paths of built binaries, by name, filled in as the build goes (empty
+/// while only keys are needed: a key never depends on a path).
+type Built = BTreeMap<&'static str, PathBuf>;
+
+/// Everything the build produces, with keys computable before building:
+/// three root filesystems, the binaries (in the order they are compiled),
+/// and the images made of them.
 struct Plan {
     names: ImageNames,
     base: rootfs::Rootfs,
     node_rootfs: rootfs::Rootfs,
     monitoring: rootfs::Rootfs,
-    kube: go::GoBinary,
-    etcd: go::GoBinary,
-    coredns: go::GoBinary,
-    flanneld: go::GoBinary,
-    metallb: [go::GoBinary; 2],
-    local_path: go::GoBinary,
-    flannel_cni: go::GoBinary,
-    containerd: [go::GoBinary; 3],
-}
-
-/// Paths of built binaries, filled in as the build goes (empty while only keys are needed).
-#[derive(Default)]
-struct Built {
-    kube: Option<PathBuf>,
-    etcd: Option<PathBuf>,
-    coredns: Option<PathBuf>,
-    flanneld: Option<PathBuf>,
-    flannel_cni: Option<PathBuf>,
-    metallb: [Option<PathBuf>; 2],
-    local_path: Option<PathBuf>,
-    containerd: [Option<PathBuf>; 3],
-    pause: Option<PathBuf>,
+    binaries: Vec<Binary>,
 }
 
 impl Plan {
@@ -162,74 +210,95 @@ impl Plan {
             base: rootfs::base(repository),
             node_rootfs: rootfs::node(repository),
             monitoring: rootfs::monitoring(repository),
-            kube: go::kube(),
-            etcd: go::etcd(),
-            coredns: go::coredns(),
-            flanneld: go::flanneld(),
-            metallb: [go::metallb("controller"), go::metallb("speaker")],
-            local_path: go::local_path_provisioner(),
-            flannel_cni: go::flannel_cni(),
-            containerd: [
-                go::containerd("containerd"),
-                go::containerd("containerd-shim-runc-v2"),
-                go::containerd("ctr"),
+            binaries: vec![
+                Binary::Go(go::kube()),
+                Binary::Go(go::etcd()),
+                Binary::Go(go::coredns()),
+                Binary::Go(go::flanneld()),
+                Binary::Go(go::metallb("controller")),
+                Binary::Go(go::metallb("speaker")),
+                Binary::Go(go::local_path_provisioner()),
+                Binary::Pause,
+                Binary::Go(go::flannel_cni()),
+                Binary::Go(go::containerd("containerd")),
+                Binary::Go(go::containerd("containerd-shim-runc-v2")),
+                Binary::Go(go::containerd("ctr")),
             ],
         }
     }
 
-    fn pause_key(&self) -> String {
-        key::KeyBuilder::new("pause").part(go::module_key(&sources::KUBE)).part(versions::PAUSE).finish()
+    fn binary(&self, name: &str) -> &Binary {
+        self.binaries
+            .iter()
+            .find(|b| b.name() == name)
+            .unwrap_or_else(|| panic!("no binary {name} in the plan"))
+    }
+
+    /// The built binary `name` placed at `dest` in an image.
+    fn file(&self, built: &Built, name: &str, dest: &str) -> ContextFile {
+        ContextFile::Path {
+            dest: dest.into(),
+            source: built.get(name).cloned().unwrap_or_default(),
+            mode: 0o755,
+            key: self.binary(name).key(),
+        }
+    }
+
+    /// The binaries `recipe` carries (its files that stand for one).
+    fn binaries_of(&self, recipe: &Recipe) -> Vec<&Binary> {
+        let keys: Vec<&String> = recipe
+            .files
+            .iter()
+            .filter_map(|f| if let ContextFile::Path { key, .. } = f { Some(key) } else { None })
+            .collect();
+        self.binaries.iter().filter(|b| keys.contains(&&b.key())).collect()
+    }
+
+    /// An image of one binary on an empty image: `entrypoint` runs it, or
+    /// `path` lets a manifest run it by name.
+    fn scratch(
+        &self,
+        built: &Built,
+        name: &'static str,
+        tag: String,
+        binary: &str,
+        dest: &str,
+        run: Run,
+    ) -> Recipe {
+        let mut instructions = vec![Instruction::From("scratch".into()), Instruction::CopyRootfs];
+        instructions.extend(match run {
+            Run::Entrypoint => vec![Instruction::Entrypoint(vec![dest.into()])],
+            Run::ByName(dir) => vec![Instruction::Env("PATH", dir.into())],
+            Run::AsUser(user) => vec![Instruction::User(user), Instruction::Entrypoint(vec![dest.into()])],
+        });
+        Recipe {
+            name,
+            tags: vec![tag],
+            instructions,
+            files: vec![self.file(built, binary, dest)],
+            parent_keys: vec![],
+        }
     }
 
     /// The component images, in the order they are built.
     fn component_recipes(&self, built: &Built) -> Vec<Recipe> {
         let n = &self.names;
-        let path = |dest: &str| Instruction::Env("PATH", dest.into());
-        let pause = Recipe {
-            name: "pause",
-            tags: vec![n.pause()],
-            instructions: vec![
-                Instruction::From("scratch".into()),
-                Instruction::CopyRootfs,
-                Instruction::User("65535:65535"),
-                Instruction::Entrypoint(vec!["/pause".into()]),
-            ],
-            files: vec![ContextFile::Path {
-                dest: "/pause".into(),
-                source: built.pause.clone().unwrap_or_default(),
-                mode: 0o755,
-                key: self.pause_key(),
-            }],
-            parent_keys: vec![],
-        };
-        let etcd = Recipe {
-            name: "etcd",
-            tags: vec![n.etcd()],
-            // kubeadm's static pod runs `etcd` by name.
-            instructions: vec![
-                Instruction::From("scratch".into()),
-                Instruction::CopyRootfs,
-                path("/usr/local/bin"),
-            ],
-            files: vec![binary_file("/usr/local/bin/etcd", &self.etcd, built.etcd.as_deref())],
-            parent_keys: vec![],
-        };
-        let coredns = Recipe {
-            name: "coredns",
-            tags: vec![n.coredns()],
-            instructions: vec![
-                Instruction::From("scratch".into()),
-                Instruction::CopyRootfs,
-                Instruction::Entrypoint(vec!["/coredns".into()]),
-            ],
-            files: vec![binary_file("/coredns", &self.coredns, built.coredns.as_deref())],
-            parent_keys: vec![],
-        };
+        let pause = self.scratch(built, "pause", n.pause(), "pause", "/pause", Run::AsUser("65535:65535"));
+        // kubeadm's static pod runs `etcd` by name.
+        let etcd = self.scratch(
+            built,
+            "etcd",
+            n.etcd(),
+            "etcd",
+            "/usr/local/bin/etcd",
+            Run::ByName("/usr/local/bin"),
+        );
+        let coredns = self.scratch(built, "coredns", n.coredns(), "coredns", "/coredns", Run::Entrypoint);
         // One image, four tags: containerd stores the layer once. kube-proxy
         // needs iptables, hence the Debian base.
         let kube_links =
             ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl"];
-        let mut kube_files = vec![binary_file("/usr/local/bin/kube", &self.kube, built.kube.as_deref())];
+        let mut kube_files = vec![self.file(built, "kube", "/usr/local/bin/kube")];
         kube_files.extend(kube_links.iter().map(|name| ContextFile::Symlink {
             dest: format!("/usr/local/bin/{name}"),
             target: "kube".into(),
@@ -252,39 +321,24 @@ impl Plan {
                 Instruction::CopyRootfs,
                 Instruction::Entrypoint(vec!["/opt/bin/flanneld".into()]),
             ],
-            files: vec![binary_file("/opt/bin/flanneld", &self.flanneld, built.flanneld.as_deref())],
+            files: vec![self.file(built, "flanneld", "/opt/bin/flanneld")],
             parent_keys: vec![self.base.key()],
         };
-        let metallb =
-            self.metallb.iter().zip(&built.metallb).zip(["metallb-controller", "metallb-speaker"]).map(
-                |((binary, path), component)| Recipe {
-                    name: component,
-                    tags: vec![crate::addons::metallb::image(&n.repository, component)],
-                    instructions: vec![
-                        Instruction::From("scratch".into()),
-                        Instruction::CopyRootfs,
-                        Instruction::Entrypoint(vec![format!("/{}", binary.name)]),
-                    ],
-                    files: vec![binary_file(&format!("/{}", binary.name), binary, path.as_deref())],
-                    parent_keys: vec![],
-                },
-            );
-        let local_path = Recipe {
-            name: "local-path-provisioner",
-            tags: vec![crate::addons::local_path::image(&n.repository)],
-            // Upstream's Deployment runs `local-path-provisioner` by name.
-            instructions: vec![
-                Instruction::From("scratch".into()),
-                Instruction::CopyRootfs,
-                path("/usr/bin"),
-            ],
-            files: vec![binary_file(
-                "/usr/bin/local-path-provisioner",
-                &self.local_path,
-                built.local_path.as_deref(),
-            )],
-            parent_keys: vec![],
-        };
+        let metallb = [("metallb-controller", "controller"), ("metallb-speaker", "speaker")].map(
+            |(component, binary)| {
+                let tag = crate::addons::metallb::image(&n.repository, component);
+                self.scratch(built, component, tag, binary, &format!("/{binary}"), Run::Entrypoint)
+            },
+        );
+        // Upstream's Deployment runs `local-path-provisioner` by name.
+        let local_path = self.scratch(
+            built,
+            "local-path-provisioner",
+            crate::addons::local_path::image(&n.repository),
+            "local-path-provisioner",
+            "/usr/bin/local-path-provisioner",
+            Run::ByName("/usr/bin"),
+        );
         [pause, etcd, coredns, kube, flannel].into_iter().chain(metallb).chain([local_path]).collect()
     }
 
@@ -299,29 +353,20 @@ impl Plan {
 
     fn stage_recipe(&self, built: &Built, components: &[Recipe]) -> Recipe {
         let images = self.preloaded_images(components);
-        let [containerd, shim, ctr] = &self.containerd;
         node::stage_recipe(
             format!("{}/node-stage:{}", self.names.repository, versions::KUBERNETES),
             &self.node_rootfs.image,
             self.node_rootfs.key(),
             node::NodeBinaries {
-                kube: binary_file("/usr/local/bin/kube", &self.kube, built.kube.as_deref()),
-                containerd: binary_file(
-                    "/usr/local/bin/containerd",
-                    containerd,
-                    built.containerd[0].as_deref(),
-                ),
-                containerd_shim: binary_file(
+                kube: self.file(built, "kube", "/usr/local/bin/kube"),
+                containerd: self.file(built, "containerd", "/usr/local/bin/containerd"),
+                containerd_shim: self.file(
+                    built,
+                    "containerd-shim-runc-v2",
                     "/usr/local/bin/containerd-shim-runc-v2",
-                    shim,
-                    built.containerd[1].as_deref(),
                 ),
-                ctr: binary_file("/usr/local/bin/ctr", ctr, built.containerd[2].as_deref()),
-                flannel_cni: binary_file(
-                    "/opt/cni/bin/flannel",
-                    &self.flannel_cni,
-                    built.flannel_cni.as_deref(),
-                ),
+                ctr: self.file(built, "ctr", "/usr/local/bin/ctr"),
+                flannel_cni: self.file(built, "flannel", "/opt/cni/bin/flannel"),
             },
             self.names.pause(),
             &node::BuildInfo {
@@ -337,22 +382,35 @@ impl Plan {
         )
     }
 
-    /// The final node image; its key covers the stage and every preloaded image.
-    fn node_recipe(&self, stage: &Recipe, components: &[Recipe], state: &Path) -> Recipe {
-        let state_key = components
+    /// The key of containerd's preloaded state: how it is made, the stage
+    /// that makes it, and every image it holds.
+    fn state_key(&self, stage: &Recipe, components: &[Recipe]) -> String {
+        components
             .iter()
             .fold(
                 key::KeyBuilder::new("containerd-state")
+                    .part(preload::SCRIPT)
                     .part(stage.key())
                     .part(self.base.key())
                     .part(self.monitoring.key()),
                 |k, r| k.part(r.key()),
             )
-            .finish();
-        let archive =
-            ContextFile::Archive { name: node::CONTAINERD_STATE, source: state.to_owned(), key: state_key };
-        node::final_recipe(self.names.node(), stage, archive)
+            .finish()
     }
+
+    /// The final node image; its key covers the stage and the preloaded state.
+    fn node_recipe(&self, stage: &Recipe, state_key: &str) -> Recipe {
+        node::final_recipe(self.names.node(), stage, state_key)
+    }
+}
+
+/// How a one-binary image runs its binary.
+enum Run {
+    Entrypoint,
+    /// Found on this PATH (a manifest names the command).
+    ByName(&'static str),
+    /// As this user, as the entrypoint.
+    AsUser(&'static str),
 }
 
 /// Builds what is missing and returns the node image's name.
@@ -365,14 +423,16 @@ pub async fn ensure_node_image(
     let plan = Plan::new(repository);
     let work = cache.join("work");
     let archive = work.join("images.tar");
-    let state = work.join(node::CONTAINERD_STATE);
     let planned_components = plan.component_recipes(&Built::default());
     let planned_stage = plan.stage_recipe(&Built::default(), &planned_components);
-    let node_key = plan.node_recipe(&planned_stage, &planned_components, &state).key();
+    let state_key = plan.state_key(&planned_stage, &planned_components);
+    let node_key = plan.node_recipe(&planned_stage, &state_key).key();
     let node_image = plan.names.node();
-    if image::has_key(docker, &node_image, &node_key).await? {
+    if image::has_key(docker, &node_image, &node_key).await?
+        && preload::state_is_current(docker, &node::state_volume(&state_key), &state_key).await?
+    {
         progress
-            .step(format!("node image {node_image}"))
+            .line(format!("node image {node_image}"))
             .skipped(format!("up to date (key {})", key::short(&node_key)));
         return Ok(node_image);
     }
@@ -389,39 +449,16 @@ pub async fn ensure_node_image(
         plan.monitoring.ensure(docker, cache, progress).await
     };
     let binaries = async {
-        let mut built = Built::default();
-        // Skip compiling what no missing image needs.
-        let components = plan.component_recipes(&built);
-        let need = |name: &str| components.iter().find(|r| r.name == name).expect("known recipe");
-        let missing = |r: &Recipe| {
-            let r = r.clone();
-            async move { !all_tags_current(docker, &r).await }
-        };
-        // The node image itself carries kube, containerd and the flannel CNI plugin.
-        built.kube = Some(plan.kube.ensure(cache, progress).await?);
-        if missing(need("etcd")).await {
-            built.etcd = Some(plan.etcd.ensure(cache, progress).await?);
-        }
-        if missing(need("coredns")).await {
-            built.coredns = Some(plan.coredns.ensure(cache, progress).await?);
-        }
-        if missing(need("flannel")).await {
-            built.flanneld = Some(plan.flanneld.ensure(cache, progress).await?);
-        }
-        for (i, component) in ["metallb-controller", "metallb-speaker"].into_iter().enumerate() {
-            if missing(need(component)).await {
-                built.metallb[i] = Some(plan.metallb[i].ensure(cache, progress).await?);
+        // Compile what the node image carries, and what the missing component images do.
+        let mut needed: Vec<&str> = plan.binaries_of(&planned_stage).iter().map(|b| b.name()).collect();
+        for recipe in &planned_components {
+            if !all_tags_current(docker, recipe).await {
+                needed.extend(plan.binaries_of(recipe).iter().map(|b| b.name()));
             }
         }
-        if missing(need("local-path-provisioner")).await {
-            built.local_path = Some(plan.local_path.ensure(cache, progress).await?);
-        }
-        if missing(need("pause")).await {
-            built.pause = Some(go::ensure_pause(cache, progress).await?);
-        }
-        built.flannel_cni = Some(plan.flannel_cni.ensure(cache, progress).await?);
-        for (i, binary) in plan.containerd.iter().enumerate() {
-            built.containerd[i] = Some(binary.ensure(cache, progress).await?);
+        let mut built = Built::default();
+        for binary in plan.binaries.iter().filter(|b| needed.contains(&b.name())) {
+            built.insert(binary.name(), binary.ensure(cache, progress).await?);
         }
         Ok::<_, Error>(built)
     };
@@ -431,46 +468,44 @@ pub async fn ensure_node_image(
 
     let components = plan.component_recipes(&built);
     for recipe in &components {
-        let step = progress.step(format!("image {}", recipe.primary_tag()));
+        let line = progress.line(format!("image {}", recipe.primary_tag()));
         let log = cache.join("logs").join(format!("image-{}.log", recipe.name));
         if recipe.ensure(docker, &work, &log).await? {
-            step.done();
+            line.done();
         } else {
-            step.skipped("up to date");
+            line.skipped("up to date");
         }
     }
 
     let stage = plan.stage_recipe(&built, &components);
-    let step = progress.step(format!("image {}", stage.primary_tag()));
+    let line = progress.line(format!("image {}", stage.primary_tag()));
     stage.ensure(docker, &work, &cache.join("logs").join("image-node-stage.log")).await?;
-    step.done();
+    line.done();
 
-    let step = progress.step("preloading the component images into the node's containerd");
+    let volume = node::state_volume(&state_key);
+    let line =
+        progress.line(format!("preloading the component images into containerd's state (volume {volume})"));
     tokio::fs::create_dir_all(&work).await.map_err(|e| Error::io(&work, e))?;
     image::save(docker, &plan.preloaded_images(&components), &archive).await?;
-    preload::containerd_state(
+    let preloaded = preload::containerd_state(
         docker,
         stage.primary_tag(),
         &archive,
-        &work,
+        &volume,
+        &state_key,
         &cache.join("logs").join("preload.log"),
     )
-    .await?;
-    let size = tokio::fs::metadata(&state).await.map_err(|e| Error::io(&state, e))?.len();
-    step.done_with(format!(
-        "{} images, {} MiB unpacked",
-        plan.preloaded_images(&components).len(),
-        size >> 20
-    ));
+    .await;
+    let _ = tokio::fs::remove_file(&archive).await;
+    preloaded?;
+    line.done_with(format!("{} images", plan.preloaded_images(&components).len()));
 
-    let step = progress.step(format!("image {node_image}"));
-    let node = plan.node_recipe(&stage, &components, &state);
+    let line = progress.line(format!("image {node_image}"));
+    let node = plan.node_recipe(&stage, &state_key);
     debug_assert_eq!(node.key(), node_key);
     node.ensure(docker, &work, &cache.join("logs").join("image-node.log")).await?;
-    for leftover in [&archive, &state] {
-        let _ = tokio::fs::remove_file(leftover).await;
-    }
-    step.done_with(format!("key {}", key::short(&node_key)));
+    preload::remove_stale_states(docker, &volume).await;
+    line.done_with(format!("key {}", key::short(&node_key)));
     Ok(node_image)
 }
 

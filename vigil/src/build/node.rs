@@ -185,24 +185,30 @@ pub fn stage_recipe(
     }
 }
 
-/// The node image: the stage plus containerd's state holding every
-/// component image, unpacked. Docker copies it into each new node's /var
-/// volume, which is much cheaper than every node importing the images.
-pub fn final_recipe(tag: String, stage: &Recipe, state: ContextFile) -> Recipe {
+/// The label on the node image that names the volume holding containerd's
+/// state with every component image unpacked (see `preload.rs`).
+pub const STATE_VOLUME_LABEL: &str = "io.vigil.containerd-state";
+
+/// The volume that holds containerd's preloaded state of content key `key`.
+pub fn state_volume(key: &str) -> String {
+    format!("vigil-containerd-state-{}", super::key::short(key))
+}
+
+/// The node image: the stage, naming the volume of containerd's preloaded
+/// state that a provider gives each new node (the Docker provider
+/// hard-links it into the node's /var: nothing is copied).
+pub fn final_recipe(tag: String, stage: &Recipe, state_key: &str) -> Recipe {
     Recipe {
         name: "node",
         tags: vec![tag],
         instructions: vec![
             Instruction::From(stage.primary_tag().into()),
-            Instruction::AddArchive(CONTAINERD_STATE, "/var/lib/containerd/"),
+            Instruction::Label(STATE_VOLUME_LABEL, state_volume(state_key)),
         ],
-        files: vec![state],
-        parent_keys: vec![stage.key()],
+        files: vec![],
+        parent_keys: vec![stage.key(), state_key.to_owned()],
     }
 }
-
-/// The archive of containerd's root made by `preload.rs`.
-pub const CONTAINERD_STATE: &str = "containerd-state.tar";
 
 #[cfg(test)]
 mod tests {

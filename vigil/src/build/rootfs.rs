@@ -108,10 +108,10 @@ impl Rootfs {
         let title =
             format!("debootstrap {} rootfs ({}, {} packages)", self.name, self.suite, self.packages.len());
         if image::has_key(docker, &self.image, &key).await? {
-            progress.step(title).skipped("image up to date");
+            progress.line(title).skipped("image up to date");
             return Ok(());
         }
-        let step = progress.step(title);
+        let step = progress.line(title);
         let mirror = debian_mirror()?;
         let dir = cache.join("rootfs").join(format!("{}-{}", self.name, short(&key)));
         let log = cache.join("logs").join(format!("debootstrap-{}.log", self.name));

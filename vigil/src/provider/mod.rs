@@ -1,14 +1,30 @@
-//! Where nodes come from. A [`NodeProvider`] creates, lists, breaks and
-//! removes the machines of a cluster; a [`Node`] is little more than
-//! something commands can run on. Actions never know how a command reaches
-//! its node (docker exec here; SSH for real hosts is the other transport
-//! this trait is shaped for).
+//! Where nodes come from. A [`NodeProvider`] plans, creates, lists, powers
+//! and removes the machines of a cluster; a [`Node`] is something commands
+//! run on and files are copied into. The rest of vigil sees only these two
+//! traits (as kind's actions see only its `Provider` and `nodes.Node`): how a
+//! command reaches its node (docker exec here, SSH for real hosts) stays
+//! inside the provider's own module. What works over any transport (image
+//! loading, the network partition, log hints) is in [`nodeutils`].
+//!
+//! A new provider is one module implementing both traits plus the type that
+//! describes its machines (Docker: a node network; SSH: an inventory), and
+//! one arm in [`connect`].
 
 pub mod docker;
+#[cfg(test)]
+pub mod fake;
+pub mod nodeutils;
 
-use std::fmt;
+use std::{fmt, net::Ipv4Addr, sync::Arc};
+
+use async_trait::async_trait;
+use serde::Serialize;
 
 use crate::cluster::{ClusterSpec, Role};
+
+/// A provider's own failure (its API, its transport), boxed so that callers
+/// never name the provider's client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A command that ran on a node and failed, or could not be run there.
 #[derive(Debug, thiserror::Error)]
@@ -42,19 +58,20 @@ impl fmt::Display for CommandError {
 /// A provider operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The Docker API refused a request.
-    #[error("docker: {what}")]
-    Docker {
+    /// The provider's API refused a request or could not be reached.
+    #[error("{provider}: {what}")]
+    Backend {
+        provider: &'static str,
         what: String,
         #[source]
-        source: bollard::errors::Error,
+        source: BoxError,
     },
     /// The node network would overlap a network the host already routes.
     #[error(
         "node network {subnet} overlaps {other} ({other_subnet}): choose a free range with --subnet (or VIGIL_SUBNET)"
     )]
     SubnetClash { subnet: ipnet::Ipv4Net, other: String, other_subnet: ipnet::Ipv4Net },
-    /// A container or network with one of vigil's names exists but is not vigil's.
+    /// A machine or network with one of vigil's names exists but is not vigil's.
     #[error(
         "{kind} {name} exists but was not created by vigil for cluster {cluster}: remove or rename it, or choose another --name"
     )]
@@ -64,9 +81,9 @@ pub enum Error {
         "network {name} exists with subnet {actual}, not {wanted}: run `vigil down` first, or use --subnet {actual}"
     )]
     NetworkMismatch { name: String, actual: String, wanted: ipnet::Ipv4Net },
-    /// Not enough room for the nodes' /var volumes.
+    /// Not enough room for the nodes' disks.
     #[error(
-        "only {free_gib:.1} GiB free in Docker's data directory {dir}; the new nodes need about {need_gib} GiB: free some space (`docker system prune`)"
+        "only {free_gib:.1} GiB free in {dir}; the new nodes need about {need_gib} GiB: free some space (`docker system prune`)"
     )]
     Disk { dir: String, free_gib: f64, need_gib: u64 },
     /// A fault hook's command failed on the node.
@@ -75,20 +92,28 @@ pub enum Error {
         node: String,
         fault: &'static str,
         #[source]
-        source: CommandError,
+        source: Box<CommandError>,
     },
     /// The named node is not part of the cluster.
     #[error("no node named {name} in cluster {cluster} (nodes: {known}); `vigil status` lists them")]
     UnknownNode { name: String, cluster: String, known: String },
-    /// Starting a node container failed.
-    #[error("node {node}: {step} failed; its log: `docker logs {node}`")]
+    /// Nothing of the named cluster exists.
+    #[error(
+        "there is no cluster named {0:?} (no node labelled io.vigil.cluster={0}): `vigil up --name {0}` creates it"
+    )]
+    NoSuchCluster(String),
+    /// Creating or starting one machine failed.
+    #[error("node {node}: {step} failed; its log: {log_hint}")]
     Node {
         node: String,
         step: &'static str,
+        log_hint: String,
         #[source]
-        source: bollard::errors::Error,
+        source: BoxError,
     },
 }
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a successful command printed.
 #[derive(Debug, Clone, Default)]
@@ -97,91 +122,143 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Something commands can run on.
+/// One machine of the plan: its name (container name, hostname and
+/// Kubernetes node name at once), its role and the address the provider
+/// gives it on the node network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeSpec {
+    pub name: String,
+    pub role: Role,
+    pub ip: Ipv4Addr,
+}
+
+/// Something commands run on and files are copied into.
+#[async_trait]
 pub trait Node: Send + Sync {
     fn name(&self) -> &str;
 
+    /// How a person runs `command` on this node from the host, for the
+    /// hints in error messages (`docker exec NODE ...`, `ssh HOST ...`).
+    fn shell_hint(&self, command: &str) -> String;
+
+    /// Where the machine's own boot output is, for hints.
+    fn console_hint(&self) -> String;
+
     /// Runs `argv`, feeding `stdin`; fails on a non-zero exit.
-    fn run(
-        &self,
-        argv: &[&str],
-        stdin: Option<Vec<u8>>,
-    ) -> impl Future<Output = Result<Output, CommandError>> + Send;
+    async fn run(&self, argv: &[&str], stdin: Option<Vec<u8>>) -> Result<Output, CommandError>;
 
-    /// Writes a file on the node (through `run`, so every transport can do it).
-    fn write_file(
-        &self,
-        path: &str,
-        contents: &[u8],
-        mode: u32,
-    ) -> impl Future<Output = Result<(), CommandError>> + Send {
-        async move {
-            let script = format!(
-                "set -e; mkdir -p \"$(dirname '{path}')\"; cat > '{path}.vigil-tmp'; chmod {mode:o} '{path}.vigil-tmp'; mv '{path}.vigil-tmp' '{path}'"
-            );
-            self.run(&["sh", "-c", &script], Some(contents.to_vec())).await.map(|_| ())
-        }
-    }
-
-    /// Reads a file from the node.
-    fn read_file(&self, path: &str) -> impl Future<Output = Result<String, CommandError>> + Send {
-        async move { self.run(&["cat", path], None).await.map(|o| o.stdout) }
+    /// Copies `contents` into a file on the node, atomically. Through `run`
+    /// by default, which every transport can do.
+    async fn copy_in(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), CommandError> {
+        let script = format!(
+            "set -e; mkdir -p \"$(dirname '{path}')\"; cat > '{path}.vigil-tmp'; chmod {mode:o} '{path}.vigil-tmp'; mv '{path}.vigil-tmp' '{path}'"
+        );
+        self.run(&["sh", "-c", &script], Some(contents.to_vec())).await.map(|_| ())
     }
 }
 
-/// The state of one node machine as the provider sees it.
+/// The state of one machine as the provider sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeInfo {
     pub name: String,
     pub role: Role,
     /// Running, exited, ... as the provider reports it.
     pub state: String,
-    /// The address on the cluster network; None while isolated.
+    /// The address on the cluster network; None while the machine has none.
     pub ip: Option<String>,
 }
 
 /// What `down` removed, for its report.
 #[derive(Debug, Default)]
 pub struct Removed {
-    pub containers: Vec<String>,
+    pub machines: Vec<String>,
     pub volumes: Vec<String>,
     pub networks: Vec<String>,
 }
 
-/// How a fault hook breaks a node.
+/// How a machine is powered off or on: the faults only the provider can cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub enum Power {
     /// Orderly shutdown (systemd halts, as a powered-off machine would).
     Stop,
-    /// SIGKILL of everything: a crashed machine.
+    /// Everything killed at once: a crashed machine.
     Kill,
     Start,
+}
+
+/// How a fault hook breaks (or mends) a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Power(Power),
     /// Cut off the cluster network (all its traffic dropped), still running.
     Isolate,
     Reconnect,
 }
 
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Power(Power::Stop) => "stop",
+            Fault::Power(Power::Kill) => "kill",
+            Fault::Power(Power::Start) => "start",
+            Fault::Isolate => "isolate",
+            Fault::Reconnect => "reconnect",
+        }
+    }
+}
+
+#[async_trait]
 pub trait NodeProvider: Send + Sync {
-    type Node: Node;
+    /// The provider's name, for messages.
+    fn name(&self) -> &'static str;
+
+    /// The machines of `spec`: names, roles, and the addresses this
+    /// provider gives them. Control plane first.
+    fn plan(&self, spec: &ClusterSpec) -> Vec<NodeSpec>;
 
     /// Cheap checks before any long work: names free or already ours, the
     /// node network free, enough disk for the nodes.
-    fn preflight(&self, spec: &ClusterSpec) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Creates the network and node machines that do not exist yet and
-    /// starts those that are stopped. Safe to call again.
-    fn provision(
-        &self,
-        spec: &ClusterSpec,
-        node_image: &str,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
-    fn list_nodes(&self, cluster: &str) -> impl Future<Output = Result<Vec<NodeInfo>, Error>> + Send;
-    fn node(&self, name: &str) -> Self::Node;
-    fn fault(
-        &self,
-        spec: &ClusterSpec,
-        node: &str,
-        fault: Fault,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    async fn preflight(&self, spec: &ClusterSpec) -> Result<()>;
+
+    /// Creates the machines of `nodes` that do not exist yet (and the
+    /// network they share) and starts those that are stopped. Safe to call
+    /// again, and for a part of the plan at a time.
+    async fn provision(&self, spec: &ClusterSpec, nodes: &[NodeSpec], node_image: &str) -> Result<()>;
+
+    /// The cluster's machines, control plane first.
+    async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>>;
+
+    /// What an existing cluster was created with (node network, number of
+    /// workers), read back from the machines; fails when there is none.
+    async fn existing(&self, name: &str) -> Result<ClusterSpec>;
+
+    fn node(&self, name: &str) -> Arc<dyn Node>;
+
+    async fn power(&self, node: &str, power: Power) -> Result<()>;
+
     /// Removes everything labelled as this cluster's, and nothing else.
-    fn delete_cluster(&self, cluster: &str) -> impl Future<Output = Result<Removed, Error>> + Send;
+    async fn delete_cluster(&self, cluster: &str) -> Result<Removed>;
+}
+
+/// Breaks or mends `node` of `spec`: power through the provider, the network
+/// partition through the node itself (any transport).
+pub async fn fault(provider: &dyn NodeProvider, spec: &ClusterSpec, node: &str, fault: Fault) -> Result<()> {
+    let planned = provider.plan(spec);
+    if !planned.iter().any(|n| n.name == node) {
+        let known = planned.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(", ");
+        return Err(Error::UnknownNode { name: node.into(), cluster: spec.name.clone(), known });
+    }
+    tracing::info!(node, fault = fault.name(), "fault hook");
+    let as_fault = |source| Error::Fault { node: node.into(), fault: fault.name(), source: Box::new(source) };
+    match fault {
+        Fault::Power(power) => provider.power(node, power).await,
+        Fault::Isolate => nodeutils::isolate(provider.node(node).as_ref()).await.map_err(as_fault),
+        Fault::Reconnect => nodeutils::reconnect(provider.node(node).as_ref()).await.map_err(as_fault),
+    }
+}
+
+/// The provider for this machine: node containers on the local Docker
+/// Engine. The one place a provider is chosen.
+pub async fn connect() -> Result<Arc<dyn NodeProvider>, crate::docker::Error> {
+    Ok(Arc::new(docker::DockerProvider::new(crate::docker::connect().await?)))
 }

@@ -21,8 +21,7 @@ async fn foreign_network(docker: &bollard::Docker, name: &str, subnet: &str) -> 
     Ok(())
 }
 
-#[tokio::test]
-async fn a_clashing_subnet_is_refused_before_anything_is_built() -> Result<()> {
+pub async fn a_clashing_subnet_is_refused_before_anything_is_built() -> Result<()> {
     let docker = vigil::docker::connect().await?;
     foreign_network(&docker, "vigil-e2e-someone-else", "172.29.251.0/24").await?;
     let spec = ClusterSpec {
@@ -53,8 +52,7 @@ async fn a_clashing_subnet_is_refused_before_anything_is_built() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_network_name_that_is_not_ours_is_refused() -> Result<()> {
+pub async fn a_network_name_that_is_not_ours_is_refused() -> Result<()> {
     let docker = vigil::docker::connect().await?;
     foreign_network(&docker, "vigil-e2e-taken", "172.29.252.0/24").await?;
     let spec = ClusterSpec {

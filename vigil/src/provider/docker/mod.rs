@@ -1,0 +1,366 @@
+//! Nodes as local Docker containers, the way kind makes them, adapted to a
+//! host where `--privileged` is refused. The only module of the engine that
+//! names bollard: `network` (the node network), `container` (the node
+//! container's flags), `exec` (the `docker exec` transport).
+
+mod container;
+mod exec;
+mod network;
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_trait::async_trait;
+use bollard::{
+    Docker,
+    query_parameters::{
+        CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+        ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+        RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    },
+};
+pub use container::nested_runtime_host_config;
+pub use exec::DockerNode;
+
+use super::{Error, Node, NodeInfo, NodeProvider, NodeSpec, Power, Removed, Result};
+use crate::{
+    build::node::STATE_VOLUME_LABEL,
+    cluster::{ClusterSpec, Role},
+};
+
+/// The label on every container, volume and network of a cluster.
+pub const CLUSTER_LABEL: &str = "io.vigil.cluster";
+pub const ROLE_LABEL: &str = "io.vigil.role";
+const PROVIDER: &str = "docker";
+
+fn backend(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Backend { provider: PROVIDER, what, source: Box::new(source) }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+#[derive(Clone)]
+pub struct DockerProvider {
+    docker: Docker,
+}
+
+impl DockerProvider {
+    pub fn new(docker: Docker) -> Self {
+        DockerProvider { docker }
+    }
+
+    /// Node addresses come from the lower half of the node network, after
+    /// the gateway: the control plane first, then the workers. The upper
+    /// half is the cluster's LoadBalancer range.
+    pub fn plan_for(spec: &ClusterSpec) -> Vec<NodeSpec> {
+        let control_plane = NodeSpec {
+            name: spec.control_plane_name(),
+            role: Role::ControlPlane,
+            ip: spec.node_network_host(1),
+        };
+        let workers = (0..spec.workers).map(|i| NodeSpec {
+            name: spec.worker_name(i),
+            role: Role::Worker,
+            ip: spec.node_network_host(2 + i as u32),
+        });
+        std::iter::once(control_plane).chain(workers).collect()
+    }
+
+    /// The node's container if it exists; one with the node's name must be ours.
+    async fn existing_node(
+        &self,
+        spec: &ClusterSpec,
+        node: &NodeSpec,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>> {
+        match self.docker.inspect_container(&node.name, None).await {
+            Ok(existing) => {
+                let labels = existing.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+                if labels.get(CLUSTER_LABEL) != Some(&spec.name) {
+                    return Err(Error::NameTaken {
+                        kind: "container",
+                        name: node.name.clone(),
+                        cluster: spec.name.clone(),
+                    });
+                }
+                Ok(Some(existing))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(backend(format!("inspect container {}", node.name))(e)),
+        }
+    }
+
+    fn node_error(node: &str, step: &'static str) -> impl FnOnce(bollard::errors::Error) -> Error {
+        let node = node.to_owned();
+        move |source| Error::Node {
+            log_hint: format!("`docker logs {node}`"),
+            node,
+            step,
+            source: Box::new(source),
+        }
+    }
+
+    async fn ensure_node(&self, spec: &ClusterSpec, node: &NodeSpec, image: &str) -> Result<()> {
+        if let Some(existing) = self.existing_node(spec, node).await? {
+            let running = existing.state.and_then(|s| s.running).unwrap_or(false);
+            if !running {
+                tracing::debug!(node = %node.name, "starting the stopped node container");
+                self.docker
+                    .start_container(&node.name, None)
+                    .await
+                    .map_err(Self::node_error(&node.name, "start"))?;
+            }
+            return Ok(());
+        }
+        // Created first, labelled, so that `down` finds it by label like everything else.
+        let volume = container::volume_name(&node.name);
+        self.docker
+            .create_volume(bollard::models::VolumeCreateRequest {
+                name: Some(volume.clone()),
+                labels: Some(HashMap::from([(CLUSTER_LABEL.into(), spec.name.clone())])),
+                ..Default::default()
+            })
+            .await
+            .map_err(backend(format!("create volume {volume}")))?;
+        if let Some(state) = self.preloaded_state(image).await? {
+            tracing::debug!(node = %node.name, %state, "linking containerd's preloaded state into /var");
+            let volumes_dir = format!("{}/volumes", self.docker_root().await?);
+            let body = container::populate_body(&node.name, image, &state, &volumes_dir);
+            let (populated, output) =
+                crate::docker::run_to_end(&self.docker, &format!("{}-populate", node.name), body)
+                    .await
+                    .map_err(Self::node_error(&node.name, "populating /var"))?;
+            if !populated {
+                return Err(Error::Node {
+                    node: node.name.clone(),
+                    step: "populating /var with containerd's preloaded state",
+                    log_hint: format!("its output:\n{output}"),
+                    source: "the helper container failed".into(),
+                });
+            }
+        }
+        tracing::debug!(node = %node.name, ip = %node.ip, image, "creating the node container");
+        let options = CreateContainerOptionsBuilder::default().name(&node.name).build();
+        self.docker
+            .create_container(Some(options), container::create_body(spec, node, image))
+            .await
+            .map_err(Self::node_error(&node.name, "create container"))?;
+        self.docker
+            .start_container(&node.name, None)
+            .await
+            .map_err(Self::node_error(&node.name, "start container"))?;
+        Ok(())
+    }
+
+    /// The volume of containerd's preloaded state the node image names.
+    async fn preloaded_state(&self, image: &str) -> Result<Option<String>> {
+        let inspect =
+            self.docker.inspect_image(image).await.map_err(backend(format!("inspect image {image}")))?;
+        Ok(inspect.config.and_then(|c| c.labels).and_then(|l| l.get(STATE_VOLUME_LABEL).cloned()))
+    }
+
+    /// Docker's data directory, where its volumes live.
+    async fn docker_root(&self) -> Result<String> {
+        let info = self.docker.info().await.map_err(backend("docker info"))?;
+        Ok(info.docker_root_dir.unwrap_or_else(|| "/var/lib/docker".into()))
+    }
+
+    async fn cluster_containers(&self, cluster: &str) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{CLUSTER_LABEL}={cluster}")])]);
+        self.docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default().all(true).filters(&filters).build(),
+            ))
+            .await
+            .map_err(backend("list containers"))
+    }
+}
+
+#[async_trait]
+impl NodeProvider for DockerProvider {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn plan(&self, spec: &ClusterSpec) -> Vec<NodeSpec> {
+        Self::plan_for(spec)
+    }
+
+    async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
+        let mut fresh = 0;
+        for node in self.plan(spec) {
+            if self.existing_node(spec, &node).await?.is_none() {
+                fresh += 1;
+            }
+        }
+        if !network::check(&self.docker, spec).await? {
+            network::check_subnet_is_free(&self.docker, spec.node_subnet).await?;
+        }
+        if fresh > 0 {
+            let info = self.docker.info().await.map_err(backend("docker info"))?;
+            let dir = info.docker_root_dir.unwrap_or_else(|| "/var/lib/docker".into());
+            // Each new node's /var receives the unpacked preloaded images.
+            let need_gib = 2 * fresh as u64;
+            let free = crate::build::free_bytes(std::path::Path::new(&dir)).unwrap_or(u64::MAX);
+            let free_gib = free as f64 / (1u64 << 30) as f64;
+            if free_gib < need_gib as f64 {
+                return Err(Error::Disk {
+                    dir: format!("Docker's data directory {dir}"),
+                    free_gib,
+                    need_gib,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn provision(&self, spec: &ClusterSpec, nodes: &[NodeSpec], node_image: &str) -> Result<()> {
+        network::ensure(&self.docker, spec).await?;
+        let results =
+            futures::future::join_all(nodes.iter().map(|n| self.ensure_node(spec, n, node_image))).await;
+        results.into_iter().collect()
+    }
+
+    async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>> {
+        let mut nodes: Vec<NodeInfo> = self
+            .cluster_containers(cluster)
+            .await?
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let role = if labels.get(ROLE_LABEL).map(String::as_str) == Some(Role::ControlPlane.as_str())
+                {
+                    Role::ControlPlane
+                } else {
+                    Role::Worker
+                };
+                let ip = c
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .and_then(|n| n.get(cluster).and_then(|e| e.ip_address.clone()))
+                    .filter(|ip| !ip.is_empty());
+                NodeInfo {
+                    name: c
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .unwrap_or_default(),
+                    role,
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    ip,
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| {
+            (a.role != Role::ControlPlane, &a.name).cmp(&(b.role != Role::ControlPlane, &b.name))
+        });
+        Ok(nodes)
+    }
+
+    async fn existing(&self, name: &str) -> Result<ClusterSpec> {
+        let machines = self.list_nodes(name).await?;
+        if machines.is_empty() {
+            return Err(Error::NoSuchCluster(name.into()));
+        }
+        let mut spec = ClusterSpec { name: name.into(), ..ClusterSpec::default() };
+        if let Some(subnet) = network::subnet_of(&self.docker, &network::name(&spec)).await? {
+            spec.node_subnet = subnet;
+        }
+        spec.workers = machines.iter().filter(|n| n.role == Role::Worker).count().max(1);
+        Ok(spec)
+    }
+
+    fn node(&self, name: &str) -> Arc<dyn Node> {
+        Arc::new(DockerNode { docker: self.docker.clone(), name: name.into() })
+    }
+
+    async fn power(&self, node: &str, power: Power) -> Result<()> {
+        let what = format!("{power:?} {node}").to_lowercase();
+        match power {
+            Power::Stop => self
+                .docker
+                .stop_container(node, Some(StopContainerOptionsBuilder::default().t(30).build()))
+                .await
+                .map_err(backend(what)),
+            Power::Kill => self
+                .docker
+                .kill_container(node, Some(KillContainerOptionsBuilder::default().signal("SIGKILL").build()))
+                .await
+                .map_err(backend(what)),
+            Power::Start => self.docker.start_container(node, None).await.map_err(backend(what)),
+        }
+    }
+
+    async fn delete_cluster(&self, cluster: &str) -> Result<Removed> {
+        let mut removed = Removed::default();
+        for c in self.cluster_containers(cluster).await? {
+            let id = c.id.unwrap_or_default();
+            let name = c.names.unwrap_or_default().first().cloned().unwrap_or(id.clone());
+            self.docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()),
+                )
+                .await
+                .map_err(backend(format!("remove container {name}")))?;
+            removed.machines.push(name.trim_start_matches('/').to_owned());
+        }
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{CLUSTER_LABEL}={cluster}")])]);
+        let volumes = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build()))
+            .await
+            .map_err(backend("list volumes"))?;
+        for v in volumes.volumes.unwrap_or_default() {
+            self.docker
+                .remove_volume(&v.name, Some(RemoveVolumeOptionsBuilder::default().force(true).build()))
+                .await
+                .map_err(backend(format!("remove volume {}", v.name)))?;
+            removed.volumes.push(v.name);
+        }
+        let networks = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+            .await
+            .map_err(backend("list networks"))?;
+        for n in networks {
+            let name = n.name.unwrap_or_default();
+            self.docker.remove_network(&name).await.map_err(backend(format!("remove network {name}")))?;
+            removed.networks.push(name);
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_sit_below_the_load_balancer_range() {
+        let spec = ClusterSpec::default();
+        let plan: Vec<_> = DockerProvider::plan_for(&spec)
+            .iter()
+            .map(|n| (n.name.clone(), n.role, n.ip.to_string()))
+            .collect();
+        assert_eq!(
+            plan,
+            vec![
+                ("vigil-control-plane".into(), Role::ControlPlane, "172.29.0.2".into()),
+                ("vigil-worker".into(), Role::Worker, "172.29.0.3".into()),
+                ("vigil-worker2".into(), Role::Worker, "172.29.0.4".into()),
+            ]
+        );
+        let small =
+            ClusterSpec { node_subnet: "10.50.0.0/27".parse().unwrap(), workers: 13, ..Default::default() };
+        small.validate().unwrap();
+        let (lb_first, _) = small.load_balancer_range();
+        assert!(
+            DockerProvider::plan_for(&small)
+                .iter()
+                .all(|n| n.ip < lb_first && n.ip > network::gateway(&small))
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Each add-on of the table in `addons` is two steps: `install <name>`
+//! applies its objects as soon as the API answers (and its images are on the
+//! nodes), and `<name> ready` waits for its rollout, applies what must come
+//! after it, and checks its address from the host the way a user would.
+//! Installs do not wait for each other, so the pods of every add-on start
+//! together once the nodes are Ready.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment},
+    core::v1::{PersistentVolumeClaim, Service},
+};
+use kube::Api;
+
+use super::{Context, Error, Outcome, Result, Step, images, init};
+use crate::{
+    addons::{Addon, Check, Input, Rollout},
+    conditions, poll,
+    progress::Line,
+};
+
+/// How long an add-on's address may take to appear and answer.
+const ADDRESS_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn install_name(addon: &Addon) -> String {
+    format!("install {}", addon.name)
+}
+
+fn ready_name(name: &str) -> String {
+    format!("{name} ready")
+}
+
+pub struct Install(pub &'static Addon);
+
+#[async_trait]
+impl Step for Install {
+    fn name(&self) -> String {
+        install_name(self.0)
+    }
+
+    fn needs(&self) -> Vec<String> {
+        let mut needs = vec![init::NAME.to_owned()];
+        if !self.0.crates.is_empty() {
+            needs.push(images::NAME.into());
+        }
+        needs
+    }
+
+    fn title(&self, _: &Context) -> String {
+        format!("install {}", self.0.title)
+    }
+
+    async fn run(&self, ctx: &Context, _: &Line) -> Result<Outcome> {
+        let deployables = ctx.deployables.as_ref().ok_or(Error::OutOfOrder("the deployables' images"))?;
+        let input = Input { spec: &ctx.spec, images: &deployables.images.refs };
+        let mut objects: Vec<_> = self.0.namespace.iter().map(|namespace| namespace()).collect();
+        objects.extend((self.0.objects)(&input)?);
+        ctx.applier()?.apply(&objects).await?;
+        Ok(Outcome::Done(format!("{} objects", objects.len())))
+    }
+}
+
+pub struct Ready(pub &'static Addon);
+
+#[async_trait]
+impl Step for Ready {
+    fn name(&self) -> String {
+        ready_name(self.0.name)
+    }
+
+    fn needs(&self) -> Vec<String> {
+        let mut needs = vec![install_name(self.0)];
+        needs.extend(self.0.needs.iter().map(|n| ready_name(n)));
+        needs
+    }
+
+    fn title(&self, _: &Context) -> String {
+        match &self.0.address {
+            Some(address) => format!("{} rolled out and answering at its LoadBalancer address", address.key),
+            None => format!("{} rolled out", self.0.name),
+        }
+    }
+
+    async fn run(&self, ctx: &Context, line: &Line) -> Result<Outcome> {
+        let addon = self.0;
+        let client = ctx.client()?;
+        let context = ctx.spec.kube_context();
+        let timeout = |source| Error::Timeout {
+            source,
+            hint: format!(
+                "`kubectl --context {context} get pods -A -o wide`, then `describe` and `logs` of the {} pods",
+                addon.name
+            ),
+        };
+        for rollout in addon.rollout {
+            let (what, waited) = match rollout {
+                Rollout::Deployment { namespace, name, replicas } => {
+                    let what = format!("deployment {namespace}/{name} rolled out");
+                    line.update(&what);
+                    let replicas = *replicas;
+                    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+                    let check = move |d: Option<&Deployment>| conditions::deployment_rolled_out(d, replicas);
+                    (what.clone(), poll::watch_until(api, name, what, addon.timeout, check).await)
+                }
+                Rollout::DaemonSet { namespace, name } => {
+                    let what = format!("daemonset {namespace}/{name} rolled out");
+                    line.update(&what);
+                    let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+                    (
+                        what.clone(),
+                        poll::watch_until(api, name, what, addon.timeout, conditions::daemon_set_rolled_out)
+                            .await,
+                    )
+                }
+                Rollout::Claim { namespace, name } => {
+                    let what = format!("claim {namespace}/{name} bound");
+                    line.update(&what);
+                    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+                    (
+                        what.clone(),
+                        poll::watch_until(api, name, what, addon.timeout, conditions::claim_bound).await,
+                    )
+                }
+            };
+            tracing::debug!(addon = addon.name, %what, ok = waited.is_ok(), "rollout");
+            waited.map_err(timeout)?;
+        }
+        if let Some(after) = addon.after_rollout {
+            // Its own admission webhook may take a moment after the rollout before it answers.
+            let objects = after(&ctx.spec);
+            let applier = ctx.applier()?;
+            poll::until(
+                format!("{} accepting its configuration", addon.name),
+                ADDRESS_TIMEOUT,
+                poll::EVERY,
+                || async { applier.apply(&objects).await.map_err(|e| format!("{e}: {}", source_chain(&e))) },
+            )
+            .await
+            .map_err(timeout)?;
+        }
+        let Some(address) = &addon.address else {
+            return Ok(Outcome::done());
+        };
+        line.update(format!(
+            "Service {}/{} given a LoadBalancer address",
+            address.namespace, address.service
+        ));
+        let services: Api<Service> = Api::namespaced(client.clone(), address.namespace);
+        let what = format!("Service {}/{} has a LoadBalancer address", address.namespace, address.service);
+        poll::watch_until(services.clone(), address.service, what, ADDRESS_TIMEOUT, |s: Option<&Service>| {
+            s.and_then(conditions::load_balancer_ip)
+                .map(|_| ())
+                .ok_or_else(|| "no LoadBalancer address yet".into())
+        })
+        .await
+        .map_err(timeout)?;
+        let service = services
+            .get(address.service)
+            .await
+            .map_err(|source| Error::Kube { step: "reading a Service", source })?;
+        let ip = conditions::load_balancer_ip(&service).ok_or(Error::OutOfOrder("a LoadBalancer address"))?;
+        let url = (address.url)(&ip);
+        line.update(format!("GET {url} from the host"));
+        let answer = answers(&url, &address.check).await.map_err(timeout)?;
+        ctx.add_address(address.key, url.clone());
+        Ok(Outcome::Done(format!("{url} {answer}")))
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = vec![];
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push(s.to_string());
+        source = s.source();
+    }
+    out.join(": ")
+}
+
+/// Asks `url` from the host until it answers as `check` wants; what it said.
+async fn answers(url: &str, check: &Check) -> Result<String, poll::Timeout> {
+    // From the host, the way a user will try it; no proxy between.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("a plain client builds");
+    let target = match check {
+        Check::BodyStartsWith(_) => url.to_owned(),
+        Check::Status(path) => format!("{url}{path}"),
+    };
+    poll::until(format!("{target} answering from the host"), ADDRESS_TIMEOUT, poll::EVERY, || async {
+        let response = http.get(&target).send().await.map_err(|e| format!("GET {target}: {e}"))?;
+        let status = response.status();
+        match check {
+            Check::Status(_) if status.is_success() => Ok(format!("answers {status}")),
+            Check::Status(_) => Err(format!("GET {target}: {status}")),
+            Check::BodyStartsWith(prefix) => {
+                let body = response.text().await.map_err(|e| format!("GET {target}: {e}"))?;
+                body.starts_with(prefix)
+                    .then(|| format!("answers {:?}", body.trim()))
+                    .ok_or_else(|| format!("GET {target} answered {body:?}"))
+            }
+        }
+    })
+    .await
+}

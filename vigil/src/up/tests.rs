@@ -1,0 +1,317 @@
+//! The step list driven end to end without a machine: the fake provider
+//! plays the nodes, a mocked API server (tower-test, the way
+//! kube-rs/controller-rs tests its reconciler) plays the cluster.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use http::{Method, Request, Response};
+use kube::{Client, client::Body};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{
+    cluster::ClusterSpec,
+    progress::Progress,
+    provider::{NodeSpec, fake::FakeProvider},
+};
+
+/// A request the mocked API server saw: method and path with query.
+type Seen = Arc<Mutex<Vec<(Method, String)>>>;
+
+/// A mocked API server that answers every request with `answer(method,
+/// path, body)`, recording what it was asked.
+fn mock_api(answer: impl Fn(&Method, &str, &[u8]) -> (u16, Value) + Send + 'static) -> (Client, Seen) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let body = body.collect_bytes().await.unwrap_or_default();
+            let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let (status, json) = answer(&parts.method, &path, &body);
+            record.lock().unwrap().push((parts.method, path));
+            let response =
+                Response::builder().status(status).body(Body::from(serde_json::to_vec(&json).unwrap()));
+            send.send_response(response.unwrap());
+        }
+    });
+    (Client::new(service, "default"), seen)
+}
+
+fn csr(name: &str, requester: &str, signer: &str, approved: bool) -> Value {
+    let conditions = if approved { json!([{"type": "Approved", "status": "True"}]) } else { json!(null) };
+    json!({
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {"request": "", "signerName": signer, "username": requester, "usages": ["server auth"]},
+        "status": {"conditions": conditions},
+    })
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {}, "items": items})
+}
+
+fn ready_pod(namespace: &str) -> Value {
+    json!({"metadata": {"name": "p", "namespace": namespace}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+const SERVING: &str = "kubernetes.io/kubelet-serving";
+
+/// A cluster whose nodes are Ready, whose system pods run, and which holds
+/// serving-certificate requests from its own nodes and from a stranger.
+/// The bootstrap signer has signed cluster-info for the token `token_id`.
+fn healthy_cluster(
+    nodes: Vec<NodeSpec>,
+    token_id: String,
+) -> impl Fn(&Method, &str, &[u8]) -> (u16, Value) + Send + 'static {
+    move |method, path, body| {
+        match (method.as_str(), path.split('?').next().unwrap_or_default()) {
+        ("GET", "/api/v1/namespaces/kube-public/configmaps") => (
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": [
+                {"metadata": {"name": "cluster-info", "namespace": "kube-public"},
+                 "data": {"kubeconfig": "", format!("jws-kubeconfig-{token_id}"): "signature"}}
+            ]}),
+        ),
+        ("GET", "/apis/certificates.k8s.io/v1/certificatesigningrequests") => (
+            200,
+            list(
+                "CertificateSigningRequest",
+                vec![
+                    csr("ours-pending", "system:node:vigil-worker", SERVING, false),
+                    csr("ours-decided", "system:node:vigil-worker2", SERVING, true),
+                    csr("stranger", "system:node:someone-else", SERVING, false),
+                    csr("client-cert", "system:node:vigil-worker2", "kubernetes.io/kube-apiserver-client-kubelet", false),
+                ],
+            ),
+        ),
+        ("GET", "/api/v1/nodes") => (
+            200,
+            list(
+                "Node",
+                nodes
+                    .iter()
+                    .map(|n| json!({"metadata": {"name": n.name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+                    .collect(),
+            ),
+        ),
+        ("GET", path) if path.ends_with("/pods") => {
+            let namespace = path.split('/').nth(4).unwrap_or_default();
+            (200, list("Pod", vec![ready_pod(namespace)]))
+        }
+        // Server-side apply and approvals: the object as sent.
+        ("PATCH", _) => (200, serde_json::from_slice(body).unwrap_or(json!({}))),
+        (method, path) => (404, json!({"kind": "Status", "code": 404, "message": format!("{method} {path}")})),
+    }
+    }
+}
+
+struct Harness {
+    provider: FakeProvider,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness { provider: FakeProvider::default(), dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// One `vigil up --cluster-only`, against a healthy mocked cluster.
+    async fn up(&self) -> (Result<Report, Failed>, Seen) {
+        let spec = ClusterSpec::default();
+        let ctx = Context::new(
+            spec.clone(),
+            Arc::new(self.provider.clone()),
+            Progress::default(),
+            self.dir.path().join("logs"),
+            self.dir.path().join("kubeconfig"),
+            "node-image".into(),
+            None,
+        );
+        let (client, seen) = mock_api(healthy_cluster(ctx.nodes.clone(), ctx.token.id().to_owned()));
+        ctx.set_client(client);
+        (Plan::new(steps(Scope::ClusterOnly)).run(&ctx).await, seen)
+    }
+}
+
+fn outcome<'a>(report: &'a Report, step: &str) -> &'a str {
+    report.steps.iter().find(|s| s.name == step).map(|s| s.outcome).unwrap_or("not run")
+}
+
+#[tokio::test]
+async fn the_cluster_comes_up_and_the_token_is_deleted_after_the_joins() {
+    let harness = Harness::new();
+    let (report, seen) = harness.up().await;
+    let report = report.unwrap();
+    assert_eq!(report.steps.len(), steps(Scope::ClusterOnly).len());
+    assert!(report.steps.iter().all(|s| s.outcome == "done"), "{:?}", report.steps);
+    assert!(report.join_token.is_some(), "the workers joined now");
+
+    let p = &harness.provider;
+    let delete = p.position("vigil-control-plane", "kubeadm token delete").expect("the token was deleted");
+    for worker in ["vigil-worker", "vigil-worker2"] {
+        let join = p.position(worker, "kubeadm join").expect("the worker joined");
+        assert!(join < delete, "{worker} joined after the token was deleted");
+    }
+    assert!(p.state.lock().unwrap().tokens.is_empty(), "no bootstrap token outlives the joins");
+    let kubeconfig = std::fs::read_to_string(harness.dir.path().join("kubeconfig")).unwrap();
+    assert!(kubeconfig.contains("name: vigil\n"), "{kubeconfig}");
+
+    // Only this cluster's pending serving certificate was approved.
+    let approvals: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, path)| *m == Method::PATCH && path.contains("/approval"))
+        .map(|(_, path)| path.clone())
+        .collect();
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert!(
+        approvals[0]
+            .starts_with("/apis/certificates.k8s.io/v1/certificatesigningrequests/ours-pending/approval")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_join_resumes_on_the_next_up() {
+    let harness = Harness::new();
+    let p = &harness.provider;
+    p.fail_once("vigil-worker2", "kubeadm join");
+    let (failed, _) = harness.up().await;
+    let failed = failed.unwrap_err();
+    assert_eq!(failed.step, "kubeadm join");
+    let message = format!("{:#}", anyhow::Error::new(failed.source));
+    assert!(message.contains("node vigil-worker2: kubeadm join failed"), "{message}");
+    assert!(message.contains("vigil-worker2-kubeadm-join.log"), "the message names the log: {message}");
+    assert!(failed.not_started.contains(&"nodes ready".to_owned()), "{:?}", failed.not_started);
+    assert!(p.state.lock().unwrap().tokens.is_empty(), "the token is deleted even when a join fails");
+
+    let (again, _) = harness.up().await;
+    let again = again.unwrap();
+    assert_eq!(outcome(&again, "kubeadm init"), "skipped");
+    assert_eq!(outcome(&again, "kubeadm join"), "done");
+    let joins = |node: &str| p.commands(node).iter().filter(|c| c.starts_with("kubeadm join")).count();
+    assert_eq!(joins("vigil-worker"), 1, "the worker that had joined is left alone");
+    let worker2 = p.commands("vigil-worker2");
+    let reset =
+        worker2.iter().position(|c| c == "kubeadm reset --force").expect("the half-done join is reset");
+    let second_join = worker2.iter().rposition(|c| c.starts_with("kubeadm join")).unwrap();
+    assert!(reset < second_join, "{worker2:?}");
+    let cp = p.commands("vigil-control-plane");
+    assert!(
+        cp.iter().any(|c| c.starts_with("kubeadm token create")),
+        "init did not run again, so join makes a token: {cp:?}"
+    );
+    assert!(p.state.lock().unwrap().tokens.is_empty());
+
+    // A third `up` changes nothing.
+    let (third, _) = harness.up().await;
+    let third = third.unwrap();
+    assert_eq!(outcome(&third, "kubeadm join"), "skipped");
+    assert!(third.join_token.is_none());
+}
+
+/// A step of the runner's own tests: waits for `wait_for` (when given), then opens `opens`.
+struct Toy {
+    name: &'static str,
+    needs: Vec<String>,
+    gate: Arc<tokio::sync::Notify>,
+    waits: bool,
+    fails: bool,
+}
+
+#[async_trait]
+impl Step for Toy {
+    fn name(&self) -> String {
+        self.name.into()
+    }
+    fn needs(&self) -> Vec<String> {
+        self.needs.clone()
+    }
+    fn title(&self, _: &Context) -> String {
+        self.name.into()
+    }
+    async fn run(&self, _: &Context, _: &Line) -> Result<Outcome> {
+        if self.waits {
+            self.gate.notified().await;
+        } else {
+            self.gate.notify_one();
+        }
+        match self.fails {
+            true => Err(Error::OutOfOrder("a test failure")),
+            false => Ok(Outcome::done()),
+        }
+    }
+}
+
+fn toy_context(dir: &std::path::Path) -> Context {
+    Context::new(
+        ClusterSpec::default(),
+        Arc::new(FakeProvider::default()),
+        Progress::default(),
+        dir.join("logs"),
+        dir.join("kubeconfig"),
+        String::new(),
+        None,
+    )
+}
+
+#[tokio::test]
+async fn independent_steps_run_at_once_and_a_failure_stops_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = toy_context(dir.path());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let toy = |name, needs: &[&str], waits, fails| -> Box<dyn Step> {
+        Box::new(Toy {
+            name,
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            gate: gate.clone(),
+            waits,
+            fails,
+        })
+    };
+    // `a` can only finish while `b` runs: a runner that ran them one after
+    // the other would never get past `a`.
+    let plan = Plan::new(vec![
+        toy("a", &[], true, false),
+        toy("b", &[], false, false),
+        toy("c", &["a", "b"], false, true),
+        toy("d", &["c"], false, false),
+    ]);
+    let failed = tokio::time::timeout(Duration::from_secs(5), plan.run(&ctx))
+        .await
+        .expect("a and b ran at once")
+        .unwrap_err();
+    assert_eq!(failed.step, "c");
+    assert_eq!(failed.not_started, ["d"]);
+    let mut finished: Vec<&str> = failed.finished.iter().map(|s| s.name.as_str()).collect();
+    finished.sort();
+    assert_eq!(finished, ["a", "b"]);
+}
+
+#[test]
+#[should_panic(expected = "needs \"later\", which does not come before it")]
+fn a_step_may_only_need_an_earlier_one() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let step = Toy { name: "first", needs: vec!["later".into()], gate, waits: false, fails: false };
+    Plan::new(vec![Box::new(step)]);
+}
+
+#[test]
+fn every_addon_step_needs_what_its_addon_needs() {
+    let plan = Plan::new(steps(Scope::Everything));
+    let names = plan.names();
+    for addon in &ADDONS {
+        assert!(names.contains(&format!("install {}", addon.name)));
+        assert!(names.contains(&format!("{} ready", addon.name)));
+    }
+    // The cluster-only list is a prefix of the whole.
+    let cluster = Plan::new(steps(Scope::ClusterOnly)).names();
+    assert_eq!(names[..cluster.len()], cluster[..]);
+}
