@@ -68,7 +68,12 @@ fn build_baseline(rev: &str) -> PathBuf {
 /// Runs `vigil ARGS` of a variant; its wall time and stdout.
 fn vigil(variant: &Variant, args: &[&str], kubeconfig: &Path) -> (f64, String) {
     let mut cmd = Command::new(&variant.binary);
-    cmd.args(["--name", CLUSTER]).args(args).env("KUBECONFIG", kubeconfig).stdout(Stdio::piped());
+    // Its progress goes to the bench's own stderr; its stdout is the report.
+    cmd.args(["--name", CLUSTER])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     if args.first() == Some(&"up") {
         cmd.args(["--subnet", SUBNET]);
         if variant.json {

@@ -193,3 +193,34 @@ impl Status {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::docker::DockerProvider;
+
+    #[tokio::test]
+    async fn without_an_api_the_status_still_shows_the_machines_and_why() {
+        let spec = ClusterSpec::default();
+        let plan = DockerProvider::plan_for(&spec);
+        let machines = vec![NodeInfo {
+            name: "vigil-control-plane".into(),
+            role: Role::ControlPlane,
+            state: "exited".into(),
+            ip: None,
+        }];
+        let status = collect(&spec, &plan, machines, None).await;
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["addresses"]["api_server"], "https://172.29.0.2:6443");
+        // Every add-on address is listed, unknown until its Service has one.
+        assert_eq!(json["addresses"]["web"], serde_json::Value::Null);
+        assert!(json["addresses"].as_object().unwrap().contains_key("prometheus"));
+        assert_eq!(json["nodes"][0]["ready"], serde_json::Value::Null);
+        let text = status.render();
+        assert!(
+            text.contains("vigil-control-plane      control-plane  exited     -              unknown"),
+            "{text}"
+        );
+        assert!(text.contains("(API not reachable: the control plane is not running)"), "{text}");
+    }
+}

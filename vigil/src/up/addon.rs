@@ -87,13 +87,11 @@ impl Step for Ready {
         let addon = self.0;
         let client = ctx.client()?;
         let context = ctx.spec.kube_context();
-        let timeout = |source| Error::Timeout {
-            source,
-            hint: format!(
-                "`kubectl --context {context} get pods -A -o wide`, then `describe` and `logs` of the {} pods",
-                addon.name
-            ),
-        };
+        let hint = format!(
+            "`kubectl --context {context} get pods -A -o wide`, then `describe` and `logs` of the {} pods",
+            addon.name
+        );
+        let timeout = |source| Error::timed_out(hint.clone())(source);
         for rollout in addon.rollout {
             let (what, waited) = match rollout {
                 Rollout::Deployment { namespace, name, replicas } => {

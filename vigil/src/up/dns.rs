@@ -42,13 +42,10 @@ impl Step for Dns {
             }
         })
         .await
-        .map_err(|source| Error::Timeout {
-            source,
-            hint: format!(
-                "CoreDNS logs: `kubectl --context {} -n kube-system logs -l k8s-app=kube-dns`",
-                ctx.spec.kube_context()
-            ),
-        })?;
+        .map_err(Error::timed_out(format!(
+            "CoreDNS logs: `kubectl --context {} -n kube-system logs -l k8s-app=kube-dns`",
+            ctx.spec.kube_context()
+        )))?;
         Ok(Outcome::Done(format!("{NAME} = {expected}")))
     }
 }

@@ -103,13 +103,10 @@ async fn signed_for_token(ctx: &Context) -> Result<()> {
     };
     poll::watch_until(config_maps, "cluster-info", "cluster-info signed for the join token", SIGNED_TIMEOUT, check)
         .await
-        .map_err(|source| Error::Timeout {
-            source,
-            hint: format!(
+        .map_err(Error::timed_out(format!(
                 "the bootstrap signer runs in kube-controller-manager: `kubectl --context {} -n kube-system logs -l component=kube-controller-manager`",
                 ctx.spec.kube_context()
-            ),
-        })
+            )))
 }
 
 async fn join_all(ctx: &Context, pending: &[&NodeSpec]) -> Result<()> {

@@ -77,13 +77,6 @@ pub enum Error {
     ClientConfig(#[source] kube::config::KubeconfigError),
     #[error(transparent)]
     Manifest(#[from] addons::upstream::Error),
-    /// The host could not make the request a user would make.
-    #[error("GET {url} from the host")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
     /// The images to load into the nodes could not be exported.
     #[error("exporting the deployables' images for the nodes")]
     Images(#[source] BoxError),
@@ -93,6 +86,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A wait that ran out of time, with where to look next.
+    pub fn timed_out(hint: impl Into<String>) -> impl FnOnce(poll::Timeout) -> Error {
+        let hint = hint.into();
+        move |source| Error::Timeout { source, hint }
+    }
+}
 
 /// What a step reports when it ends well.
 pub enum Outcome {

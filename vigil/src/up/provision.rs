@@ -83,12 +83,9 @@ async fn wait_for_boot(ctx: &Context, spec: &NodeSpec) -> Result<()> {
         }
     })
     .await
-    .map_err(|source| Error::Timeout {
-        source,
-        hint: format!(
-            "{}; the boot output: {}",
-            nodeutils::journal_hint(node.as_ref(), "containerd"),
-            node.console_hint()
-        ),
-    })
+    .map_err(Error::timed_out(format!(
+        "{}; the boot output: {}",
+        nodeutils::journal_hint(node.as_ref(), "containerd"),
+        node.console_hint()
+    )))
 }

@@ -68,13 +68,10 @@ impl Step for NodesReady {
             Err(pending)
         })
         .await
-        .map_err(|source| Error::Timeout {
-            source,
-            hint: format!(
-                "inspect with `kubectl --context {} get nodes,pods -A`; the kubelet's journal on each node",
-                ctx.spec.kube_context()
-            ),
-        })?;
+        .map_err(Error::timed_out(format!(
+            "inspect with `kubectl --context {} get nodes,pods -A`; the kubelet's journal on each node",
+            ctx.spec.kube_context()
+        )))?;
         Ok(Outcome::Done(format!(
             "{} nodes; {} serving certificates approved",
             ctx.nodes.len(),
