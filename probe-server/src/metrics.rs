@@ -59,3 +59,9 @@ impl Default for Metrics {
         Metrics { registry, runs, failures, duration, healthy, answers }
     }
 }
+
+impl AsRef<Registry> for Metrics {
+    fn as_ref(&self) -> &Registry {
+        &self.registry
+    }
+}

@@ -8,13 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
-    routing::get,
-};
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
 use crate::{
     metrics::{AnswerLabels, Metrics},
@@ -41,21 +35,9 @@ pub fn probe_router(state: ProbeState) -> Router {
         .with_state(state)
 }
 
-async fn get_metrics(
-    State(metrics): State<Arc<Metrics>>,
-    headers: axum::http::HeaderMap,
-) -> impl IntoResponse {
-    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
-    let (content_type, body) = vigil_telemetry::encode_for(&metrics.registry, accept);
-    ([(header::CONTENT_TYPE, content_type)], body)
-}
-
 /// The admin port: probe-server's own metrics next to the shared admin endpoints.
 pub fn admin_router(metrics: Arc<Metrics>, log_level: vigil_telemetry::LogLevelHandle) -> Router {
-    Router::new()
-        .route("/metrics", get(get_metrics))
-        .with_state(metrics)
-        .merge(vigil_telemetry::admin::router(log_level))
+    vigil_telemetry::admin::router_with_metrics(log_level, metrics)
 }
 
 #[cfg(test)]

@@ -8,15 +8,16 @@
 //! `kubectl exec` arrive there, other pods do not. Serve the router through
 //! [`service`], which gives handlers the peer's address.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
     extract::{ConnectInfo, State, connect_info::IntoMakeServiceWithConnectInfo},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::{get, put},
 };
+use prometheus_client::registry::Registry;
 
 use crate::LogLevelHandle;
 
@@ -52,6 +53,24 @@ pub fn router(handle: LogLevelHandle) -> Router {
         .route("/ready", get(|| async { "ok\n" }))
         .route("/log-level", put(put_log_level))
         .with_state(handle)
+}
+
+async fn get_metrics<M: AsRef<Registry>>(
+    State(metrics): State<Arc<M>>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let (content_type, body) = crate::encode_for((*metrics).as_ref(), accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
+}
+
+/// [`router`] plus `GET /metrics` of a deployable's registry, in the format
+/// the client asks for (OpenMetrics for Prometheus, text for the rest).
+pub fn router_with_metrics<M: AsRef<Registry> + Send + Sync + 'static>(
+    handle: LogLevelHandle,
+    metrics: Arc<M>,
+) -> Router {
+    Router::new().route("/metrics", get(get_metrics::<M>)).with_state(metrics).merge(router(handle))
 }
 
 /// The router as a service that gives handlers the peer's address: serve

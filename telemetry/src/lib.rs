@@ -43,7 +43,7 @@ pub fn init(filter: &str) -> Result<Telemetry, String> {
         .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(writer).with_target(false))
+        .with(tracing_subscriber::fmt::layer().with_writer(writer).with_target(false).with_ansi(false))
         .try_init()
         .map_err(|e| e.to_string())?;
     Ok(Telemetry { log_level, _writer: guard })

@@ -23,12 +23,24 @@ use vigil::{
     up::{Report, Scope},
 };
 
+/// Where the e2e's receivers listen on the host: the alerter's webhook, and
+/// Alertmanager's. The cluster reaches the host at its node network's gateway.
+pub const ALERTER_RECEIVER_PORT: u16 = 18787;
+pub const ALERTMANAGER_RECEIVER_PORT: u16 = 18788;
+
 /// The test cluster: its own name and node network, so it never touches a
-/// cluster the user brought up with the defaults.
+/// cluster the user brought up with the defaults; its notices go to the
+/// receivers the alerting checks run on the host.
 pub fn test_spec() -> ClusterSpec {
+    let node_subnet: ipnet::Ipv4Net = "172.29.250.0/24".parse().expect("valid");
+    let host = node_subnet.hosts().next().expect("a gateway address");
     ClusterSpec {
         name: "vigil-e2e".into(),
-        node_subnet: "172.29.250.0/24".parse().expect("valid"),
+        node_subnet,
+        alerting: vigil::cluster::Alerting {
+            webhook: Some(format!("http://{host}:{ALERTER_RECEIVER_PORT}/alerter")),
+            alertmanager_webhook: Some(format!("http://{host}:{ALERTMANAGER_RECEIVER_PORT}/alertmanager")),
+        },
         ..ClusterSpec::default()
     }
 }
@@ -109,6 +121,69 @@ impl Cluster {
     /// The machines, as the provider planned them.
     pub fn nodes(&self) -> Vec<NodeSpec> {
         self.provider.plan(&self.spec)
+    }
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: std::time::Instant,
+    pub headers: Vec<(String, String)>,
+    /// The body as sent (signatures cover these bytes).
+    pub raw: Vec<u8>,
+    pub body: serde_json::Value,
+}
+
+/// An HTTP receiver on the host (all addresses, so the cluster reaches it
+/// through the node network's gateway) that keeps what it gets and answers
+/// with the status codes it is told, in turn (then 200).
+#[derive(Clone)]
+pub struct Receiver {
+    pub seen: Arc<std::sync::Mutex<Vec<Received>>>,
+    pub script: Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+impl Receiver {
+    pub async fn start(port: u16) -> Result<Self> {
+        use axum::{extract::State, http::HeaderMap, routing::post};
+        let receiver = Receiver { seen: Arc::default(), script: Arc::default() };
+        async fn take(
+            State(r): State<Receiver>,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::http::StatusCode {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                .collect();
+            let raw = body.to_vec();
+            let body = serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
+            r.seen.lock().expect("not poisoned").push(Received {
+                at: std::time::Instant::now(),
+                headers,
+                raw,
+                body,
+            });
+            let mut script = r.script.lock().expect("not poisoned");
+            let code = if script.is_empty() { 200 } else { script.remove(0) };
+            axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK)
+        }
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .with_context(|| format!("listening on port {port} for the cluster's notices"))?;
+        let app = axum::Router::new().fallback(post(take)).with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(receiver)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 

@@ -47,6 +47,13 @@ pub enum Object {
     Deployment(k8s_openapi::api::apps::v1::Deployment),
     Service(k8s_openapi::api::core::v1::Service),
     PersistentVolumeClaim(k8s_openapi::api::core::v1::PersistentVolumeClaim),
+    Secret(k8s_openapi::api::core::v1::Secret),
+    Role(k8s_openapi::api::rbac::v1::Role),
+    RoleBinding(k8s_openapi::api::rbac::v1::RoleBinding),
+    PodDisruptionBudget(k8s_openapi::api::policy::v1::PodDisruptionBudget),
+    CustomResourceDefinition(
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    ),
     /// Upstream manifests and custom resources, resolved through discovery.
     Dynamic(DynamicObject),
 }
@@ -63,6 +70,11 @@ impl Object {
             Object::Deployment(o) => ("Deployment", &o.metadata),
             Object::Service(o) => ("Service", &o.metadata),
             Object::PersistentVolumeClaim(o) => ("PersistentVolumeClaim", &o.metadata),
+            Object::Secret(o) => ("Secret", &o.metadata),
+            Object::Role(o) => ("Role", &o.metadata),
+            Object::RoleBinding(o) => ("RoleBinding", &o.metadata),
+            Object::PodDisruptionBudget(o) => ("PodDisruptionBudget", &o.metadata),
+            Object::CustomResourceDefinition(o) => ("CustomResourceDefinition", &o.metadata),
             Object::Dynamic(o) => (o.types.as_ref().map_or("object", |t| t.kind.as_str()), &o.metadata),
         };
         match &meta.namespace {
@@ -83,6 +95,11 @@ impl Object {
             Object::Deployment(o) => serde_yaml::to_string(o),
             Object::Service(o) => serde_yaml::to_string(o),
             Object::PersistentVolumeClaim(o) => serde_yaml::to_string(o),
+            Object::Secret(o) => serde_yaml::to_string(o),
+            Object::Role(o) => serde_yaml::to_string(o),
+            Object::RoleBinding(o) => serde_yaml::to_string(o),
+            Object::PodDisruptionBudget(o) => serde_yaml::to_string(o),
+            Object::CustomResourceDefinition(o) => serde_yaml::to_string(o),
             Object::Dynamic(o) => serde_yaml::to_string(o),
         }
         .expect("Kubernetes objects serialize")
@@ -127,6 +144,24 @@ impl Applier {
         Applier { client, discovery: RwLock::new(None) }
     }
 
+    /// Creates each Secret of `secrets` that does not exist yet and leaves
+    /// existing ones alone: generated secrets are made once per cluster.
+    pub async fn create_missing(&self, secrets: &[k8s_openapi::api::core::v1::Secret]) -> Result<(), Error> {
+        for secret in secrets {
+            let object = Object::Secret(secret.clone());
+            let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(
+                self.client.clone(),
+                secret.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            match api.create(&kube::api::PostParams::default(), secret).await {
+                Ok(_) => tracing::debug!(object = %object.describe(), "created"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(source) => return Err(Error::Apply { object: object.describe(), source }),
+            }
+        }
+        Ok(())
+    }
+
     /// Applies `objects` in order; the first failure stops it.
     pub async fn apply(&self, objects: &[Object]) -> Result<(), Error> {
         for object in objects {
@@ -148,6 +183,11 @@ impl Applier {
             Object::Deployment(o) => apply_namespaced(client, o).await,
             Object::Service(o) => apply_namespaced(client, o).await,
             Object::PersistentVolumeClaim(o) => apply_namespaced(client, o).await,
+            Object::Secret(o) => apply_namespaced(client, o).await,
+            Object::Role(o) => apply_namespaced(client, o).await,
+            Object::RoleBinding(o) => apply_namespaced(client, o).await,
+            Object::PodDisruptionBudget(o) => apply_namespaced(client, o).await,
+            Object::CustomResourceDefinition(o) => apply_cluster(client, o).await,
             Object::Dynamic(o) => return self.apply_dynamic(object.describe(), o).await,
         };
         applied.map_err(|source| Error::Apply { object: object.describe(), source })

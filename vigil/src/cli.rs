@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 
-use crate::cluster::{self, ClusterSpec, defaults};
+use crate::cluster::{self, Alerting, ClusterSpec, defaults};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,6 +108,12 @@ pub struct UpArgs {
     /// Print what `up` did as JSON on stdout (steps with timings, addresses).
     #[arg(long)]
     pub json: bool,
+    /// Where the alerter posts its notices (JSON signed per Standard Webhooks).
+    #[arg(long, env = "VIGIL_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
+    /// Alertmanager's webhook receiver, for the alerts it routes.
+    #[arg(long, env = "VIGIL_ALERTMANAGER_WEBHOOK")]
+    pub alertmanager_webhook: Option<String>,
 }
 
 impl UpArgs {
@@ -119,6 +125,10 @@ impl UpArgs {
             pod_subnet: self.pod_subnet,
             service_subnet: self.service_subnet,
             image_repository: self.build.image_repository.clone(),
+            alerting: Alerting {
+                webhook: self.alert_webhook.clone(),
+                alertmanager_webhook: self.alertmanager_webhook.clone(),
+            },
             ..ClusterSpec::default()
         }
     }

@@ -61,6 +61,18 @@ pub struct ClusterSpec {
     /// reach: every image under it is built here and preloaded on the nodes.
     pub image_repository: String,
     pub kubernetes_version: String,
+    /// Where notices about nodes go (the alerter and Alertmanager).
+    #[serde(default)]
+    pub alerting: Alerting,
+}
+
+/// Receivers of the alerter's notices, outside the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alerting {
+    /// The alerter posts its signed JSON notices here (none: only to Alertmanager).
+    pub webhook: Option<String>,
+    /// Alertmanager's webhook receiver (none: alerts stay in Alertmanager's UI).
+    pub alertmanager_webhook: Option<String>,
 }
 
 /// The defaults, defined once: clap's `default_value`s and
@@ -84,6 +96,7 @@ impl Default for ClusterSpec {
             service_subnet: defaults::SERVICE_SUBNET.parse().expect("valid default"),
             image_repository: defaults::IMAGE_REPOSITORY.into(),
             kubernetes_version: versions::KUBERNETES.into(),
+            alerting: Alerting::default(),
         }
     }
 }

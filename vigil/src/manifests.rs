@@ -71,7 +71,9 @@ pub fn files(repository: &str) -> Vec<(String, String)> {
         crate::addons::crates().into_iter().map(|c| (c, workload::version_tag(repository, c))).collect();
     let input = Input { spec: &spec, images: &images };
     let mut dirs: Vec<&'static str> = vec![];
-    let mut generated: BTreeMap<&'static str, (Vec<String>, Vec<Object>)> = BTreeMap::new();
+    let mut generated: BTreeMap<&'static str, Vec<Object>> = BTreeMap::new();
+    // A namespace add-ons share is written once (kustomize refuses an object twice).
+    let mut namespaces: Vec<String> = vec![];
     let mut vendored = vec![];
     for addon in &ADDONS {
         let dir = addon.manifests.dir();
@@ -81,12 +83,11 @@ pub fn files(repository: &str) -> Vec<(String, String)> {
         match addon.manifests {
             Manifests::Vendored { files, .. } => vendored.extend(files(repository, &spec)),
             Manifests::Generated { dir } => {
-                let (described, objects) = generated.entry(dir).or_default();
-                // A namespace two add-ons share is written once.
+                let objects = generated.entry(dir).or_default();
                 if let Some(namespace) = addon.namespace.map(|n| n())
-                    && !described.contains(&namespace.describe())
+                    && !namespaces.contains(&namespace.describe())
                 {
-                    described.push(namespace.describe());
+                    namespaces.push(namespace.describe());
                     objects.push(namespace);
                 }
                 objects.extend((addon.objects)(&input).expect("the vendored manifests parse"));
@@ -95,7 +96,7 @@ pub fn files(repository: &str) -> Vec<(String, String)> {
     }
     let mut out = vec![("kustomization.yaml".to_owned(), kustomization(&dirs, vec![], vec![]))];
     for dir in dirs {
-        if let Some((_, objects)) = generated.remove(dir) {
+        if let Some(objects) = generated.remove(dir) {
             let file = format!("{dir}.yaml");
             out.push((format!("{dir}/kustomization.yaml"), kustomization(&[&file], vec![], vec![])));
             out.push((format!("{dir}/{file}"), documents(&objects)));
@@ -127,7 +128,7 @@ mod tests {
     fn committed_manifests_are_current() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
         let files = files("vigil.local");
-        assert_eq!(files.len(), 9, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+        assert_eq!(files.len(), 11, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
         for (path, text) in files {
             let committed = std::fs::read_to_string(dir.join(&path)).unwrap_or_default();
             assert!(committed == text, "manifests/{path} is stale: run `vigil manifests --write`");

@@ -11,6 +11,7 @@
 //! fails if they did not all run. The last check, `vigil down`, removes the
 //! cluster; a run stopped before it leaves the cluster for inspection.
 
+mod alerting;
 mod bad_input;
 mod cli;
 mod cluster;
@@ -89,6 +90,8 @@ fn main() {
         on_cluster!(monitoring::prometheus_scrapes_every_component),
         on_cluster!(monitoring::a_deleted_pods_series_leave_the_exporter),
         on_cluster!(monitoring::prometheus_data_survives_a_restart),
+        on_cluster!(alerting::two_replicas_on_two_nodes_one_leading),
+        on_cluster!(alerting::a_node_set_not_ready_is_down_then_resolved),
         on_cluster!(faults::isolate_and_reconnect),
         on_cluster!(faults::kill_and_start),
         on_cluster!(cluster::down_leaves_nothing_behind),

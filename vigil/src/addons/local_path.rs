@@ -32,6 +32,7 @@ pub const ADDON: Addon = Addon {
     crates: &[],
     needs: &[],
     namespace: None,
+    secrets: None,
     objects: |input| {
         Ok(objects(&input.spec.image_repository, &input.names().base())?
             .into_iter()

@@ -33,6 +33,7 @@ pub const ADDON: Addon = Addon {
     crates: &[],
     needs: &[],
     namespace: None,
+    secrets: None,
     objects: |input| {
         Ok(native_objects(&input.spec.image_repository)?.into_iter().map(Object::Dynamic).collect())
     },

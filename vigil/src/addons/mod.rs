@@ -4,6 +4,8 @@
 //! crates it runs, what it needs, when it is up and where it is reached.
 //! Adding a deployable is its crate, its file here and one entry there.
 
+pub mod alerter;
+pub mod alertmanager;
 pub mod flannel;
 pub mod local_path;
 pub mod metallb;
@@ -110,6 +112,9 @@ pub struct Addon {
     pub needs: &'static [&'static str],
     /// A namespace it creates, applied before its objects.
     pub namespace: Option<fn() -> Object>,
+    /// Secrets it generates: created when missing, never replaced, never
+    /// written under `manifests/`.
+    pub secrets: Option<fn(&Input) -> Vec<k8s_openapi::api::core::v1::Secret>>,
     pub objects: fn(&Input) -> Result<Vec<Object>, upstream::Error>,
     /// Objects applied once it has rolled out, retried until the API takes
     /// them (custom resources its own admission webhook validates).
@@ -124,8 +129,15 @@ pub struct Addon {
 const ROLLOUT: Duration = Duration::from_secs(180);
 
 /// Every add-on, in the order `manifests/` lists them.
-pub static ADDONS: [Addon; 5] =
-    [metallb::ADDON, web::ADDON, local_path::ADDON, node_exporter::ADDON, prometheus::ADDON];
+pub static ADDONS: [Addon; 7] = [
+    metallb::ADDON,
+    web::ADDON,
+    local_path::ADDON,
+    node_exporter::ADDON,
+    prometheus::ADDON,
+    alertmanager::ADDON,
+    alerter::ADDON,
+];
 
 /// The workspace crates that are built into images, in table order.
 pub fn crates() -> Vec<&'static str> {
@@ -145,12 +157,58 @@ pub fn addon(name: &str) -> Option<&'static Addon> {
 
 /// A rule over core-group resources.
 pub fn core_rule(resources: &[&str], verbs: &[&str]) -> k8s_openapi::api::rbac::v1::PolicyRule {
+    rule("", resources, verbs, &[])
+}
+
+/// A rule over `resources` of `api_group`, narrowed to `names` when given.
+pub fn rule(
+    api_group: &str,
+    resources: &[&str],
+    verbs: &[&str],
+    names: &[&str],
+) -> k8s_openapi::api::rbac::v1::PolicyRule {
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     k8s_openapi::api::rbac::v1::PolicyRule {
-        api_groups: Some(vec![String::new()]),
-        resources: Some(resources.iter().map(|s| (*s).into()).collect()),
-        verbs: verbs.iter().map(|s| (*s).into()).collect(),
+        api_groups: Some(vec![api_group.into()]),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        resource_names: (!names.is_empty()).then(|| strings(names)),
         ..Default::default()
     }
+}
+
+/// What a binding of the role `role` (a `kind`) to the ServiceAccount `account` says.
+fn binding_of(
+    kind: &str,
+    role: &kube::api::ObjectMeta,
+    account: &kube::api::ObjectMeta,
+) -> (k8s_openapi::api::rbac::v1::RoleRef, Option<Vec<k8s_openapi::api::rbac::v1::Subject>>) {
+    use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
+    let role_ref = RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: kind.into(),
+        name: role.name.clone().unwrap_or_default(),
+    };
+    let subject = Subject {
+        kind: "ServiceAccount".into(),
+        name: account.name.clone().unwrap_or_default(),
+        namespace: account.namespace.clone(),
+        ..Default::default()
+    };
+    (role_ref, Some(vec![subject]))
+}
+
+/// A Role of exactly `rules` in `role`'s namespace, bound to the
+/// ServiceAccount `account` under the role's name.
+pub fn namespaced_identity(
+    account: &kube::api::ObjectMeta,
+    role: kube::api::ObjectMeta,
+    rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>,
+) -> [Object; 2] {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let (role_ref, subjects) = binding_of("Role", &role, account);
+    let binding = RoleBinding { metadata: role.clone(), role_ref, subjects };
+    [Object::Role(Role { metadata: role, rules: Some(rules) }), Object::RoleBinding(binding)]
 }
 
 /// A component's identity: its ServiceAccount (`account`, namespaced) and a
@@ -160,21 +218,9 @@ pub fn cluster_identity(
     role: kube::api::ObjectMeta,
     rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>,
 ) -> [Object; 3] {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
-    let binding = ClusterRoleBinding {
-        metadata: role.clone(),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: role.name.clone().unwrap_or_default(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: account.name.clone().unwrap_or_default(),
-            namespace: account.namespace.clone(),
-            ..Default::default()
-        }]),
-    };
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let (role_ref, subjects) = binding_of("ClusterRole", &role, &account);
+    let binding = ClusterRoleBinding { metadata: role.clone(), role_ref, subjects };
     [
         Object::ServiceAccount(k8s_openapi::api::core::v1::ServiceAccount {
             metadata: account,
@@ -233,6 +279,27 @@ pub fn non_root_pod(uid: i64, fs_group: Option<i64>) -> k8s_openapi::api::core::
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
         ..Default::default()
     }
+}
+
+/// A ConfigMap as the volume `name`, and its mount at `mount_path`, read-only.
+pub fn config_volume(
+    name: &str,
+    source: &str,
+    mount_path: &str,
+) -> (k8s_openapi::api::core::v1::Volume, k8s_openapi::api::core::v1::VolumeMount) {
+    use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, Volume, VolumeMount};
+    let volume = Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource { name: source.into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        name: name.into(),
+        mount_path: mount_path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    (volume, mount)
 }
 
 /// An environment variable from the pod's own fields (downward API).

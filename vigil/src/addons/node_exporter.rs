@@ -37,6 +37,7 @@ pub const ADDON: Addon = Addon {
     crates: &[NAME],
     needs: &[],
     namespace: Some(namespace),
+    secrets: None,
     objects: |input| Ok(objects(&input.image(NAME))),
     after_rollout: None,
     rollout: &[Rollout::DaemonSet { namespace: NAMESPACE, name: NAME }],

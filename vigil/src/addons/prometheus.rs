@@ -47,6 +47,7 @@ pub const ADDON: Addon = Addon {
     crates: &[],
     needs: &[local_path::NAME, metallb::NAME],
     namespace: Some(node_exporter::namespace),
+    secrets: None,
     objects: |input| {
         let image = rootfs::monitoring(&input.spec.image_repository).image;
         Ok(objects(&image, &input.spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string()))

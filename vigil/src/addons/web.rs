@@ -46,6 +46,7 @@ pub const ADDON: Addon = Addon {
     crates: &["web", "probe-server"],
     needs: &[metallb::NAME],
     namespace: None,
+    secrets: None,
     objects: addon_objects,
     after_rollout: None,
     rollout: &[Rollout::Deployment { namespace: NAMESPACE, name: NAME, replicas: REPLICAS }],

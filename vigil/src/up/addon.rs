@@ -55,9 +55,14 @@ impl Step for Install {
     async fn run(&self, ctx: &Context, _: &Line) -> Result<Outcome> {
         let deployables = ctx.deployables.as_ref().ok_or(Error::OutOfOrder("the deployables' images"))?;
         let input = Input { spec: &ctx.spec, images: &deployables.images.refs };
-        let mut objects: Vec<_> = self.0.namespace.iter().map(|namespace| namespace()).collect();
-        objects.extend((self.0.objects)(&input)?);
-        ctx.applier()?.apply(&objects).await?;
+        let applier = ctx.applier()?;
+        let namespace: Vec<_> = self.0.namespace.iter().map(|namespace| namespace()).collect();
+        applier.apply(&namespace).await?;
+        if let Some(secrets) = self.0.secrets {
+            applier.create_missing(&secrets(&input)).await?;
+        }
+        let objects = (self.0.objects)(&input)?;
+        applier.apply(&objects).await?;
         Ok(Outcome::Done(format!("{} objects", objects.len())))
     }
 }

@@ -1,0 +1,361 @@
+//! The alerter's decisions, as pure functions of what the cluster holds:
+//! is a node ready, is its Lease stale, who owns a pod, is an owner back,
+//! and if not, why. No I/O: the tracker calls these on reflector snapshots,
+//! the unit tests on recorded objects.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        coordination::v1::Lease,
+        core::v1::{Node, Pod},
+    },
+    jiff::Timestamp,
+};
+
+use crate::model::{Owner, OwnerKind, OwnerVerdict, Placement, Verdict};
+
+/// A node's Ready condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    NotReady,
+    /// The node controller stopped hearing from the kubelet.
+    Unknown,
+}
+
+impl Readiness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::Ready => "Ready",
+            Readiness::NotReady => "NotReady",
+            Readiness::Unknown => "Unknown",
+        }
+    }
+}
+
+/// The node's Ready condition and when it last changed; a node without one
+/// (just registered) counts as Ready with no time: nothing has gone wrong yet.
+pub fn readiness(node: &Node) -> (Readiness, Option<Timestamp>) {
+    let condition = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    match condition {
+        None => (Readiness::Ready, None),
+        Some(c) => {
+            let since = c.last_transition_time.as_ref().map(|t| t.0);
+            match c.status.as_str() {
+                "True" => (Readiness::Ready, since),
+                "False" => (Readiness::NotReady, since),
+                _ => (Readiness::Unknown, since),
+            }
+        }
+    }
+}
+
+/// The kubelet renews its Lease every quarter of the Lease's duration
+/// (`nodeLeaseRenewIntervalFraction`); once `renewals` renewals are missed,
+/// the node is suspect. Returns when it was last renewed if it is stale.
+pub fn lease_stale(lease: &Lease, now: Timestamp, renewals: u32) -> Option<Timestamp> {
+    let spec = lease.spec.as_ref()?;
+    let renewed = spec.renew_time.as_ref()?.0;
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(40).max(1) as u64);
+    let allowed = duration / 4 * renewals;
+    let since = now.duration_since(renewed);
+    (since.as_secs_f64() > allowed.as_secs_f64()).then_some(renewed)
+}
+
+/// The node a pod is bound to.
+pub fn node_of(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
+pub fn name_of(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+/// A pod's owner: its controller, a ReplicaSet's Deployment (the ReplicaSet
+/// is named after it plus the pod template hash), or the pod itself.
+pub fn owner_of(pod: &Pod) -> Owner {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let controller =
+        pod.metadata.owner_references.as_ref().and_then(|o| o.iter().find(|o| o.controller == Some(true)));
+    let Some(controller) = controller else {
+        return Owner { kind: OwnerKind::Bare, namespace, name: name_of(pod) };
+    };
+    let kind = match controller.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = pod.metadata.labels.as_ref().and_then(|l| l.get("pod-template-hash"));
+            if let Some(deployment) = hash.and_then(|h| controller.name.strip_suffix(&format!("-{h}"))) {
+                return Owner { kind: OwnerKind::Deployment, namespace, name: deployment.into() };
+            }
+            OwnerKind::ReplicaSet
+        }
+        "StatefulSet" => OwnerKind::StatefulSet,
+        "DaemonSet" => OwnerKind::DaemonSet,
+        "Job" => OwnerKind::Job,
+        _ => OwnerKind::Other,
+    };
+    Owner { kind, namespace, name: controller.name.clone() }
+}
+
+/// The pods bound to `node`, by owner (in a stable order).
+pub fn affected(pods: &[&Pod], node: &str) -> BTreeMap<Owner, Vec<String>> {
+    let mut owners: BTreeMap<Owner, Vec<String>> = BTreeMap::new();
+    for pod in pods.iter().filter(|p| node_of(p) == Some(node)) {
+        owners.entry(owner_of(pod)).or_default().push(name_of(pod));
+    }
+    owners.values_mut().for_each(|pods| pods.sort());
+    owners
+}
+
+/// The pod's Ready condition is True and it is not being deleted.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// How many replicas an owner wants, from the objects the alerter watches.
+pub fn desired(owner: &Owner, deployments: &[&Deployment], stateful_sets: &[&StatefulSet]) -> Option<i32> {
+    let same = |namespace: Option<&String>, name: Option<&String>| {
+        namespace.map(String::as_str) == Some(owner.namespace.as_str())
+            && name.map(String::as_str) == Some(owner.name.as_str())
+    };
+    match owner.kind {
+        OwnerKind::Deployment => deployments
+            .iter()
+            .find(|d| same(d.metadata.namespace.as_ref(), d.metadata.name.as_ref()))
+            .map(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
+        OwnerKind::StatefulSet => stateful_sets
+            .iter()
+            .find(|s| same(s.metadata.namespace.as_ref(), s.metadata.name.as_ref()))
+            .map(|s| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
+        _ => None,
+    }
+}
+
+/// The seconds pods tolerate a not-ready or unreachable node before they are
+/// evicted (the admission default, 300 s, when a pod says nothing).
+pub fn eviction_after(pod: &Pod) -> Duration {
+    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref());
+    let seconds = tolerations
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            matches!(
+                t.key.as_deref(),
+                Some("node.kubernetes.io/not-ready") | Some("node.kubernetes.io/unreachable")
+            ) && t.effect.as_deref() == Some("NoExecute")
+        })
+        .filter_map(|t| t.toleration_seconds)
+        .max()
+        .unwrap_or(300);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
+/// Where an owner stands: its Ready pods on other nodes against what it
+/// wants, and, once the deadline has passed, why it is short.
+pub fn verdict(
+    owner: &Owner,
+    on_node: &[String],
+    desired: Option<i32>,
+    pods: &[&Pod],
+    dead_node: &str,
+    past_deadline: bool,
+) -> OwnerVerdict {
+    let mine: Vec<&Pod> = pods.iter().copied().filter(|p| owner_of(p) == *owner).collect();
+    let ready_elsewhere: Vec<&Pod> =
+        mine.iter().copied().filter(|p| node_of(p).is_some_and(|n| n != dead_node) && pod_ready(p)).collect();
+    let placements = ready_elsewhere
+        .iter()
+        .map(|p| Placement { pod: name_of(p), node: node_of(p).unwrap_or_default().into() })
+        .collect();
+    let base = OwnerVerdict {
+        owner: owner.clone(),
+        pods: on_node.to_vec(),
+        desired,
+        ready_elsewhere: ready_elsewhere.len() as i32,
+        verdict: Verdict::Pending,
+        reason: None,
+        placements,
+    };
+    if !owner.kind.reschedules() {
+        let reason = match owner.kind {
+            OwnerKind::DaemonSet => "a DaemonSet runs one pod per node: it comes back with the node",
+            OwnerKind::Bare => "a pod without a controller: nothing recreates it",
+            _ => "its controller is not one the alerter follows",
+        };
+        return OwnerVerdict { verdict: Verdict::NotApplicable, reason: Some(reason.into()), ..base };
+    }
+    let Some(want) = desired else {
+        return OwnerVerdict {
+            verdict: Verdict::NotApplicable,
+            reason: Some("its controller is gone".into()),
+            ..base
+        };
+    };
+    if base.ready_elsewhere >= want {
+        return OwnerVerdict { verdict: Verdict::Rescheduled, ..base };
+    }
+    if !past_deadline {
+        return base;
+    }
+    let reason = why_not(owner, &mine, dead_node);
+    OwnerVerdict { verdict: Verdict::NotRescheduled, reason: Some(reason), ..base }
+}
+
+/// What keeps an owner short of its replicas, as found in its pods.
+pub fn why_not(owner: &Owner, pods: &[&Pod], dead_node: &str) -> String {
+    let on_dead: Vec<&&Pod> = pods.iter().filter(|p| node_of(p) == Some(dead_node)).collect();
+    if owner.kind == OwnerKind::StatefulSet
+        && let Some(stuck) = on_dead.iter().find(|p| p.metadata.deletion_timestamp.is_some())
+    {
+        return format!(
+            "pod {} is stuck terminating on {dead_node}: a StatefulSet's pod is not replaced until the node confirms it stopped. Once you have confirmed the node is down, run `kubectl taint nodes {dead_node} node.kubernetes.io/out-of-service=nodeshutdown:NoExecute` (the alerter never does)",
+            name_of(stuck)
+        );
+    }
+    for pod in pods.iter().filter(|p| node_of(p) != Some(dead_node) && !pod_ready(p)) {
+        let status = pod.status.as_ref();
+        let unschedulable = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"));
+        if let Some(condition) = unschedulable {
+            let message = condition.message.clone().unwrap_or_default();
+            if message.contains("volume node affinity conflict") {
+                return format!(
+                    "pod {} is Pending: its volume is bound to {dead_node} (a local volume), so no other node can run it ({message})",
+                    name_of(pod)
+                );
+            }
+            return format!("pod {} is Pending and unschedulable: {message}", name_of(pod));
+        }
+        let waiting = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.state.as_ref()?.waiting.as_ref());
+        for state in waiting {
+            match state.reason.as_deref() {
+                Some("ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull") => {
+                    return format!(
+                        "pod {} cannot start: its image is missing on {} ({})",
+                        name_of(pod),
+                        node_of(pod).unwrap_or("its node"),
+                        state.message.clone().unwrap_or_default()
+                    );
+                }
+                Some("CrashLoopBackOff") => {
+                    return format!(
+                        "pod {} is crash looping on {}",
+                        name_of(pod),
+                        node_of(pod).unwrap_or("its node")
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    if !on_dead.is_empty() && on_dead.iter().all(|p| p.metadata.deletion_timestamp.is_none()) {
+        return format!(
+            "its pods are still bound to {dead_node}: they are evicted only when their not-ready/unreachable toleration ends ({} s)",
+            on_dead.iter().map(|p| eviction_after(p).as_secs()).max().unwrap_or(300)
+        );
+    }
+    "its replacement pods are not Ready yet".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{node, pod};
+
+    #[test]
+    fn readiness_follows_the_ready_condition() {
+        assert_eq!(readiness(&node("n1").ready("True").build()).0, Readiness::Ready);
+        assert_eq!(readiness(&node("n1").ready("False").build()).0, Readiness::NotReady);
+        assert_eq!(readiness(&node("n1").ready("Unknown").build()).0, Readiness::Unknown);
+    }
+
+    #[test]
+    fn a_lease_is_stale_after_the_missed_renewals() {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let lease = |renewed: &str| crate::fixtures::lease("n1", renewed, 40);
+        // 40 s leases are renewed every 10 s: two missed renewals is 20 s.
+        assert_eq!(lease_stale(&lease("2026-01-01T00:00:45Z"), now, 2), None);
+        assert!(lease_stale(&lease("2026-01-01T00:00:35Z"), now, 2).is_some());
+    }
+
+    #[test]
+    fn owners_come_from_controllers() {
+        let web = pod("default", "web-abc-1").owned("ReplicaSet", "web-abc").hash("abc").build();
+        assert_eq!(
+            owner_of(&web),
+            Owner { kind: OwnerKind::Deployment, namespace: "default".into(), name: "web".into() }
+        );
+        let proxy = pod("kube-system", "kube-proxy-x").owned("DaemonSet", "kube-proxy").build();
+        assert_eq!(owner_of(&proxy).kind, OwnerKind::DaemonSet);
+        let alone = pod("default", "alone").build();
+        assert_eq!(
+            owner_of(&alone),
+            Owner { kind: OwnerKind::Bare, namespace: "default".into(), name: "alone".into() }
+        );
+    }
+
+    #[test]
+    fn a_local_volume_on_the_dead_node_is_named() {
+        let owner =
+            Owner { kind: OwnerKind::Deployment, namespace: "monitoring".into(), name: "prometheus".into() };
+        let stuck = pod("monitoring", "prometheus-x-2")
+            .owned("ReplicaSet", "prometheus-x")
+            .hash("x")
+            .unschedulable("0/3 nodes are available: 1 node(s) had volume node affinity conflict")
+            .build();
+        let v = verdict(&owner, &["prometheus-x-1".into()], Some(1), &[&stuck], "w2", true);
+        assert_eq!(v.verdict, Verdict::NotRescheduled);
+        assert!(v.reason.as_deref().unwrap().contains("volume is bound to w2"), "{:?}", v.reason);
+    }
+
+    #[test]
+    fn a_replacement_that_cannot_start_says_why() {
+        let owner = Owner { kind: OwnerKind::Deployment, namespace: "default".into(), name: "web".into() };
+        let pulling = pod("default", "web-abc-9")
+            .owned("ReplicaSet", "web-abc")
+            .hash("abc")
+            .on("w1")
+            .waiting("ErrImageNeverPull")
+            .build();
+        let v = verdict(&owner, &["web-abc-1".into()], Some(3), &[&pulling], "w2", true);
+        assert!(v.reason.unwrap().contains("its image is missing on w1"));
+        let crashing = pod("default", "web-abc-9")
+            .owned("ReplicaSet", "web-abc")
+            .hash("abc")
+            .on("w1")
+            .waiting("CrashLoopBackOff")
+            .build();
+        let v = verdict(&owner, &["web-abc-1".into()], Some(3), &[&crashing], "w2", true);
+        assert_eq!(v.reason.as_deref(), Some("pod web-abc-9 is crash looping on w1"));
+        // Before the deadline there is no reason yet, only a pending verdict.
+        let v = verdict(&owner, &["web-abc-1".into()], Some(3), &[&crashing], "w2", false);
+        assert_eq!((v.verdict, v.reason), (Verdict::Pending, None));
+    }
+
+    #[test]
+    fn a_stuck_stateful_pod_gets_the_taint_command_never_applied() {
+        let owner = Owner { kind: OwnerKind::StatefulSet, namespace: "db".into(), name: "pg".into() };
+        let terminating = pod("db", "pg-0").owned("StatefulSet", "pg").on("w2").terminating().build();
+        let v = verdict(&owner, &["pg-0".into()], Some(1), &[&terminating], "w2", true);
+        assert!(
+            v.reason
+                .unwrap()
+                .contains("kubectl taint nodes w2 node.kubernetes.io/out-of-service=nodeshutdown:NoExecute")
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! vigil's alerter: watches Nodes, their kubelet Leases and Pods, and says
+//! when a node goes down, whether the pods it held came back Ready on other
+//! nodes, and when the node is back, to webhooks, Slack and Alertmanager.
+#![forbid(unsafe_code)]
+
+/// The configuration file, and the secrets it names.
+pub mod config;
+/// The loop: reflectors, the tracker, incidents, Events, notices.
+pub mod controller;
+/// `NodeIncident`, the custom resource each incident is kept in.
+pub mod crd;
+/// Pure decisions over cluster objects: readiness, staleness, owners, verdicts.
+pub mod decide;
+/// Delivery queues with retries, backoff and expiry.
+pub mod delivery;
+/// Leader election on a Lease.
+pub mod leader;
+/// The alerter's Prometheus metrics.
+pub mod metrics;
+/// Notices and verdicts: the webhook's payload.
+pub mod model;
+/// What each kind of sink receives: signed webhooks, Slack, Alertmanager.
+pub mod sinks;
+/// One incident per node, driven by reflector snapshots.
+pub mod tracker;
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -1,0 +1,356 @@
+//! The alerter (crate `alerter/`): two replicas on different nodes, one
+//! leading through a Lease, a ServiceAccount allowed exactly what it reads
+//! and writes, the `NodeIncident` CRD, its configuration (a ConfigMap) and
+//! its webhook signing secret (a Secret made once per cluster, never in a
+//! manifest or on a command line).
+
+use std::collections::BTreeMap;
+
+use alerter::{
+    config::{Config, DeliveryConfig, SinkConfig, SinkKind},
+    crd::{GROUP, NodeIncident},
+};
+use base64::Engine as _;
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
+        core::v1::{
+            Affinity, ConfigMap, Container, ContainerPort, PodAffinityTerm, PodAntiAffinity, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, Toleration, Volume,
+            VolumeMount,
+        },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::{CustomResourceExt, api::ObjectMeta};
+
+use super::{
+    Addon, Input, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_volume, field_env,
+    http_get_probe, locked_down, namespaced_identity,
+    node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
+    non_root_pod, prometheus, quantity, rule, upstream,
+};
+use crate::{apply::Object, cluster::ClusterSpec};
+
+pub const NAME: &str = "vigil-alerter";
+/// The workspace crate (and image).
+const CRATE: &str = "alerter";
+pub const ADMIN_PORT: u16 = 9102;
+pub const REPLICAS: i32 = 2;
+/// The leader-election Lease, in the monitoring namespace.
+pub const LEASE: &str = "vigil-alerter";
+const CONFIG_DIR: &str = "/etc/alerter";
+const SECRETS_DIR: &str = "/etc/alerter/secrets";
+/// The Secret's key holding the webhook signing secret.
+pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
+const USER: i64 = 65532;
+/// A replica on a dead node is evicted after this, so that it is replaced
+/// on a live one (the standby leads meanwhile).
+const EVICT_AFTER_SECONDS: i64 = 30;
+
+pub const ADDON: Addon = Addon {
+    name: CRATE,
+    title: "alerter: two replicas, one leading; the NodeIncident CRD",
+    crates: &[CRATE],
+    needs: &[],
+    namespace: Some(node_exporter::namespace),
+    secrets: Some(secrets),
+    objects: addon_objects,
+    after_rollout: None,
+    rollout: &[Rollout::Deployment { namespace: NAMESPACE, name: NAME, replicas: REPLICAS }],
+    address: None,
+    manifests: Manifests::Generated { dir: CRATE },
+    timeout: ROLLOUT,
+};
+
+fn meta(name: &str, namespaced: bool) -> ObjectMeta {
+    monitoring_meta(NAME, name, namespaced)
+}
+
+/// The signing secret: `whsec_` and 32 random bytes in base64 (Standard Webhooks).
+fn secrets(_: &Input) -> Vec<Secret> {
+    let key: [u8; 32] = rand::random();
+    let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
+    vec![Secret {
+        metadata: meta(NAME, true),
+        string_data: Some(BTreeMap::from([(WEBHOOK_SECRET_KEY.into(), secret)])),
+        ..Default::default()
+    }]
+}
+
+/// The alerter's configuration: Alertmanager in the cluster always, and
+/// the webhook `vigil up --alert-webhook` names.
+pub fn config(spec: &ClusterSpec) -> Config {
+    let mut sinks = vec![SinkConfig {
+        name: "alertmanager".into(),
+        kind: SinkKind::Alertmanager { url: alertmanager::service_url() },
+    }];
+    if let Some(url) = &spec.alerting.webhook {
+        sinks.push(SinkConfig {
+            name: "webhook".into(),
+            kind: SinkKind::Webhook {
+                url: url.clone(),
+                secret_file: format!("{SECRETS_DIR}/{WEBHOOK_SECRET_KEY}").into(),
+            },
+        });
+    }
+    Config {
+        cluster: spec.name.clone(),
+        suspect_after_renewals: 3,
+        verify_grace: std::time::Duration::from_secs(30),
+        verify_deadline: None,
+        delivery: DeliveryConfig::default(),
+        sinks,
+        generator_url: Some(format!(
+            "http://{}:{}/",
+            spec.load_balancer_ip(prometheus::LOAD_BALANCER_INDEX),
+            prometheus::PORT
+        )),
+    }
+}
+
+fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
+    Ok(objects(input.spec, &input.image(CRATE)))
+}
+
+pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
+    // What it watches and the incidents it keeps, cluster-wide.
+    let identity = cluster_identity(
+        meta(NAME, true),
+        meta("vigil:alerter", false),
+        vec![
+            rule("", &["nodes", "pods"], &["list", "watch"], &[]),
+            rule("apps", &["deployments", "statefulsets"], &["list", "watch"], &[]),
+            rule(GROUP, &["nodeincidents"], &["list", "create"], &[]),
+            rule(GROUP, &["nodeincidents/status"], &["patch"], &[]),
+        ],
+    );
+    // The kubelets' Leases, read only; its own leader Lease, by name once it
+    // exists; Events on Nodes (cluster-scoped objects' Events live in `default`).
+    let node_leases = namespaced_identity(
+        &meta(NAME, true),
+        meta("vigil:alerter-node-leases", false).with_namespace("kube-node-lease"),
+        vec![rule("coordination.k8s.io", &["leases"], &["list", "watch"], &[])],
+    );
+    let leader = namespaced_identity(
+        &meta(NAME, true),
+        meta("vigil:alerter-leader", true),
+        vec![
+            rule("coordination.k8s.io", &["leases"], &["create"], &[]),
+            rule("coordination.k8s.io", &["leases"], &["get", "update"], &[LEASE]),
+        ],
+    );
+    let events = namespaced_identity(
+        &meta(NAME, true),
+        meta("vigil:alerter-events", false).with_namespace("default"),
+        vec![rule("events.k8s.io", &["events"], &["create", "patch"], &[])],
+    );
+    let config = ConfigMap {
+        metadata: meta(NAME, true),
+        data: Some(BTreeMap::from([("config.json".into(), config(spec).to_json())])),
+        ..Default::default()
+    };
+    let probe = |path: &str| Probe { period_seconds: Some(5), ..http_get_probe(ADMIN_PORT, path) };
+    let (config_volume, config_mount) = config_volume("config", NAME, CONFIG_DIR);
+    let container = Container {
+        name: CRATE.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        args: Some(vec![
+            "--config".into(),
+            format!("{CONFIG_DIR}/config.json"),
+            "--lease".into(),
+            LEASE.into(),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: ADMIN_PORT.into(),
+            ..Default::default()
+        }]),
+        liveness_probe: Some(probe("/live")),
+        readiness_probe: Some(probe("/ready")),
+        volume_mounts: Some(vec![
+            config_mount,
+            VolumeMount {
+                name: "secrets".into(),
+                mount_path: SECRETS_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: quantity(&[("cpu", "20m"), ("memory", "24Mi")]),
+            limits: quantity(&[("memory", "96Mi")]),
+            ..Default::default()
+        }),
+        security_context: Some(locked_down()),
+        ..Default::default()
+    };
+    let selector = monitoring_selector(NAME);
+    let toleration = |key: &str, effect: &str, seconds: Option<i64>| Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some(effect.into()),
+        toleration_seconds: seconds,
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(NAME, true),
+        spec: Some(DeploymentSpec {
+            replicas: Some(REPLICAS),
+            selector: LabelSelector { match_labels: Some(selector.clone()), ..Default::default() },
+            // Two nodes at most for two replicas: a new one replaces an old one.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(monitoring_labels(NAME)),
+                    annotations: Some(BTreeMap::from([("prometheus.io/scrape".into(), "true".into())])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(NAME.into()),
+                    security_context: Some(non_root_pod(USER, None)),
+                    affinity: Some(Affinity {
+                        pod_anti_affinity: Some(PodAntiAffinity {
+                            required_during_scheduling_ignored_during_execution: Some(vec![
+                                PodAffinityTerm {
+                                    topology_key: "kubernetes.io/hostname".into(),
+                                    label_selector: Some(LabelSelector {
+                                        match_labels: Some(selector.clone()),
+                                        ..Default::default()
+                                    }),
+                                    ..Default::default()
+                                },
+                            ]),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    // The control plane is a third node to run on.
+                    tolerations: Some(vec![
+                        toleration("node-role.kubernetes.io/control-plane", "NoSchedule", None),
+                        toleration("node.kubernetes.io/not-ready", "NoExecute", Some(EVICT_AFTER_SECONDS)),
+                        toleration("node.kubernetes.io/unreachable", "NoExecute", Some(EVICT_AFTER_SECONDS)),
+                    ]),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        config_volume,
+                        Volume {
+                            name: "secrets".into(),
+                            // Made by `vigil up`; with `kubectl apply -k`, create it yourself
+                            // (the README says how) before configuring a webhook.
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(NAME.into()),
+                                optional: Some(true),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let budget = PodDisruptionBudget {
+        metadata: meta(NAME, true),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut objects = vec![Object::CustomResourceDefinition(NodeIncident::crd())];
+    objects.extend(identity);
+    objects.extend(node_leases);
+    objects.extend(leader);
+    objects.extend(events);
+    objects.extend([
+        Object::ConfigMap(config),
+        Object::Deployment(deployment),
+        Object::PodDisruptionBudget(budget),
+    ]);
+    objects
+}
+
+trait WithNamespace {
+    fn with_namespace(self, namespace: &str) -> Self;
+}
+
+impl WithNamespace for ObjectMeta {
+    fn with_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_is_one_the_alerter_accepts() {
+        let mut spec = ClusterSpec::default();
+        spec.alerting.webhook = Some("http://172.29.0.1:18787/alerter".into());
+        let config = config(&spec);
+        let parsed = Config::from_json(&config.to_json(), "test").unwrap();
+        assert_eq!(parsed, config);
+        assert_eq!(parsed.sinks.len(), 2);
+    }
+
+    #[test]
+    fn the_roles_grant_only_what_it_uses() {
+        let objects = objects(&ClusterSpec::default(), "img");
+        let verbs: Vec<String> = objects
+            .iter()
+            .flat_map(|o| match o {
+                Object::ClusterRole(r) => r.rules.clone().unwrap_or_default(),
+                Object::Role(r) => r.rules.clone().unwrap_or_default(),
+                _ => vec![],
+            })
+            .flat_map(|r| {
+                let names = r.resource_names.clone().unwrap_or_default().join(",");
+                r.resources
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |res| format!("{res}[{names}]:{}", r.verbs.join(",")))
+            })
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                "nodes[]:list,watch",
+                "pods[]:list,watch",
+                "deployments[]:list,watch",
+                "statefulsets[]:list,watch",
+                "nodeincidents[]:list,create",
+                "nodeincidents/status[]:patch",
+                "leases[]:list,watch",
+                "leases[]:create",
+                "leases[vigil-alerter]:get,update",
+                "events[]:create,patch",
+            ]
+        );
+        let deployment =
+            objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
+        let container = &deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        assert!(
+            !container.args.clone().unwrap().join(" ").contains("whsec_"),
+            "no secret on the command line"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! Alertmanager 0.28 as Debian 13 packages it (in the monitoring image), so
+//! the alerter's alerts are routed, grouped and silenced the way users
+//! expect. One replica (no gossip cluster), its state on an emptyDir, its UI
+//! and API at their own LoadBalancer address. The route sends everything to
+//! one webhook receiver when `vigil up --alertmanager-webhook` names one;
+//! otherwise the alerts stay in Alertmanager's UI.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{
+            ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::api::ObjectMeta;
+use serde::Serialize;
+
+use super::{
+    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_volume, http_get_probe, locked_down,
+    metallb,
+    node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
+    non_root_pod, quantity, upstream,
+};
+use crate::{apply::Object, build::rootfs, cluster::ClusterSpec};
+
+pub const NAME: &str = "alertmanager";
+pub const PORT: u16 = 9093;
+/// Its Service takes the third address of the LoadBalancer range.
+pub const LOAD_BALANCER_INDEX: u32 = 2;
+const CONFIG_DIR: &str = "/etc/alertmanager";
+const DATA_DIR: &str = "/alertmanager";
+/// Debian's `nobody`.
+const USER: i64 = 65534;
+
+pub const ADDON: Addon = Addon {
+    name: NAME,
+    title: "Alertmanager: routes the alerter's alerts",
+    crates: &[],
+    needs: &[metallb::NAME],
+    namespace: Some(node_exporter::namespace),
+    secrets: None,
+    objects: addon_objects,
+    after_rollout: None,
+    rollout: &[Rollout::Deployment { namespace: NAMESPACE, name: NAME, replicas: 1 }],
+    address: Some(Address {
+        key: NAME,
+        namespace: NAMESPACE,
+        service: NAME,
+        url: |ip| format!("http://{ip}:{PORT}/"),
+        check: Check::Status("-/ready"),
+        hint: "Alertmanager (the alerter's alerts: VigilNodeDown, ...)",
+    }),
+    manifests: Manifests::Generated { dir: NAMESPACE },
+    timeout: ROLLOUT,
+};
+
+/// The in-cluster address the alerter posts to.
+pub fn service_url() -> String {
+    format!("http://{NAME}.{NAMESPACE}.svc:{PORT}/")
+}
+
+#[derive(Serialize)]
+struct Config {
+    route: Route,
+    receivers: Vec<Receiver>,
+}
+
+#[derive(Serialize)]
+struct Route {
+    receiver: &'static str,
+    group_by: Vec<&'static str>,
+    group_wait: &'static str,
+    group_interval: &'static str,
+    repeat_interval: &'static str,
+}
+
+#[derive(Serialize)]
+struct Receiver {
+    name: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    webhook_configs: Vec<WebhookConfig>,
+}
+
+#[derive(Serialize)]
+struct WebhookConfig {
+    url: String,
+    send_resolved: bool,
+}
+
+/// `alertmanager.yml`: one route, by alert and node, to the webhook if any.
+/// A short group wait: a node alert is worth little late.
+pub fn config_yaml(spec: &ClusterSpec) -> String {
+    let webhook_configs = spec
+        .alerting
+        .alertmanager_webhook
+        .iter()
+        .map(|url| WebhookConfig { url: url.clone(), send_resolved: true })
+        .collect();
+    let config = Config {
+        route: Route {
+            receiver: "default",
+            group_by: vec!["alertname", "node"],
+            group_wait: "2s",
+            group_interval: "30s",
+            repeat_interval: "4h",
+        },
+        receivers: vec![Receiver { name: "default", webhook_configs }],
+    };
+    serde_yaml::to_string(&config).expect("serializes")
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    monitoring_meta(NAME, name, true)
+}
+
+fn probe(path: &str) -> Probe {
+    Probe { period_seconds: Some(5), ..http_get_probe(PORT, path) }
+}
+
+fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
+    Ok(objects(input.spec))
+}
+
+pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
+    let image = rootfs::monitoring(&spec.image_repository).image;
+    let (config_volume, config_mount) = config_volume("config", "alertmanager-config", CONFIG_DIR);
+    let config = ConfigMap {
+        metadata: meta("alertmanager-config"),
+        data: Some(BTreeMap::from([("alertmanager.yml".into(), config_yaml(spec))])),
+        ..Default::default()
+    };
+    let container = Container {
+        name: NAME.into(),
+        image: Some(image),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["/usr/bin/prometheus-alertmanager".into()]),
+        args: Some(vec![
+            format!("--config.file={CONFIG_DIR}/alertmanager.yml"),
+            format!("--storage.path={DATA_DIR}"),
+            format!("--web.listen-address=0.0.0.0:{PORT}"),
+            // One replica: no gossip peers to find.
+            "--cluster.listen-address=".into(),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("web".into()),
+            container_port: PORT.into(),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe("/-/ready")),
+        liveness_probe: Some(probe("/-/healthy")),
+        volume_mounts: Some(vec![
+            config_mount,
+            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: quantity(&[("cpu", "20m"), ("memory", "32Mi")]),
+            limits: quantity(&[("memory", "128Mi")]),
+            ..Default::default()
+        }),
+        security_context: Some(locked_down()),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(NAME),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(monitoring_selector(NAME)), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(monitoring_labels(NAME)), ..Default::default() }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    security_context: Some(non_root_pod(USER, Some(USER))),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        config_volume,
+                        Volume {
+                            name: "data".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
+    let service = Service {
+        metadata: ObjectMeta { annotations: Some(metallb::pinned_address(&ip)), ..meta(NAME) },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            selector: Some(monitoring_selector(NAME)),
+            ports: Some(vec![ServicePort {
+                name: Some("web".into()),
+                port: PORT.into(),
+                target_port: Some(IntOrString::String("web".into())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![Object::ConfigMap(config), Object::Deployment(deployment), Object::Service(service)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_sends_to_the_webhook_when_one_is_named() {
+        let mut spec = ClusterSpec::default();
+        assert!(!config_yaml(&spec).contains("webhook_configs"));
+        spec.alerting.alertmanager_webhook = Some("http://172.29.0.1:18788/alertmanager".into());
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&config_yaml(&spec)).unwrap();
+        assert_eq!(yaml["route"]["receiver"], "default");
+        assert_eq!(yaml["receivers"][0]["webhook_configs"][0]["url"], "http://172.29.0.1:18788/alertmanager");
+        assert_eq!(yaml["receivers"][0]["webhook_configs"][0]["send_resolved"], true);
+    }
+}
