@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 
-use crate::cluster::{self, Alerting, ClusterSpec, defaults};
+use crate::cluster::{self, Alerting, ClusterSpec, Failover, defaults};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,6 +108,9 @@ pub struct UpArgs {
     /// Print what `up` did as JSON on stdout (steps with timings, addresses).
     #[arg(long)]
     pub json: bool,
+    /// How fast a dead node is noticed and its pods moved: upstream's timings, or tuned ones.
+    #[arg(long, env = "VIGIL_FAILOVER", value_enum, default_value_t = Failover::default())]
+    pub failover: Failover,
     /// Where the alerter posts its notices (JSON signed per Standard Webhooks).
     #[arg(long, env = "VIGIL_ALERT_WEBHOOK")]
     pub alert_webhook: Option<String>,
@@ -129,6 +132,7 @@ impl UpArgs {
                 webhook: self.alert_webhook.clone(),
                 alertmanager_webhook: self.alertmanager_webhook.clone(),
             },
+            failover: self.failover,
             ..ClusterSpec::default()
         }
     }

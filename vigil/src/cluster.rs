@@ -64,6 +64,59 @@ pub struct ClusterSpec {
     /// Where notices about nodes go (the alerter and Alertmanager).
     #[serde(default)]
     pub alerting: Alerting,
+    /// How fast a dead node is noticed and its pods moved.
+    #[serde(default)]
+    pub failover: Failover,
+}
+
+/// How fast the cluster notices a dead node and moves its pods: the node
+/// heartbeat, the node controller's grace, and the pods' default
+/// not-ready/unreachable tolerations, set together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failover {
+    /// Kubernetes' defaults: NotReady after 50 s, pods evicted 300 s later.
+    #[default]
+    Upstream,
+    /// Seconds instead of minutes, at the cost of more API writes and a
+    /// shorter tolerance for a busy node (see the README's measurements).
+    Tuned,
+}
+
+/// The timings a [`Failover`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// kubelet `nodeStatusUpdateFrequency`.
+    pub node_status_update_seconds: u32,
+    /// kubelet `nodeLeaseDurationSeconds` (renewed every quarter of it).
+    pub node_lease_seconds: u32,
+    /// kube-controller-manager `--node-monitor-period`.
+    pub node_monitor_period_seconds: u32,
+    /// kube-controller-manager `--node-monitor-grace-period`.
+    pub node_monitor_grace_seconds: u32,
+    /// kube-apiserver `--default-not-ready-toleration-seconds` and `--default-unreachable-toleration-seconds`.
+    pub toleration_seconds: u32,
+}
+
+impl Failover {
+    pub fn timings(self) -> Timings {
+        match self {
+            Failover::Upstream => Timings {
+                node_status_update_seconds: 10,
+                node_lease_seconds: 40,
+                node_monitor_period_seconds: 5,
+                node_monitor_grace_seconds: 50,
+                toleration_seconds: 300,
+            },
+            Failover::Tuned => Timings {
+                node_status_update_seconds: 2,
+                node_lease_seconds: 8,
+                node_monitor_period_seconds: 1,
+                node_monitor_grace_seconds: 10,
+                toleration_seconds: 5,
+            },
+        }
+    }
 }
 
 /// Receivers of the alerter's notices, outside the cluster.
@@ -97,6 +150,7 @@ impl Default for ClusterSpec {
             image_repository: defaults::IMAGE_REPOSITORY.into(),
             kubernetes_version: versions::KUBERNETES.into(),
             alerting: Alerting::default(),
+            failover: Failover::default(),
         }
     }
 }

@@ -207,6 +207,10 @@ struct KubeletConfiguration {
     #[serde(rename = "imageGCHighThresholdPercent")]
     image_gc_high_threshold_percent: u8,
     eviction_hard: std::collections::BTreeMap<&'static str, &'static str>,
+    /// How often the kubelet computes its node's status (and posts it when it changed).
+    node_status_update_frequency: String,
+    /// The heartbeat: the Lease is renewed every quarter of this.
+    node_lease_duration_seconds: u32,
     /// Serving certificates signed by the cluster CA (approved by vigil), so
     /// clients of port 10250 can verify the kubelet instead of skipping TLS checks.
     #[serde(rename = "serverTLSBootstrap")]
@@ -298,6 +302,7 @@ pub fn init_config(
     token_ttl: std::time::Duration,
 ) -> String {
     let derived = derive(spec, control_plane);
+    let timings = spec.failover.timings();
     let init = InitConfiguration {
         type_meta: TypeMeta { api_version: derived.api_version, kind: "InitConfiguration" },
         bootstrap_tokens: vec![BootstrapTokenSpec {
@@ -323,8 +328,12 @@ pub fn init_config(
             service_subnet: spec.service_subnet.to_string(),
             dns_domain: "cluster.local",
         },
+        // Pods without their own not-ready/unreachable tolerations get these.
         api_server: ControlPlaneComponent {
-            extra_args: vec![],
+            extra_args: args(&[
+                ("default-not-ready-toleration-seconds", timings.toleration_seconds.to_string()),
+                ("default-unreachable-toleration-seconds", timings.toleration_seconds.to_string()),
+            ]),
             cert_sans: vec!["localhost".into(), "127.0.0.1".into(), control_plane.ip.to_string()],
         },
         // Metrics endpoints on all addresses, so in-cluster Prometheus can
@@ -332,7 +341,12 @@ pub fn init_config(
         // elect a leader against, and waiting for the lease (retried every
         // 2 s while RBAC is still being set up) only delays the controllers.
         controller_manager: ControlPlaneComponent {
-            extra_args: args(&[("bind-address", "0.0.0.0".into()), ("leader-elect", "false".into())]),
+            extra_args: args(&[
+                ("bind-address", "0.0.0.0".into()),
+                ("leader-elect", "false".into()),
+                ("node-monitor-period", format!("{}s", timings.node_monitor_period_seconds)),
+                ("node-monitor-grace-period", format!("{}s", timings.node_monitor_grace_seconds)),
+            ]),
             cert_sans: vec![],
         },
         scheduler: ControlPlaneComponent {
@@ -351,6 +365,8 @@ pub fn init_config(
             .into_iter()
             .collect(),
         server_tls_bootstrap: true,
+        node_status_update_frequency: format!("{}s", timings.node_status_update_seconds),
+        node_lease_duration_seconds: timings.node_lease_seconds,
     };
     let proxy = KubeProxyConfiguration {
         type_meta: TypeMeta {
@@ -415,6 +431,28 @@ mod tests {
         let (spec, nodes) = plan();
         let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(900));
         crate::golden::assert_golden("kubeadm-init.yaml", &rendered);
+    }
+
+    #[test]
+    fn tuned_failover_shortens_heartbeat_grace_and_tolerations() {
+        let (mut spec, nodes) = plan();
+        spec.failover = crate::cluster::Failover::Tuned;
+        let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(60));
+        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect();
+        let arg = |component: &str, name: &str| {
+            docs[1][component]["extraArgs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|a| a["name"] == name)
+                .map(|a| a["value"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(arg("controllerManager", "node-monitor-grace-period").as_deref(), Some("10s"));
+        assert_eq!(arg("apiServer", "default-unreachable-toleration-seconds").as_deref(), Some("5"));
+        assert_eq!(docs[2]["nodeLeaseDurationSeconds"], 8);
+        assert_eq!(docs[2]["nodeStatusUpdateFrequency"], "2s");
     }
 
     #[test]

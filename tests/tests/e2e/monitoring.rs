@@ -285,7 +285,7 @@ pub async fn prometheus_scrapes_every_component(c: &Cluster) -> Result<()> {
         &page[..page.len().min(200)]
     );
     until_some(
-        "Prometheus targets web, probe-server and node-exporter up (3 each)",
+        "Prometheus targets web, probe-server and node-exporter up (3 each), and the alerter (2)",
         Duration::from_secs(60),
         || async {
             let up = query(&http, prometheus_url, r#"up{job="kubernetes-pods"} == 1"#, None).await?;
@@ -294,8 +294,10 @@ pub async fn prometheus_scrapes_every_component(c: &Cluster) -> Result<()> {
                 let container = series["metric"]["kubernetes_container"].as_str().unwrap_or_default();
                 *by_container.entry(container.to_owned()).or_default() += 1;
             }
-            let all =
-                ["web", "probe-server", "node-exporter"].iter().all(|c| by_container.get(*c) >= Some(&3));
+            // Three of each per-pod component, and both alerter replicas.
+            let all = [("web", 3), ("probe-server", 3), ("node-exporter", 3), ("alerter", 2)]
+                .iter()
+                .all(|(c, n)| by_container.get(*c) >= Some(n));
             if !all {
                 println!("targets up so far: {by_container:?}");
             }
