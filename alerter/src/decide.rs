@@ -141,23 +141,31 @@ pub fn desired(owner: &Owner, deployments: &[&Deployment], stateful_sets: &[&Sta
     }
 }
 
-/// The seconds pods tolerate a not-ready or unreachable node before they are
-/// evicted (the admission default, 300 s, when a pod says nothing).
-pub fn eviction_after(pod: &Pod) -> Duration {
+/// When a pod is evicted from a not-ready or unreachable node: after its
+/// toleration's seconds; at once without a toleration; never (None) when it
+/// tolerates the taint without a limit, as DaemonSet pods do.
+pub fn eviction_after(pod: &Pod) -> Option<Duration> {
     let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref());
-    let seconds = tolerations
+    let matching: Vec<Option<i64>> = tolerations
         .into_iter()
         .flatten()
         .filter(|t| {
-            matches!(
-                t.key.as_deref(),
-                Some("node.kubernetes.io/not-ready") | Some("node.kubernetes.io/unreachable")
-            ) && t.effect.as_deref() == Some("NoExecute")
+            let key_matches = match t.key.as_deref() {
+                Some(key) => matches!(key, "node.kubernetes.io/not-ready" | "node.kubernetes.io/unreachable"),
+                // An empty key with Exists tolerates every taint.
+                None => t.operator.as_deref() == Some("Exists"),
+            };
+            key_matches && t.effect.as_deref().is_none_or(|e| e == "NoExecute")
         })
-        .filter_map(|t| t.toleration_seconds)
-        .max()
-        .unwrap_or(300);
-    Duration::from_secs(seconds.max(0) as u64)
+        .map(|t| t.toleration_seconds)
+        .collect();
+    if matching.is_empty() {
+        return Some(Duration::ZERO);
+    }
+    if matching.iter().any(Option::is_none) {
+        return None;
+    }
+    matching.into_iter().flatten().max().map(|s| Duration::from_secs(s.max(0) as u64))
 }
 
 /// Where an owner stands: its Ready pods on other nodes against what it
@@ -229,7 +237,10 @@ pub fn why_not(owner: &Owner, pods: &[&Pod], dead_node: &str) -> String {
             .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False"));
         if let Some(condition) = unschedulable {
             let message = condition.message.clone().unwrap_or_default();
-            if message.contains("volume node affinity conflict") {
+            // The scheduler's words for a local volume on another node (1.34, and older).
+            if message.contains("didn't match PersistentVolume's node affinity")
+                || message.contains("volume node affinity conflict")
+            {
                 return format!(
                     "pod {} is Pending: its volume is bound to {dead_node} (a local volume), so no other node can run it ({message})",
                     name_of(pod)
@@ -264,9 +275,10 @@ pub fn why_not(owner: &Owner, pods: &[&Pod], dead_node: &str) -> String {
         }
     }
     if !on_dead.is_empty() && on_dead.iter().all(|p| p.metadata.deletion_timestamp.is_none()) {
+        let after = on_dead.iter().filter_map(|p| eviction_after(p)).max().unwrap_or_default();
         return format!(
             "its pods are still bound to {dead_node}: they are evicted only when their not-ready/unreachable toleration ends ({} s)",
-            on_dead.iter().map(|p| eviction_after(p).as_secs()).max().unwrap_or(300)
+            after.as_secs()
         );
     }
     "its replacement pods are not Ready yet".into()
@@ -294,6 +306,30 @@ mod tests {
     }
 
     #[test]
+    fn eviction_follows_the_tolerations() {
+        use k8s_openapi::api::core::v1::Toleration;
+        let with = |tolerations: Vec<Toleration>| {
+            let mut p = pod("default", "p").build();
+            p.spec.as_mut().unwrap().tolerations = Some(tolerations);
+            p
+        };
+        let t = |key: Option<&str>, seconds: Option<i64>| Toleration {
+            key: key.map(Into::into),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            toleration_seconds: seconds,
+            ..Default::default()
+        };
+        let defaulted = with(vec![
+            t(Some("node.kubernetes.io/not-ready"), Some(5)),
+            t(Some("node.kubernetes.io/unreachable"), Some(5)),
+        ]);
+        assert_eq!(eviction_after(&defaulted), Some(Duration::from_secs(5)));
+        assert_eq!(eviction_after(&with(vec![t(None, None)])), None, "a DaemonSet's pod stays");
+        assert_eq!(eviction_after(&with(vec![])), Some(Duration::ZERO));
+    }
+
+    #[test]
     fn owners_come_from_controllers() {
         let web = pod("default", "web-abc-1").owned("ReplicaSet", "web-abc").hash("abc").build();
         assert_eq!(
@@ -316,7 +352,7 @@ mod tests {
         let stuck = pod("monitoring", "prometheus-x-2")
             .owned("ReplicaSet", "prometheus-x")
             .hash("x")
-            .unschedulable("0/3 nodes are available: 1 node(s) had volume node affinity conflict")
+            .unschedulable("0/3 nodes are available: 1 node(s) didn't match PersistentVolume's node affinity, 2 node(s) had untolerated taint(s).")
             .build();
         let v = verdict(&owner, &["prometheus-x-1".into()], Some(1), &[&stuck], "w2", true);
         assert_eq!(v.verdict, Verdict::NotRescheduled);

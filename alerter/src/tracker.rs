@@ -243,13 +243,16 @@ impl Tracker {
         incident.down_reason = Some(reason.into());
         incident.not_ready_since = since.map(rfc3339);
         incident.detected_at = Some(rfc3339(now));
-        let on_node: Vec<&Pod> = view
+        // The verdict is due when the last pod that should move has been
+        // evicted (pods that never are, DaemonSets', do not count), plus the grace.
+        let eviction = view
             .pods
             .iter()
-            .copied()
             .filter(|p| decide::node_of(p) == Some(incident.node.as_str()))
-            .collect();
-        let eviction = on_node.iter().map(|p| decide::eviction_after(p)).max().unwrap_or_default();
+            .filter(|p| decide::owner_of(p).kind.reschedules())
+            .filter_map(|p| decide::eviction_after(p))
+            .max()
+            .unwrap_or_default();
         let wait = self.settings.verify_deadline.unwrap_or(eviction + self.settings.verify_grace);
         incident.deadline = now.checked_add(wait).ok().map(rfc3339);
         incident.owners = decide::affected(&view.pods, &incident.node)

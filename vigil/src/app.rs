@@ -13,7 +13,7 @@ use crate::{
     build::{self, ImageNames},
     cli::{Cli, Command, NodeAction},
     cluster::{ClusterSpec, Role, defaults},
-    kubeconfig,
+    drill, kubeconfig,
     progress::Progress,
     provider::{self, Fault, NodeProvider, Power, nodeutils},
     status,
@@ -71,6 +71,31 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Down => down(&name, &kubeconfig, &progress).await?,
+        Command::Drill(args) => {
+            let provider = provider::connect().await?;
+            let spec = provider.existing(&name).await?;
+            let client = match admin_client(provider.as_ref(), &spec).await {
+                Some(client) => client.map_err(anyhow::Error::msg)?,
+                None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
+            };
+            let addresses = status::addon_addresses(&client).await;
+            let web_url = addresses.get(crate::addons::web::NAME).cloned().flatten().context(
+                "the web Service has no LoadBalancer address: run `vigil up` (without --cluster-only)",
+            )?;
+            let options = drill::Options {
+                fault: args.fault,
+                node: args.node,
+                rate: args.rate,
+                timeout: args.timeout,
+                report_dir: args.report_dir.unwrap_or_else(|| cache.join("drills")),
+            };
+            let report = drill::run(provider, &spec, client, web_url, options, &progress).await?;
+            if args.json {
+                print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+            } else {
+                print_stdout(&drill::summary(&report))?;
+            }
+        }
         Command::Status(args) => {
             let provider = provider::connect().await?;
             let spec = provider.existing(&name).await?;

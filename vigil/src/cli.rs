@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 
-use crate::cluster::{self, Alerting, ClusterSpec, Failover, defaults};
+use crate::{
+    cluster::{self, Alerting, ClusterSpec, Failover, defaults},
+    drill::DrillFault,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +74,8 @@ pub enum Command {
         #[command(subcommand)]
         action: NodeAction,
     },
+    /// Break a worker that holds web pods under load, and report what happened.
+    Drill(DrillArgs),
     /// Print the images the build produces (or the one named: `kubectl`, `node`, `web`, ...).
     Images {
         name: Option<String>,
@@ -136,6 +141,28 @@ impl UpArgs {
             ..ClusterSpec::default()
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// How to break the node.
+    #[arg(long, value_enum, default_value_t = DrillFault::Kill)]
+    pub fault: DrillFault,
+    /// The worker to break (default: the one holding the most web pods).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Requests per second through the LoadBalancer while it runs.
+    #[arg(long, env = "VIGIL_DRILL_RATE", default_value_t = 20)]
+    pub rate: u32,
+    /// How long to wait for the verdict, and then for the node's recovery.
+    #[arg(long, env = "VIGIL_DRILL_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Where the report goes (default: the cache's `drills/`).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Print the report as JSON (each step in seconds since the fault).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,8 @@ pub mod cluster;
 pub mod conditions;
 /// The one place vigil connects to Docker Engine (the build's image store and the Docker provider).
 pub mod docker;
+/// `vigil drill`: break a node under load and record what follows.
+pub mod drill;
 /// Local programs run with their output logged.
 pub mod exec;
 /// Typed kubeadm configuration.

@@ -106,12 +106,20 @@ pub async fn a_node_set_not_ready_is_down_then_resolved(c: &Cluster) -> Result<(
     let key = signing_key("secret", std::str::from_utf8(&value.0)?)?;
     let victim = c.spec.worker_name(1);
     let nodes: Api<Node> = Api::all(c.client.clone());
+    // The kubelet is paused while the node is held NotReady (it would post
+    // Ready again at its next status update), longer than Alertmanager's
+    // group wait, so that Alertmanager's first notification has it firing.
+    let machine = c.provider.node(&victim);
+    machine.run(&["systemctl", "stop", "kubelet"], None).await?;
     let now = Timestamp::now().to_string();
     let patch = serde_json::json!({"status": {"conditions": [{
         "type": "Ready", "status": "False", "reason": "VigilE2E",
         "message": "set by the end-to-end test", "lastTransitionTime": now, "lastHeartbeatTime": now,
     }]}});
-    nodes.patch_status(&victim, &PatchParams::default(), &Patch::Strategic(&patch)).await?;
+    let patched = nodes.patch_status(&victim, &PatchParams::default(), &Patch::Strategic(&patch)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    machine.run(&["systemctl", "start", "kubelet"], None).await?;
+    patched?;
 
     // node-down, signed, then resolved once the kubelet posts Ready again.
     let kinds =

@@ -1,0 +1,438 @@
+//! `vigil drill`: with the cluster, `web` and the alerter running, and a
+//! bounded load going through the LoadBalancer from the host, break a worker
+//! that holds `web` pods and record what happens, in seconds from the
+//! fault: the Lease going stale, the node NotReady, the first notification
+//! delivered, the pods evicted, their replacements scheduled, 3/3 Ready
+//! elsewhere, `rescheduled` delivered; the requests that failed and when the
+//! last one did. Then the node is restored and the drill waits for
+//! `resolved`. Everything is watched (kube-runtime watchers), nothing polled.
+
+mod load;
+mod report;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alerter::crd::{DeliveryState, NodeIncident};
+use futures::StreamExt;
+use k8s_openapi::{
+    api::core::v1::{Event, Node, Pod},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::ListParams,
+    runtime::{WatchStreamExt, watcher},
+};
+pub use load::Requests;
+use serde::Serialize;
+
+use crate::{
+    addons::web,
+    cluster::ClusterSpec,
+    conditions::pod_ready,
+    progress::Progress,
+    provider::{self, Fault, NodeProvider, Power},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the Kubernetes API: {what}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Provider(#[from] provider::Error),
+    /// Nothing to break: no worker holds a Ready `web` pod.
+    #[error(
+        "no worker holds a Ready web pod: is `vigil up` done? (`vigil status`, `kubectl get pods -l app=web -o wide`)"
+    )]
+    NoVictim,
+    #[error("node {0} holds no Ready web pod: pick one that does (`kubectl get pods -l app=web -o wide`)")]
+    NotAVictim(String),
+    #[error("writing the report in {}", dir.display())]
+    Report {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+/// How the drill breaks the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DrillFault {
+    /// SIGKILL of the node: a crash.
+    Kill,
+    /// An orderly power-off.
+    Stop,
+    /// Cut off the network, still running.
+    Isolate,
+}
+
+impl DrillFault {
+    fn fault(self) -> Fault {
+        match self {
+            DrillFault::Kill => Fault::Power(Power::Kill),
+            DrillFault::Stop => Fault::Power(Power::Stop),
+            DrillFault::Isolate => Fault::Isolate,
+        }
+    }
+
+    fn restore(self) -> Fault {
+        match self {
+            DrillFault::Kill | DrillFault::Stop => Fault::Power(Power::Start),
+            DrillFault::Isolate => Fault::Reconnect,
+        }
+    }
+}
+
+pub struct Options {
+    pub fault: DrillFault,
+    /// The worker to break; by default the one holding the most `web` pods.
+    pub node: Option<String>,
+    /// Requests per second through the LoadBalancer.
+    pub rate: u32,
+    /// How long to wait for the verdict (and then for `resolved`).
+    pub timeout: Duration,
+    /// Where the report goes (a dated folder is made in it).
+    pub report_dir: PathBuf,
+}
+
+/// One moment of the timeline, in seconds from the fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct Milestone {
+    pub name: &'static str,
+    pub seconds: Option<f64>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// What the drill found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cluster: String,
+    pub node: String,
+    pub fault: String,
+    /// When the fault happened (RFC 3339).
+    pub fault_at: String,
+    pub milestones: Vec<Milestone>,
+    /// `rescheduled` or `not-rescheduled`, as the alerter decided.
+    pub verdict: Option<String>,
+    pub incident: Option<String>,
+    pub requests: Requests,
+    /// The node MetalLB announced the web address from, before the fault.
+    pub announcing_node: Option<String>,
+    /// Where the report files are.
+    pub report: Option<String>,
+}
+
+impl Report {
+    pub fn milestone(&self, name: &str) -> Option<f64> {
+        self.milestones.iter().find(|m| m.name == name).and_then(|m| m.seconds)
+    }
+}
+
+/// The milestones, in the order they are expected.
+pub const LEASE_STALE: &str = "Lease stale";
+pub const NOT_READY: &str = "NotReady";
+pub const FIRST_NOTIFICATION: &str = "first notification delivered";
+pub const NODE_DOWN: &str = "node-down delivered";
+pub const EVICTED: &str = "pods evicted";
+pub const SCHEDULED: &str = "replacements scheduled";
+pub const ALL_READY: &str = "3/3 Ready elsewhere";
+pub const RESCHEDULED: &str = "rescheduled delivered";
+pub const NOT_RESCHEDULED: &str = "not-rescheduled delivered";
+pub const RESOLVED: &str = "resolved delivered";
+
+/// Seconds from `fault` to `t`.
+fn since(fault: Timestamp, t: Timestamp) -> f64 {
+    t.duration_since(fault).as_secs_f64()
+}
+
+fn parse(t: &str) -> Option<Timestamp> {
+    t.parse().ok()
+}
+
+/// When the kubelet last renewed its Lease, against the fault.
+fn renewal_detail(seconds: f64) -> String {
+    if seconds < 0.0 {
+        format!("last renewed {:.1} s before the fault", -seconds)
+    } else {
+        format!("last renewed {seconds:.1} s after the fault")
+    }
+}
+
+/// The worker holding the most Ready web pods (or `wanted`, if it holds any).
+fn victim(pods: &[Pod], wanted: Option<&str>) -> Result<String, Error> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for pod in pods.iter().filter(|p| pod_ready(p)) {
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            *counts.entry(node).or_default() += 1;
+        }
+    }
+    match wanted {
+        Some(node) if counts.contains_key(node) => Ok(node.to_owned()),
+        Some(node) => Err(Error::NotAVictim(node.to_owned())),
+        None => counts.into_iter().max_by_key(|(_, n)| *n).map(|(n, _)| n).ok_or(Error::NoVictim),
+    }
+}
+
+/// The node MetalLB's speaker announces the web address from (its latest
+/// `nodeAssigned` Event on the Service).
+async fn announcing_node(client: &Client) -> Option<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), web::NAMESPACE);
+    let fields = format!("involvedObject.kind=Service,involvedObject.name={}", web::NAME);
+    let list = events.list(&ListParams::default().fields(&fields)).await.ok()?;
+    let latest = list
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("nodeAssigned"))
+        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))?;
+    // "announcing from node \"vigil-worker\" with protocol \"layer2\""
+    latest.message?.split('"').nth(1).map(str::to_owned)
+}
+
+/// Breaks the node, watches, restores it, writes the report.
+pub async fn run(
+    provider: Arc<dyn NodeProvider>,
+    spec: &ClusterSpec,
+    client: Client,
+    web_url: String,
+    options: Options,
+    progress: &Progress,
+) -> Result<Report, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), web::NAMESPACE);
+    let selector = ListParams::default().labels(&format!("app={}", web::NAME));
+    let before = pods.list(&selector).await.map_err(kube_err("list the web pods"))?.items;
+    let node = victim(&before, options.node.as_deref())?;
+    let old_pods: Vec<String> = before.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let announcing = announcing_node(&client).await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limit = (options.rate as u64 * (options.timeout.as_secs() + 10)) as usize;
+    let load_started = Instant::now();
+    let load = tokio::spawn(load::run(web_url.clone(), options.rate, limit, stop_rx));
+    // A baseline before the fault.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let line = progress.line(
+        format!("drill: {:?} {node} under {} requests/s to {web_url}", options.fault, options.rate)
+            .to_lowercase(),
+    );
+    let fault_at = Timestamp::now();
+    let fault_offset = load_started.elapsed();
+    provider::fault(provider.as_ref(), spec, &node, options.fault.fault()).await?;
+    tracing::info!(%node, fault = ?options.fault, "fault injected");
+
+    let mut milestones: BTreeMap<&'static str, (f64, String)> = BTreeMap::new();
+    let mut verdict: Option<String> = None;
+    let mut incident_name: Option<String> = None;
+    let deadline = tokio::time::Instant::now() + options.timeout;
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let incidents: Api<NodeIncident> = Api::all(client.clone());
+    let node_config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    let mut node_events =
+        std::pin::pin!(watcher(nodes.clone(), node_config).default_backoff().applied_objects());
+    let mut pod_events = std::pin::pin!(
+        watcher(pods.clone(), watcher::Config::default().labels(&format!("app={}", web::NAME)))
+            .default_backoff()
+            .applied_objects()
+    );
+    let mut incident_events = std::pin::pin!(
+        watcher(incidents.clone(), watcher::Config::default()).default_backoff().applied_objects()
+    );
+    let mut web_pods: BTreeMap<String, Pod> = BTreeMap::new();
+    let mark = |milestones: &mut BTreeMap<&'static str, (f64, String)>,
+                name: &'static str,
+                at: f64,
+                detail: String| {
+        if !milestones.contains_key(name) {
+            tracing::info!(milestone = name, seconds = at, %detail, "drill");
+            milestones.insert(name, (at, detail));
+        }
+    };
+    let done = |milestones: &BTreeMap<&'static str, (f64, String)>| {
+        (milestones.contains_key(ALL_READY) && milestones.contains_key(RESCHEDULED))
+            || milestones.contains_key(NOT_RESCHEDULED)
+    };
+    while !done(&milestones) && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break,
+            Some(Ok(n)) = node_events.next() => {
+                let ready = n.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+                if let Some(c) = ready.filter(|c| c.status != "True")
+                    && let Some(t) = c.last_transition_time.as_ref().map(|t| t.0).filter(|t| *t >= fault_at)
+                {
+                    mark(&mut milestones, NOT_READY, since(fault_at, t), format!("Ready {}", c.status));
+                }
+            }
+            Some(Ok(p)) = pod_events.next() => {
+                let now = since(fault_at, Timestamp::now());
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
+                if on.as_deref() == Some(node.as_str()) && p.metadata.deletion_timestamp.is_some() {
+                    mark(&mut milestones, EVICTED, now, name.clone());
+                }
+                if !old_pods.contains(&name)
+                    && let Some(other) = on.as_ref().filter(|n| **n != node)
+                {
+                    mark(&mut milestones, SCHEDULED, now, format!("{name} on {other}"));
+                }
+                web_pods.insert(name, p);
+                let ready_elsewhere: Vec<String> = web_pods
+                    .values()
+                    .filter(|p| pod_ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node.as_str()))
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                if ready_elsewhere.len() >= web::REPLICAS as usize && milestones.contains_key(EVICTED) {
+                    mark(&mut milestones, ALL_READY, now, ready_elsewhere.join(", "));
+                }
+            }
+            Some(Ok(i)) = incident_events.next() => {
+                if i.spec.node != node {
+                    continue;
+                }
+                let Some(status) = i.status.as_ref() else { continue };
+                let Some(incident) = status.incident.as_ref() else { continue };
+                if parse(&incident.started_at).is_none_or(|t| t < fault_at) {
+                    continue;
+                }
+                incident_name = i.metadata.name.clone();
+                if let Some(renewed) = incident.lease_renewed_at.as_deref().and_then(parse) {
+                    let suspect = status.notices.iter().find(|n| n.kind == alerter::model::NoticeKind::Suspect);
+                    if let Some(t) = suspect.and_then(|n| parse(&n.time)) {
+                        mark(&mut milestones, LEASE_STALE, since(fault_at, t), renewal_detail(since(fault_at, renewed)));
+                    }
+                }
+                let delivered = |kind: Option<&str>| {
+                    status
+                        .deliveries
+                        .iter()
+                        .filter(|d| d.state == DeliveryState::Delivered && kind.is_none_or(|k| d.notice.as_str() == k))
+                        .filter_map(|d| Some((d.delivered_at.as_deref().and_then(parse)?, d.notice.as_str(), d.sink.clone())))
+                        .min_by_key(|(t, _, _)| *t)
+                };
+                if let Some((t, kind, sink)) = delivered(None) {
+                    mark(&mut milestones, FIRST_NOTIFICATION, since(fault_at, t), format!("{kind} to {sink}"));
+                }
+                if let Some((t, _, sink)) = delivered(Some("node-down")) {
+                    mark(&mut milestones, NODE_DOWN, since(fault_at, t), format!("to {sink}"));
+                }
+                if let Some((t, _, sink)) = delivered(Some("rescheduled")) {
+                    verdict = Some("rescheduled".into());
+                    mark(&mut milestones, RESCHEDULED, since(fault_at, t), format!("to {sink}"));
+                }
+                if let Some((t, _, sink)) = delivered(Some("not-rescheduled")) {
+                    verdict = Some("not-rescheduled".into());
+                    let reasons: Vec<String> = incident
+                        .owners
+                        .iter()
+                        .filter(|o| o.verdict == alerter::model::Verdict::NotRescheduled)
+                        .filter_map(|o| Some(format!("{}: {}", o.owner, o.reason.as_ref()?)))
+                        .collect();
+                    mark(&mut milestones, NOT_RESCHEDULED, since(fault_at, t), format!("to {sink}: {}", reasons.join("; ")));
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let samples = load.await.unwrap_or_default();
+    let requests = load::summarize(&samples, fault_offset);
+    line.done_with(format!("verdict {}", verdict.as_deref().unwrap_or("none before the timeout")));
+
+    // Put the node back and wait for the alerter to say so.
+    let line = progress.line(format!("restoring {node}, waiting for resolved"));
+    provider::fault(provider.as_ref(), spec, &node, options.fault.restore()).await?;
+    let resolve_deadline = tokio::time::Instant::now() + options.timeout;
+    while tokio::time::Instant::now() < resolve_deadline && !milestones.contains_key(RESOLVED) {
+        tokio::select! {
+            () = tokio::time::sleep_until(resolve_deadline) => break,
+            Some(Ok(i)) = incident_events.next() => {
+                if Some(&i.metadata.name) != Some(&incident_name) || incident_name.is_none() {
+                    continue;
+                }
+                let resolved = i.status.as_ref().into_iter().flat_map(|s| &s.deliveries).filter(|d| {
+                    d.state == DeliveryState::Delivered && d.notice == alerter::model::NoticeKind::Resolved
+                }).filter_map(|d| d.delivered_at.as_deref().and_then(parse)).min();
+                if let Some(t) = resolved {
+                    mark(&mut milestones, RESOLVED, since(fault_at, t), String::new());
+                }
+            }
+        }
+    }
+    if milestones.contains_key(RESOLVED) {
+        line.done();
+    } else {
+        line.done_with("no resolved notice before the timeout");
+    }
+    let order = [
+        LEASE_STALE,
+        NOT_READY,
+        FIRST_NOTIFICATION,
+        EVICTED,
+        SCHEDULED,
+        ALL_READY,
+        RESCHEDULED,
+        NOT_RESCHEDULED,
+        RESOLVED,
+    ];
+    let report = Report {
+        cluster: spec.name.clone(),
+        node: node.clone(),
+        fault: format!("{:?}", options.fault).to_lowercase(),
+        fault_at: fault_at.to_string(),
+        milestones: order
+            .iter()
+            .map(|name| {
+                let found = milestones.get(name);
+                Milestone {
+                    name,
+                    seconds: found.map(|(s, _)| *s),
+                    detail: found.map(|(_, d)| d.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
+        verdict,
+        incident: incident_name,
+        requests,
+        announcing_node: announcing,
+        report: None,
+    };
+    report::write(report, &options.report_dir)
+}
+
+/// The report in a few lines, for the terminal.
+pub fn summary(report: &Report) -> String {
+    let mut out = format!(
+        "drill: {} {} -> {}\n",
+        report.fault,
+        report.node,
+        report.verdict.as_deref().unwrap_or("no verdict before the timeout")
+    );
+    for m in report.milestones.iter().filter(|m| m.seconds.is_some()) {
+        out += &format!("  {:>7.1} s  {}  {}\n", m.seconds.unwrap_or_default(), m.name, m.detail);
+    }
+    let r = &report.requests;
+    out += &format!(
+        "  requests through the LoadBalancer: {} sent, {} failed{}\n",
+        r.total,
+        r.failed,
+        r.last_failure_seconds.map(|s| format!(", the last {s:.1} s after the fault")).unwrap_or_default()
+    );
+    if let Some(dir) = &report.report {
+        out += &format!("  report: {dir}/report.md\n");
+    }
+    out
+}

@@ -1,0 +1,216 @@
+//! The drill's report, in a dated folder: `report.json` (what `--json`
+//! prints), `report.md` for people, `timeline.svg`: the milestones on a time
+//! axis over the load's answered and failed requests, second by second.
+
+use std::{fmt::Write as _, path::Path};
+
+use super::{Error, Report};
+
+const WIDTH: f64 = 960.0;
+const LEFT: f64 = 40.0;
+const PLOT: f64 = WIDTH - 2.0 * LEFT;
+const BARS_TOP: f64 = 60.0;
+const BARS_HEIGHT: f64 = 120.0;
+const LABELS_TOP: f64 = 210.0;
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The timeline as SVG: one bar per second of load (grey answered, red
+/// failed), one labelled line per milestone.
+pub fn svg(report: &Report) -> String {
+    let last = report
+        .milestones
+        .iter()
+        .filter_map(|m| m.seconds)
+        .chain([report.requests.per_second.len() as f64])
+        .fold(10.0_f64, f64::max)
+        .ceil();
+    let x = |seconds: f64| LEFT + PLOT * (seconds.max(0.0) / last);
+    let height = LABELS_TOP + 22.0 * report.milestones.len() as f64 + 20.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let title = format!(
+        "vigil drill: {} {} (cluster {}), verdict {}",
+        report.fault,
+        report.node,
+        report.cluster,
+        report.verdict.as_deref().unwrap_or("none")
+    );
+    let _ = writeln!(out, r#"<text x="{LEFT}" y="24" font-size="15">{}</text>"#, escape(&title));
+    let peak =
+        report.requests.per_second.iter().map(|(ok, failed)| ok + failed).max().unwrap_or(1).max(1) as f64;
+    let bar = PLOT / last;
+    for (second, (ok, failed)) in report.requests.per_second.iter().enumerate() {
+        let x0 = x(second as f64);
+        let h_ok = BARS_HEIGHT * *ok as f64 / peak;
+        let h_failed = BARS_HEIGHT * *failed as f64 / peak;
+        let base = BARS_TOP + BARS_HEIGHT;
+        let _ = writeln!(
+            out,
+            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{h_ok:.1}" fill="#bbb"/>"##,
+            base - h_ok,
+            bar * 0.9
+        );
+        if *failed > 0 {
+            let _ = writeln!(
+                out,
+                r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{h_failed:.1}" fill="#d33"/>"##,
+                base - h_ok - h_failed,
+                bar * 0.9
+            );
+        }
+    }
+    let axis = BARS_TOP + BARS_HEIGHT;
+    let _ =
+        writeln!(out, r#"<line x1="{LEFT}" y1="{axis}" x2="{}" y2="{axis}" stroke="black"/>"#, LEFT + PLOT);
+    let step =
+        [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0].into_iter().find(|s| last / s <= 12.0).unwrap_or(300.0);
+    let mut tick = 0.0;
+    while tick <= last {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{tick:.0} s</text>"#,
+            x(tick),
+            axis + 16.0
+        );
+        tick += step;
+    }
+    let _ = writeln!(
+        out,
+        r##"<text x="{LEFT}" y="{}" fill="#555">requests per second through the LoadBalancer: answered (grey), failed (red)</text>"##,
+        BARS_TOP - 8.0
+    );
+    for (i, m) in report.milestones.iter().enumerate() {
+        let Some(seconds) = m.seconds else { continue };
+        let y = LABELS_TOP + 22.0 * i as f64;
+        let mx = x(seconds);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{mx:.1}" y1="{BARS_TOP}" x2="{mx:.1}" y2="{y:.1}" stroke="#36c" stroke-dasharray="3,3"/>"##
+        );
+        let _ = writeln!(out, r##"<circle cx="{mx:.1}" cy="{y:.1}" r="3" fill="#36c"/>"##);
+        let label = format!("{seconds:.1} s  {}", m.name);
+        let anchor = if mx > LEFT + PLOT * 0.7 { "end" } else { "start" };
+        let dx = if anchor == "end" { -6.0 } else { 6.0 };
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
+            mx + dx,
+            y + 4.0,
+            escape(&label)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// The report for people.
+pub fn markdown(report: &Report) -> String {
+    let mut out = format!(
+        "# vigil drill: {} {}\n\nCluster `{}`, fault at {}. Verdict: **{}**{}.\n\n![timeline](timeline.svg)\n\n| seconds after the fault | what | detail |\n|---|---|---|\n",
+        report.fault,
+        report.node,
+        report.cluster,
+        report.fault_at,
+        report.verdict.as_deref().unwrap_or("none before the timeout"),
+        report
+            .incident
+            .as_deref()
+            .map(|i| format!(" (`kubectl get nodeincident {i} -o yaml`)"))
+            .unwrap_or_default()
+    );
+    for m in &report.milestones {
+        let at = m.seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into());
+        let _ = writeln!(out, "| {at} | {} | {} |", m.name, m.detail.replace('|', "\\|"));
+    }
+    let r = &report.requests;
+    let _ = write!(
+        out,
+        "\nRequests through the LoadBalancer: {} sent, {} failed{}.\n",
+        r.total,
+        r.failed,
+        r.last_failure_seconds.map(|s| format!(", the last {s:.1} s after the fault")).unwrap_or_default()
+    );
+    if let Some(announcer) = &report.announcing_node {
+        let _ = writeln!(
+            out,
+            "MetalLB announced the address from {announcer}{}.",
+            if *announcer == report.node {
+                ", the node that was broken: the address moved to another node"
+            } else {
+                ", not the broken node"
+            }
+        );
+    }
+    out
+}
+
+/// Writes the three files in a dated folder under `dir`; the report, with where.
+pub fn write(mut report: Report, dir: &Path) -> Result<Report, Error> {
+    let stamp = report.fault_at.replace([':', '.'], "-");
+    let folder = dir.join(format!("{}-{stamp}", report.cluster));
+    let err = |source| Error::Report { dir: folder.clone(), source };
+    std::fs::create_dir_all(&folder).map_err(err)?;
+    report.report = Some(folder.display().to_string());
+    std::fs::write(folder.join("timeline.svg"), svg(&report)).map_err(err)?;
+    std::fs::write(folder.join("report.md"), markdown(&report)).map_err(err)?;
+    let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+    std::fs::write(folder.join("report.json"), json).map_err(err)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drill::{Milestone, Requests};
+
+    fn report() -> Report {
+        let m = |name, seconds: Option<f64>| Milestone { name, seconds, detail: "d".into() };
+        Report {
+            cluster: "vigil".into(),
+            node: "vigil-worker".into(),
+            fault: "kill".into(),
+            fault_at: "2026-01-01T00:00:00Z".into(),
+            milestones: vec![m(super::super::NOT_READY, Some(11.0)), m(super::super::NOT_RESCHEDULED, None)],
+            verdict: Some("rescheduled".into()),
+            incident: Some("vigil-worker-1".into()),
+            requests: Requests {
+                total: 100,
+                failed: 3,
+                last_failure_seconds: Some(4.5),
+                per_second: vec![(10, 0), (7, 3)],
+            },
+            announcing_node: Some("vigil-worker".into()),
+            report: None,
+        }
+    }
+
+    #[test]
+    fn the_timeline_draws_each_second_and_each_milestone() {
+        let svg = svg(&report());
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches(r##"fill="#d33""##).count(), 1, "one second had failures");
+        assert!(svg.contains("11.0 s  NotReady"));
+        assert!(!svg.contains("not-rescheduled delivered"), "a milestone that did not happen is not drawn");
+    }
+
+    #[test]
+    fn the_markdown_says_what_failed_and_who_announced() {
+        let text = markdown(&report());
+        assert!(text.contains("| 11.0 | NotReady | d |"));
+        assert!(text.contains("100 sent, 3 failed, the last 4.5 s after the fault"));
+        assert!(text.contains("the node that was broken"));
+        let dir = tempfile::tempdir().unwrap();
+        let written = write(report(), dir.path()).unwrap();
+        let folder = std::path::PathBuf::from(written.report.unwrap());
+        for file in ["report.json", "report.md", "timeline.svg"] {
+            assert!(folder.join(file).exists(), "{file}");
+        }
+    }
+}
