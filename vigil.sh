@@ -4,7 +4,7 @@
 # the workspace, then:
 #   ./vigil.sh up      build everything from upstream, create the cluster, print what to run
 #   ./vigil.sh test    run every test (unit tests and the end-to-end cluster tests)
-#   ./vigil.sh bench [cluster|web] [ARGS]
+#   ./vigil.sh bench [cluster|web|exporter|drill] [ARGS]
 #                      run the benchmarks (figures for the issues' closing notes)
 #   ./vigil.sh ARGS    any other vigil command (status, down, node stop NAME, ...)
 set -o errexit -o nounset -o pipefail
@@ -71,6 +71,9 @@ ensure_kubectl() {
 }
 
 setup() {
+  # A CI run builds a fresh clone once: incremental artefacts would only
+  # cost disk (several GB) and time.
+  if [[ "${CI:-}" == true ]]; then export CARGO_INCREMENTAL=0; fi
   ensure_packages
   ensure_dockerd
   say "building the vigil workspace"
@@ -118,6 +121,10 @@ PY
     fi
     if [[ "$which" == all || "$which" == exporter ]]; then
       cargo bench -p vigil-e2e --bench exporter_vs_cadvisor -- "$@"
+    fi
+    if [[ "$which" == all || "$which" == drill ]]; then
+      command -v stress-ng >/dev/null || apt_install stress-ng
+      cargo bench -p vigil-e2e --bench drill -- "$@"
     fi
     ;;
   *)

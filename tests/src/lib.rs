@@ -4,20 +4,28 @@
 //! use vigil's own poller (`vigil::poll`). Everything talks to real Docker
 //! and a real API server.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Node, Pod},
+    },
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client, Config,
-    api::{DeleteParams, LogParams, PostParams},
+    api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use vigil::{
+    addons::web,
     app::Options,
     build::ImageNames,
     cluster::ClusterSpec,
-    poll::until_some,
+    conditions::{deployment_rolled_out, node_ready, pod_ready},
+    poll::{until, until_some},
     progress::Progress,
     provider::{NodeProvider, NodeSpec},
     up::{Report, Scope},
@@ -30,13 +38,15 @@ pub const ALERTMANAGER_RECEIVER_PORT: u16 = 18788;
 
 /// The test cluster: its own name and node network, so it never touches a
 /// cluster the user brought up with the defaults; its notices go to the
-/// receivers the alerting checks run on the host.
+/// receivers the alerting checks run on the host. Tuned failover timings:
+/// the drills would wait out upstream's five-minute tolerations otherwise.
 pub fn test_spec() -> ClusterSpec {
     let node_subnet: ipnet::Ipv4Net = "172.29.250.0/24".parse().expect("valid");
     let host = node_subnet.hosts().next().expect("a gateway address");
     ClusterSpec {
         name: "vigil-e2e".into(),
         node_subnet,
+        failover: vigil::cluster::Failover::Tuned,
         alerting: vigil::cluster::Alerting {
             webhook: Some(format!("http://{host}:{ALERTER_RECEIVER_PORT}/alerter")),
             alertmanager_webhook: Some(format!("http://{host}:{ALERTMANAGER_RECEIVER_PORT}/alertmanager")),
@@ -128,6 +138,8 @@ impl Cluster {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub at: std::time::Instant,
+    /// The status code it was answered with.
+    pub status: u16,
     pub headers: Vec<(String, String)>,
     /// The body as sent (signatures cover these bytes).
     pub raw: Vec<u8>,
@@ -158,15 +170,18 @@ impl Receiver {
                 .collect();
             let raw = body.to_vec();
             let body = serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
+            let status = {
+                let mut script = r.script.lock().expect("not poisoned");
+                if script.is_empty() { 200 } else { script.remove(0) }
+            };
             r.seen.lock().expect("not poisoned").push(Received {
                 at: std::time::Instant::now(),
+                status,
                 headers,
                 raw,
                 body,
             });
-            let mut script = r.script.lock().expect("not poisoned");
-            let code = if script.is_empty() { 200 } else { script.remove(0) };
-            axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK)
+            axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK)
         }
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
             .await
@@ -185,6 +200,85 @@ impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
+
+    /// Whether it was answered 2xx (delivered, for the sender).
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// The nodes holding Ready `web` pods, and how many each.
+pub async fn web_pods_by_node(client: &Client) -> Result<BTreeMap<String, usize>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), web::NAMESPACE);
+    let list = pods.list(&ListParams::default().labels(&format!("app={}", web::NAME))).await?;
+    let mut by_node = BTreeMap::new();
+    for pod in list.items.iter().filter(|p| pod_ready(p)) {
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            *by_node.entry(node).or_default() += 1;
+        }
+    }
+    Ok(by_node)
+}
+
+/// The node running the Ready pod labelled `app.kubernetes.io/name=<name>`
+/// in `namespace` (Prometheus, Alertmanager: single pods whose node a check
+/// must or must not break).
+pub async fn node_running(client: &Client, namespace: &str, name: &str) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("app.kubernetes.io/name={name}");
+    until_some(format!("a Ready {name} pod"), Duration::from_secs(180), || async {
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        Ok::<_, kube::Error>(
+            list.items.into_iter().filter(pod_ready).find_map(|p| p.spec.and_then(|s| s.node_name)),
+        )
+    })
+    .await
+    .map_err(Into::into)
+}
+
+/// Restarts `web` so that its pods spread over the workers again (after a
+/// drill they all sit on the survivors), and waits for every node Ready and
+/// exactly 3 `web` pods, all Ready.
+pub async fn respread_web(client: &Client) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), web::NAMESPACE);
+    let restart = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+        "vigil.dev/restarted-at": Timestamp::now().to_string()
+    }}}}});
+    deployments.patch(web::NAME, &PatchParams::default(), &Patch::Merge(&restart)).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    until(
+        "every node Ready and web rolled out again",
+        Duration::from_secs(300),
+        Duration::from_secs(1),
+        || async {
+            let listed = nodes.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+            let not_ready: Vec<String> = listed
+                .items
+                .iter()
+                .filter(|n| !node_ready(n))
+                .filter_map(|n| n.metadata.name.clone())
+                .collect();
+            if !not_ready.is_empty() {
+                return Err(format!("not Ready: {not_ready:?}"));
+            }
+            let deployment = deployments.get_opt(web::NAME).await.map_err(|e| e.to_string())?;
+            deployment_rolled_out(deployment.as_ref(), web::REPLICAS)?;
+            // Old pods still terminating would be counted by the next
+            // drill as pods the broken node held.
+            let pods: Api<Pod> = Api::namespaced(client.clone(), web::NAMESPACE);
+            let listed = pods
+                .list(&ListParams::default().labels(&format!("app={}", web::NAME)))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = listed.items.iter().filter(|p| pod_ready(p)).count();
+            if listed.items.len() != web::REPLICAS as usize || ready != web::REPLICAS as usize {
+                return Err(format!("{} web pods, {ready} Ready", listed.items.len()));
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Creates a pod and waits until it has finished; returns (phase, logs).

@@ -209,6 +209,10 @@ struct KubeletConfiguration {
     eviction_hard: std::collections::BTreeMap<&'static str, &'static str>,
     /// How often the kubelet computes its node's status (and posts it when it changed).
     node_status_update_frequency: String,
+    /// How often it posts its status when nothing changed. Set, because
+    /// setting only the update frequency makes the kubelet post at that
+    /// rate too (for compatibility): the heartbeat is the Lease.
+    node_status_report_frequency: &'static str,
     /// The heartbeat: the Lease is renewed every quarter of this.
     node_lease_duration_seconds: u32,
     /// Serving certificates signed by the cluster CA (approved by vigil), so
@@ -294,6 +298,9 @@ fn value<T: Serialize>(v: &T) -> serde_yaml::Value {
     serde_yaml::to_value(v).expect("kubeadm config serializes")
 }
 
+/// The kubelet's own default: an unchanged status is posted every 5 minutes.
+const NODE_STATUS_REPORT_FREQUENCY: &str = "5m";
+
 /// The config for `kubeadm init --config` on the control plane.
 pub fn init_config(
     spec: &ClusterSpec,
@@ -366,6 +373,7 @@ pub fn init_config(
             .collect(),
         server_tls_bootstrap: true,
         node_status_update_frequency: format!("{}s", timings.node_status_update_seconds),
+        node_status_report_frequency: NODE_STATUS_REPORT_FREQUENCY,
         node_lease_duration_seconds: timings.node_lease_seconds,
     };
     let proxy = KubeProxyConfiguration {
@@ -434,25 +442,37 @@ mod tests {
     }
 
     #[test]
-    fn tuned_failover_shortens_heartbeat_grace_and_tolerations() {
-        let (mut spec, nodes) = plan();
-        spec.failover = crate::cluster::Failover::Tuned;
-        let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(60));
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
-            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-            .collect();
-        let arg = |component: &str, name: &str| {
-            docs[1][component]["extraArgs"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|a| a["name"] == name)
-                .map(|a| a["value"].as_str().unwrap().to_owned())
-        };
-        assert_eq!(arg("controllerManager", "node-monitor-grace-period").as_deref(), Some("10s"));
-        assert_eq!(arg("apiServer", "default-unreachable-toleration-seconds").as_deref(), Some("5"));
-        assert_eq!(docs[2]["nodeLeaseDurationSeconds"], 8);
-        assert_eq!(docs[2]["nodeStatusUpdateFrequency"], "2s");
+    fn failover_sets_heartbeat_grace_and_tolerations_together() {
+        // (failover, grace, unreachable toleration, Lease seconds, status update)
+        let cases = [
+            (crate::cluster::Failover::Tuned, "8s", "5", 4, "2s"),
+            (crate::cluster::Failover::Upstream, "50s", "300", 40, "10s"),
+        ];
+        for (failover, grace, toleration, lease, update) in cases {
+            let (mut spec, nodes) = plan();
+            spec.failover = failover;
+            let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(60));
+            let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
+                .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+                .collect();
+            let arg = |component: &str, name: &str| {
+                docs[1][component]["extraArgs"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["name"] == name)
+                    .map(|a| a["value"].as_str().unwrap().to_owned())
+            };
+            assert_eq!(arg("controllerManager", "node-monitor-grace-period").as_deref(), Some(grace));
+            assert_eq!(
+                arg("apiServer", "default-unreachable-toleration-seconds").as_deref(),
+                Some(toleration)
+            );
+            assert_eq!(docs[2]["nodeLeaseDurationSeconds"], lease);
+            assert_eq!(docs[2]["nodeStatusUpdateFrequency"], update);
+            // Explicit, so that the update frequency does not set it too.
+            assert_eq!(docs[2]["nodeStatusReportFrequency"], "5m");
+        }
     }
 
     #[test]

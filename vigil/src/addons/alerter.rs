@@ -28,7 +28,7 @@ use kube::{CustomResourceExt, api::ObjectMeta};
 use super::{
     Addon, Input, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_volume, field_env,
     http_get_probe, locked_down, namespaced_identity,
-    node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
+    node_exporter::{self, monitoring_labels, monitoring_meta, monitoring_selector},
     non_root_pod, prometheus, quantity, rule, upstream,
 };
 use crate::{apply::Object, cluster::ClusterSpec};
@@ -40,13 +40,18 @@ pub const ADMIN_PORT: u16 = 9102;
 pub const REPLICAS: i32 = 2;
 /// The leader-election Lease, in the monitoring namespace.
 pub const LEASE: &str = "vigil-alerter";
+/// The leader's Lease at most (renewed every quarter of it).
+const LEADER_LEASE_SECONDS: u32 = 8;
+/// It runs with the rest of the monitoring.
+pub const NAMESPACE: &str = node_exporter::NAMESPACE;
 const CONFIG_DIR: &str = "/etc/alerter";
 const SECRETS_DIR: &str = "/etc/alerter/secrets";
 /// The Secret's key holding the webhook signing secret.
 pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
 const USER: i64 = 65532;
-/// A replica on a dead node is evicted after this, so that it is replaced
-/// on a live one (the standby leads meanwhile).
+/// A replica on a dead node is evicted after this at the latest (sooner when
+/// the cluster's default toleration is shorter), so that it is replaced on a
+/// live one (the standby leads meanwhile).
 const EVICT_AFTER_SECONDS: i64 = 30;
 
 pub const ADDON: Addon = Addon {
@@ -63,6 +68,13 @@ pub const ADDON: Addon = Addon {
     manifests: Manifests::Generated { dir: CRATE },
     timeout: ROLLOUT,
 };
+
+/// How long the leader's renewal counts. When the leader's node dies, the
+/// standby takes over after this: no longer than it takes the cluster to
+/// notice a dead node, so that the notices about it are not held back.
+fn leader_lease_seconds(spec: &ClusterSpec) -> u32 {
+    LEADER_LEASE_SECONDS.min(spec.failover.timings().node_lease_seconds)
+}
 
 fn meta(name: &str, namespaced: bool) -> ObjectMeta {
     monitoring_meta(NAME, name, namespaced)
@@ -166,6 +178,8 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
             format!("{CONFIG_DIR}/config.json"),
             "--lease".into(),
             LEASE.into(),
+            "--lease-duration".into(),
+            format!("{}s", leader_lease_seconds(spec)),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".into()),
@@ -192,6 +206,7 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         ..Default::default()
     };
     let selector = monitoring_selector(NAME);
+    let evict_after = EVICT_AFTER_SECONDS.min(i64::from(spec.failover.timings().toleration_seconds));
     let toleration = |key: &str, effect: &str, seconds: Option<i64>| Toleration {
         key: Some(key.into()),
         operator: Some("Exists".into()),
@@ -240,8 +255,8 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
                     // The control plane is a third node to run on.
                     tolerations: Some(vec![
                         toleration("node-role.kubernetes.io/control-plane", "NoSchedule", None),
-                        toleration("node.kubernetes.io/not-ready", "NoExecute", Some(EVICT_AFTER_SECONDS)),
-                        toleration("node.kubernetes.io/unreachable", "NoExecute", Some(EVICT_AFTER_SECONDS)),
+                        toleration("node.kubernetes.io/not-ready", "NoExecute", Some(evict_after)),
+                        toleration("node.kubernetes.io/unreachable", "NoExecute", Some(evict_after)),
                     ]),
                     containers: vec![container],
                     volumes: Some(vec![
@@ -301,6 +316,7 @@ impl WithNamespace for ObjectMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Failover;
 
     #[test]
     fn the_configuration_is_one_the_alerter_accepts() {
@@ -352,5 +368,30 @@ mod tests {
             !container.args.clone().unwrap().join(" ").contains("whsec_"),
             "no secret on the command line"
         );
+    }
+
+    #[test]
+    fn a_replica_moves_and_a_standby_takes_over_as_fast_as_the_cluster_notices() {
+        // (failover, the replicas' not-ready toleration, the leader's Lease)
+        for (failover, toleration, lease) in [(Failover::Upstream, 30, "8s"), (Failover::Tuned, 5, "4s")] {
+            let spec = ClusterSpec { failover, ..ClusterSpec::default() };
+            let objects = objects(&spec, "img");
+            let deployment = objects
+                .iter()
+                .find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None })
+                .unwrap();
+            let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let args = pod.containers[0].args.clone().unwrap();
+            let at = args.iter().position(|a| a == "--lease-duration").unwrap();
+            assert_eq!(args[at + 1], lease, "{failover:?}");
+            let seconds: Vec<Option<i64>> = pod
+                .tolerations
+                .iter()
+                .flatten()
+                .filter(|t| t.effect.as_deref() == Some("NoExecute"))
+                .map(|t| t.toleration_seconds)
+                .collect();
+            assert_eq!(seconds, [Some(toleration), Some(toleration)], "{failover:?}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! last one did. Then the node is restored and the drill waits for
 //! `resolved`. Everything is watched (kube-runtime watchers), nothing polled.
 
-mod load;
+pub mod load;
 mod report;
 
 use std::{
@@ -20,7 +20,10 @@ use std::{
 use alerter::crd::{DeliveryState, NodeIncident};
 use futures::StreamExt;
 use k8s_openapi::{
-    api::core::v1::{Event, Node, Pod},
+    api::{
+        coordination::v1::Lease,
+        core::v1::{Event, Node, Pod},
+    },
     jiff::Timestamp,
 };
 use kube::{
@@ -32,7 +35,7 @@ pub use load::Requests;
 use serde::Serialize;
 
 use crate::{
-    addons::web,
+    addons::{alerter as alerter_addon, web},
     cluster::ClusterSpec,
     conditions::pod_ready,
     progress::Progress,
@@ -131,8 +134,13 @@ pub struct Report {
     pub verdict: Option<String>,
     pub incident: Option<String>,
     pub requests: Requests,
+    /// From the moment the drill's watch saw the node NotReady to the
+    /// `node-down` notice delivered (condition times have whole seconds only).
+    pub detection_seconds: Option<f64>,
     /// The node MetalLB announced the web address from, before the fault.
     pub announcing_node: Option<String>,
+    /// The node the alerter's leader ran on, before the fault.
+    pub alerter_leader_node: Option<String>,
     /// Where the report files are.
     pub report: Option<String>,
 }
@@ -190,7 +198,7 @@ fn victim(pods: &[Pod], wanted: Option<&str>) -> Result<String, Error> {
 
 /// The node MetalLB's speaker announces the web address from (its latest
 /// `nodeAssigned` Event on the Service).
-async fn announcing_node(client: &Client) -> Option<String> {
+pub async fn announcing_node(client: &Client) -> Option<String> {
     let events: Api<Event> = Api::namespaced(client.clone(), web::NAMESPACE);
     let fields = format!("involvedObject.kind=Service,involvedObject.name={}", web::NAME);
     let list = events.list(&ListParams::default().fields(&fields)).await.ok()?;
@@ -201,6 +209,14 @@ async fn announcing_node(client: &Client) -> Option<String> {
         .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))?;
     // "announcing from node \"vigil-worker\" with protocol \"layer2\""
     latest.message?.split('"').nth(1).map(str::to_owned)
+}
+
+/// The node the alerter's leader runs on (the holder of its Lease is a pod).
+async fn alerter_leader_node(client: &Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), alerter_addon::NAMESPACE);
+    let holder = leases.get_opt(alerter_addon::LEASE).await.ok()??.spec?.holder_identity?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), alerter_addon::NAMESPACE);
+    pods.get_opt(&holder).await.ok()??.spec?.node_name
 }
 
 /// Breaks the node, watches, restores it, writes the report.
@@ -217,7 +233,18 @@ pub async fn run(
     let before = pods.list(&selector).await.map_err(kube_err("list the web pods"))?.items;
     let node = victim(&before, options.node.as_deref())?;
     let old_pods: Vec<String> = before.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    // What the node runs now (not pods already on their way out): their
+    // deletion is the eviction.
+    let held: Vec<String> = before
+        .iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     let announcing = announcing_node(&client).await;
+    let alerter_leader = alerter_leader_node(&client).await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limit = (options.rate as u64 * (options.timeout.as_secs() + 10)) as usize;
@@ -254,6 +281,7 @@ pub async fn run(
         watcher(incidents.clone(), watcher::Config::default()).default_backoff().applied_objects()
     );
     let mut web_pods: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut not_ready_seen: Option<f64> = None;
     let mark = |milestones: &mut BTreeMap<&'static str, (f64, String)>,
                 name: &'static str,
                 at: f64,
@@ -275,6 +303,7 @@ pub async fn run(
                 if let Some(c) = ready.filter(|c| c.status != "True")
                     && let Some(t) = c.last_transition_time.as_ref().map(|t| t.0).filter(|t| *t >= fault_at)
                 {
+                    not_ready_seen.get_or_insert_with(|| since(fault_at, Timestamp::now()));
                     mark(&mut milestones, NOT_READY, since(fault_at, t), format!("Ready {}", c.status));
                 }
             }
@@ -282,7 +311,7 @@ pub async fn run(
                 let now = since(fault_at, Timestamp::now());
                 let name = p.metadata.name.clone().unwrap_or_default();
                 let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
-                if on.as_deref() == Some(node.as_str()) && p.metadata.deletion_timestamp.is_some() {
+                if held.contains(&name) && p.metadata.deletion_timestamp.is_some() {
                     mark(&mut milestones, EVICTED, now, name.clone());
                 }
                 if !old_pods.contains(&name)
@@ -381,6 +410,7 @@ pub async fn run(
         LEASE_STALE,
         NOT_READY,
         FIRST_NOTIFICATION,
+        NODE_DOWN,
         EVICTED,
         SCHEDULED,
         ALL_READY,
@@ -407,7 +437,9 @@ pub async fn run(
         verdict,
         incident: incident_name,
         requests,
+        detection_seconds: milestones.get(NODE_DOWN).zip(not_ready_seen).map(|((down, _), seen)| down - seen),
         announcing_node: announcing,
+        alerter_leader_node: alerter_leader,
         report: None,
     };
     report::write(report, &options.report_dir)
@@ -426,11 +458,18 @@ pub fn summary(report: &Report) -> String {
     }
     let r = &report.requests;
     out += &format!(
-        "  requests through the LoadBalancer: {} sent, {} failed{}\n",
+        "  requests through the LoadBalancer: {} sent, {} failed{}{}\n",
         r.total,
         r.failed,
+        r.failure_kinds(),
         r.last_failure_seconds.map(|s| format!(", the last {s:.1} s after the fault")).unwrap_or_default()
     );
+    if report.alerter_leader_node.as_deref() == Some(report.node.as_str()) {
+        out += "  the alerter's leader ran on the broken node: its standby took over\n";
+    }
+    if let Some(seconds) = report.detection_seconds {
+        out += &format!("  NotReady seen to node-down delivered: {seconds:.2} s\n");
+    }
     if let Some(dir) = &report.report {
         out += &format!("  report: {dir}/report.md\n");
     }

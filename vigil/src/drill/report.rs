@@ -132,11 +132,21 @@ pub fn markdown(report: &Report) -> String {
     let r = &report.requests;
     let _ = write!(
         out,
-        "\nRequests through the LoadBalancer: {} sent, {} failed{}.\n",
+        "\nRequests through the LoadBalancer: {} sent, {} failed{}{}.\n",
         r.total,
         r.failed,
+        r.failure_kinds(),
         r.last_failure_seconds.map(|s| format!(", the last {s:.1} s after the fault")).unwrap_or_default()
     );
+    if report.alerter_leader_node.as_deref() == Some(report.node.as_str()) {
+        let _ = writeln!(
+            out,
+            "The alerter's leader ran on the broken node: its standby took the Lease over (the notices wait for that)."
+        );
+    }
+    if let Some(seconds) = report.detection_seconds {
+        let _ = writeln!(out, "From NotReady seen by the drill to `node-down` delivered: {seconds:.2} s.");
+    }
     if let Some(announcer) = &report.announcing_node {
         let _ = writeln!(
             out,
@@ -183,10 +193,13 @@ mod tests {
             requests: Requests {
                 total: 100,
                 failed: 3,
+                failures: [(crate::drill::load::Outcome::NoConnection, 3)].into(),
                 last_failure_seconds: Some(4.5),
                 per_second: vec![(10, 0), (7, 3)],
             },
+            detection_seconds: Some(0.25),
             announcing_node: Some("vigil-worker".into()),
+            alerter_leader_node: Some("vigil-worker".into()),
             report: None,
         }
     }
@@ -204,8 +217,10 @@ mod tests {
     fn the_markdown_says_what_failed_and_who_announced() {
         let text = markdown(&report());
         assert!(text.contains("| 11.0 | NotReady | d |"));
-        assert!(text.contains("100 sent, 3 failed, the last 4.5 s after the fault"));
+        assert!(text.contains("100 sent, 3 failed (3 no-connection), the last 4.5 s after the fault"));
         assert!(text.contains("the node that was broken"));
+        assert!(text.contains("`node-down` delivered: 0.25 s"));
+        assert!(text.contains("standby took the Lease over"));
         let dir = tempfile::tempdir().unwrap();
         let written = write(report(), dir.path()).unwrap();
         let folder = std::path::PathBuf::from(written.report.unwrap());

@@ -14,7 +14,7 @@ use k8s_openapi::api::{
 };
 use kube::Api;
 
-use super::{Context, Error, Outcome, Result, Step, images, init};
+use super::{Context, Error, Outcome, Result, Step, images, init, ready};
 use crate::{
     addons::{Addon, Check, Input, Rollout},
     conditions, poll,
@@ -42,8 +42,11 @@ impl Step for Install {
 
     fn needs(&self) -> Vec<String> {
         let mut needs = vec![init::NAME.to_owned()];
+        // The deployables built here run replicas meant to be spread (web's
+        // three, the alerter's two): applied before every node is Ready,
+        // they all land on the first worker that is.
         if !self.0.crates.is_empty() {
-            needs.push(images::NAME.into());
+            needs.extend([images::NAME.to_owned(), ready::NAME.to_owned()]);
         }
         needs
     }

@@ -298,13 +298,23 @@ impl NodeProvider for DockerProvider {
         for c in self.cluster_containers(cluster).await? {
             let id = c.id.unwrap_or_default();
             let name = c.names.unwrap_or_default().first().cloned().unwrap_or(id.clone());
-            self.docker
-                .remove_container(
+            let remove = || {
+                self.docker.remove_container(
                     &id,
                     Some(RemoveContainerOptionsBuilder::default().force(true).v(true).build()),
                 )
-                .await
-                .map_err(backend(format!("remove container {name}")))?;
+            };
+            if let Err(first) = remove().await {
+                // A node killed while its runc was updating a pod's cgroup
+                // leaves that cgroup FROZEN (cgroup v1); its processes then
+                // ignore SIGKILL and Docker cannot remove the node. Thawing
+                // lets the kill finish.
+                if thaw_frozen_cgroups(&id) == 0 {
+                    return Err(backend(format!("remove container {name}"))(first));
+                }
+                tracing::info!(node = %name, "thawed frozen cgroups under the node; removing it again");
+                remove().await.map_err(backend(format!("remove container {name}")))?;
+            }
             removed.machines.push(name.trim_start_matches('/').to_owned());
         }
         let filters = HashMap::from([("label".to_owned(), vec![format!("{CLUSTER_LABEL}={cluster}")])]);
@@ -332,6 +342,33 @@ impl NodeProvider for DockerProvider {
         }
         Ok(removed)
     }
+}
+
+/// Thaws every frozen cgroup v1 freezer under a Docker container (cgroupfs
+/// or systemd driver layout) and returns how many it thawed; 0 when there is
+/// no freezer hierarchy here (cgroup v2, remote Docker host).
+fn thaw_frozen_cgroups(container_id: &str) -> usize {
+    let roots = [
+        format!("/sys/fs/cgroup/freezer/docker/{container_id}"),
+        format!("/sys/fs/cgroup/freezer/system.slice/docker-{container_id}.scope"),
+    ];
+    let mut thawed = 0;
+    let mut pending: Vec<std::path::PathBuf> = roots.iter().map(Into::into).collect();
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+        let state = dir.join("freezer.state");
+        if std::fs::read_to_string(&state).is_ok_and(|s| s.trim() != "THAWED")
+            && std::fs::write(&state, "THAWED").is_ok()
+        {
+            thawed += 1;
+        }
+    }
+    thawed
 }
 
 #[cfg(test)]

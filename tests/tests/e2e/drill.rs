@@ -1,0 +1,148 @@
+//! `vigil drill` on the shared cluster (issue 10), with the alerter's
+//! notices going to the test's own receiver and through the real
+//! Alertmanager to its receiver:
+//! - a killed worker that does not hold Prometheus's volume: its `web` pods
+//!   come back 3/3 on the survivors and `rescheduled` is delivered, while
+//!   the receiver refuses the first notices (500) and then recovers: every
+//!   notice arrives, signed, once per idempotency key;
+//! - the worker holding Prometheus's `local-path` volume: `not-rescheduled`,
+//!   naming the volume as the reason, while `web` is rescheduled.
+
+use std::time::Duration;
+
+use alerter::{crd::NodeIncident, model::Verdict};
+use anyhow::{Context as _, Result, ensure};
+use kube::Api;
+use vigil::{
+    addons::{node_exporter::NAMESPACE, prometheus},
+    drill::{self, DrillFault, Report},
+    poll::until_some,
+    progress::Progress,
+};
+use vigil_e2e::{Cluster, node_running, respread_web, web_pods_by_node};
+
+use crate::alerting::{alertmanager_states, delivered_once, notices, receivers, webhook_key};
+
+/// Long enough for the tuned timings' verdicts (under a minute) with room
+/// for a slow machine.
+const DRILL_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The node running Prometheus (and so holding its `local-path` volume).
+async fn prometheus_node(c: &Cluster) -> Result<String> {
+    node_running(&c.client, NAMESPACE, prometheus::NAME).await
+}
+
+/// Spreads `web` again until `wanted` picks a worker (some placements leave
+/// the wanted one without a `web` pod, and the drill breaks only nodes
+/// holding one).
+async fn victim(c: &Cluster, wanted: impl Fn(&str) -> bool) -> Result<String> {
+    let workers: Vec<String> = (0..c.spec.workers).map(|i| c.spec.worker_name(i)).collect();
+    let mut placed = Default::default();
+    for _ in 0..3 {
+        respread_web(&c.client).await?;
+        placed = web_pods_by_node(&c.client).await?;
+        if let Some(node) = workers.iter().find(|w| wanted(w) && placed.contains_key(*w)) {
+            return Ok(node.clone());
+        }
+    }
+    anyhow::bail!("no worker fit for this drill holds a web pod after three restarts of web: {placed:?}")
+}
+
+async fn run_drill(c: &Cluster, node: &str) -> Result<Report> {
+    let dir = tempfile::tempdir()?;
+    let options = drill::Options {
+        fault: DrillFault::Kill,
+        node: Some(node.to_owned()),
+        rate: 20,
+        timeout: DRILL_TIMEOUT,
+        report_dir: dir.path().to_owned(),
+    };
+    let report = drill::run(
+        c.provider.clone(),
+        &c.spec,
+        c.client.clone(),
+        c.web_url()?.to_owned(),
+        options,
+        &Progress::default(),
+    )
+    .await?;
+    eprintln!("{}", drill::summary(&report));
+    ensure!(
+        report.milestone(drill::RESOLVED).is_some(),
+        "{node} was restored but no resolved notice was delivered: {report:?}"
+    );
+    Ok(report)
+}
+
+pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &Cluster) -> Result<()> {
+    let (alerter, alertmanager) = receivers().await?;
+    let key = webhook_key(c).await?;
+    let keep = prometheus_node(c).await?;
+    let node = victim(c, |w| w != keep).await?;
+    // The receiver refuses the first three requests, then recovers.
+    let already = alerter.received().len();
+    alerter.script.lock().expect("not poisoned").extend([500, 500, 500]);
+
+    let report = run_drill(c, &node).await?;
+    ensure!(report.verdict.as_deref() == Some("rescheduled"), "the verdict is not rescheduled: {report:?}");
+    ensure!(report.milestone(drill::ALL_READY).is_some(), "3/3 web pods never Ready elsewhere: {report:?}");
+    let placed = web_pods_by_node(&c.client).await?;
+    ensure!(
+        placed.values().sum::<usize>() == 3 && !placed.contains_key(&node),
+        "web is not 3/3 Ready on the survivors: {placed:?}"
+    );
+
+    let seen = notices(&alerter.received()[already..], &node, &key)?;
+    let refused = seen.iter().filter(|s| !s.accepted).count();
+    ensure!(refused == 3, "the receiver refused {refused} notices about {node}, not 3");
+    let kinds = delivered_once(&seen)?;
+    for kind in ["node-down", "rescheduled", "resolved"] {
+        ensure!(kinds.iter().any(|k| k == kind), "no {kind} delivered about {node}: {kinds:?}");
+    }
+
+    // Through Alertmanager too (it may have run on the killed node itself,
+    // so its notification waits for its replacement).
+    until_some("Alertmanager's VigilNodeDown for the killed worker", Duration::from_secs(120), || async {
+        let states = alertmanager_states(alertmanager, &node);
+        Ok::<_, anyhow::Error>(states.iter().any(|s| s == "firing").then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn the_node_holding_prometheus_is_not_rescheduled_and_says_why(c: &Cluster) -> Result<()> {
+    let (alerter, _) = receivers().await?;
+    let key = webhook_key(c).await?;
+    let holder = prometheus_node(c).await?;
+    let node = victim(c, |w| w == holder).await?;
+    let already = alerter.received().len();
+
+    let report = run_drill(c, &node).await?;
+    ensure!(
+        report.verdict.as_deref() == Some("not-rescheduled"),
+        "the verdict is not not-rescheduled: {report:?}"
+    );
+    let name = report.incident.clone().context("the drill saw no NodeIncident")?;
+    let incident = Api::<NodeIncident>::all(c.client.clone()).get(&name).await?;
+    let owners = incident.status.and_then(|s| s.incident).context("the NodeIncident has no status")?.owners;
+    let verdict_of = |owner: &str| owners.iter().find(|o| o.owner.name == owner);
+    let prometheus = verdict_of(prometheus::NAME).context("Prometheus is not among the owners")?;
+    ensure!(
+        prometheus.verdict == Verdict::NotRescheduled
+            && prometheus.reason.as_deref().is_some_and(|r| r.contains("volume")),
+        "Prometheus's verdict does not name its volume: {prometheus:?}"
+    );
+    let web = verdict_of(vigil::addons::web::NAME).context("web is not among the owners")?;
+    ensure!(web.verdict == Verdict::Rescheduled, "web was not rescheduled: {web:?}");
+
+    let seen = notices(&alerter.received()[already..], &node, &key)?;
+    let kinds = delivered_once(&seen)?;
+    ensure!(
+        kinds.iter().any(|k| k == "not-rescheduled"),
+        "no not-rescheduled delivered about {node}: {kinds:?}"
+    );
+    // The restored node has the volume again: Prometheus comes back there.
+    let back = prometheus_node(c).await?;
+    ensure!(back == node, "Prometheus came back on {back}, not on {node}, where its volume is");
+    Ok(())
+}
