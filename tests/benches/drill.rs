@@ -336,7 +336,7 @@ async fn variant(
         let drilled = one_drill(&spec, &client, &web_url, receiver, progress).await?;
         let r = &drilled.report;
         println!(
-            "{} drill {run}: kill {}{} -> {}; {}; requests {} failed of {} ({}), the last {}; NotReady seen to node-down delivered {}; webhook: {} notices, {} delivered twice",
+            "{} drill {run}: kill {}{} -> {}; {}; requests {} failed of {}{}, the last {}; NotReady seen to node-down delivered {}; webhook: {} notices, {} delivered twice",
             name(failover),
             r.node,
             if r.announcing_node.as_deref() == Some(&r.node) { " (MetalLB's announcer)" } else { "" },

@@ -69,7 +69,7 @@ pub fn files(repository: &str) -> Vec<(String, String)> {
     let spec = ClusterSpec { image_repository: repository.into(), ..ClusterSpec::default() };
     let images: BTreeMap<&'static str, String> =
         crate::addons::crates().into_iter().map(|c| (c, workload::version_tag(repository, c))).collect();
-    let input = Input { spec: &spec, images: &images };
+    let input = Input { spec: &spec, images: &images, api_server: None };
     let mut dirs: Vec<&'static str> = vec![];
     let mut generated: BTreeMap<&'static str, Vec<Object>> = BTreeMap::new();
     // A namespace add-ons share is written once (kustomize refuses an object twice).

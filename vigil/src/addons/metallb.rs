@@ -4,6 +4,9 @@
 //! address pool on the node network so LoadBalancer addresses are reachable
 //! from the host.
 
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::EnvVar};
 use kube::api::{DynamicObject, ObjectMeta};
 use serde::Serialize;
 
@@ -25,6 +28,8 @@ pub const NATIVE_MANIFEST: &str = include_str!("../../../manifests/metallb/metal
 pub const UPSTREAM_IMAGES: [(&str, &str); 2] =
     [("quay.io/metallb/controller", "metallb-controller"), ("quay.io/metallb/speaker", "metallb-speaker")];
 const POOL: &str = "vigil-node-network";
+/// Upstream's speaker DaemonSet and its container.
+const SPEAKER: &str = "speaker";
 const MANIFEST_NAME: &str = "metallb-native.yaml";
 
 pub const ADDON: Addon = Addon {
@@ -35,7 +40,11 @@ pub const ADDON: Addon = Addon {
     namespace: None,
     secrets: None,
     objects: |input| {
-        Ok(native_objects(&input.spec.image_repository)?.into_iter().map(Object::Dynamic).collect())
+        let mut objects = native_objects(&input.spec.image_repository)?;
+        if let Some(api_server) = input.api_server {
+            speaker_talks_to(&mut objects, api_server)?;
+        }
+        Ok(objects.into_iter().map(Object::Dynamic).collect())
     },
     // The controller's admission webhook validates pools: it must answer first.
     after_rollout: Some(|spec| pool_objects(spec).into_iter().map(Object::Dynamic).collect()),
@@ -88,6 +97,44 @@ pub fn native_objects(repository: &str) -> Result<Vec<DynamicObject>, upstream::
         .map(|(upstream, component)| ImageMapping { upstream, built: image(repository, component) })
         .collect();
     upstream::parse(MANIFEST_NAME, NATIVE_MANIFEST, &images)
+}
+
+/// Points the speakers' in-cluster configuration at the API server itself
+/// (as flannel's is). A speaker on a restarted node starts before kube-proxy
+/// has set up the `kubernetes` Service: its request to the Service address
+/// then leaves the cluster, fails, and the speaker exits; its restarts back
+/// off to minutes, during which that node cannot take over an address.
+fn speaker_talks_to(
+    objects: &mut [DynamicObject],
+    api_server: (Ipv4Addr, u16),
+) -> Result<(), upstream::Error> {
+    let error = |message: String| upstream::Error { manifest: MANIFEST_NAME, message };
+    let speaker = objects
+        .iter_mut()
+        .find(|o| {
+            o.types.as_ref().is_some_and(|t| t.kind == "DaemonSet")
+                && o.metadata.name.as_deref() == Some(SPEAKER)
+        })
+        .ok_or_else(|| error(format!("no DaemonSet {SPEAKER}")))?;
+    let mut daemon_set: DaemonSet =
+        serde_json::from_value(serde_json::to_value(&*speaker).map_err(|e| error(e.to_string()))?)
+            .map_err(|e| error(e.to_string()))?;
+    let containers =
+        daemon_set.spec.as_mut().and_then(|s| s.template.spec.as_mut()).map(|s| &mut s.containers);
+    let container = containers
+        .and_then(|c| c.iter_mut().find(|c| c.name == SPEAKER))
+        .ok_or_else(|| error(format!("the DaemonSet {SPEAKER} has no container {SPEAKER}")))?;
+    let env = container.env.get_or_insert_with(Vec::new);
+    env.retain(|e| e.name != "KUBERNETES_SERVICE_HOST" && e.name != "KUBERNETES_SERVICE_PORT");
+    for (name, value) in [
+        ("KUBERNETES_SERVICE_HOST", api_server.0.to_string()),
+        ("KUBERNETES_SERVICE_PORT", api_server.1.to_string()),
+    ] {
+        env.push(EnvVar { name: name.into(), value: Some(value), ..Default::default() });
+    }
+    *speaker = serde_json::from_value(serde_json::to_value(&daemon_set).map_err(|e| error(e.to_string()))?)
+        .map_err(|e| error(e.to_string()))?;
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -149,6 +196,24 @@ pub fn pool_objects(spec: &ClusterSpec) -> Vec<DynamicObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speakers_reach_the_api_server_without_the_service() {
+        let upstream = native_objects("vigil.local").unwrap();
+        let mut objects = upstream.clone();
+        speaker_talks_to(&mut objects, ("172.29.0.2".parse().unwrap(), 6443)).unwrap();
+        let changed: Vec<_> = objects.iter().zip(&upstream).filter(|(a, b)| a != b).map(|(a, _)| a).collect();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].metadata.name.as_deref(), Some(SPEAKER));
+        let daemon_set: DaemonSet =
+            serde_json::from_value(serde_json::to_value(changed[0]).unwrap()).unwrap();
+        let env = daemon_set.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+        let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+        assert_eq!(value("KUBERNETES_SERVICE_HOST").as_deref(), Some("172.29.0.2"));
+        assert_eq!(value("KUBERNETES_SERVICE_PORT").as_deref(), Some("6443"));
+        assert!(value("METALLB_NODE_NAME").is_none(), "upstream's field references stay as they are");
+        assert!(env.iter().any(|e| e.name == "METALLB_NODE_NAME"));
+    }
 
     #[test]
     fn upstream_manifest_parses_and_only_images_change() {

@@ -25,6 +25,10 @@ pub struct Input<'a> {
     /// The image of each workspace crate: content-keyed tags for `up`,
     /// version tags for the committed manifests.
     pub images: &'a BTreeMap<&'static str, String>,
+    /// Where the control plane's API server listens, for host-network pods
+    /// that must reach it before kube-proxy serves the `kubernetes`
+    /// Service; none for the committed manifests (any cluster).
+    pub api_server: Option<(std::net::Ipv4Addr, u16)>,
 }
 
 impl Input<'_> {

@@ -73,8 +73,10 @@ pub async fn run(url: String, rate: u32, limit: usize, mut stop: watch::Receiver
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
+        // The whole request may take longer than the connection, so that an
+        // unanswered SYN counts as no connection and not as a slow answer.
         .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
         .build()
         .expect("a plain client builds");
     let started = Instant::now();

@@ -21,6 +21,7 @@ use alerter::crd::{DeliveryState, NodeIncident};
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
+        apps::v1::DaemonSet,
         coordination::v1::Lease,
         core::v1::{Event, Node, Pod},
     },
@@ -37,7 +38,8 @@ use serde::Serialize;
 use crate::{
     addons::{alerter as alerter_addon, web},
     cluster::ClusterSpec,
-    conditions::pod_ready,
+    conditions::{daemon_set_rolled_out, node_ready, pod_ready},
+    poll::until,
     progress::Progress,
     provider::{self, Fault, NodeProvider, Power},
 };
@@ -59,6 +61,11 @@ pub enum Error {
     NoVictim,
     #[error("node {0} holds no Ready web pod: pick one that does (`kubectl get pods -l app=web -o wide`)")]
     NotAVictim(String),
+    /// A drill on a cluster still recovering measures the recovery, not the failover.
+    #[error(
+        "the cluster has not settled since the last fault: {0} (wait, or look at `kubectl get nodes,daemonsets -A`)"
+    )]
+    NotSettled(String),
     #[error("writing the report in {}", dir.display())]
     Report {
         dir: PathBuf,
@@ -220,6 +227,47 @@ async fn alerter_leader_node(client: &Client) -> Option<String> {
 }
 
 /// Breaks the node, watches, restores it, writes the report.
+/// Waits (two minutes at most) until every node is Ready and every
+/// DaemonSet has a Ready pod on each of its nodes. A node restored by the
+/// last drill is Ready before its MetalLB speaker is: breaking the other
+/// worker then would leave no node to take the address over.
+async fn settled(client: &Client, progress: &Progress) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let daemon_sets: Api<DaemonSet> = Api::all(client.clone());
+    let line = progress.line("waiting until every node and DaemonSet is Ready");
+    let waited =
+        until("every node and DaemonSet Ready", Duration::from_secs(120), Duration::from_secs(1), || async {
+            let mut waiting: Vec<String> = vec![];
+            for node in nodes.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items {
+                if !node_ready(&node) {
+                    waiting.push(format!("node {} not Ready", node.metadata.name.unwrap_or_default()));
+                }
+            }
+            for daemon_set in daemon_sets.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items
+            {
+                let scheduled = daemon_set.status.as_ref().is_some_and(|s| s.desired_number_scheduled > 0);
+                if let Err(why) = daemon_set_rolled_out(Some(&daemon_set))
+                    .or_else(|e| if scheduled { Err(e) } else { Ok(()) })
+                {
+                    let namespace = daemon_set.metadata.namespace.unwrap_or_default();
+                    waiting.push(format!("{why} (in {namespace})"));
+                }
+            }
+            if waiting.is_empty() { Ok(()) } else { Err(waiting.join("; ")) }
+        })
+        .await;
+    match waited {
+        Ok(()) => {
+            line.done();
+            Ok(())
+        }
+        Err(timeout) => {
+            line.failed();
+            Err(Error::NotSettled(timeout.last))
+        }
+    }
+}
+
 pub async fn run(
     provider: Arc<dyn NodeProvider>,
     spec: &ClusterSpec,
@@ -228,6 +276,7 @@ pub async fn run(
     options: Options,
     progress: &Progress,
 ) -> Result<Report, Error> {
+    settled(&client, progress).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), web::NAMESPACE);
     let selector = ListParams::default().labels(&format!("app={}", web::NAME));
     let before = pods.list(&selector).await.map_err(kube_err("list the web pods"))?.items;

@@ -17,7 +17,7 @@ use kube::Api;
 use super::{Context, Error, Outcome, Result, Step, images, init, ready};
 use crate::{
     addons::{Addon, Check, Input, Rollout},
-    conditions, poll,
+    conditions, kubeadm, poll,
     progress::Line,
 };
 
@@ -57,7 +57,11 @@ impl Step for Install {
 
     async fn run(&self, ctx: &Context, _: &Line) -> Result<Outcome> {
         let deployables = ctx.deployables.as_ref().ok_or(Error::OutOfOrder("the deployables' images"))?;
-        let input = Input { spec: &ctx.spec, images: &deployables.images.refs };
+        let input = Input {
+            spec: &ctx.spec,
+            images: &deployables.images.refs,
+            api_server: Some((ctx.control_plane().ip, kubeadm::API_SERVER_PORT)),
+        };
         let applier = ctx.applier()?;
         let namespace: Vec<_> = self.0.namespace.iter().map(|namespace| namespace()).collect();
         applier.apply(&namespace).await?;

@@ -88,8 +88,21 @@ pub fn populate_body(node: &str, image: &str, state: &str, volumes_dir: &str) ->
     }
 }
 
+/// How long a SYN nobody answered keeps its conntrack entry in a node
+/// (the kernel's default is 120 s). kube-proxy removes stale entries for UDP
+/// only (kubernetes/kubernetes#101607): a SYN sent to an endpoint on a dead
+/// node leaves one behind, and any later connection that happens to reuse
+/// that client's source port follows it to the dead pod, long after the
+/// endpoint is gone. A few seconds still spans a SYN's first retransmissions.
+pub const SYN_SENT_TIMEOUT_SECONDS: u32 = 3;
+
 pub fn create_body(spec: &ClusterSpec, node: &NodeSpec, image: &str) -> ContainerCreateBody {
     let host_config = HostConfig {
+        // Per network namespace: the host's own value is left alone.
+        sysctls: Some(HashMap::from([(
+            "net.netfilter.nf_conntrack_tcp_timeout_syn_sent".into(),
+            SYN_SENT_TIMEOUT_SECONDS.to_string(),
+        )])),
         mounts: Some(vec![Mount {
             target: Some("/var".into()),
             source: Some(volume_name(&node.name)),
@@ -144,6 +157,7 @@ mod tests {
         assert_eq!(host.cap_drop.unwrap(), ["SYS_RESOURCE"]);
         assert_eq!(host.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::PRIVATE));
         assert_eq!(host.mounts.unwrap()[0].source.as_deref(), Some("vigil-worker-var"));
+        assert_eq!(host.sysctls.unwrap()["net.netfilter.nf_conntrack_tcp_timeout_syn_sent"], "3");
         let labels = body.labels.unwrap();
         assert_eq!(labels[ROLE_LABEL], "worker");
         assert_eq!(labels[CLUSTER_LABEL], "vigil");
