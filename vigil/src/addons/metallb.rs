@@ -1,8 +1,10 @@
 //! MetalLB in L2 mode: upstream's own `metallb-native.yaml` for v0.15.2
 //! (vendored unmodified in `manifests/metallb/`), parsed into objects with
-//! only the two image references changed to the images built here, plus an
+//! the two image references changed to the images built here, plus an
 //! address pool on the node network so LoadBalancer addresses are reachable
-//! from the host.
+//! from the host. `vigil up` also points the speakers at the API server's
+//! own address ([`speaker_talks_to`]); the committed manifests, for any
+//! cluster, leave upstream's Service address.
 
 use std::net::Ipv4Addr;
 
