@@ -35,7 +35,7 @@ use crate::{
     delivery::{Outbox, Record},
     metrics::{KindLabels, Metrics},
     model::{Notice, NoticeKind},
-    tracker::{Change, Phase, Settings, Tracker, View},
+    tracker::{Change, Settings, Tracker, View},
 };
 
 /// The field manager of the alerter's writes.
@@ -198,7 +198,8 @@ impl Leader {
         for item in list.items {
             let name = item.metadata.name.clone().unwrap_or_default();
             let status = item.status.unwrap_or_default();
-            if let Some(incident) = status.incident.clone().filter(|i| i.phase != Phase::Resolved) {
+            // Tracker::new leaves the resolved ones out.
+            if let Some(incident) = status.incident.clone() {
                 open.push(incident);
             }
             for notice in &status.notices {

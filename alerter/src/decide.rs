@@ -178,7 +178,13 @@ pub fn verdict(
     dead_node: &str,
     past_deadline: bool,
 ) -> OwnerVerdict {
-    let mine: Vec<&Pod> = pods.iter().copied().filter(|p| owner_of(p) == *owner).collect();
+    // The namespace first: owner_of allocates, and this runs on every wake.
+    let mine: Vec<&Pod> = pods
+        .iter()
+        .copied()
+        .filter(|p| p.metadata.namespace.as_deref().unwrap_or_default() == owner.namespace)
+        .filter(|p| owner_of(p) == *owner)
+        .collect();
     let ready_elsewhere: Vec<&Pod> =
         mine.iter().copied().filter(|p| node_of(p).is_some_and(|n| n != dead_node) && pod_ready(p)).collect();
     let placements = ready_elsewhere

@@ -167,7 +167,7 @@ impl Tracker {
             self.seen_ready.insert(name.to_owned());
         }
         let stale = lease.and_then(|l| decide::lease_stale(l, now, self.settings.suspect_after_renewals));
-        let down = deleted || readiness == Readiness::Unknown || readiness == Readiness::NotReady;
+        let down = deleted || readiness != Readiness::Ready;
         // A node never seen Ready is joining, unless the node controller
         // itself says it stopped hearing from it.
         let counts = self.seen_ready.contains(name) || (!deleted && readiness == Readiness::Unknown);
@@ -186,14 +186,9 @@ impl Tracker {
             }
             return None;
         };
-        if deleted && incident.down_reason.as_deref() == Some("Deleted") && incident.phase != Phase::Suspect {
-            // Gone for good: keep the verdict current until the deadline.
-            return self.judge(incident, now, view);
-        }
-        if !down && readiness == Readiness::Ready && (stale.is_none() || incident.phase != Phase::Suspect) {
+        if !down && (stale.is_none() || incident.phase != Phase::Suspect) {
             incident.phase = Phase::Resolved;
             incident.resolved_at = Some(rfc3339(now));
-            self.seen_ready.insert(name.to_owned());
             let notice = self.notice(&incident, NoticeKind::Resolved, now);
             incident.notices.push(NoticeKind::Resolved);
             return Some(Change { incident, notice: Some(notice) });
@@ -203,11 +198,13 @@ impl Tracker {
                 self.go_down(&mut incident, now, down_reason, since, view);
                 self.keep(incident, NoticeKind::NodeDown, now)
             }
-            Phase::Suspect => {
+            // Once rescheduled, later pod churn is not this incident's:
+            // it waits for the node to come back.
+            Phase::Suspect | Phase::Rescheduled => {
                 self.incidents.insert(name.to_owned(), incident);
                 None
             }
-            Phase::Down | Phase::NotRescheduled | Phase::Rescheduled => self.judge(incident, now, view),
+            Phase::Down | Phase::NotRescheduled => self.judge(incident, now, view),
             Phase::Resolved => None,
         }
     }
@@ -306,10 +303,6 @@ impl Tracker {
         match decided {
             Some(kind) => self.keep(incident, kind, now),
             None => {
-                // Once rescheduled, later pod churn is not this incident's.
-                if incident.phase == Phase::Rescheduled {
-                    incident.owners = before.owners.clone();
-                }
                 let changed = incident != before;
                 self.incidents.insert(incident.node.clone(), incident.clone());
                 changed.then_some(Change { incident, notice: None })
