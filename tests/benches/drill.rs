@@ -44,6 +44,7 @@ use kube::{
 use vigil::{
     addons::web,
     cluster::{Alerting, ClusterSpec, Failover},
+    conditions::ready_condition,
     drill::{self, DrillFault, Report},
     progress::Progress,
 };
@@ -242,8 +243,7 @@ async fn busy(client: &Client, web_url: &str, minutes: u64) -> Result<Busy> {
             () = tokio::time::sleep_until(deadline) => break,
             _ = sample.tick() => load_average_max = load_average_max.max(load_average()),
             Some(Ok(node)) = events.next() => {
-                let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
-                if let Some(c) = ready.filter(|c| c.status != "True")
+                if let Some(c) = ready_condition(&node).filter(|c| c.status != "True")
                     && let Some(t) = c.last_transition_time.as_ref().map(|t| t.0).filter(|t| *t >= started)
                 {
                     let entry = (node.metadata.name.clone().unwrap_or_default(), c.status.clone(), t.to_string());

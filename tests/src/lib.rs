@@ -24,7 +24,7 @@ use vigil::{
     app::Options,
     build::ImageNames,
     cluster::ClusterSpec,
-    conditions::{deployment_rolled_out, node_ready, pod_ready},
+    conditions::{deployment_rolled_out, node_ready, pod_ready, ready_pods_by_node},
     poll::{until, until_some},
     progress::Progress,
     provider::{NodeProvider, NodeSpec},
@@ -211,13 +211,7 @@ impl Received {
 pub async fn web_pods_by_node(client: &Client) -> Result<BTreeMap<String, usize>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), web::NAMESPACE);
     let list = pods.list(&ListParams::default().labels(&format!("app={}", web::NAME))).await?;
-    let mut by_node = BTreeMap::new();
-    for pod in list.items.iter().filter(|p| pod_ready(p)) {
-        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            *by_node.entry(node).or_default() += 1;
-        }
-    }
-    Ok(by_node)
+    Ok(ready_pods_by_node(&list.items))
 }
 
 /// The node running the Ready pod labelled `app.kubernetes.io/name=<name>`

@@ -2,9 +2,11 @@
 //! Ready condition of nodes and pods, a rollout that is complete, a claim
 //! that is bound, a Service with a LoadBalancer address.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
-    core::v1::{Node, PersistentVolumeClaim, Pod, Service},
+    core::v1::{Node, NodeCondition, PersistentVolumeClaim, Pod, Service},
 };
 
 /// Whether a condition list holds `type_` with status True.
@@ -20,8 +22,23 @@ pub fn node_ready(node: &Node) -> bool {
 
 /// The node's Ready condition: Some(true/false), None when it has none yet.
 pub fn node_ready_condition(node: &Node) -> Option<bool> {
-    let conditions = node.status.as_ref()?.conditions.as_ref()?;
-    conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status == "True")
+    ready_condition(node).map(|c| c.status == "True")
+}
+
+/// The node's Ready condition itself (status, reason, transition time).
+pub fn ready_condition(node: &Node) -> Option<&NodeCondition> {
+    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
+}
+
+/// How many Ready pods each node runs, by node name.
+pub fn ready_pods_by_node(pods: &[Pod]) -> BTreeMap<String, usize> {
+    let mut by_node = BTreeMap::new();
+    for pod in pods.iter().filter(|p| pod_ready(p)) {
+        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            *by_node.entry(node).or_default() += 1;
+        }
+    }
+    by_node
 }
 
 /// The pod's Ready condition is True (so it is running and passes its

@@ -26,7 +26,7 @@ use k8s_openapi::{
 use kube::api::ObjectMeta;
 use serde_json::json;
 
-use super::{Object, cluster_identity, core_rule, field_env};
+use super::{Object, api_server_env, cluster_identity, core_rule, field_env};
 use crate::cluster::ClusterSpec;
 
 pub const NAMESPACE: &str = "kube-flannel";
@@ -147,28 +147,21 @@ pub fn objects(spec: &ClusterSpec, image: &str, api_server: (Ipv4Addr, u16)) -> 
             }),
             ..Default::default()
         }),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            EnvVar { name: "EVENT_QUEUE_DEPTH".into(), value: Some("5000".into()), ..Default::default() },
-            EnvVar {
-                name: "CONT_WHEN_CACHE_NOT_READY".into(),
-                value: Some("false".into()),
-                ..Default::default()
-            },
-            // client-go's in-cluster configuration reads these; the kubelet's
-            // values would be the Service address.
-            EnvVar {
-                name: "KUBERNETES_SERVICE_HOST".into(),
-                value: Some(api_server.0.to_string()),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "KUBERNETES_SERVICE_PORT".into(),
-                value: Some(api_server.1.to_string()),
-                ..Default::default()
-            },
-        ]),
+        env: Some(
+            vec![
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+                EnvVar { name: "EVENT_QUEUE_DEPTH".into(), value: Some("5000".into()), ..Default::default() },
+                EnvVar {
+                    name: "CONT_WHEN_CACHE_NOT_READY".into(),
+                    value: Some("false".into()),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(api_server_env(api_server))
+            .collect(),
+        ),
         volume_mounts: Some(vec![
             mount("run", "/run/flannel"),
             mount("flannel-cfg", "/etc/kube-flannel/"),

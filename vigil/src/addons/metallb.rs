@@ -8,12 +8,12 @@
 
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::EnvVar};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::{DynamicObject, ObjectMeta};
 use serde::Serialize;
 
 use super::{
-    Addon, Manifests, ROLLOUT, Rollout,
+    Addon, Manifests, ROLLOUT, Rollout, api_server_env,
     upstream::{self, ImageMapping},
 };
 use crate::{
@@ -127,13 +127,9 @@ fn speaker_talks_to(
         .and_then(|c| c.iter_mut().find(|c| c.name == SPEAKER))
         .ok_or_else(|| error(format!("the DaemonSet {SPEAKER} has no container {SPEAKER}")))?;
     let env = container.env.get_or_insert_with(Vec::new);
-    env.retain(|e| e.name != "KUBERNETES_SERVICE_HOST" && e.name != "KUBERNETES_SERVICE_PORT");
-    for (name, value) in [
-        ("KUBERNETES_SERVICE_HOST", api_server.0.to_string()),
-        ("KUBERNETES_SERVICE_PORT", api_server.1.to_string()),
-    ] {
-        env.push(EnvVar { name: name.into(), value: Some(value), ..Default::default() });
-    }
+    let added = api_server_env(api_server);
+    env.retain(|e| added.iter().all(|a| a.name != e.name));
+    env.extend(added);
     *speaker = serde_json::from_value(serde_json::to_value(&daemon_set).map_err(|e| error(e.to_string()))?)
         .map_err(|e| error(e.to_string()))?;
     Ok(())

@@ -306,6 +306,19 @@ pub fn config_volume(
     (volume, mount)
 }
 
+/// client-go's in-cluster configuration, pointed at the API server itself
+/// rather than the `kubernetes` Service (which the kubelet would put there),
+/// for host-network pods that start before kube-proxy serves that Service.
+pub fn api_server_env(api_server: (std::net::Ipv4Addr, u16)) -> [k8s_openapi::api::core::v1::EnvVar; 2] {
+    use k8s_openapi::api::core::v1::EnvVar;
+    let var =
+        |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
+    [
+        var("KUBERNETES_SERVICE_HOST", api_server.0.to_string()),
+        var("KUBERNETES_SERVICE_PORT", api_server.1.to_string()),
+    ]
+}
+
 /// An environment variable from the pod's own fields (downward API).
 pub fn field_env(name: &str, path: &str) -> k8s_openapi::api::core::v1::EnvVar {
     use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};

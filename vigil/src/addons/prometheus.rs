@@ -10,10 +10,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
-            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaim,
-            PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-            VolumeResourceRequirements,
+            ConfigMap, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+            PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -22,8 +21,8 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Manifests, ROLLOUT, Rollout, cluster_identity, core_rule, http_get_probe,
-    local_path, locked_down, metallb,
+    Addon, Address, Check, Manifests, ROLLOUT, Rollout, cluster_identity, config_volume, core_rule,
+    http_get_probe, local_path, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
     non_root_pod, quantity,
 };
@@ -205,6 +204,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
         }),
         ..Default::default()
     };
+    let (config_volume, config_mount) = config_volume("config", "prometheus-config", CONFIG_DIR);
     let container = Container {
         name: NAME.into(),
         image: Some(image.into()),
@@ -224,12 +224,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
         readiness_probe: Some(http_probe("/-/ready")),
         liveness_probe: Some(http_probe("/-/healthy")),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
+            config_mount,
             VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
         ]),
         resources: Some(ResourceRequirements {
@@ -255,14 +250,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
                     termination_grace_period_seconds: Some(30),
                     containers: vec![container],
                     volumes: Some(vec![
-                        Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: "prometheus-config".into(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
+                        config_volume,
                         Volume {
                             name: "data".into(),
                             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

@@ -9,9 +9,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
-            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle,
-            LifecycleHandler, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServiceAccount,
-            ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+            ConfigMap, Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, Service, ServiceAccount, ServicePort, ServiceSpec,
+            SleepAction, TopologySpreadConstraint,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -22,8 +22,8 @@ use probe_server::config::{
 };
 
 use super::{
-    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, http_get_probe, locked_down, metallb,
-    non_root_pod, quantity, upstream,
+    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_volume, http_get_probe, locked_down,
+    metallb, non_root_pod, quantity, upstream,
 };
 use crate::apply::Object;
 
@@ -173,6 +173,8 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
         security_context: Some(locked_down()),
         ..Default::default()
     };
+    let (probe_config_volume, probe_config_mount) =
+        config_volume("probe-config", "web-probe-server", PROBE_CONFIG_DIR);
     let probe_server = Container {
         name: "probe-server".into(),
         image: Some(images.probe_server.clone()),
@@ -200,12 +202,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
             period_seconds: Some(5),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "probe-config".into(),
-            mount_path: PROBE_CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![probe_config_mount]),
         resources: Some(ResourceRequirements {
             requests: quantity(&[("cpu", "10m"), ("memory", "8Mi")]),
             limits: quantity(&[("memory", "32Mi")]),
@@ -252,14 +249,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
                     }]),
                     termination_grace_period_seconds: Some(15),
                     containers: vec![web, probe_server],
-                    volumes: Some(vec![Volume {
-                        name: "probe-config".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: "web-probe-server".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(vec![probe_config_volume]),
                     ..Default::default()
                 }),
             },

@@ -38,7 +38,7 @@ use serde::Serialize;
 use crate::{
     addons::{alerter as alerter_addon, web},
     cluster::ClusterSpec,
-    conditions::{daemon_set_rolled_out, node_ready, pod_ready},
+    conditions::{daemon_set_rolled_out, node_ready, pod_ready, ready_condition, ready_pods_by_node},
     poll::until,
     progress::Progress,
     provider::{self, Fault, NodeProvider, Power},
@@ -190,12 +190,7 @@ fn renewal_detail(seconds: f64) -> String {
 
 /// The worker holding the most Ready web pods (or `wanted`, if it holds any).
 fn victim(pods: &[Pod], wanted: Option<&str>) -> Result<String, Error> {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for pod in pods.iter().filter(|p| pod_ready(p)) {
-        if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            *counts.entry(node).or_default() += 1;
-        }
-    }
+    let counts = ready_pods_by_node(pods);
     match wanted {
         Some(node) if counts.contains_key(node) => Ok(node.to_owned()),
         Some(node) => Err(Error::NotAVictim(node.to_owned())),
@@ -349,8 +344,7 @@ pub async fn run(
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
             Some(Ok(n)) = node_events.next() => {
-                let ready = n.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
-                if let Some(c) = ready.filter(|c| c.status != "True")
+                if let Some(c) = ready_condition(&n).filter(|c| c.status != "True")
                     && let Some(t) = c.last_transition_time.as_ref().map(|t| t.0).filter(|t| *t >= fault_at)
                 {
                     not_ready_seen.get_or_insert_with(|| since(fault_at, Timestamp::now()));
@@ -435,11 +429,15 @@ pub async fn run(
     let line = progress.line(format!("restoring {node}, waiting for resolved"));
     provider::fault(provider.as_ref(), spec, &node, options.fault.restore()).await?;
     let resolve_deadline = tokio::time::Instant::now() + options.timeout;
-    while tokio::time::Instant::now() < resolve_deadline && !milestones.contains_key(RESOLVED) {
+    // Without an incident there is nothing that could be resolved.
+    while incident_name.is_some()
+        && tokio::time::Instant::now() < resolve_deadline
+        && !milestones.contains_key(RESOLVED)
+    {
         tokio::select! {
             () = tokio::time::sleep_until(resolve_deadline) => break,
             Some(Ok(i)) = incident_events.next() => {
-                if Some(&i.metadata.name) != Some(&incident_name) || incident_name.is_none() {
+                if i.metadata.name != incident_name {
                     continue;
                 }
                 let resolved = i.status.as_ref().into_iter().flat_map(|s| &s.deliveries).filter(|d| {
