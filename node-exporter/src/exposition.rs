@@ -1,6 +1,7 @@
-//! One scrape as OpenMetrics text, with cAdvisor's metric names and the
-//! labels dashboards query (`namespace`, `pod`, `container`, `node`), plus
-//! the exporter's own `vigil_node_exporter_*` metrics.
+//! One scrape as OpenMetrics text, with cAdvisor's metric names and labels
+//! (`namespace`, `pod`, `container`, `image`, `id`, `name`, plus `node`),
+//! plus the exporter's own `vigil_node_exporter_*` metrics. A pod's network
+//! counters are its sandbox's, once per interface, as cAdvisor reports them.
 
 use prometheus_client::{
     collector::Collector,
@@ -10,7 +11,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    sample::{ContainerUsage, InterfaceUsage},
+    sample::{ContainerId, ContainerUsage, DiskUsage, InterfaceUsage, Runtime},
     scrape::Scrape,
 };
 
@@ -19,19 +20,52 @@ struct ScrapeCollector(std::sync::Arc<Scrape>);
 
 type Labels = Vec<(&'static str, String)>;
 
-fn container_labels(node: &str, namespace: &str, pod: &str, container: &str) -> Labels {
+fn labels(node: &str, namespace: &str, pod: &str, container: &str, runtime: &Runtime) -> Labels {
     vec![
         ("namespace", namespace.into()),
         ("pod", pod.into()),
         ("container", container.into()),
         ("node", node.into()),
+        ("image", runtime.image.clone()),
+        ("id", runtime.id.clone()),
+        ("name", runtime.name.clone()),
     ]
 }
 
+fn container_labels(node: &str, id: &ContainerId) -> Labels {
+    labels(node, &id.namespace, &id.pod, &id.container, &id.runtime)
+}
+
 fn interface_labels(node: &str, i: &InterfaceUsage) -> Labels {
-    let mut labels = container_labels(node, &i.namespace, &i.pod, &i.container);
+    let mut labels = labels(node, &i.namespace, &i.pod, &i.container, &i.runtime);
     labels.push(("interface", i.interface.clone()));
     labels
+}
+
+fn disk_labels(node: &str, d: &DiskUsage) -> Labels {
+    let mut labels = container_labels(node, &d.container);
+    labels.push(("device", d.device.clone()));
+    labels
+}
+
+/// Each family of `families` that has a value, one series per item.
+fn encode_families<T>(
+    encoder: &mut DescriptorEncoder,
+    families: &[Family<T>],
+    items: &[&T],
+    labels: &dyn Fn(&T) -> Labels,
+) -> Result<(), std::fmt::Error> {
+    for family in families {
+        let present: Vec<_> = items.iter().filter_map(|i| (family.value)(i).map(|v| (i, v))).collect();
+        if present.is_empty() {
+            continue;
+        }
+        let mut descriptor = encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+        for (item, value) in present {
+            encode_value(family.kind, value, descriptor.encode_family(&labels(item))?)?;
+        }
+    }
+    Ok(())
 }
 
 struct Family<'a, T> {
@@ -50,58 +84,77 @@ impl Collector for ScrapeCollector {
         let interfaces: Vec<_> =
             scrape.outcomes.iter().filter_map(|o| o.samples.as_ref()).flat_map(|s| &s.interfaces).collect();
 
-        let container_families: [Family<ContainerUsage>; 6] = [
+        let disks: Vec<_> =
+            scrape.outcomes.iter().filter_map(|o| o.samples.as_ref()).flat_map(|s| &s.disks).collect();
+        let gauge = |v: Option<u64>| v.map(|v| v as f64);
+
+        let container_families: [Family<(ContainerId, ContainerUsage)>; 10] = [
             Family {
                 name: "container_cpu_usage_seconds",
                 help: "Cumulative CPU time consumed, in seconds",
                 kind: MetricType::Counter,
-                value: &|u| u.cpu_seconds,
+                value: &|(_, u)| u.cpu_seconds,
             },
             Family {
                 name: "container_memory_working_set_bytes",
                 help: "Current working set, in bytes",
                 kind: MetricType::Gauge,
-                value: &|u| u.memory_working_set_bytes.map(|v| v as f64),
+                value: &|(_, u)| gauge(u.memory_working_set_bytes),
             },
             Family {
                 name: "container_memory_usage_bytes",
                 help: "Current memory usage, including all memory regardless of when it was accessed",
                 kind: MetricType::Gauge,
-                value: &|u| u.memory_usage_bytes.map(|v| v as f64),
+                value: &|(_, u)| gauge(u.memory_usage_bytes),
             },
             Family {
                 name: "container_memory_rss",
                 help: "Size of RSS, in bytes",
                 kind: MetricType::Gauge,
-                value: &|u| u.memory_rss_bytes.map(|v| v as f64),
+                value: &|(_, u)| gauge(u.memory_rss_bytes),
+            },
+            Family {
+                name: "container_memory_cache",
+                help: "Number of bytes of page cache memory",
+                kind: MetricType::Gauge,
+                value: &|(_, u)| gauge(u.memory_cache_bytes),
+            },
+            Family {
+                name: "container_memory_swap",
+                help: "Container swap usage, in bytes",
+                kind: MetricType::Gauge,
+                value: &|(_, u)| gauge(u.memory_swap_bytes),
+            },
+            Family {
+                name: "container_cpu_cfs_periods",
+                help: "Number of elapsed enforcement period intervals",
+                kind: MetricType::Counter,
+                value: &|(_, u)| gauge(u.cpu_cfs_periods),
+            },
+            Family {
+                name: "container_cpu_cfs_throttled_periods",
+                help: "Number of throttled period intervals",
+                kind: MetricType::Counter,
+                value: &|(_, u)| gauge(u.cpu_cfs_throttled_periods),
             },
             Family {
                 name: "container_fs_usage_bytes",
                 help: "Bytes used by the container's writable layer",
                 kind: MetricType::Gauge,
-                value: &|u| u.fs_usage_bytes.map(|v| v as f64),
+                value: &|(_, u)| gauge(u.fs_usage_bytes),
             },
             Family {
                 name: "container_fs_limit_bytes",
                 help: "Bytes the container's filesystem can use",
                 kind: MetricType::Gauge,
-                value: &|u| u.fs_limit_bytes.map(|v| v as f64),
+                value: &|(_, u)| gauge(u.fs_limit_bytes),
             },
         ];
-        for family in &container_families {
-            let present: Vec<_> =
-                containers.iter().filter_map(|(id, usage)| (family.value)(usage).map(|v| (id, v))).collect();
-            if present.is_empty() {
-                continue;
-            }
-            let mut descriptor = encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
-            for (id, value) in present {
-                let labels = container_labels(node, &id.namespace, &id.pod, &id.container);
-                encode_value(family.kind, value, descriptor.encode_family(&labels)?)?;
-            }
-        }
+        encode_families(&mut encoder, &container_families, &containers, &|(id, _)| {
+            container_labels(node, id)
+        })?;
 
-        let interface_families: [Family<InterfaceUsage>; 4] = [
+        let interface_families: [Family<InterfaceUsage>; 8] = [
             Family {
                 name: "container_network_receive_bytes",
                 help: "Cumulative bytes received",
@@ -126,17 +179,60 @@ impl Collector for ScrapeCollector {
                 kind: MetricType::Counter,
                 value: &|i| Some(i.tx_errors as f64),
             },
+            Family {
+                name: "container_network_receive_packets",
+                help: "Cumulative packets received",
+                kind: MetricType::Counter,
+                value: &|i| gauge(i.rx_packets),
+            },
+            Family {
+                name: "container_network_transmit_packets",
+                help: "Cumulative packets transmitted",
+                kind: MetricType::Counter,
+                value: &|i| gauge(i.tx_packets),
+            },
+            Family {
+                name: "container_network_receive_packets_dropped",
+                help: "Cumulative packets dropped while receiving",
+                kind: MetricType::Counter,
+                value: &|i| gauge(i.rx_dropped),
+            },
+            Family {
+                name: "container_network_transmit_packets_dropped",
+                help: "Cumulative packets dropped while transmitting",
+                kind: MetricType::Counter,
+                value: &|i| gauge(i.tx_dropped),
+            },
         ];
-        if !interfaces.is_empty() {
-            for family in &interface_families {
-                let mut descriptor =
-                    encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
-                for i in &interfaces {
-                    let value = (family.value)(i).unwrap_or(0.0);
-                    encode_value(family.kind, value, descriptor.encode_family(&interface_labels(node, i))?)?;
-                }
-            }
-        }
+        encode_families(&mut encoder, &interface_families, &interfaces, &|i| interface_labels(node, i))?;
+
+        let disk_families: [Family<DiskUsage>; 4] = [
+            Family {
+                name: "container_fs_reads",
+                help: "Cumulative reads completed",
+                kind: MetricType::Counter,
+                value: &|d| gauge(d.reads),
+            },
+            Family {
+                name: "container_fs_writes",
+                help: "Cumulative writes completed",
+                kind: MetricType::Counter,
+                value: &|d| gauge(d.writes),
+            },
+            Family {
+                name: "container_fs_reads_bytes",
+                help: "Cumulative bytes read",
+                kind: MetricType::Counter,
+                value: &|d| gauge(d.read_bytes),
+            },
+            Family {
+                name: "container_fs_writes_bytes",
+                help: "Cumulative bytes written",
+                kind: MetricType::Counter,
+                value: &|d| gauge(d.write_bytes),
+            },
+        ];
+        encode_families(&mut encoder, &disk_families, &disks, &|d| disk_labels(node, d))?;
 
         let collector_label = |name: &'static str| vec![("collector", name.to_owned())];
         let mut success = encoder.encode_descriptor(

@@ -6,11 +6,12 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use node_exporter::{
     collector::{
+        cadvisor,
         docker::from_stats,
         kubelet::{Kubelet, parse_summary},
     },
     exposition,
-    sample::ContainerId,
+    sample::{ContainerId, Runtime},
     scrape::{Outcome, Scrape, Scraper, Source},
 };
 
@@ -23,7 +24,17 @@ fn read(name: &str) -> Vec<u8> {
 }
 
 fn id(namespace: &str, pod: &str, container: &str) -> ContainerId {
-    ContainerId { namespace: namespace.into(), pod: pod.into(), container: container.into() }
+    ContainerId {
+        namespace: namespace.into(),
+        pod: pod.into(),
+        container: container.into(),
+        runtime: Runtime::default(),
+    }
+}
+
+/// A runtime of a Docker container: named by Docker, no cgroup id known.
+fn docker_runtime(name: &str) -> Runtime {
+    Runtime { image: "vigil.local/node:v1.34.12".into(), id: String::new(), name: name.into() }
 }
 
 #[test]
@@ -58,8 +69,8 @@ fn docker_stats_of_a_plain_container_are_named_by_docker() {
     let listed: serde_json::Value =
         serde_json::from_slice(&read("docker-containers-vigil-worker.json")).unwrap();
     let labels: HashMap<String, String> = serde_json::from_value(listed[0]["Labels"].clone()).unwrap();
-    let (id_, usage, interfaces) = from_stats("vigil-worker", &labels, &stats);
-    assert_eq!(id_, id("", "", "vigil-worker"));
+    let (id_, usage, interfaces) = from_stats(docker_runtime("vigil-worker"), &labels, &stats);
+    assert_eq!(id_, ContainerId { runtime: docker_runtime("vigil-worker"), ..id("", "", "vigil-worker") });
     assert_eq!(usage.cpu_seconds, Some(20.303852369));
     // cgroup v1: working set = usage - total_inactive_file, as cAdvisor computes it.
     assert_eq!(usage.memory_usage_bytes, Some(230_535_168));
@@ -80,9 +91,85 @@ fn docker_containers_of_a_kubelet_are_named_by_their_pod() {
         ("io.kubernetes.pod.name".to_owned(), "web-1".to_owned()),
         ("io.kubernetes.container.name".to_owned(), "web".to_owned()),
     ]);
-    let (id_, _, interfaces) = from_stats("k8s_web_web-1_default_0", &labels, &stats);
-    assert_eq!(id_, id("default", "web-1", "web"));
+    let runtime = docker_runtime("k8s_web_web-1_default_0");
+    let (id_, _, interfaces) = from_stats(runtime.clone(), &labels, &stats);
+    assert_eq!(id_, ContainerId { runtime, ..id("default", "web-1", "web") });
     assert_eq!(interfaces[0].pod, "web-1");
+}
+
+/// The summary and `/metrics/cadvisor` captured together, merged.
+fn merged_capture() -> node_exporter::sample::Samples {
+    let mut samples = parse_summary(&read("kubelet-stats-summary-with-cadvisor.json")).unwrap();
+    let text = String::from_utf8(read("kubelet-metrics-cadvisor.txt")).unwrap();
+    cadvisor::merge(&mut samples, &text).unwrap();
+    samples
+}
+
+#[test]
+fn cadvisor_gives_each_container_its_runtime_labels_cache_and_swap() {
+    let samples = merged_capture();
+    assert_eq!(samples.containers.len(), 10);
+    let (web, usage) = samples
+        .containers
+        .iter()
+        .find(|(c, _)| c.pod == "web-5dc6d657d7-2n4t4" && c.container == "web")
+        .unwrap();
+    assert_eq!(web.runtime.image, "vigil.local/web:0.1.0");
+    assert_eq!(web.runtime.name, "cd7415f971a8e9e9cb0b9c28dc73c6774cc85925fb9a8b250d6de58f34b74425");
+    assert!(web.runtime.id.ends_with(&format!("cri-containerd-{}.scope", web.runtime.name)));
+    assert_eq!(usage.memory_cache_bytes, Some(12_288));
+    assert_eq!(usage.memory_swap_bytes, Some(0));
+    // No container here has a CPU limit, and cAdvisor reports CFS periods only under one.
+    assert!(samples.containers.iter().all(|(_, u)| u.cpu_cfs_periods.is_none()));
+    // Every container has an image: a dashboard's `image!=""` keeps them all.
+    assert!(samples.containers.iter().all(|(c, _)| !c.runtime.image.is_empty()), "{:?}", samples.containers);
+}
+
+#[test]
+fn cadvisor_gives_each_pod_interface_once_with_packets_from_its_sandbox() {
+    let samples = merged_capture();
+    let web: Vec<_> = samples.interfaces.iter().filter(|i| i.pod == "web-5dc6d657d7-2n4t4").collect();
+    assert_eq!(web.len(), 1, "one eth0 per pod, not per container: {web:?}");
+    assert_eq!(web[0].container, "");
+    assert_eq!(web[0].runtime.image, "vigil.local/pause:3.10.1");
+    assert_eq!(web[0].rx_packets, Some(1_600));
+    assert!(web[0].tx_packets.is_some() && web[0].rx_dropped.is_some() && web[0].tx_dropped.is_some());
+    // The capture's only block I/O series are the node's own (id "/"), which are not a pod's.
+    assert!(samples.disks.is_empty(), "{:?}", samples.disks);
+}
+
+#[test]
+fn exposition_of_a_merged_capture_carries_cadvisor_labels_and_families() {
+    let scrape = Scrape {
+        node: "vigil-worker".into(),
+        outcomes: vec![Outcome {
+            collector: "kubelet",
+            samples: Some(merged_capture()),
+            duration: Duration::from_millis(12),
+        }],
+        failures: Default::default(),
+    };
+    let text = exposition::render(Arc::new(scrape));
+    let web_cpu = text
+        .lines()
+        .find(|l| {
+            l.starts_with("container_cpu_usage_seconds_total{") && l.contains("2n4t4\",container=\"web\"")
+        })
+        .unwrap_or_else(|| panic!("no web CPU line in\n{text}"));
+    assert!(web_cpu.contains(r#"image="vigil.local/web:0.1.0""#), "{web_cpu}");
+    for family in [
+        "container_memory_cache{",
+        "container_memory_swap{",
+        "container_network_receive_packets_total{",
+        "container_network_transmit_packets_dropped_total{",
+    ] {
+        assert!(text.contains(family), "no {family} in\n{text}");
+    }
+    let web_rx: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("container_network_receive_bytes_total{") && l.contains("2n4t4"))
+        .collect();
+    assert_eq!(web_rx.len(), 1, "{web_rx:?}");
 }
 
 fn scrape_of_fixture() -> Scrape {
@@ -101,7 +188,7 @@ fn scrape_of_fixture() -> Scrape {
 #[test]
 fn exposition_uses_cadvisor_names_and_dashboard_labels() {
     let text = exposition::render(Arc::new(scrape_of_fixture()));
-    let line = r#"container_cpu_usage_seconds_total{namespace="default",pod="web-984db4dd5-cv5hr",container="web",node="vigil-worker"} 0.073572337"#;
+    let line = r#"container_cpu_usage_seconds_total{namespace="default",pod="web-984db4dd5-cv5hr",container="web",node="vigil-worker",image="",id="",name=""} 0.073572337"#;
     assert!(text.lines().any(|l| l == line), "{text}");
     for family in [
         "container_memory_working_set_bytes{",

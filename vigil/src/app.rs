@@ -54,6 +54,20 @@ pub async fn run(cli: Cli) -> Result<()> {
                 print_stdout(&text)?;
             }
         },
+        Command::Dashboards { write } => match write {
+            Some(dir) => {
+                for path in crate::monitoring::write(&dir)? {
+                    progress.info(format!("wrote {path}"));
+                }
+            }
+            None => {
+                let text: String = crate::monitoring::files(&Default::default())
+                    .into_iter()
+                    .map(|(path, text)| format!("# dashboards/{path}\n{text}\n"))
+                    .collect();
+                print_stdout(&text)?;
+            }
+        },
         Command::Images { name: wanted, build } => {
             let names = ImageNames { repository: build.image_repository.clone() };
             let images = names.all();

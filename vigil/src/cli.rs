@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 
 use crate::{
-    cluster::{self, Alerting, ClusterSpec, Failover, defaults},
+    cluster::{self, Alerting, ClusterSpec, Failover, ScrapeLabels, defaults},
     drill::DrillFault,
 };
 
@@ -69,6 +69,12 @@ pub enum Command {
         #[command(flatten)]
         build: BuildArgs,
     },
+    /// Print, or write, the Prometheus rule files and Grafana dashboards (what `dashboards/` holds).
+    Dashboards {
+        /// Write the files under this directory (the repository's `dashboards/`) instead of printing.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Fault hooks: stop, kill, start, isolate or reconnect a node.
     Node {
         #[command(subcommand)]
@@ -122,6 +128,10 @@ pub struct UpArgs {
     /// Alertmanager's webhook receiver, for the alerts it routes.
     #[arg(long, env = "VIGIL_ALERTMANAGER_WEBHOOK")]
     pub alertmanager_webhook: Option<String>,
+    /// The labels of node-exporter's cAdvisor series in Prometheus: what your
+    /// dashboards select (kube-prometheus's by default; the kubernetes-mixin's own is job=cadvisor).
+    #[arg(long, env = "VIGIL_CADVISOR_LABELS", default_value = defaults::CADVISOR_LABELS)]
+    pub cadvisor_labels: ScrapeLabels,
 }
 
 impl UpArgs {
@@ -138,6 +148,7 @@ impl UpArgs {
                 alertmanager_webhook: self.alertmanager_webhook.clone(),
             },
             failover: self.failover,
+            cadvisor_labels: self.cadvisor_labels.clone(),
             ..ClusterSpec::default()
         }
     }

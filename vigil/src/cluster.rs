@@ -67,6 +67,74 @@ pub struct ClusterSpec {
     /// How fast a dead node is noticed and its pods moved.
     #[serde(default)]
     pub failover: Failover,
+    /// The labels Prometheus gives node-exporter's cAdvisor series.
+    #[serde(default)]
+    pub cadvisor_labels: ScrapeLabels,
+}
+
+/// The labels of a scrape job's targets, `job` among them: what the
+/// dashboards a user already has select cAdvisor's series by. The default
+/// is kube-prometheus's (`job="kubelet", metrics_path="/metrics/cadvisor"`);
+/// the kubernetes-mixin's own default is `job=cadvisor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrapeLabels(pub std::collections::BTreeMap<String, String>);
+
+impl Default for ScrapeLabels {
+    fn default() -> Self {
+        defaults::CADVISOR_LABELS.parse().expect("valid default")
+    }
+}
+
+impl ScrapeLabels {
+    pub fn job(&self) -> &str {
+        &self.0["job"]
+    }
+
+    /// The PromQL matchers that select these series: `job="kubelet", metrics_path="/metrics/cadvisor"`.
+    pub fn selector(&self) -> String {
+        self.0.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl std::fmt::Display for ScrapeLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pairs: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&pairs.join(","))
+    }
+}
+
+impl std::str::FromStr for ScrapeLabels {
+    type Err = String;
+
+    /// `job=kubelet,metrics_path=/metrics/cadvisor`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut labels = std::collections::BTreeMap::new();
+        for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                format!("{pair:?} is not label=value (e.g. job=kubelet,metrics_path=/metrics/cadvisor)")
+            })?;
+            let key = key.trim();
+            let name_ok = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !key.starts_with("__");
+            if !name_ok {
+                return Err(format!(
+                    "{key:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+                ));
+            }
+            if ["namespace", "pod", "container", "node", "image", "id", "name"].contains(&key) {
+                return Err(format!("{key:?} is one of the labels node-exporter sets on each series"));
+            }
+            if value.is_empty() || value.contains('"') || value.contains('\\') {
+                return Err(format!("the value of {key} must be non-empty, without quotes or backslashes"));
+            }
+            labels.insert(key.to_owned(), value.to_owned());
+        }
+        if !labels.contains_key("job") {
+            return Err("the labels must include job (e.g. job=kubelet or job=cadvisor)".into());
+        }
+        Ok(ScrapeLabels(labels))
+    }
 }
 
 /// How fast the cluster notices a dead node and moves its pods: the node
@@ -143,6 +211,8 @@ pub mod defaults {
     pub const POD_SUBNET: &str = "10.244.0.0/16";
     pub const SERVICE_SUBNET: &str = "10.96.0.0/16";
     pub const IMAGE_REPOSITORY: &str = "vigil.local";
+    /// kube-prometheus's labels for cAdvisor's series.
+    pub const CADVISOR_LABELS: &str = "job=kubelet,metrics_path=/metrics/cadvisor";
 }
 
 impl Default for ClusterSpec {
@@ -157,6 +227,7 @@ impl Default for ClusterSpec {
             kubernetes_version: versions::KUBERNETES.into(),
             alerting: Alerting::default(),
             failover: Failover::default(),
+            cadvisor_labels: ScrapeLabels::default(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub mod kubeadm;
 pub mod kubeconfig;
 /// The kustomize layout under `manifests/`, generated from the typed objects.
 pub mod manifests;
+/// Prometheus rules and Grafana dashboards, generated (`dashboards/`).
+pub mod monitoring;
 /// The one way vigil waits: polling, or watching one object.
 pub mod poll;
 /// Status lines for long work.

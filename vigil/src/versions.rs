@@ -27,6 +27,9 @@ pub const FLANNEL_CNI: &str = "v0.9.1";
 pub const CONTAINERD: &str = "v2.1.6";
 /// local-path-provisioner: the newest release the module proxy serves here.
 pub const LOCAL_PATH: &str = "v0.0.30";
+/// kube-state-metrics: v2.16.0 is the newest release the module proxy serves
+/// here (v2.17.0 is refused); its client-go is v0.32, within its supported skew.
+pub const KUBE_STATE_METRICS: &str = "v2.16.0";
 /// cAdvisor (standalone, for the exporter benchmark): its root and `lib` modules.
 pub const CADVISOR: &str = "v0.60.6";
 /// MetalLB: v0.16 needs a frr-k8s release the module proxy does not serve here.
@@ -60,6 +63,11 @@ mod tests {
                 include_str!("../../upstream/local-path-provisioner/go.mod"),
                 "github.com/rancher/local-path-provisioner",
                 LOCAL_PATH,
+            ),
+            (
+                include_str!("../../upstream/kube-state-metrics/go.mod"),
+                "k8s.io/kube-state-metrics/v2",
+                KUBE_STATE_METRICS,
             ),
             (include_str!("../../upstream/cadvisor/go.mod"), "github.com/google/cadvisor/lib", CADVISOR),
             (

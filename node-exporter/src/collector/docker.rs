@@ -12,7 +12,7 @@ use bollard::{
 use futures::StreamExt;
 
 use super::{Collector, Error};
-use crate::sample::{ContainerId, ContainerUsage, InterfaceUsage, Samples};
+use crate::sample::{ContainerId, ContainerUsage, InterfaceUsage, Runtime, Samples};
 
 const NAME: &str = "docker";
 
@@ -78,7 +78,9 @@ impl Collector for DockerCollector {
                 .first()
                 .map(|n| n.trim_start_matches('/').to_owned())
                 .unwrap_or_default();
-            let (id, usage, interfaces) = from_stats(&name, &summary.labels.unwrap_or_default(), &stat);
+            let runtime =
+                Runtime { image: summary.image.clone().unwrap_or_default(), id: String::new(), name };
+            let (id, usage, interfaces) = from_stats(runtime, &summary.labels.unwrap_or_default(), &stat);
             samples.containers.push((id, usage));
             samples.interfaces.extend(interfaces);
         }
@@ -90,7 +92,7 @@ impl Collector for DockerCollector {
 /// One container's stats as samples. Working set is usage minus inactive
 /// file pages, as cAdvisor computes it.
 pub fn from_stats(
-    name: &str,
+    runtime: Runtime,
     labels: &HashMap<String, String>,
     stat: &ContainerStatsResponse,
 ) -> (ContainerId, ContainerUsage, Vec<InterfaceUsage>) {
@@ -100,8 +102,14 @@ pub fn from_stats(
             namespace: label("io.kubernetes.pod.namespace"),
             pod: label("io.kubernetes.pod.name"),
             container: container.clone(),
+            runtime,
         },
-        None => ContainerId { namespace: String::new(), pod: String::new(), container: name.to_owned() },
+        None => ContainerId {
+            namespace: String::new(),
+            pod: String::new(),
+            container: runtime.name.clone(),
+            runtime,
+        },
     };
     let memory = stat.memory_stats.as_ref();
     let usage_bytes = memory.and_then(|m| m.usage);
@@ -121,6 +129,20 @@ pub fn from_stats(
         memory_rss_bytes: mem_stats.and_then(|s| s.get("total_rss").or_else(|| s.get("anon")).copied()),
         fs_usage_bytes: None,
         fs_limit_bytes: None,
+        memory_cache_bytes: mem_stats.and_then(|s| s.get("total_cache").or_else(|| s.get("file")).copied()),
+        memory_swap_bytes: mem_stats.and_then(|s| s.get("total_swap").copied()),
+        cpu_cfs_periods: stat
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.throttling_data.as_ref())
+            .and_then(|t| t.periods)
+            .filter(|p| *p > 0),
+        cpu_cfs_throttled_periods: stat
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.throttling_data.as_ref())
+            .filter(|t| t.periods.unwrap_or(0) > 0)
+            .and_then(|t| t.throttled_periods),
     };
     let interfaces = stat
         .networks
@@ -134,11 +156,16 @@ pub fn from_stats(
                     namespace: id.namespace.clone(),
                     pod: id.pod.clone(),
                     container: id.container.clone(),
+                    runtime: id.runtime.clone(),
                     interface: interface.clone(),
                     rx_bytes: n.rx_bytes.unwrap_or(0),
                     tx_bytes: n.tx_bytes.unwrap_or(0),
                     rx_errors: n.rx_errors.unwrap_or(0),
                     tx_errors: n.tx_errors.unwrap_or(0),
+                    rx_packets: n.rx_packets,
+                    tx_packets: n.tx_packets,
+                    rx_dropped: n.rx_dropped,
+                    tx_dropped: n.tx_dropped,
                 })
                 .collect()
         })

@@ -1,5 +1,6 @@
 //! The node's kubelet: `GET https://<node>:10250/stats/summary`, the
-//! summary the kubelet builds from its embedded cAdvisor. Authenticated with
+//! summary the kubelet builds from its embedded cAdvisor, and
+//! `/metrics/cadvisor` for what the summary leaves out (see [`super::cadvisor`]). Authenticated with
 //! the pod's ServiceAccount token (re-read on every scrape: projected tokens
 //! rotate) and verified against the cluster CA: the kubelet's serving
 //! certificate is signed by it (kubeadm's `serverTLSBootstrap`, approved by
@@ -16,7 +17,8 @@ const NAME: &str = "kubelet";
 
 pub struct Kubelet {
     http: reqwest::Client,
-    url: String,
+    summary_url: String,
+    cadvisor_url: String,
     token_path: PathBuf,
 }
 
@@ -45,7 +47,33 @@ impl Kubelet {
             .build()
             .map_err(|e| config(e.to_string()))?;
         let host = if address.contains(':') { format!("[{address}]") } else { address.to_owned() };
-        Ok(Kubelet { http, url: format!("https://{host}:{port}/stats/summary"), token_path })
+        Ok(Kubelet {
+            http,
+            summary_url: format!("https://{host}:{port}/stats/summary"),
+            cadvisor_url: format!("https://{host}:{port}/metrics/cadvisor"),
+            token_path,
+        })
+    }
+
+    async fn get(&self, url: &str, token: &str) -> Result<Vec<u8>, Error> {
+        let response =
+            self.http.get(url).bearer_auth(token).send().await.map_err(|e| Error::Source {
+                source_name: NAME,
+                message: format!("GET {url}: {}", chain(&e)),
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(Error::Source {
+                source_name: NAME,
+                message: format!("GET {url} answered {status}: {}", body.trim()),
+            });
+        }
+        response
+            .bytes()
+            .await
+            .map(Vec::from)
+            .map_err(|e| Error::Source { source_name: NAME, message: chain(&e) })
     }
 }
 
@@ -59,24 +87,16 @@ impl Collector for Kubelet {
             source_name: NAME,
             message: format!("reading the ServiceAccount token {}: {e}", self.token_path.display()),
         })?;
-        let response = self
-            .http
-            .get(&self.url)
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .map_err(|e| Error::Source { source_name: NAME, message: chain(&e) })?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(Error::Source {
-                source_name: NAME,
-                message: format!("GET {} answered {status}: {}", self.url, body.trim()),
-            });
-        }
-        let bytes =
-            response.bytes().await.map_err(|e| Error::Source { source_name: NAME, message: chain(&e) })?;
-        parse_summary(&bytes)
+        let token = token.trim();
+        let (summary, cadvisor) =
+            tokio::try_join!(self.get(&self.summary_url, token), self.get(&self.cadvisor_url, token))?;
+        let mut samples = parse_summary(&summary)?;
+        let text = std::str::from_utf8(&cadvisor).map_err(|e| Error::Parse {
+            source_name: NAME,
+            message: format!("/metrics/cadvisor is not UTF-8: {e}"),
+        })?;
+        super::cadvisor::merge(&mut samples, text)?;
+        Ok(samples)
     }
 }
 
@@ -170,6 +190,7 @@ pub fn parse_summary(json: &[u8]) -> Result<Samples, Error> {
                 namespace: pod.pod_ref.namespace.clone(),
                 pod: pod.pod_ref.name.clone(),
                 container: c.name,
+                runtime: Default::default(),
             };
             let usage = ContainerUsage {
                 cpu_seconds: c.cpu.and_then(|cpu| cpu.usage_core_nano_seconds).map(|ns| ns as f64 / 1e9),
@@ -178,6 +199,7 @@ pub fn parse_summary(json: &[u8]) -> Result<Samples, Error> {
                 memory_rss_bytes: c.memory.as_ref().and_then(|m| m.rss_bytes),
                 fs_usage_bytes: c.rootfs.as_ref().and_then(|f| f.used_bytes),
                 fs_limit_bytes: c.rootfs.as_ref().and_then(|f| f.capacity_bytes),
+                ..Default::default()
             };
             samples.containers.push((id, usage));
         }
@@ -186,11 +208,16 @@ pub fn parse_summary(json: &[u8]) -> Result<Samples, Error> {
                 namespace: pod.pod_ref.namespace.clone(),
                 pod: pod.pod_ref.name.clone(),
                 container: String::new(),
+                runtime: Default::default(),
                 interface: i.name,
                 rx_bytes: i.rx_bytes.unwrap_or(0),
                 tx_bytes: i.tx_bytes.unwrap_or(0),
                 rx_errors: i.rx_errors.unwrap_or(0),
                 tx_errors: i.tx_errors.unwrap_or(0),
+                rx_packets: None,
+                tx_packets: None,
+                rx_dropped: None,
+                tx_dropped: None,
             });
         }
     }

@@ -2,6 +2,7 @@
 //! chosen at start (`--collector.kubelet`, `--collector.docker`) and run
 //! concurrently on every scrape.
 
+pub mod cadvisor;
 pub mod docker;
 pub mod kubelet;
 

@@ -15,6 +15,7 @@ mod alerting;
 mod bad_input;
 mod cli;
 mod cluster;
+mod dashboards;
 mod drill;
 mod faults;
 mod monitoring;
@@ -91,12 +92,14 @@ fn main() {
         on_cluster!(monitoring::prometheus_scrapes_every_component),
         on_cluster!(monitoring::a_deleted_pods_series_leave_the_exporter),
         on_cluster!(monitoring::prometheus_data_survives_a_restart),
+        on_cluster!(dashboards::promtool_checks_and_tests_the_rules),
         on_cluster!(alerting::two_replicas_on_two_nodes_one_leading),
         on_cluster!(alerting::a_node_set_not_ready_is_down_then_resolved),
         on_cluster!(drill::a_killed_worker_comes_back_elsewhere_and_every_notice_arrives),
         on_cluster!(drill::the_node_holding_prometheus_is_not_rescheduled_and_says_why),
         on_cluster!(alerting::losing_the_leaders_node_loses_no_notice),
         on_cluster!(alerting::an_api_server_restart_loses_no_transition),
+        on_cluster!(dashboards::every_panel_query_has_data),
         on_cluster!(faults::isolate_and_reconnect),
         on_cluster!(faults::kill_and_start),
         on_cluster!(cluster::down_leaves_nothing_behind),

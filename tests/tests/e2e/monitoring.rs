@@ -127,7 +127,7 @@ pub async fn exporter_output_is_clean(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-fn prometheus_http() -> Result<reqwest::Client> {
+pub(crate) fn prometheus_http() -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build()?)
 }
 
@@ -284,22 +284,28 @@ pub async fn prometheus_scrapes_every_component(c: &Cluster) -> Result<()> {
         "{graph} is not Prometheus's UI: {}",
         &page[..page.len().min(200)]
     );
+    let cadvisor_job = vigil_e2e::test_spec().cadvisor_labels.job().to_owned();
     until_some(
-        "Prometheus targets web, probe-server and node-exporter up (3 each), and the alerter (2)",
+        "Prometheus targets up: web, probe-server (3 each) and the alerter (2) by annotation, node-exporter (3) under the cAdvisor job, kube-state-metrics",
         Duration::from_secs(60),
         || async {
-            let up = query(&http, prometheus_url, r#"up{job="kubernetes-pods"} == 1"#, None).await?;
-            let mut by_container: BTreeMap<String, usize> = BTreeMap::new();
+            let up = query(&http, prometheus_url, "up == 1", None).await?;
+            let mut by_job: BTreeMap<(String, String), usize> = BTreeMap::new();
             for series in &up {
+                let job = series["metric"]["job"].as_str().unwrap_or_default();
                 let container = series["metric"]["kubernetes_container"].as_str().unwrap_or_default();
-                *by_container.entry(container.to_owned()).or_default() += 1;
+                *by_job.entry((job.to_owned(), container.to_owned())).or_default() += 1;
             }
-            // Three of each per-pod component, and both alerter replicas.
-            let all = [("web", 3), ("probe-server", 3), ("node-exporter", 3), ("alerter", 2)]
-                .iter()
-                .all(|(c, n)| by_container.get(*c) >= Some(n));
+            let wanted = [
+                ("kubernetes-pods", "web", 3),
+                ("kubernetes-pods", "probe-server", 3),
+                ("kubernetes-pods", "alerter", 2),
+                (cadvisor_job.as_str(), "node-exporter", 3),
+                ("kube-state-metrics", "kube-state-metrics", 1),
+            ];
+            let all = wanted.iter().all(|(job, c, n)| by_job.get(&((*job).to_owned(), (*c).to_owned())) >= Some(n));
             if !all {
-                println!("targets up so far: {by_container:?}");
+                println!("targets up so far: {by_job:?}");
             }
             Ok::<_, anyhow::Error>(all.then_some(()))
         },

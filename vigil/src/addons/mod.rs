@@ -7,6 +7,7 @@
 pub mod alerter;
 pub mod alertmanager;
 pub mod flannel;
+pub mod kube_state_metrics;
 pub mod local_path;
 pub mod metallb;
 pub mod node_exporter;
@@ -133,11 +134,12 @@ pub struct Addon {
 const ROLLOUT: Duration = Duration::from_secs(180);
 
 /// Every add-on, in the order `manifests/` lists them.
-pub static ADDONS: [Addon; 7] = [
+pub static ADDONS: [Addon; 8] = [
     metallb::ADDON,
     web::ADDON,
     local_path::ADDON,
     node_exporter::ADDON,
+    kube_state_metrics::ADDON,
     prometheus::ADDON,
     alertmanager::ADDON,
     alerter::ADDON,

@@ -1,6 +1,7 @@
 //! node-exporter as a DaemonSet on every node (control plane included),
-//! with a ServiceAccount whose only permission is the one it uses: `get` on
-//! `nodes/stats`, which is what the kubelet checks for `/stats/summary`.
+//! with a ServiceAccount whose only permissions are the ones it uses: `get`
+//! on `nodes/stats` and `nodes/metrics`, which are what the kubelet checks
+//! for `/stats/summary` and `/metrics/cadvisor`.
 //! (RBAC cannot narrow that to "its own node": a DaemonSet's pods share one
 //! ServiceAccount. The exporter only ever asks its own node's kubelet.)
 
@@ -95,11 +96,11 @@ pub fn namespace() -> Object {
 }
 
 pub fn objects(image: &str) -> Vec<Object> {
-    // What the kubelet checks for `/stats/summary`, and nothing else.
+    // What the kubelet checks for `/stats/summary` and `/metrics/cadvisor`, and nothing else.
     let identity = cluster_identity(
         meta(NAME, true),
         meta("vigil:node-exporter", false),
-        vec![core_rule(&["nodes/stats"], &["get"])],
+        vec![core_rule(&["nodes/stats", "nodes/metrics"], &["get"])],
     );
     let container = Container {
         name: NAME.into(),
@@ -128,20 +129,14 @@ pub fn objects(image: &str) -> Vec<Object> {
         security_context: Some(locked_down()),
         ..Default::default()
     };
-    let annotations = BTreeMap::from([
-        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-        ("prometheus.io/port".to_owned(), METRICS_PORT.to_string()),
-    ]);
     let daemon_set = DaemonSet {
         metadata: meta(NAME, true),
         spec: Some(DaemonSetSpec {
             selector: LabelSelector { match_labels: Some(selector()), ..Default::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels()),
-                    annotations: Some(annotations),
-                    ..Default::default()
-                }),
+                // Prometheus's cAdvisor job finds it by its name label (no
+                // scrape annotation: the generic job would scrape it twice).
+                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
                     security_context: Some(non_root_pod(USER, None)),
@@ -174,7 +169,10 @@ mod tests {
             objects.iter().find_map(|o| if let Object::ClusterRole(r) = o { Some(r) } else { None }).unwrap();
         let rules = role.rules.as_ref().unwrap();
         assert_eq!(rules.len(), 1);
-        assert_eq!(rules[0].resources.as_deref(), Some(&["nodes/stats".to_owned()][..]));
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["nodes/stats".to_owned(), "nodes/metrics".to_owned()][..])
+        );
         assert_eq!(rules[0].verbs, ["get"]);
     }
 }

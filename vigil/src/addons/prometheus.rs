@@ -2,7 +2,10 @@
 //! scraping by Kubernetes pod discovery, its TSDB on a PersistentVolumeClaim
 //! that local-path-provisioner binds, and its UI behind a LoadBalancer
 //! address on the node network. The configuration is generated from typed
-//! values.
+//! values: a job per kind of target (node-exporter's cAdvisor series under
+//! the labels the user's dashboards select, kube-state-metrics, annotated
+//! pods), the rule files of [`crate::monitoring::rules`], and the in-cluster
+//! Alertmanager as where alerts go.
 
 use std::collections::BTreeMap;
 
@@ -21,18 +24,19 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Manifests, ROLLOUT, Rollout, cluster_identity, config_volume, core_rule,
-    http_get_probe, local_path, locked_down, metallb,
+    Addon, Address, Check, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_volume,
+    core_rule, http_get_probe, kube_state_metrics, local_path, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
     non_root_pod, quantity,
 };
-use crate::{apply::Object, build::rootfs};
+use crate::{apply::Object, build::rootfs, cluster::ScrapeLabels, monitoring::rules};
 
 pub const NAME: &str = "prometheus";
 pub const PORT: u16 = 9090;
 /// The PersistentVolumeClaim holding the TSDB.
 pub const CLAIM: &str = "prometheus-data";
 const CONFIG_DIR: &str = "/etc/prometheus";
+const RULES_DIR: &str = "/etc/prometheus/rules";
 const DATA_DIR: &str = "/prometheus";
 /// Debian's `nobody`, who owns nothing in the image.
 const USER: i64 = 65534;
@@ -49,7 +53,11 @@ pub const ADDON: Addon = Addon {
     secrets: None,
     objects: |input| {
         let image = rootfs::monitoring(&input.spec.image_repository).image;
-        Ok(objects(&image, &input.spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string()))
+        Ok(objects(
+            &image,
+            &input.spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string(),
+            &input.spec.cadvisor_labels,
+        ))
     },
     after_rollout: None,
     rollout: &[
@@ -74,7 +82,19 @@ pub const METRICS_PORT_NAMES: &str = "metrics|http|probe-admin";
 #[derive(Serialize)]
 struct Config {
     global: Global,
+    rule_files: Vec<String>,
+    alerting: Alerting,
     scrape_configs: Vec<ScrapeConfig>,
+}
+
+#[derive(Serialize)]
+struct Alerting {
+    alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+#[derive(Serialize)]
+struct AlertmanagerConfig {
+    static_configs: Vec<StaticConfig>,
 }
 
 #[derive(Serialize)]
@@ -85,7 +105,7 @@ struct Global {
 
 #[derive(Serialize)]
 struct ScrapeConfig {
-    job_name: &'static str,
+    job_name: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     honor_labels: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -113,49 +133,111 @@ struct Relabel {
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    regex: Option<&'static str>,
+    regex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    target_label: Option<&'static str>,
+    target_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replacement: Option<String>,
 }
 
-fn keep(label: &'static str, regex: &'static str) -> Relabel {
-    Relabel { source_labels: vec![label], action: Some("keep"), regex: Some(regex), ..Default::default() }
+fn keep(label: &'static str, regex: &str) -> Relabel {
+    Relabel {
+        source_labels: vec![label],
+        action: Some("keep"),
+        regex: Some(regex.into()),
+        ..Default::default()
+    }
 }
 
 fn copy(label: &'static str, target: &'static str) -> Relabel {
-    Relabel { source_labels: vec![label], target_label: Some(target), ..Default::default() }
+    Relabel { source_labels: vec![label], target_label: Some(target.into()), ..Default::default() }
 }
 
-/// One job for every pod that asks to be scraped (`prometheus.io/scrape:
-/// "true"`), one target per container port named like a metrics port.
-/// `honor_labels`: node-exporter's `namespace`/`pod`/`container` labels
-/// describe the containers it measures and must not be overwritten; the
-/// scraped pod is recorded as `kubernetes_*` instead.
-pub fn config_yaml() -> String {
+/// A fixed label on every target of the job.
+fn set(label: &str, value: &str) -> Relabel {
+    Relabel { target_label: Some(label.into()), replacement: Some(value.into()), ..Default::default() }
+}
+
+/// The scraped pod, as `kubernetes_*` labels.
+fn pod_labels() -> Vec<Relabel> {
+    vec![
+        copy("__meta_kubernetes_namespace", "kubernetes_namespace"),
+        copy("__meta_kubernetes_pod_name", "kubernetes_pod"),
+        copy("__meta_kubernetes_pod_container_name", "kubernetes_container"),
+        copy("__meta_kubernetes_pod_node_name", "kubernetes_node"),
+    ]
+}
+
+/// Pods of the monitoring component `app`, on their container port `port`.
+fn component_job(job: &str, app: &str, port: &'static str, extra: Vec<Relabel>) -> ScrapeConfig {
+    let mut relabel_configs = vec![
+        keep("__meta_kubernetes_namespace", NAMESPACE),
+        keep("__meta_kubernetes_pod_label_app_kubernetes_io_name", app),
+        keep("__meta_kubernetes_pod_phase", "Running"),
+        keep("__meta_kubernetes_pod_container_port_name", port),
+    ];
+    relabel_configs.extend(pod_labels());
+    relabel_configs.extend(extra);
+    ScrapeConfig {
+        job_name: job.into(),
+        honor_labels: true,
+        kubernetes_sd_configs: vec![SdConfig { role: "pod" }],
+        static_configs: vec![],
+        relabel_configs,
+    }
+}
+
+/// The jobs:
+/// - node-exporter, under the labels `cadvisor` gives (by default
+///   kube-prometheus's `job="kubelet", metrics_path="/metrics/cadvisor"`),
+///   so dashboards written for cAdvisor select its series;
+/// - kube-state-metrics as `job="kube-state-metrics"`;
+/// - every other pod that asks to be scraped (`prometheus.io/scrape:
+///   "true"`), one target per container port named like a metrics port.
+///
+/// `honor_labels`: node-exporter's and kube-state-metrics' `namespace`/
+/// `pod`/`container` labels describe what they measure and must not be
+/// overwritten; the scraped pod is recorded as `kubernetes_*` instead.
+pub fn config_yaml(cadvisor: &ScrapeLabels) -> String {
+    let cadvisor_extra: Vec<Relabel> =
+        cadvisor.0.iter().filter(|(k, _)| *k != "job").map(|(k, v)| set(k, v)).collect();
+    let mut pods = vec![
+        keep("__meta_kubernetes_pod_annotation_prometheus_io_scrape", "true"),
+        keep("__meta_kubernetes_pod_phase", "Running"),
+        keep("__meta_kubernetes_pod_container_port_name", METRICS_PORT_NAMES),
+    ];
+    pods.extend(pod_labels());
     let config = Config {
         global: Global { scrape_interval: "15s", evaluation_interval: "15s" },
+        rule_files: vec![format!("{RULES_DIR}/*.yml")],
+        alerting: Alerting {
+            alertmanagers: vec![AlertmanagerConfig {
+                static_configs: vec![StaticConfig {
+                    targets: vec![format!("{}.{NAMESPACE}.svc:{}", alertmanager::NAME, alertmanager::PORT)],
+                }],
+            }],
+        },
         scrape_configs: vec![
             ScrapeConfig {
-                job_name: "prometheus",
+                job_name: "prometheus".into(),
                 honor_labels: false,
                 kubernetes_sd_configs: vec![],
                 static_configs: vec![StaticConfig { targets: vec![format!("localhost:{PORT}")] }],
                 relabel_configs: vec![],
             },
+            component_job(cadvisor.job(), node_exporter::NAME, "metrics", cadvisor_extra),
+            component_job(
+                kube_state_metrics::NAME,
+                kube_state_metrics::NAME,
+                kube_state_metrics::METRICS_PORT_NAME,
+                vec![],
+            ),
             ScrapeConfig {
-                job_name: "kubernetes-pods",
+                job_name: "kubernetes-pods".into(),
                 honor_labels: true,
                 kubernetes_sd_configs: vec![SdConfig { role: "pod" }],
                 static_configs: vec![],
-                relabel_configs: vec![
-                    keep("__meta_kubernetes_pod_annotation_prometheus_io_scrape", "true"),
-                    keep("__meta_kubernetes_pod_phase", "Running"),
-                    keep("__meta_kubernetes_pod_container_port_name", METRICS_PORT_NAMES),
-                    copy("__meta_kubernetes_namespace", "kubernetes_namespace"),
-                    copy("__meta_kubernetes_pod_name", "kubernetes_pod"),
-                    copy("__meta_kubernetes_pod_container_name", "kubernetes_container"),
-                    copy("__meta_kubernetes_pod_node_name", "kubernetes_node"),
-                ],
+                relabel_configs: pods,
             },
         ],
     };
@@ -178,8 +260,9 @@ fn http_probe(path: &str) -> Probe {
     Probe { period_seconds: Some(5), failure_threshold: Some(6), ..http_get_probe(PORT, path) }
 }
 
-/// `load_balancer_ip`: the address MetalLB is asked to give the UI's Service.
-pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
+/// `load_balancer_ip`: the address MetalLB is asked to give the UI's Service;
+/// `cadvisor`: the labels of node-exporter's series (its job and rules).
+pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> Vec<Object> {
     // Pod discovery is all it needs from the API.
     let identity = cluster_identity(
         meta(NAME, true),
@@ -188,7 +271,12 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
     );
     let config = ConfigMap {
         metadata: meta("prometheus-config", true),
-        data: Some(BTreeMap::from([("prometheus.yml".into(), config_yaml())])),
+        data: Some(BTreeMap::from([("prometheus.yml".into(), config_yaml(cadvisor))])),
+        ..Default::default()
+    };
+    let rules = ConfigMap {
+        metadata: meta("prometheus-rules", true),
+        data: Some(rules::files(cadvisor).into_iter().map(|(name, yaml)| (name.to_owned(), yaml)).collect()),
         ..Default::default()
     };
     let claim = PersistentVolumeClaim {
@@ -204,6 +292,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
         }),
         ..Default::default()
     };
+    let (rules_volume, rules_mount) = config_volume("rules", "prometheus-rules", RULES_DIR);
     let (config_volume, config_mount) = config_volume("config", "prometheus-config", CONFIG_DIR);
     let container = Container {
         name: NAME.into(),
@@ -225,6 +314,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
         liveness_probe: Some(http_probe("/-/healthy")),
         volume_mounts: Some(vec![
             config_mount,
+            rules_mount,
             VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
         ]),
         resources: Some(ResourceRequirements {
@@ -251,6 +341,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
                     containers: vec![container],
                     volumes: Some(vec![
                         config_volume,
+                        rules_volume,
                         Volume {
                             name: "data".into(),
                             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -288,6 +379,7 @@ pub fn objects(image: &str, load_balancer_ip: &str) -> Vec<Object> {
     let mut objects: Vec<Object> = identity.into();
     objects.extend([
         Object::ConfigMap(config),
+        Object::ConfigMap(rules),
         Object::PersistentVolumeClaim(claim),
         Object::Deployment(deployment),
         Object::Service(service),
@@ -301,6 +393,6 @@ mod tests {
 
     #[test]
     fn config_matches_golden_file() {
-        crate::golden::assert_golden("prometheus.yml", &config_yaml());
+        crate::golden::assert_golden("prometheus.yml", &config_yaml(&ScrapeLabels::default()));
     }
 }

@@ -167,7 +167,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
         }),
         resources: Some(ResourceRequirements {
             requests: quantity(&[("cpu", "50m"), ("memory", "16Mi")]),
-            limits: quantity(&[("memory", "64Mi")]),
+            limits: quantity(&[("cpu", "500m"), ("memory", "64Mi")]),
             ..Default::default()
         }),
         security_context: Some(locked_down()),
@@ -205,7 +205,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
         volume_mounts: Some(vec![probe_config_mount]),
         resources: Some(ResourceRequirements {
             requests: quantity(&[("cpu", "10m"), ("memory", "8Mi")]),
-            limits: quantity(&[("memory", "32Mi")]),
+            limits: quantity(&[("cpu", "100m"), ("memory", "32Mi")]),
             ..Default::default()
         }),
         security_context: Some(locked_down()),
@@ -274,12 +274,50 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
         }),
         ..Default::default()
     };
+    let [quota, limits] = namespace_budget();
     vec![
         Object::ServiceAccount(service_account),
         Object::ConfigMap(config),
+        quota,
+        limits,
         Object::Deployment(deployment),
         Object::Service(service),
     ]
+}
+
+/// The workload namespace's budget: a ResourceQuota on CPU and memory
+/// (requests and limits), so one rollout cannot take the cluster, and a
+/// LimitRange that gives a container without its own values the defaults
+/// (a quota on limits refuses pods that state none).
+fn namespace_budget() -> [Object; 2] {
+    use k8s_openapi::api::core::v1::{
+        LimitRange, LimitRangeItem, LimitRangeSpec, ResourceQuota, ResourceQuotaSpec,
+    };
+    let quota = ResourceQuota {
+        metadata: ObjectMeta { name: Some("workload-budget".into()), ..meta(NAME) },
+        spec: Some(ResourceQuotaSpec {
+            hard: quantity(&[
+                ("requests.cpu", "4"),
+                ("limits.cpu", "8"),
+                ("requests.memory", "4Gi"),
+                ("limits.memory", "8Gi"),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let limits = LimitRange {
+        metadata: ObjectMeta { name: Some("workload-defaults".into()), ..meta(NAME) },
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default: quantity(&[("cpu", "500m"), ("memory", "256Mi")]),
+                default_request: quantity(&[("cpu", "10m"), ("memory", "16Mi")]),
+                ..Default::default()
+            }],
+        }),
+    };
+    [Object::ResourceQuota(quota), Object::LimitRange(limits)]
 }
 
 #[cfg(test)]

@@ -104,6 +104,22 @@ pub fn local_path_provisioner() -> GoBinary {
     }
 }
 
+pub fn kube_state_metrics() -> GoBinary {
+    let version = "github.com/prometheus/common/version";
+    GoBinary {
+        name: "kube-state-metrics",
+        module: &sources::KUBE_STATE_METRICS,
+        package: "k8s.io/kube-state-metrics/v2",
+        // What upstream's Makefile stamps, so `--version` and its build_info metric say which release.
+        ldflags: vec![
+            x(&format!("{version}.Version"), versions::KUBE_STATE_METRICS.trim_start_matches('v')),
+            x(&format!("{version}.Revision"), "module-proxy"),
+            x(&format!("{version}.Branch"), "module-proxy"),
+        ],
+        cgo: false,
+    }
+}
+
 /// Standalone cAdvisor, the node-exporter benchmark's reference.
 pub fn cadvisor() -> GoBinary {
     GoBinary {

@@ -140,6 +140,7 @@ impl ImageNames {
             ("metallb-controller", crate::addons::metallb::image(r, "metallb-controller")),
             ("metallb-speaker", crate::addons::metallb::image(r, "metallb-speaker")),
             ("local-path-provisioner", crate::addons::local_path::image(r)),
+            ("kube-state-metrics", crate::addons::kube_state_metrics::image(r)),
             ("base", self.base()),
             ("monitoring", rootfs::monitoring(r).image),
         ];
@@ -218,6 +219,7 @@ impl Plan {
                 Binary::Go(go::metallb("controller")),
                 Binary::Go(go::metallb("speaker")),
                 Binary::Go(go::local_path_provisioner()),
+                Binary::Go(go::kube_state_metrics()),
                 Binary::Pause,
                 Binary::Go(go::flannel_cni()),
                 Binary::Go(go::containerd("containerd")),
@@ -339,7 +341,20 @@ impl Plan {
             "/usr/bin/local-path-provisioner",
             Run::ByName("/usr/bin"),
         );
-        [pause, etcd, coredns, kube, flannel].into_iter().chain(metallb).chain([local_path]).collect()
+        // Upstream's image runs as 65534 (nobody); so does this one.
+        let kube_state_metrics = self.scratch(
+            built,
+            "kube-state-metrics",
+            crate::addons::kube_state_metrics::image(&n.repository),
+            "kube-state-metrics",
+            "/kube-state-metrics",
+            Run::AsUser("65534:65534"),
+        );
+        [pause, etcd, coredns, kube, flannel]
+            .into_iter()
+            .chain(metallb)
+            .chain([local_path, kube_state_metrics])
+            .collect()
     }
 
     /// Every image preloaded on the nodes: the components, the pod base
