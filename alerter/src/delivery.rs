@@ -97,6 +97,7 @@ impl Outbox {
             .no_proxy()
             .build()
             .expect("a plain client builds");
+        metrics.initialize(&sinks.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
         let queues = sinks
             .into_iter()
             .map(|sink| Arc::new(Queue { sink, items: Mutex::default(), wake: Notify::new() }))

@@ -16,7 +16,7 @@ pub struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
     pub sink: String,
-    /// `delivered`, `retried`, `expired`, `rejected`.
+    /// One of [`OUTCOMES`].
     pub outcome: &'static str,
 }
 
@@ -81,8 +81,55 @@ impl Default for Metrics {
     }
 }
 
+/// The outcomes a delivery attempt counts as.
+pub const OUTCOMES: [&str; 4] = ["delivered", "retried", "expired", "rejected"];
+
+impl Metrics {
+    /// Every series the alerter can count, at zero, for these sinks: a
+    /// series that first appears at 1 is an increase `increase()` cannot
+    /// see, so a dashboard would miss the first incident after a start.
+    pub fn initialize(&self, sinks: &[String]) {
+        for kind in crate::model::NoticeKind::ALL {
+            drop(self.transitions.get_or_create(&KindLabels { kind: kind.as_str() }));
+        }
+        for sink in sinks {
+            for outcome in OUTCOMES {
+                drop(self.deliveries.get_or_create(&DeliveryLabels { sink: sink.clone(), outcome }));
+            }
+            drop(self.pending.get_or_create(&SinkLabels { sink: sink.clone() }));
+            drop(self.detection_latency.get_or_create(&SinkLabels { sink: sink.clone() }));
+        }
+    }
+}
+
 impl AsRef<Registry> for Metrics {
     fn as_ref(&self) -> &Registry {
         &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_starts_at_zero_so_the_first_incident_is_an_increase() {
+        let metrics = Metrics::default();
+        metrics.initialize(&["webhook".into(), "alertmanager".into()]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        for kind in ["suspect", "node-down", "rescheduled", "not-rescheduled", "resolved"] {
+            assert!(
+                text.contains(&format!("vigil_alerter_transitions_total{{kind=\"{kind}\"}} 0")),
+                "{text}"
+            );
+        }
+        for outcome in OUTCOMES {
+            let line =
+                format!("vigil_alerter_deliveries_total{{sink=\"alertmanager\",outcome=\"{outcome}\"}} 0");
+            assert!(text.contains(&line), "{text}");
+        }
+        assert!(text.contains("vigil_alerter_pending_deliveries{sink=\"webhook\"} 0"), "{text}");
+        assert!(text.contains("vigil_alerter_detection_latency_seconds_count{sink=\"webhook\"} 0"), "{text}");
     }
 }

@@ -106,6 +106,14 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
+    pub const ALL: [NoticeKind; 5] = [
+        NoticeKind::Suspect,
+        NoticeKind::NodeDown,
+        NoticeKind::Rescheduled,
+        NoticeKind::NotRescheduled,
+        NoticeKind::Resolved,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NoticeKind::Suspect => "suspect",

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use crate::{
     addons::ADDONS,
     build::{self, ImageNames},
-    cli::{Cli, Command, NodeAction},
+    cli::{Cli, Command, DashboardsAction, NodeAction},
     cluster::{ClusterSpec, Role, defaults},
     drill, kubeconfig,
     progress::Progress,
@@ -54,7 +54,27 @@ pub async fn run(cli: Cli) -> Result<()> {
                 print_stdout(&text)?;
             }
         },
-        Command::Dashboards { write } => match write {
+        Command::Dashboards { action: Some(DashboardsAction::Render { out, minutes }), .. } => {
+            let provider = provider::connect().await?;
+            let spec = provider.existing(&name).await?;
+            let client = match admin_client(provider.as_ref(), &spec).await {
+                Some(client) => client.map_err(anyhow::Error::msg)?,
+                None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
+            };
+            let prometheus = prometheus_url(&client).await?;
+            let dir = out.unwrap_or_else(|| crate::build::default_cache_dir().join("dashboards"));
+            let http =
+                reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(20)).build()?;
+            let window = crate::monitoring::render::Window::last_minutes(minutes);
+            for (_, dashboard) in crate::monitoring::dashboards::all() {
+                for path in
+                    crate::monitoring::render::dashboard(&http, &prometheus, &dashboard, window, &dir).await?
+                {
+                    progress.info(format!("wrote {}", path.display()));
+                }
+            }
+        }
+        Command::Dashboards { write, action: None } => match write {
             Some(dir) => {
                 for path in crate::monitoring::write(&dir)? {
                     progress.info(format!("wrote {path}"));
@@ -148,6 +168,14 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Writes to stdout; a reader that went away (`vigil status --json | head`)
 /// ends the output quietly instead of failing.
+/// The cluster's Prometheus, from its Service's LoadBalancer address.
+async fn prometheus_url(client: &kube::Client) -> Result<String> {
+    let addresses = status::addon_addresses(client).await;
+    addresses.get(crate::addons::prometheus::NAME).cloned().flatten().context(
+        "the prometheus Service has no LoadBalancer address: run `vigil up` (without --cluster-only)",
+    )
+}
+
 fn print_stdout(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

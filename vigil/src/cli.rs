@@ -69,11 +69,15 @@ pub enum Command {
         #[command(flatten)]
         build: BuildArgs,
     },
-    /// Print, or write, the Prometheus rule files and Grafana dashboards (what `dashboards/` holds).
+    /// Print, or write, the Prometheus rule files and Grafana dashboards (what `dashboards/` holds);
+    /// `render` draws the dashboards' panels from the cluster's Prometheus.
+    #[command(args_conflicts_with_subcommands = true)]
     Dashboards {
         /// Write the files under this directory (the repository's `dashboards/`) instead of printing.
         #[arg(long)]
         write: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<DashboardsAction>,
     },
     /// Fault hooks: stop, kill, start, isolate or reconnect a node.
     Node {
@@ -152,6 +156,20 @@ impl UpArgs {
             ..ClusterSpec::default()
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DashboardsAction {
+    /// Draw every time-series panel of vigil's dashboards as SVG, from range
+    /// queries against the cluster's Prometheus (variables set to All).
+    Render {
+        /// Where the SVGs go (default: the cache directory's `dashboards/`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The window drawn: the last N minutes.
+        #[arg(long, default_value_t = 60)]
+        minutes: u32,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -108,8 +108,13 @@ pub fn files(repository: &str) -> Vec<(String, String)> {
 }
 
 pub fn write(dir: &Path, repository: &str) -> std::io::Result<Vec<String>> {
+    write_files(dir, files(repository))
+}
+
+/// Generated files (paths relative to `dir`) written under `dir`; the paths written.
+pub fn write_files(dir: &Path, files: Vec<(String, String)>) -> std::io::Result<Vec<String>> {
     let mut written = vec![];
-    for (path, text) in files(repository) {
+    for (path, text) in files {
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;

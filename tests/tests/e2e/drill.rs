@@ -86,6 +86,16 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
     let report = run_drill(c, &node).await?;
     ensure!(report.verdict.as_deref() == Some("rescheduled"), "the verdict is not rescheduled: {report:?}");
     ensure!(report.milestone(drill::ALL_READY).is_some(), "3/3 web pods never Ready elsewhere: {report:?}");
+    // The report embeds the failover dashboard over the drill's window.
+    let folder = std::path::PathBuf::from(report.report.clone().context("no report folder")?);
+    ensure!(report.panels.len() >= 5, "the failover panels were not drawn: {:?}", report.panels_missing);
+    let markdown = std::fs::read_to_string(folder.join("report.md"))?;
+    for panel in &report.panels {
+        let svg = std::fs::read_to_string(folder.join(panel))
+            .with_context(|| format!("{panel} in {}", folder.display()))?;
+        ensure!(svg.starts_with("<svg") && svg.contains("<polyline"), "{panel} is not a chart with a line");
+        ensure!(markdown.contains(&format!("]({panel})")), "report.md does not embed {panel}");
+    }
     let placed = web_pods_by_node(&c.client).await?;
     ensure!(
         placed.values().sum::<usize>() == 3 && !placed.contains_key(&node),

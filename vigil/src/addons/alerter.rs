@@ -16,8 +16,7 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             Affinity, ConfigMap, Container, ContainerPort, PodAffinityTerm, PodAntiAffinity, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, Toleration, Volume,
-            VolumeMount,
+            PodTemplateSpec, Probe, Secret, SecretVolumeSource, Toleration, Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
@@ -29,7 +28,7 @@ use super::{
     Addon, Input, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_volume, field_env,
     http_get_probe, locked_down, namespaced_identity,
     node_exporter::{self, monitoring_labels, monitoring_meta, monitoring_selector},
-    non_root_pod, prometheus, quantity, rule, upstream,
+    non_root_pod, prometheus, resources, rule, upstream,
 };
 use crate::{apply::Object, cluster::ClusterSpec};
 
@@ -197,11 +196,7 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
                 ..Default::default()
             },
         ]),
-        resources: Some(ResourceRequirements {
-            requests: quantity(&[("cpu", "20m"), ("memory", "24Mi")]),
-            limits: quantity(&[("memory", "96Mi")]),
-            ..Default::default()
-        }),
+        resources: Some(resources(&[("cpu", "20m"), ("memory", "24Mi")], &[("memory", "96Mi")])),
         security_context: Some(locked_down()),
         ..Default::default()
     };

@@ -8,23 +8,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, DeploymentSpec},
-        core::v1::{
-            ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-        },
+    api::core::v1::{
+        ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, PodSpec, Probe, Service, ServicePort,
+        ServiceSpec, Volume, VolumeMount,
     },
-    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_volume, http_get_probe, locked_down,
-    metallb,
-    node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
-    non_root_pod, quantity, upstream,
+    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_checksum, config_volume,
+    http_get_probe, locked_down, metallb,
+    node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
+    non_root_pod, resources, upstream,
 };
 use crate::{apply::Object, build::rootfs, cluster::ClusterSpec};
 
@@ -157,40 +154,30 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
             config_mount,
             VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
         ]),
-        resources: Some(ResourceRequirements {
-            requests: quantity(&[("cpu", "20m"), ("memory", "32Mi")]),
-            limits: quantity(&[("memory", "128Mi")]),
-            ..Default::default()
-        }),
+        resources: Some(resources(&[("cpu", "20m"), ("memory", "32Mi")], &[("memory", "128Mi")])),
         security_context: Some(locked_down()),
         ..Default::default()
     };
-    let deployment = Deployment {
-        metadata: meta(NAME),
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(monitoring_selector(NAME)), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(monitoring_labels(NAME)), ..Default::default() }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    security_context: Some(non_root_pod(USER, Some(USER))),
-                    containers: vec![container],
-                    volumes: Some(vec![
-                        config_volume,
-                        Volume {
-                            name: "data".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Default::default()
-                        },
-                    ]),
+    let mut deployment = monitoring_deployment(
+        NAME,
+        PodSpec {
+            automount_service_account_token: Some(false),
+            security_context: Some(non_root_pod(USER, Some(USER))),
+            containers: vec![container],
+            volumes: Some(vec![
+                config_volume,
+                Volume {
+                    name: "data".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Default::default()
-                }),
-            },
+                },
+            ]),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
+        },
+    );
+    if let Some(template) = deployment.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+        template.annotations = Some(config_checksum(&[&config]));
+    }
     let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
     let service = Service {
         metadata: ObjectMeta { annotations: Some(metallb::pinned_address(&ip)), ..meta(NAME) },

@@ -4,19 +4,13 @@
 //! Only the collectors those dashboards and vigil's rules read are enabled,
 //! and its ServiceAccount may only list and watch exactly those resources.
 
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, DeploymentSpec},
-        core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, ResourceRequirements},
-    },
-    apimachinery::pkg::apis::meta::v1::LabelSelector,
-};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, Probe};
 use kube::api::ObjectMeta;
 
 use super::{
     Addon, Manifests, ROLLOUT, Rollout, cluster_identity, http_get_probe, locked_down,
-    node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
-    non_root_pod, quantity, rule,
+    node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta},
+    non_root_pod, resources, rule,
 };
 use crate::{apply::Object, versions};
 
@@ -116,32 +110,19 @@ pub fn objects(image: &str) -> Vec<Object> {
         ]),
         liveness_probe: Some(probe(METRICS_PORT, "/livez")),
         readiness_probe: Some(probe(TELEMETRY_PORT, "/readyz")),
-        resources: Some(ResourceRequirements {
-            requests: quantity(&[("cpu", "10m"), ("memory", "32Mi")]),
-            limits: quantity(&[("memory", "128Mi")]),
-            ..Default::default()
-        }),
+        resources: Some(resources(&[("cpu", "10m"), ("memory", "32Mi")], &[("memory", "128Mi")])),
         security_context: Some(locked_down()),
         ..Default::default()
     };
-    let deployment = Deployment {
-        metadata: meta(NAME, true),
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(monitoring_selector(NAME)), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(monitoring_labels(NAME)), ..Default::default() }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(NAME.into()),
-                    security_context: Some(non_root_pod(USER, None)),
-                    containers: vec![container],
-                    ..Default::default()
-                }),
-            },
+    let deployment = monitoring_deployment(
+        NAME,
+        PodSpec {
+            service_account_name: Some(NAME.into()),
+            security_context: Some(non_root_pod(USER, None)),
+            containers: vec![container],
             ..Default::default()
-        }),
-        ..Default::default()
-    };
+        },
+    );
     let mut objects = Vec::from(identity);
     objects.push(Object::Deployment(deployment));
     objects

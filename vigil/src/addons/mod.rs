@@ -261,6 +261,18 @@ pub fn quantity(
     Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned()))).collect())
 }
 
+/// A container's requests and limits.
+pub fn resources(
+    requests: &[(&str, &str)],
+    limits: &[(&str, &str)],
+) -> k8s_openapi::api::core::v1::ResourceRequirements {
+    k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: quantity(requests),
+        limits: quantity(limits),
+        ..Default::default()
+    }
+}
+
 /// Non-root, read-only root filesystem, no capabilities, no privilege escalation.
 pub fn locked_down() -> k8s_openapi::api::core::v1::SecurityContext {
     use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
@@ -285,6 +297,20 @@ pub fn non_root_pod(uid: i64, fs_group: Option<i64>) -> k8s_openapi::api::core::
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
         ..Default::default()
     }
+}
+
+/// Pod template annotations that change when `configs` (the ConfigMaps its
+/// pods read) change, so applying a new configuration rolls the pods: a
+/// process that reads its files once at start (Prometheus, Alertmanager)
+/// would otherwise keep the old one.
+pub fn config_checksum(configs: &[&k8s_openapi::api::core::v1::ConfigMap]) -> BTreeMap<String, String> {
+    let key = configs.iter().fold(crate::build::key::KeyBuilder::new("config"), |key, config| {
+        config.data.iter().flatten().fold(key, |key, (name, text)| key.part(name).part(text))
+    });
+    BTreeMap::from([(
+        "vigil.local/config-checksum".to_owned(),
+        crate::build::key::short(&key.finish()).to_owned(),
+    )])
 }
 
 /// A ConfigMap as the volume `name`, and its mount at `mount_path`, read-only.

@@ -10,10 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec},
-        core::v1::{
-            Container, ContainerPort, Namespace, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            Toleration,
-        },
+        core::v1::{Container, ContainerPort, Namespace, PodSpec, PodTemplateSpec, Probe, Toleration},
     },
     apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
@@ -21,7 +18,7 @@ use kube::api::ObjectMeta;
 
 use super::{
     Addon, Manifests, ROLLOUT, Rollout, cluster_identity, core_rule, field_env, http_get_probe, locked_down,
-    non_root_pod, quantity,
+    non_root_pod, resources,
 };
 use crate::apply::Object;
 
@@ -61,6 +58,25 @@ pub(super) fn monitoring_labels(app: &str) -> BTreeMap<String, String> {
         ("app.kubernetes.io/managed-by".to_owned(), "vigil".to_owned()),
     ]);
     labels
+}
+
+/// One replica of the monitoring component `app`, running `pod`: the
+/// Deployment, its selector and its pods' labels all named after `app`.
+pub(super) fn monitoring_deployment(app: &str, pod: PodSpec) -> k8s_openapi::api::apps::v1::Deployment {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+    Deployment {
+        metadata: monitoring_meta(app, app, true),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(monitoring_selector(app)), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(monitoring_labels(app)), ..Default::default() }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// An object `name` of the monitoring component `app`, in the monitoring
@@ -121,11 +137,7 @@ pub fn objects(image: &str) -> Vec<Object> {
         ]),
         liveness_probe: Some(probe("/live")),
         readiness_probe: Some(probe("/ready")),
-        resources: Some(ResourceRequirements {
-            requests: quantity(&[("cpu", "10m"), ("memory", "8Mi")]),
-            limits: quantity(&[("memory", "32Mi")]),
-            ..Default::default()
-        }),
+        resources: Some(resources(&[("cpu", "10m"), ("memory", "8Mi")], &[("memory", "32Mi")])),
         security_context: Some(locked_down()),
         ..Default::default()
     };

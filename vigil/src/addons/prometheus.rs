@@ -11,23 +11,23 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
-        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
+        apps::v1::DeploymentStrategy,
         core::v1::{
             ConfigMap, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-            PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+            PersistentVolumeClaimVolumeSource, PodSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+            VolumeMount, VolumeResourceRequirements,
         },
     },
-    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_volume,
-    core_rule, http_get_probe, kube_state_metrics, local_path, locked_down, metallb,
-    node_exporter::{self, NAMESPACE, monitoring_labels, monitoring_meta, monitoring_selector},
-    non_root_pod, quantity,
+    Addon, Address, Check, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_checksum,
+    config_volume, core_rule, http_get_probe, kube_state_metrics, local_path, locked_down, metallb,
+    node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
+    non_root_pod, quantity, resources,
 };
 use crate::{apply::Object, build::rootfs, cluster::ScrapeLabels, monitoring::rules};
 
@@ -106,6 +106,8 @@ struct Global {
 #[derive(Serialize)]
 struct ScrapeConfig {
     job_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrape_interval: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     honor_labels: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -180,6 +182,7 @@ fn component_job(job: &str, app: &str, port: &'static str, extra: Vec<Relabel>) 
     relabel_configs.extend(extra);
     ScrapeConfig {
         job_name: job.into(),
+        scrape_interval: None,
         honor_labels: true,
         kubernetes_sd_configs: vec![SdConfig { role: "pod" }],
         static_configs: vec![],
@@ -220,20 +223,27 @@ pub fn config_yaml(cadvisor: &ScrapeLabels) -> String {
         scrape_configs: vec![
             ScrapeConfig {
                 job_name: "prometheus".into(),
+                scrape_interval: None,
                 honor_labels: false,
                 kubernetes_sd_configs: vec![],
                 static_configs: vec![StaticConfig { targets: vec![format!("localhost:{PORT}")] }],
                 relabel_configs: vec![],
             },
             component_job(cadvisor.job(), node_exporter::NAME, "metrics", cadvisor_extra),
-            component_job(
-                kube_state_metrics::NAME,
-                kube_state_metrics::NAME,
-                kube_state_metrics::METRICS_PORT_NAME,
-                vec![],
-            ),
+            // Every 5 s: with tuned failover a killed node that comes back is
+            // NotReady for about 10 s, which a 15 s scrape can miss.
+            ScrapeConfig {
+                scrape_interval: Some("5s"),
+                ..component_job(
+                    kube_state_metrics::NAME,
+                    kube_state_metrics::NAME,
+                    kube_state_metrics::METRICS_PORT_NAME,
+                    vec![],
+                )
+            },
             ScrapeConfig {
                 job_name: "kubernetes-pods".into(),
+                scrape_interval: None,
                 honor_labels: true,
                 kubernetes_sd_configs: vec![SdConfig { role: "pod" }],
                 static_configs: vec![],
@@ -242,10 +252,6 @@ pub fn config_yaml(cadvisor: &ScrapeLabels) -> String {
         ],
     };
     serde_yaml::to_string(&config).expect("serializes")
-}
-
-fn labels() -> BTreeMap<String, String> {
-    monitoring_labels(NAME)
 }
 
 fn selector() -> BTreeMap<String, String> {
@@ -317,47 +323,39 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
             rules_mount,
             VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
         ]),
-        resources: Some(ResourceRequirements {
-            requests: quantity(&[("cpu", "100m"), ("memory", "128Mi")]),
-            limits: quantity(&[("memory", "512Mi")]),
-            ..Default::default()
-        }),
+        resources: Some(resources(&[("cpu", "100m"), ("memory", "128Mi")], &[("memory", "512Mi")])),
         security_context: Some(locked_down()),
         ..Default::default()
     };
-    let deployment = Deployment {
-        metadata: meta(NAME, true),
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(selector()), ..Default::default() },
-            // One writer for the TSDB: the old pod goes before the new one starts.
-            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(NAME.into()),
-                    security_context: Some(non_root_pod(USER, Some(USER))),
-                    termination_grace_period_seconds: Some(30),
-                    containers: vec![container],
-                    volumes: Some(vec![
-                        config_volume,
-                        rules_volume,
-                        Volume {
-                            name: "data".into(),
-                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                claim_name: CLAIM.into(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                    ]),
+    let mut deployment = monitoring_deployment(
+        NAME,
+        PodSpec {
+            service_account_name: Some(NAME.into()),
+            security_context: Some(non_root_pod(USER, Some(USER))),
+            termination_grace_period_seconds: Some(30),
+            containers: vec![container],
+            volumes: Some(vec![
+                config_volume,
+                rules_volume,
+                Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: CLAIM.into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-            },
+                },
+            ]),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
+        },
+    );
+    if let Some(spec) = deployment.spec.as_mut() {
+        // One writer for the TSDB: the old pod goes before the new one starts.
+        spec.strategy = Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() });
+        if let Some(template) = spec.template.metadata.as_mut() {
+            template.annotations = Some(config_checksum(&[&config, &rules]));
+        }
+    }
     let service = Service {
         metadata: ObjectMeta {
             annotations: Some(metallb::pinned_address(load_balancer_ip)),
@@ -390,6 +388,21 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn checksum(objects: &[Object]) -> String {
+        let deployment =
+            objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
+        let template = deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        template.annotations.as_ref().unwrap()["vigil.local/config-checksum"].clone()
+    }
+
+    #[test]
+    fn a_new_configuration_or_rule_rolls_the_pod() {
+        let default = checksum(&objects("img", "172.29.0.129", &ScrapeLabels::default()));
+        let mixin = checksum(&objects("img", "172.29.0.129", &"job=cadvisor".parse().unwrap()));
+        assert_ne!(default, mixin);
+        assert_eq!(default, checksum(&objects("img2", "172.29.0.129", &ScrapeLabels::default())));
+    }
 
     #[test]
     fn config_matches_golden_file() {

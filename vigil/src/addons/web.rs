@@ -10,8 +10,8 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             ConfigMap, Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, Service, ServiceAccount, ServicePort, ServiceSpec,
-            SleepAction, TopologySpreadConstraint,
+            PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort, ServiceSpec, SleepAction,
+            TopologySpreadConstraint,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -23,7 +23,7 @@ use probe_server::config::{
 
 use super::{
     Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_volume, http_get_probe, locked_down,
-    metallb, non_root_pod, quantity, upstream,
+    metallb, non_root_pod, quantity, resources, upstream,
 };
 use crate::apply::Object;
 
@@ -165,11 +165,10 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
             }),
             ..Default::default()
         }),
-        resources: Some(ResourceRequirements {
-            requests: quantity(&[("cpu", "50m"), ("memory", "16Mi")]),
-            limits: quantity(&[("cpu", "500m"), ("memory", "64Mi")]),
-            ..Default::default()
-        }),
+        resources: Some(resources(
+            &[("cpu", "50m"), ("memory", "16Mi")],
+            &[("cpu", "500m"), ("memory", "64Mi")],
+        )),
         security_context: Some(locked_down()),
         ..Default::default()
     };
@@ -203,11 +202,10 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
             ..Default::default()
         }),
         volume_mounts: Some(vec![probe_config_mount]),
-        resources: Some(ResourceRequirements {
-            requests: quantity(&[("cpu", "10m"), ("memory", "8Mi")]),
-            limits: quantity(&[("cpu", "100m"), ("memory", "32Mi")]),
-            ..Default::default()
-        }),
+        resources: Some(resources(
+            &[("cpu", "10m"), ("memory", "8Mi")],
+            &[("cpu", "100m"), ("memory", "32Mi")],
+        )),
         security_context: Some(locked_down()),
         ..Default::default()
     };

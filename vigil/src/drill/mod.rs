@@ -150,6 +150,12 @@ pub struct Report {
     pub alerter_leader_node: Option<String>,
     /// Where the report files are.
     pub report: Option<String>,
+    /// The failover dashboard's panels over the drill's window (SVG files
+    /// in the report's folder).
+    pub panels: Vec<String>,
+    /// Why they were not drawn, if they were not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub panels_missing: Option<String>,
 }
 
 impl Report {
@@ -489,8 +495,48 @@ pub async fn run(
         announcing_node: announcing,
         alerter_leader_node: alerter_leader,
         report: None,
+        panels: vec![],
+        panels_missing: None,
     };
+    let mut report = report::write(report, &options.report_dir)?;
+    // A minute of baseline before the fault, and two scrapes (15 s apart)
+    // after the end, so the panels show the node back.
+    let start = fault_at.as_second() as f64 - 60.0;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let end = Timestamp::now().as_second() as f64;
+    let folder = PathBuf::from(report.report.clone().unwrap_or_default());
+    match failover_panels(&client, &folder, crate::monitoring::render::Window::between(start, end)).await {
+        Ok(panels) => report.panels = panels,
+        Err(why) => {
+            progress.info(format!("the failover panels were not drawn: {why}"));
+            report.panels_missing = Some(why);
+        }
+    }
     report::write(report, &options.report_dir)
+}
+
+/// The failover dashboard's panels, drawn in `folder`; their file names.
+async fn failover_panels(
+    client: &Client,
+    folder: &std::path::Path,
+    window: crate::monitoring::render::Window,
+) -> Result<Vec<String>, String> {
+    let addresses = crate::status::addon_addresses(client).await;
+    let prometheus = addresses
+        .get(crate::addons::prometheus::NAME)
+        .cloned()
+        .flatten()
+        .ok_or("the prometheus Service has no LoadBalancer address")?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let dashboard = crate::monitoring::dashboards::failover();
+    let paths = crate::monitoring::render::dashboard(&http, &prometheus, &dashboard, window, folder)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(paths.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect())
 }
 
 /// The report in a few lines, for the terminal.

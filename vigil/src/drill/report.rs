@@ -144,6 +144,15 @@ pub fn markdown(report: &Report) -> String {
             "The alerter's leader ran on the broken node: its standby took the Lease over (the notices wait for that)."
         );
     }
+    if !report.panels.is_empty() {
+        let _ = writeln!(out, "\n## The failover dashboard over the drill\n");
+        for panel in &report.panels {
+            let _ = writeln!(out, "![{panel}]({panel})\n");
+        }
+    }
+    if let Some(why) = &report.panels_missing {
+        let _ = writeln!(out, "\nThe failover dashboard's panels were not drawn: {why}.");
+    }
     if let Some(seconds) = report.detection_seconds {
         let _ = writeln!(out, "From NotReady seen by the drill to `node-down` delivered: {seconds:.2} s.");
     }
@@ -201,6 +210,8 @@ mod tests {
             announcing_node: Some("vigil-worker".into()),
             alerter_leader_node: Some("vigil-worker".into()),
             report: None,
+            panels: vec!["vigil-failover--nodes-ready.svg".into()],
+            panels_missing: None,
         }
     }
 
@@ -221,6 +232,9 @@ mod tests {
         assert!(text.contains("the node that was broken"));
         assert!(text.contains("`node-down` delivered: 0.25 s"));
         assert!(text.contains("standby took the Lease over"));
+        assert!(text.contains("![vigil-failover--nodes-ready.svg](vigil-failover--nodes-ready.svg)"));
+        let missing = Report { panels: vec![], panels_missing: Some("no Prometheus".into()), ..report() };
+        assert!(markdown(&missing).contains("panels were not drawn: no Prometheus."));
         let dir = tempfile::tempdir().unwrap();
         let written = write(report(), dir.path()).unwrap();
         let folder = std::path::PathBuf::from(written.report.unwrap());

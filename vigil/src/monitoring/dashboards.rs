@@ -92,15 +92,15 @@ pub fn cluster() -> Dashboard {
             ),
             timeseries(
                 "Memory by node",
-                "Working set of the containers on each node (node-exporter), against the node's allocatable memory.",
+                "Working set of the containers on each node (node-exporter).",
                 "bytes",
-                vec![
-                    (r#"node:container_memory_working_set_bytes:sum{node=~"$node"}"#.into(), "{{node}} used"),
-                    (
-                        format!(r#"max by (node) (kube_node_status_allocatable{{{KSM}, resource="memory", node=~"$node"}})"#),
-                        "{{node}} allocatable",
-                    ),
-                ],
+                vec![(r#"node:container_memory_working_set_bytes:sum{node=~"$node"}"#.into(), "{{node}}")],
+            ),
+            stat(
+                "Memory allocatable",
+                "Memory the nodes offer to pods, in total.",
+                "bytes",
+                format!(r#"sum(kube_node_status_allocatable{{{KSM}, resource="memory", node=~"$node"}})"#),
             ),
             timeseries(
                 "Pods per node",
@@ -252,9 +252,9 @@ pub fn failover() -> Dashboard {
         panels: vec![
             timeseries(
                 "Transitions",
-                "Notices decided over the last hour, by kind.",
+                "Notices decided in the last 5 minutes, by kind: an incident is a bump of each kind it went through.",
                 "none",
-                vec![("sum by (kind) (increase(vigil_alerter_transitions_total[1h]))".into(), "{{kind}}")],
+                vec![("sum by (kind) (increase(vigil_alerter_transitions_total[5m]))".into(), "{{kind}}")],
             ),
             timeseries(
                 "Detection latency",

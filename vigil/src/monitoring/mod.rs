@@ -5,6 +5,7 @@
 
 pub mod dashboards;
 pub mod grafana;
+pub mod render;
 pub mod rules;
 
 use std::path::Path;
@@ -130,16 +131,7 @@ pub fn dashboard_files(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
 }
 
 pub fn write(dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut written = vec![];
-    for (path, text) in files(&ScrapeLabels::default()) {
-        let target = dir.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&target, text)?;
-        written.push(target.display().to_string());
-    }
-    Ok(written)
+    crate::manifests::write_files(dir, files(&ScrapeLabels::default()))
 }
 
 #[cfg(test)]
