@@ -86,7 +86,7 @@ impl Collector for ScrapeCollector {
 
         let disks: Vec<_> =
             scrape.outcomes.iter().filter_map(|o| o.samples.as_ref()).flat_map(|s| &s.disks).collect();
-        let gauge = |v: Option<u64>| v.map(|v| v as f64);
+        let float = |v: Option<u64>| v.map(|v| v as f64);
 
         let container_families: [Family<(ContainerId, ContainerUsage)>; 10] = [
             Family {
@@ -99,55 +99,55 @@ impl Collector for ScrapeCollector {
                 name: "container_memory_working_set_bytes",
                 help: "Current working set, in bytes",
                 kind: MetricType::Gauge,
-                value: &|(_, u)| gauge(u.memory_working_set_bytes),
+                value: &|(_, u)| float(u.memory_working_set_bytes),
             },
             Family {
                 name: "container_memory_usage_bytes",
                 help: "Current memory usage, including all memory regardless of when it was accessed",
                 kind: MetricType::Gauge,
-                value: &|(_, u)| gauge(u.memory_usage_bytes),
+                value: &|(_, u)| float(u.memory_usage_bytes),
             },
             Family {
                 name: "container_memory_rss",
                 help: "Size of RSS, in bytes",
                 kind: MetricType::Gauge,
-                value: &|(_, u)| gauge(u.memory_rss_bytes),
+                value: &|(_, u)| float(u.memory_rss_bytes),
             },
             Family {
                 name: "container_memory_cache",
                 help: "Number of bytes of page cache memory",
                 kind: MetricType::Gauge,
-                value: &|(_, u)| gauge(u.memory_cache_bytes),
+                value: &|(_, u)| float(u.memory_cache_bytes),
             },
             Family {
                 name: "container_memory_swap",
                 help: "Container swap usage, in bytes",
                 kind: MetricType::Gauge,
-                value: &|(_, u)| gauge(u.memory_swap_bytes),
+                value: &|(_, u)| float(u.memory_swap_bytes),
             },
             Family {
                 name: "container_cpu_cfs_periods",
                 help: "Number of elapsed enforcement period intervals",
                 kind: MetricType::Counter,
-                value: &|(_, u)| gauge(u.cpu_cfs_periods),
+                value: &|(_, u)| float(u.cpu_cfs_periods),
             },
             Family {
                 name: "container_cpu_cfs_throttled_periods",
                 help: "Number of throttled period intervals",
                 kind: MetricType::Counter,
-                value: &|(_, u)| gauge(u.cpu_cfs_throttled_periods),
+                value: &|(_, u)| float(u.cpu_cfs_throttled_periods),
             },
             Family {
                 name: "container_fs_usage_bytes",
                 help: "Bytes used by the container's writable layer",
                 kind: MetricType::Gauge,
-                value: &|(_, u)| gauge(u.fs_usage_bytes),
+                value: &|(_, u)| float(u.fs_usage_bytes),
             },
             Family {
                 name: "container_fs_limit_bytes",
                 help: "Bytes the container's filesystem can use",
                 kind: MetricType::Gauge,
-                value: &|(_, u)| gauge(u.fs_limit_bytes),
+                value: &|(_, u)| float(u.fs_limit_bytes),
             },
         ];
         encode_families(&mut encoder, &container_families, &containers, &|(id, _)| {
@@ -183,25 +183,25 @@ impl Collector for ScrapeCollector {
                 name: "container_network_receive_packets",
                 help: "Cumulative packets received",
                 kind: MetricType::Counter,
-                value: &|i| gauge(i.rx_packets),
+                value: &|i| float(i.rx_packets),
             },
             Family {
                 name: "container_network_transmit_packets",
                 help: "Cumulative packets transmitted",
                 kind: MetricType::Counter,
-                value: &|i| gauge(i.tx_packets),
+                value: &|i| float(i.tx_packets),
             },
             Family {
                 name: "container_network_receive_packets_dropped",
                 help: "Cumulative packets dropped while receiving",
                 kind: MetricType::Counter,
-                value: &|i| gauge(i.rx_dropped),
+                value: &|i| float(i.rx_dropped),
             },
             Family {
                 name: "container_network_transmit_packets_dropped",
                 help: "Cumulative packets dropped while transmitting",
                 kind: MetricType::Counter,
-                value: &|i| gauge(i.tx_dropped),
+                value: &|i| float(i.tx_dropped),
             },
         ];
         encode_families(&mut encoder, &interface_families, &interfaces, &|i| interface_labels(node, i))?;
@@ -211,25 +211,25 @@ impl Collector for ScrapeCollector {
                 name: "container_fs_reads",
                 help: "Cumulative reads completed",
                 kind: MetricType::Counter,
-                value: &|d| gauge(d.reads),
+                value: &|d| float(d.reads),
             },
             Family {
                 name: "container_fs_writes",
                 help: "Cumulative writes completed",
                 kind: MetricType::Counter,
-                value: &|d| gauge(d.writes),
+                value: &|d| float(d.writes),
             },
             Family {
                 name: "container_fs_reads_bytes",
                 help: "Cumulative bytes read",
                 kind: MetricType::Counter,
-                value: &|d| gauge(d.read_bytes),
+                value: &|d| float(d.read_bytes),
             },
             Family {
                 name: "container_fs_writes_bytes",
                 help: "Cumulative bytes written",
                 kind: MetricType::Counter,
-                value: &|d| gauge(d.write_bytes),
+                value: &|d| float(d.write_bytes),
             },
         ];
         encode_families(&mut encoder, &disk_families, &disks, &|d| disk_labels(node, d))?;

@@ -75,4 +75,7 @@ pub struct Samples {
     pub containers: Vec<(ContainerId, ContainerUsage)>,
     pub interfaces: Vec<InterfaceUsage>,
     pub disks: Vec<DiskUsage>,
+    /// What went wrong without failing the collection (a second source of
+    /// the same collector): logged and counted as failures.
+    pub problems: Vec<crate::collector::Error>,
 }

@@ -94,7 +94,18 @@ impl Scraper {
         let mut outcomes = vec![];
         for (collector, result, duration) in futures::future::join_all(runs).await {
             let samples = match result {
-                Ok(samples) => Some(samples),
+                Ok(samples) => {
+                    for problem in &samples.problems {
+                        tracing::warn!(collector, error = %problem, "part of the collection failed");
+                        *self
+                            .failures
+                            .lock()
+                            .expect("not poisoned")
+                            .entry((collector, problem.metric_label()))
+                            .or_default() += 1;
+                    }
+                    Some(samples)
+                }
                 Err((kind, message)) => {
                     tracing::warn!(collector, error = %message, "collection failed");
                     *self.failures.lock().expect("not poisoned").entry((collector, kind)).or_default() += 1;

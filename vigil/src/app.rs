@@ -74,14 +74,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Dashboards { write, action: None } => match write {
+        Command::Dashboards { write, cadvisor_labels, action: None } => match write {
             Some(dir) => {
-                for path in crate::monitoring::write(&dir)? {
+                for path in crate::monitoring::write(&dir, &cadvisor_labels)? {
                     progress.info(format!("wrote {path}"));
                 }
             }
             None => {
-                let text: String = crate::monitoring::files(&Default::default())
+                let text: String = crate::monitoring::files(&cadvisor_labels)
                     .into_iter()
                     .map(|(path, text)| format!("# dashboards/{path}\n{text}\n"))
                     .collect();
@@ -166,8 +166,6 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Writes to stdout; a reader that went away (`vigil status --json | head`)
-/// ends the output quietly instead of failing.
 /// The cluster's Prometheus, from its Service's LoadBalancer address.
 async fn prometheus_url(client: &kube::Client) -> Result<String> {
     let addresses = status::addon_addresses(client).await;
@@ -176,6 +174,8 @@ async fn prometheus_url(client: &kube::Client) -> Result<String> {
     )
 }
 
+/// Writes to stdout; a reader that went away (`vigil status --json | head`)
+/// ends the output quietly instead of failing.
 fn print_stdout(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

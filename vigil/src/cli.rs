@@ -76,6 +76,9 @@ pub enum Command {
         /// Write the files under this directory (the repository's `dashboards/`) instead of printing.
         #[arg(long)]
         write: Option<PathBuf>,
+        /// The labels of cAdvisor's series the rules select (as `vigil up --cadvisor-labels`).
+        #[arg(long, env = "VIGIL_CADVISOR_LABELS", default_value = defaults::CADVISOR_LABELS)]
+        cadvisor_labels: ScrapeLabels,
         #[command(subcommand)]
         action: Option<DashboardsAction>,
     },

@@ -72,6 +72,9 @@ pub struct ClusterSpec {
     pub cadvisor_labels: ScrapeLabels,
 }
 
+/// The scrape jobs Prometheus has besides the cAdvisor one.
+pub const OTHER_JOBS: [&str; 3] = ["prometheus", "kube-state-metrics", "kubernetes-pods"];
+
 /// The labels of a scrape job's targets, `job` among them: what the
 /// dashboards a user already has select cAdvisor's series by. The default
 /// is kube-prometheus's (`job="kubelet", metrics_path="/metrics/cadvisor"`);
@@ -124,6 +127,12 @@ impl std::str::FromStr for ScrapeLabels {
             }
             if ["namespace", "pod", "container", "node", "image", "id", "name"].contains(&key) {
                 return Err(format!("{key:?} is one of the labels node-exporter sets on each series"));
+            }
+            if key.starts_with("kubernetes_") {
+                return Err(format!("{key:?}: Prometheus sets kubernetes_* labels to the scraped pod"));
+            }
+            if key == "job" && OTHER_JOBS.contains(&value) {
+                return Err(format!("job={value} is another of vigil's scrape jobs: choose another name"));
             }
             if value.is_empty() || value.contains('"') || value.contains('\\') {
                 return Err(format!("the value of {key} must be non-empty, without quotes or backslashes"));

@@ -89,13 +89,20 @@ impl Collector for Kubelet {
         })?;
         let token = token.trim();
         let (summary, cadvisor) =
-            tokio::try_join!(self.get(&self.summary_url, token), self.get(&self.cadvisor_url, token))?;
-        let mut samples = parse_summary(&summary)?;
-        let text = std::str::from_utf8(&cadvisor).map_err(|e| Error::Parse {
-            source_name: NAME,
-            message: format!("/metrics/cadvisor is not UTF-8: {e}"),
-        })?;
-        super::cadvisor::merge(&mut samples, text)?;
+            tokio::join!(self.get(&self.summary_url, token), self.get(&self.cadvisor_url, token));
+        let mut samples = parse_summary(&summary?)?;
+        // Without `/metrics/cadvisor` the summary's CPU, memory and network
+        // still stand: it is reported as a problem, not a failed collection.
+        let merged = cadvisor.and_then(|bytes| {
+            let text = String::from_utf8(bytes).map_err(|e| Error::Parse {
+                source_name: NAME,
+                message: format!("/metrics/cadvisor is not UTF-8: {e}"),
+            })?;
+            super::cadvisor::merge(&mut samples, &text)
+        });
+        if let Err(e) = merged {
+            samples.problems.push(e);
+        }
         Ok(samples)
     }
 }

@@ -8,7 +8,7 @@ pub mod kubelet;
 
 use crate::sample::Samples;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// The source did not answer or refused.
     #[error("{source_name}: {message}")]

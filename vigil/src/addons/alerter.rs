@@ -25,8 +25,8 @@ use k8s_openapi::{
 use kube::{CustomResourceExt, api::ObjectMeta};
 
 use super::{
-    Addon, Input, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_volume, field_env,
-    http_get_probe, locked_down, namespaced_identity,
+    Addon, Input, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_checksum,
+    config_volume, field_env, http_get_probe, locked_down, namespaced_identity,
     node_exporter::{self, monitoring_labels, monitoring_meta, monitoring_selector},
     non_root_pod, prometheus, resources, rule, upstream,
 };
@@ -225,7 +225,13 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(monitoring_labels(NAME)),
-                    annotations: Some(BTreeMap::from([("prometheus.io/scrape".into(), "true".into())])),
+                    // Scraped; rolled when its configuration changes (it reads it once, at start).
+                    annotations: Some(
+                        [("prometheus.io/scrape".to_owned(), "true".to_owned())]
+                            .into_iter()
+                            .chain(config_checksum(&[&config]))
+                            .collect(),
+                    ),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

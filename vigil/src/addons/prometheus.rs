@@ -405,6 +405,28 @@ mod tests {
     }
 
     #[test]
+    fn the_jobs_refused_as_cadvisor_labels_are_the_other_jobs() {
+        let config: serde_yaml::Value = serde_yaml::from_str(&config_yaml(&ScrapeLabels::default())).unwrap();
+        let jobs: Vec<&str> = config["scrape_configs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|j| j["job_name"].as_str())
+            .collect();
+        let mut others: Vec<&str> = jobs.into_iter().filter(|j| *j != "kubelet").collect();
+        others.sort();
+        let mut refused = crate::cluster::OTHER_JOBS.to_vec();
+        refused.sort();
+        assert_eq!(others, refused);
+        for job in crate::cluster::OTHER_JOBS {
+            let err = format!("job={job}").parse::<ScrapeLabels>().unwrap_err();
+            assert!(err.contains("another of vigil's scrape jobs"), "{err}");
+        }
+        assert!("job=x,kubernetes_pod=y".parse::<ScrapeLabels>().unwrap_err().contains("kubernetes_"));
+        assert!("metrics_path=/x".parse::<ScrapeLabels>().unwrap_err().contains("must include job"));
+    }
+
+    #[test]
     fn config_matches_golden_file() {
         crate::golden::assert_golden("prometheus.yml", &config_yaml(&ScrapeLabels::default()));
     }

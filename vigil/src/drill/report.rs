@@ -144,15 +144,6 @@ pub fn markdown(report: &Report) -> String {
             "The alerter's leader ran on the broken node: its standby took the Lease over (the notices wait for that)."
         );
     }
-    if !report.panels.is_empty() {
-        let _ = writeln!(out, "\n## The failover dashboard over the drill\n");
-        for panel in &report.panels {
-            let _ = writeln!(out, "![{panel}]({panel})\n");
-        }
-    }
-    if let Some(why) = &report.panels_missing {
-        let _ = writeln!(out, "\nThe failover dashboard's panels were not drawn: {why}.");
-    }
     if let Some(seconds) = report.detection_seconds {
         let _ = writeln!(out, "From NotReady seen by the drill to `node-down` delivered: {seconds:.2} s.");
     }
@@ -166,6 +157,16 @@ pub fn markdown(report: &Report) -> String {
                 ", not the broken node"
             }
         );
+    }
+    if let Some(why) = &report.panels_missing {
+        let _ = writeln!(out, "\nThe failover dashboard's panels were not drawn: {why}.");
+    }
+    // Last: everything after the heading belongs to it.
+    if !report.panels.is_empty() {
+        let _ = writeln!(out, "\n## The failover dashboard over the drill\n");
+        for panel in &report.panels {
+            let _ = writeln!(out, "![{panel}]({panel})\n");
+        }
     }
     out
 }

@@ -1,7 +1,9 @@
 //! vigil's own dashboards: the cluster and its nodes, the workload, the
 //! probes, and failover. Heavy queries read the recording rules of
-//! [`super::rules`]; every selector honours the `node`, `namespace` and
-//! `pod` variables where the series carry those labels.
+//! [`super::rules`]. Panels over series that carry node, namespace or pod
+//! honour those variables; `web`'s requests and latency and the check
+//! durations read records summed over every pod (one service, one line),
+//! and the failover panels are cluster-wide.
 
 use super::{
     grafana::{Dashboard, DashboardSpec, Kind, PanelSpec, build, query_variable},

@@ -194,10 +194,11 @@ pub fn query_variable(name: &str, label: &str, query: &str) -> Variable {
     }
 }
 
-/// Panels laid out two to a row (stats four to a row), 8 units high.
+/// Panels laid out left to right: time series two to a row (8 high), stats
+/// four to a row (4 high); a row is as high as its highest panel.
 pub fn build(spec: DashboardSpec) -> Dashboard {
     let mut panels = vec![];
-    let (mut x, mut y) = (0, 0);
+    let (mut x, mut y, mut row_height) = (0, 0, 0);
     for (index, panel) in spec.panels.into_iter().enumerate() {
         let (w, h) = match panel.kind {
             Kind::TimeSeries => (12, 8),
@@ -205,8 +206,10 @@ pub fn build(spec: DashboardSpec) -> Dashboard {
         };
         if x + w > 24 {
             x = 0;
-            y += 8;
+            y += row_height;
+            row_height = 0;
         }
+        row_height = row_height.max(h);
         let instant = panel.kind == Kind::Stat;
         let targets = panel
             .queries

@@ -130,8 +130,8 @@ pub fn dashboard_files(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
     Ok(files)
 }
 
-pub fn write(dir: &Path) -> std::io::Result<Vec<String>> {
-    crate::manifests::write_files(dir, files(&ScrapeLabels::default()))
+pub fn write(dir: &Path, cadvisor: &ScrapeLabels) -> std::io::Result<Vec<String>> {
+    crate::manifests::write_files(dir, files(cadvisor))
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub enum Error {
 
 /// The font every chart's text is drawn in.
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+/// What a chart says when its window holds no point.
+pub const NO_DATA: &str = "no data in this window";
 const FONT_NAME: &str = "sans-serif";
 const SIZE: (u32, u32) = (900, 400);
 /// More lines than this and a chart is unreadable: the highest are drawn, and the title says so.
@@ -134,7 +136,9 @@ pub async fn chart_of(
 ) -> Result<Chart, Error> {
     let mut lines = vec![];
     for target in &panel.targets {
-        let mut expr = target.expr.replace("$__rate_interval", "1m");
+        // Grafana's `$__rate_interval`: at least a minute (four 15 s scrapes), and a step and a scrape.
+        let rate_interval = format!("{}s", (window.step + 15.0).max(60.0) as u64);
+        let mut expr = target.expr.replace("$__rate_interval", &rate_interval);
         for (name, value) in vars {
             expr = expr.replace(&format!("${name}"), value);
         }
@@ -145,7 +149,8 @@ pub async fn chart_of(
             ("end", format!("{:.0}", window.end)),
             ("step", format!("{:.0}", window.step)),
         ];
-        let unreachable = |e: reqwest::Error| Error::Unreachable { url: url.clone(), message: e.to_string() };
+        let unreachable =
+            |e: reqwest::Error| Error::Unreachable { url: url.clone(), message: crate::error_chain(&e) };
         let answer: serde_json::Value = http
             .get(&url)
             .query(&params)
@@ -239,12 +244,8 @@ pub fn draw(chart: &Chart, path: &Path) -> Result<(), Error> {
         .draw()
         .map_err(|e| err(&e))?;
     if lines.is_empty() {
-        root.draw(&Text::new(
-            "no data in this window",
-            (SIZE.0 as i32 / 2 - 80, SIZE.1 as i32 / 2),
-            (FONT_NAME, 16),
-        ))
-        .map_err(|e| err(&e))?;
+        root.draw(&Text::new(NO_DATA, (SIZE.0 as i32 / 2 - 80, SIZE.1 as i32 / 2), (FONT_NAME, 16)))
+            .map_err(|e| err(&e))?;
     }
     for (i, line) in lines.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -350,5 +351,8 @@ mod tests {
         assert!(svg.contains("\nMemory by node (UTC 00:16-00:26)\n"), "{svg}");
         assert!(svg.contains("\nvigil-worker\n") && svg.contains("<polyline"), "{svg}");
         assert!(svg.contains(" MiB\n"), "the axis is in the panel's unit: {svg}");
+        assert!(!svg.contains(NO_DATA));
+        draw(&Chart { lines: vec![], ..chart }, &path).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains(NO_DATA));
     }
 }

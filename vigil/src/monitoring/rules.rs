@@ -2,8 +2,8 @@
 //! kubernetes-mixin's compute-resources dashboards read (as kube-prometheus
 //! renders them, with the cAdvisor selector the cluster is configured
 //! with), and vigil's own alerting and recording rules. The in-cluster
-//! Prometheus loads them from a ConfigMap; `dashboards/rules/` holds the
-//! same files for a Prometheus of your own.
+//! Prometheus loads them from a ConfigMap; `dashboards/rules/` holds them,
+//! for the default cAdvisor labels, for a Prometheus of your own.
 
 use std::collections::BTreeMap;
 
@@ -232,7 +232,7 @@ pub fn alerts(cadvisor: &ScrapeLabels) -> Group {
             description: "Prometheus cannot scrape node-exporter on {{ $labels.kubernetes_node }}, or one of its collectors has failed, for two minutes: that node's container metrics are missing from the dashboards.",
         },
         Alert {
-            name: "VigilPodsNotRescheduled",
+            name: "VigilRescheduleFailed",
             expr: r#"increase(vigil_alerter_transitions_total{kind="not-rescheduled"}[15m]) > 0"#.into(),
             for_: None,
             severity: "critical",
@@ -345,107 +345,25 @@ pub fn tests(cadvisor: &ScrapeLabels) -> TestFile {
     let expired = &[("sink", "webhook"), ("outcome", "expired")];
     let pending = &[("sink", "webhook")];
     let all: &[&str] = &["*"];
+    // Values are one a minute from 0m. Firing cases hold past `for`; quiet
+    // cases either cleared before `for` passed or are still pending at the
+    // evaluation (a missing or shorter `for` would make them fire).
+    #[rustfmt::skip]
     let cases = [
-        Case {
-            alert: "VigilNodeNotReady",
-            name: "a node NotReady for 2 minutes",
-            metric: "kube_node_status_condition",
-            labels: ready,
-            values: "1 1 0 0 0 0",
-            eval_time: "5m",
-            fires: true,
-            kept: all,
-        },
-        Case {
-            alert: "VigilNodeNotReady",
-            name: "a node NotReady for 30 seconds, then Ready",
-            metric: "kube_node_status_condition",
-            labels: ready,
-            values: "1 1 0 1 1 1",
-            eval_time: "5m",
-            fires: false,
-            kept: all,
-        },
-        Case {
-            alert: "VigilProbeFailing",
-            name: "a check failing for 3 minutes",
-            metric: "probe_check_healthy",
-            labels: check,
-            values: "1 0 0 0 0",
-            eval_time: "4m",
-            fires: true,
-            kept: all,
-        },
-        Case {
-            alert: "VigilProbeFailing",
-            name: "a check that recovered",
-            metric: "probe_check_healthy",
-            labels: check,
-            values: "1 0 1 1 1",
-            eval_time: "4m",
-            fires: false,
-            kept: all,
-        },
-        Case {
-            alert: "VigilNodeExporterDown",
-            name: "node-exporter unreachable for 3 minutes",
-            metric: "up",
-            labels: node,
-            values: "1 0 0 0 0",
-            eval_time: "4m",
-            fires: true,
-            kept: all,
-        },
-        Case {
-            alert: "VigilNodeExporterDown",
-            name: "node-exporter scraped",
-            metric: "up",
-            labels: node,
-            values: "1 1 1 1 1",
-            eval_time: "4m",
-            fires: false,
-            kept: all,
-        },
-        Case {
-            alert: "VigilPodsNotRescheduled",
-            name: "a not-rescheduled verdict",
-            metric: "vigil_alerter_transitions_total",
-            labels: not_rescheduled,
-            values: "0 0 1 1",
-            eval_time: "3m",
-            fires: true,
-            kept: &["kind"],
-        },
-        Case {
-            alert: "VigilPodsNotRescheduled",
-            name: "a verdict 20 minutes ago",
-            metric: "vigil_alerter_transitions_total",
-            labels: not_rescheduled,
-            values: "0 1 1x25",
-            eval_time: "25m",
-            fires: false,
-            kept: &["kind"],
-        },
-        Case {
-            alert: "VigilNotificationUndelivered",
-            name: "a notice expired",
-            metric: "vigil_alerter_deliveries_total",
-            labels: expired,
-            values: "0 0 1 1 1 1 1 1 1",
-            eval_time: "8m",
-            fires: true,
-            kept: &["sink"],
-        },
-        Case {
-            alert: "VigilNotificationUndelivered",
-            name: "a notice pending for a minute, then delivered",
-            metric: "vigil_alerter_pending_deliveries",
-            labels: pending,
-            values: "0 1 0 0 0 0 0 0 0",
-            eval_time: "8m",
-            fires: false,
-            kept: &["sink"],
-        },
+        Case { alert: "VigilNodeNotReady", name: "a node NotReady from 2m, seen at 5m", metric: "kube_node_status_condition", labels: ready, values: "1 1 0 0 0 0", eval_time: "5m", fires: true, kept: all },
+        Case { alert: "VigilNodeNotReady", name: "a node NotReady from 2m, still pending at 2m30s", metric: "kube_node_status_condition", labels: ready, values: "1 1 0 0 0 0", eval_time: "2m30s", fires: false, kept: all },
+        Case { alert: "VigilNodeNotReady", name: "a node NotReady at 2m only, Ready again at 3m", metric: "kube_node_status_condition", labels: ready, values: "1 1 0 1 1 1", eval_time: "5m", fires: false, kept: all },
+        Case { alert: "VigilProbeFailing", name: "a check failing from 1m, seen at 4m", metric: "probe_check_healthy", labels: check, values: "1 0 0 0 0", eval_time: "4m", fires: true, kept: all },
+        Case { alert: "VigilProbeFailing", name: "a check failing from 1m, still pending at 1m30s", metric: "probe_check_healthy", labels: check, values: "1 0 0 0 0", eval_time: "1m30s", fires: false, kept: all },
+        Case { alert: "VigilProbeFailing", name: "a check failing at 1m only", metric: "probe_check_healthy", labels: check, values: "1 0 1 1 1", eval_time: "4m", fires: false, kept: all },
+        Case { alert: "VigilNodeExporterDown", name: "node-exporter unreachable from 1m, seen at 4m", metric: "up", labels: node, values: "1 0 0 0 0", eval_time: "4m", fires: true, kept: all },
+        Case { alert: "VigilNodeExporterDown", name: "node-exporter unreachable from 1m, still pending at 2m30s", metric: "up", labels: node, values: "1 0 0 0 0", eval_time: "2m30s", fires: false, kept: all },
+        Case { alert: "VigilNodeExporterDown", name: "node-exporter scraped", metric: "up", labels: node, values: "1 1 1 1 1", eval_time: "4m", fires: false, kept: all },
+        Case { alert: "VigilRescheduleFailed", name: "a not-rescheduled verdict at 2m", metric: "vigil_alerter_transitions_total", labels: not_rescheduled, values: "0 0 1 1", eval_time: "3m", fires: true, kept: &["kind"] },
+        Case { alert: "VigilRescheduleFailed", name: "a not-rescheduled verdict at 1m, 24 minutes before", metric: "vigil_alerter_transitions_total", labels: not_rescheduled, values: "0 1 1x25", eval_time: "25m", fires: false, kept: &["kind"] },
+        Case { alert: "VigilNotificationUndelivered", name: "a notice expired at 2m", metric: "vigil_alerter_deliveries_total", labels: expired, values: "0 0 1 1 1 1 1 1 1", eval_time: "8m", fires: true, kept: &["sink"] },
+        Case { alert: "VigilNotificationUndelivered", name: "a notice expired at 2m, still pending at 4m", metric: "vigil_alerter_deliveries_total", labels: expired, values: "0 0 1 1 1 1 1 1 1", eval_time: "4m", fires: false, kept: &["sink"] },
+        Case { alert: "VigilNotificationUndelivered", name: "a notice pending at 1m only, then delivered", metric: "vigil_alerter_pending_deliveries", labels: pending, values: "0 1 0 0 0 0 0 0 0", eval_time: "8m", fires: false, kept: &["sink"] },
     ];
     let rules = alerts(cadvisor).rules;
     let tests = cases

@@ -145,7 +145,7 @@ impl Step for Ready {
                 format!("{} accepting its configuration", addon.name),
                 ADDRESS_TIMEOUT,
                 poll::EVERY,
-                || async { applier.apply(&objects).await.map_err(|e| format!("{e}: {}", source_chain(&e))) },
+                || async { applier.apply(&objects).await.map_err(|e| crate::error_chain(&e)) },
             )
             .await
             .map_err(timeout)?;
@@ -177,16 +177,6 @@ impl Step for Ready {
         ctx.add_address(address.key, url.clone());
         Ok(Outcome::Done(format!("{url} {answer}")))
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = vec![];
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push(s.to_string());
-        source = s.source();
-    }
-    out.join(": ")
 }
 
 /// Asks `url` from the host until it answers as `check` wants; what it said.
