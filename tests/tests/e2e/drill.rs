@@ -49,7 +49,8 @@ async fn victim(c: &Cluster, wanted: impl Fn(&str) -> bool) -> Result<String> {
     anyhow::bail!("no worker fit for this drill holds a web pod after three restarts of web: {placed:?}")
 }
 
-async fn run_drill(c: &Cluster, node: &str) -> Result<Report> {
+/// The drill's report, and the directory its files are in (removed when dropped).
+async fn run_drill(c: &Cluster, node: &str) -> Result<(Report, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let options = drill::Options {
         fault: DrillFault::Kill,
@@ -72,7 +73,7 @@ async fn run_drill(c: &Cluster, node: &str) -> Result<Report> {
         report.milestone(drill::RESOLVED).is_some(),
         "{node} was restored but no resolved notice was delivered: {report:?}"
     );
-    Ok(report)
+    Ok((report, dir))
 }
 
 pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &Cluster) -> Result<()> {
@@ -84,7 +85,7 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
     let already = alerter.received().len();
     alerter.script.lock().expect("not poisoned").extend([500, 500, 500]);
 
-    let report = run_drill(c, &node).await?;
+    let (report, _files) = run_drill(c, &node).await?;
     ensure!(report.verdict.as_deref() == Some("rescheduled"), "the verdict is not rescheduled: {report:?}");
     ensure!(report.milestone(drill::ALL_READY).is_some(), "3/3 web pods never Ready elsewhere: {report:?}");
     // The report embeds the failover dashboard over the drill's window.
@@ -135,7 +136,7 @@ pub async fn the_node_holding_prometheus_is_not_rescheduled_and_says_why(c: &Clu
     let node = victim(c, |w| w == holder).await?;
     let already = alerter.received().len();
 
-    let report = run_drill(c, &node).await?;
+    let (report, _files) = run_drill(c, &node).await?;
     ensure!(
         report.verdict.as_deref() == Some("not-rescheduled"),
         "the verdict is not not-rescheduled: {report:?}"
