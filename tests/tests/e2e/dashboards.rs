@@ -181,7 +181,7 @@ struct PanelQuery {
 fn panel_queries(vars: &[(&str, String)], cadvisor: &ScrapeLabels) -> Result<Vec<PanelQuery>> {
     let substitute = |expr: &str| {
         let mut expr = expr.replace("$__rate_interval", "1m");
-        // Longest names first: `$node` must not eat `$namespace`'s prefix (none do, but keep it safe).
+        // Longest names first, so a variable that is a prefix of another cannot replace part of it.
         let mut vars: Vec<&(&str, String)> = vars.iter().collect();
         vars.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
         for (name, value) in vars {
@@ -252,7 +252,6 @@ pub async fn every_panel_query_has_data(c: &Cluster) -> Result<()> {
         ("namespace", "default".to_owned()),
         ("pod", name(pod)),
         ("node", node.clone()),
-        ("datasource", "prometheus".to_owned()),
     ];
     let queries = panel_queries(&vars, &vigil_e2e::test_spec().cadvisor_labels)?;
     let block_io_at_source = cadvisor_has_container_block_io(c, &node).await?;
