@@ -52,7 +52,7 @@ pub enum Object {
     RoleBinding(k8s_openapi::api::rbac::v1::RoleBinding),
     PodDisruptionBudget(k8s_openapi::api::policy::v1::PodDisruptionBudget),
     ResourceQuota(k8s_openapi::api::core::v1::ResourceQuota),
-    LimitRange(k8s_openapi::api::core::v1::LimitRange),
+    PriorityClass(k8s_openapi::api::scheduling::v1::PriorityClass),
     CustomResourceDefinition(
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     ),
@@ -77,7 +77,7 @@ impl Object {
             Object::RoleBinding(o) => ("RoleBinding", &o.metadata),
             Object::PodDisruptionBudget(o) => ("PodDisruptionBudget", &o.metadata),
             Object::ResourceQuota(o) => ("ResourceQuota", &o.metadata),
-            Object::LimitRange(o) => ("LimitRange", &o.metadata),
+            Object::PriorityClass(o) => ("PriorityClass", &o.metadata),
             Object::CustomResourceDefinition(o) => ("CustomResourceDefinition", &o.metadata),
             Object::Dynamic(o) => (o.types.as_ref().map_or("object", |t| t.kind.as_str()), &o.metadata),
         };
@@ -104,7 +104,7 @@ impl Object {
             Object::RoleBinding(o) => serde_yaml::to_string(o),
             Object::PodDisruptionBudget(o) => serde_yaml::to_string(o),
             Object::ResourceQuota(o) => serde_yaml::to_string(o),
-            Object::LimitRange(o) => serde_yaml::to_string(o),
+            Object::PriorityClass(o) => serde_yaml::to_string(o),
             Object::CustomResourceDefinition(o) => serde_yaml::to_string(o),
             Object::Dynamic(o) => serde_yaml::to_string(o),
         }
@@ -194,7 +194,7 @@ impl Applier {
             Object::RoleBinding(o) => apply_namespaced(client, o).await,
             Object::PodDisruptionBudget(o) => apply_namespaced(client, o).await,
             Object::ResourceQuota(o) => apply_namespaced(client, o).await,
-            Object::LimitRange(o) => apply_namespaced(client, o).await,
+            Object::PriorityClass(o) => apply_cluster(client, o).await,
             Object::CustomResourceDefinition(o) => apply_cluster(client, o).await,
             Object::Dynamic(o) => return self.apply_dynamic(object.describe(), o).await,
         };

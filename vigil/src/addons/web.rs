@@ -230,6 +230,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
+                    priority_class_name: Some(PRIORITY_CLASS.into()),
                     automount_service_account_token: Some(false),
                     security_context: Some(non_root_pod(USER, None)),
                     // One per node where possible, but never refuse to run:
@@ -272,24 +273,44 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
         }),
         ..Default::default()
     };
-    let [quota, limits] = namespace_budget();
+    let [class, quota] = workload_budget();
     vec![
         Object::ServiceAccount(service_account),
         Object::ConfigMap(config),
+        class,
         quota,
-        limits,
         Object::Deployment(deployment),
         Object::Service(service),
     ]
 }
 
-/// The workload namespace's budget: a ResourceQuota on CPU and memory
-/// (requests and limits), so one rollout cannot take the cluster, and a
-/// LimitRange that gives a container without its own values the defaults
-/// (a quota on limits refuses pods that state none).
-fn namespace_budget() -> [Object; 2] {
-    use k8s_openapi::api::core::v1::{
-        LimitRange, LimitRangeItem, LimitRangeSpec, ResourceQuota, ResourceQuotaSpec,
+/// The PriorityClass web's pods run under: priority 0 (as pods without
+/// one) and never preempting, so scheduling is unchanged; it exists so the
+/// quota below can count web's pods and nobody else's.
+pub const PRIORITY_CLASS: &str = "vigil-workload";
+
+/// web's budget: a PriorityClass and a ResourceQuota on CPU and memory
+/// (requests and limits) scoped to it, so one rollout cannot take the
+/// cluster, and the dashboards' quota lines have a quota to draw. Scoped,
+/// the quota asks nothing of the other pods in the namespace (an unscoped
+/// quota on limits refuses every pod that states none).
+fn workload_budget() -> [Object; 2] {
+    use k8s_openapi::api::{
+        core::v1::{ResourceQuota, ResourceQuotaSpec, ScopeSelector, ScopedResourceSelectorRequirement},
+        scheduling::v1::PriorityClass,
+    };
+    let class = PriorityClass {
+        metadata: ObjectMeta {
+            name: Some(PRIORITY_CLASS.into()),
+            labels: Some(labels()),
+            ..Default::default()
+        },
+        value: 0,
+        preemption_policy: Some("Never".into()),
+        description: Some(
+            "vigil's web workload: counted by its ResourceQuota, scheduled as priority 0".into(),
+        ),
+        global_default: Some(false),
     };
     let quota = ResourceQuota {
         metadata: ObjectMeta { name: Some("workload-budget".into()), ..meta(NAME) },
@@ -300,22 +321,18 @@ fn namespace_budget() -> [Object; 2] {
                 ("requests.memory", "4Gi"),
                 ("limits.memory", "8Gi"),
             ]),
+            scope_selector: Some(ScopeSelector {
+                match_expressions: Some(vec![ScopedResourceSelectorRequirement {
+                    scope_name: "PriorityClass".into(),
+                    operator: "In".into(),
+                    values: Some(vec![PRIORITY_CLASS.into()]),
+                }]),
+            }),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let limits = LimitRange {
-        metadata: ObjectMeta { name: Some("workload-defaults".into()), ..meta(NAME) },
-        spec: Some(LimitRangeSpec {
-            limits: vec![LimitRangeItem {
-                type_: "Container".into(),
-                default: quantity(&[("cpu", "500m"), ("memory", "256Mi")]),
-                default_request: quantity(&[("cpu", "10m"), ("memory", "16Mi")]),
-                ..Default::default()
-            }],
-        }),
-    };
-    [Object::ResourceQuota(quota), Object::LimitRange(limits)]
+    [Object::PriorityClass(class), Object::ResourceQuota(quota)]
 }
 
 #[cfg(test)]
@@ -328,6 +345,45 @@ mod tests {
         config.validate().unwrap();
         let text = config.to_json();
         assert_eq!(ProbeConfig::from_json(&text, "configmap").unwrap(), config);
+    }
+
+    #[test]
+    fn the_quota_counts_web_pods_only() {
+        let objects = objects(&Images { web: "w".into(), probe_server: "p".into() }, "172.29.0.128");
+        let quota = objects
+            .iter()
+            .find_map(|o| if let Object::ResourceQuota(q) = o { Some(q) } else { None })
+            .unwrap();
+        let scope = &quota
+            .spec
+            .as_ref()
+            .unwrap()
+            .scope_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!((scope.scope_name.as_str(), scope.operator.as_str()), ("PriorityClass", "In"));
+        let deployment =
+            objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
+        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(scope.values.as_deref(), Some(&[pod.priority_class_name.clone().unwrap()][..]));
+        let class = objects
+            .iter()
+            .find_map(|o| if let Object::PriorityClass(c) = o { Some(c) } else { None })
+            .unwrap();
+        assert_eq!((class.value, class.preemption_policy.as_deref()), (0, Some("Never")));
+        let position = |kind: &str| objects.iter().position(|o| o.describe().starts_with(kind)).unwrap();
+        assert!(
+            position("PriorityClass") < position("Deployment"),
+            "the class exists before the pods ask for it"
+        );
+        // Every container states CPU and memory limits: the quota counts them.
+        for c in &pod.containers {
+            let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+            assert!(limits.contains_key("cpu") && limits.contains_key("memory"), "{}", c.name);
+        }
     }
 
     #[test]
