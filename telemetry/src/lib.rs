@@ -30,6 +30,19 @@ pub struct Telemetry {
 /// Installs the global subscriber. `filter` uses tracing's syntax
 /// (`info`, `web=debug,tower=warn`). Lines go to stdout through a background
 /// writer, so logging a request never waits on the terminal or the pipe.
+/// An error and its causes, as one line (`a: b: c`): what a log line or a
+/// report shows when the outer message alone ("error sending request")
+/// hides the cause.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
+}
+
 pub fn init(filter: &str) -> Result<Telemetry, String> {
     let (filter, log_level) = reload::Layer::new(parse_filter(filter)?);
     // The default queue holds 128 000 lines, allocated up front (about 4 MiB

@@ -63,8 +63,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let prometheus = prometheus_url(&client).await?;
             let dir = out.unwrap_or_else(|| crate::build::default_cache_dir().join("dashboards"));
-            let http =
-                reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(20)).build()?;
+            let http = crate::monitoring::render::client()?;
             let window = crate::monitoring::render::Window::last_minutes(minutes);
             for (_, dashboard) in crate::monitoring::dashboards::all() {
                 for path in
@@ -112,8 +111,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Some(client) => client.map_err(anyhow::Error::msg)?,
                 None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
             };
-            let addresses = status::addon_addresses(&client).await;
-            let web_url = addresses.get(crate::addons::web::NAME).cloned().flatten().context(
+            let web_url = status::addon_url(&client, crate::addons::web::NAME).await.context(
                 "the web Service has no LoadBalancer address: run `vigil up` (without --cluster-only)",
             )?;
             let options = drill::Options {
@@ -168,8 +166,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// The cluster's Prometheus, from its Service's LoadBalancer address.
 async fn prometheus_url(client: &kube::Client) -> Result<String> {
-    let addresses = status::addon_addresses(client).await;
-    addresses.get(crate::addons::prometheus::NAME).cloned().flatten().context(
+    status::addon_url(client, crate::addons::prometheus::NAME).await.context(
         "the prometheus Service has no LoadBalancer address: run `vigil up` (without --cluster-only)",
     )
 }

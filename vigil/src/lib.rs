@@ -44,19 +44,6 @@ pub mod up;
 /// The pinned upstream releases.
 pub mod versions;
 
-/// An error and its causes, as one line (`a: b: c`): what a retry loop or a
-/// report shows when the outer message alone ("error sending request") hides
-/// the cause.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
-    message
-}
-
 #[cfg(test)]
 pub(crate) mod golden {
     //! Golden files under `vigil/tests/golden/`. `VIGIL_UPDATE_GOLDEN=1 cargo test`

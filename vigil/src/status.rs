@@ -62,11 +62,21 @@ pub struct PodStatus {
 pub async fn addon_addresses(client: &Client) -> BTreeMap<&'static str, Option<String>> {
     let mut out = BTreeMap::new();
     for address in ADDONS.iter().filter_map(|a| a.address.as_ref()) {
-        let services: Api<Service> = Api::namespaced(client.clone(), address.namespace);
-        let ip = services.get(address.service).await.ok().as_ref().and_then(load_balancer_ip);
-        out.insert(address.key, ip.map(|ip| (address.url)(&ip)));
+        out.insert(address.key, url_of(client, address).await);
     }
     out
+}
+
+/// One add-on's URL (`key` as in `addresses`), if its Service has its address.
+pub async fn addon_url(client: &Client, key: &str) -> Option<String> {
+    let address = ADDONS.iter().filter_map(|a| a.address.as_ref()).find(|a| a.key == key)?;
+    url_of(client, address).await
+}
+
+async fn url_of(client: &Client, address: &crate::addons::Address) -> Option<String> {
+    let services: Api<Service> = Api::namespaced(client.clone(), address.namespace);
+    let ip = services.get(address.service).await.ok().as_ref().and_then(load_balancer_ip);
+    ip.map(|ip| (address.url)(&ip))
 }
 
 pub async fn collect(

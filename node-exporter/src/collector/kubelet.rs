@@ -56,11 +56,10 @@ impl Kubelet {
     }
 
     async fn get(&self, url: &str, token: &str) -> Result<Vec<u8>, Error> {
-        let response =
-            self.http.get(url).bearer_auth(token).send().await.map_err(|e| Error::Source {
-                source_name: NAME,
-                message: format!("GET {url}: {}", chain(&e)),
-            })?;
+        let response = self.http.get(url).bearer_auth(token).send().await.map_err(|e| Error::Source {
+            source_name: NAME,
+            message: format!("GET {url}: {}", vigil_telemetry::error_chain(&e)),
+        })?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -73,7 +72,7 @@ impl Kubelet {
             .bytes()
             .await
             .map(Vec::from)
-            .map_err(|e| Error::Source { source_name: NAME, message: chain(&e) })
+            .map_err(|e| Error::Source { source_name: NAME, message: vigil_telemetry::error_chain(&e) })
     }
 }
 
@@ -105,16 +104,6 @@ impl Collector for Kubelet {
         }
         Ok(samples)
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
-    message
 }
 
 // The parts of the kubelet's stats/v1alpha1 Summary that are exported.

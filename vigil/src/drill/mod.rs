@@ -521,17 +521,10 @@ async fn failover_panels(
     folder: &std::path::Path,
     window: crate::monitoring::render::Window,
 ) -> Result<Vec<String>, String> {
-    let addresses = crate::status::addon_addresses(client).await;
-    let prometheus = addresses
-        .get(crate::addons::prometheus::NAME)
-        .cloned()
-        .flatten()
+    let prometheus = crate::status::addon_url(client, crate::addons::prometheus::NAME)
+        .await
         .ok_or("the prometheus Service has no LoadBalancer address")?;
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = crate::monitoring::render::client().map_err(|e| e.to_string())?;
     let dashboard = crate::monitoring::dashboards::failover();
     let paths = crate::monitoring::render::dashboard(&http, &prometheus, &dashboard, window, folder)
         .await

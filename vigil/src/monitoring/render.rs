@@ -126,6 +126,12 @@ pub fn lines_of(answer: &serde_json::Value, legend_format: &str) -> Result<Vec<L
     Ok(lines)
 }
 
+/// The client the range queries go through: straight to the cluster's
+/// address (no proxy), 20 s for one query.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(20)).build()
+}
+
 /// The panel's queries, with the variables set (`vars`), over `window`.
 pub async fn chart_of(
     http: &reqwest::Client,
@@ -149,8 +155,10 @@ pub async fn chart_of(
             ("end", format!("{:.0}", window.end)),
             ("step", format!("{:.0}", window.step)),
         ];
-        let unreachable =
-            |e: reqwest::Error| Error::Unreachable { url: url.clone(), message: crate::error_chain(&e) };
+        let unreachable = |e: reqwest::Error| Error::Unreachable {
+            url: url.clone(),
+            message: vigil_telemetry::error_chain(&e),
+        };
         let answer: serde_json::Value = http
             .get(&url)
             .query(&params)

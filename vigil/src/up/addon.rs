@@ -145,7 +145,7 @@ impl Step for Ready {
                 format!("{} accepting its configuration", addon.name),
                 ADDRESS_TIMEOUT,
                 poll::EVERY,
-                || async { applier.apply(&objects).await.map_err(|e| crate::error_chain(&e)) },
+                || async { applier.apply(&objects).await.map_err(|e| vigil_telemetry::error_chain(&e)) },
             )
             .await
             .map_err(timeout)?;
