@@ -29,6 +29,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{Notify, mpsc, watch};
+use tracing::Instrument as _;
 
 use crate::{
     crd::{Delivery, DeliveryState, NodeIncident, NodeIncidentSpec, NodeIncidentStatus},
@@ -262,10 +263,22 @@ impl Leader {
         if let Some(seconds) = notice.seconds_to_rescheduled {
             ctx.metrics.time_to_rescheduled.observe(seconds);
         }
-        tracing::info!(incident = %name, node = %incident.node, kind = notice.kind.as_str(), summary = %notice.summary, "notice");
-        // Queued first: the Event is for people, the notice is what is owed.
-        ctx.outbox.enqueue(None, &notice, 0, ctx.outbox.expiry());
-        publish(recorder, &notice).await;
+        match notice.kind {
+            NoticeKind::NodeDown => crate::trace::detected(&incident),
+            NoticeKind::Rescheduled | NoticeKind::NotRescheduled => {
+                crate::trace::verified(&incident, &notice)
+            }
+            _ => {}
+        }
+        let span = crate::trace::notice(&notice);
+        async {
+            tracing::info!(incident = %name, node = %incident.node, kind = notice.kind.as_str(), summary = %notice.summary, "notice");
+            // Queued first: the Event is for people, the notice is what is owed.
+            ctx.outbox.enqueue(None, &notice, 0, ctx.outbox.expiry());
+            publish(recorder, &notice).await;
+        }
+        .instrument(span)
+        .await;
     }
 
     /// Keeps a delivery's outcome in its incident's status.

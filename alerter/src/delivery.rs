@@ -17,6 +17,7 @@ use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
 };
+use tracing::Instrument as _;
 
 use crate::{
     config::{DeliveryConfig, Sink},
@@ -175,20 +176,35 @@ impl Outbox {
             return;
         };
         let sink = &queue.sink.name;
+        let span = crate::trace::delivery(&notice, sink, attempts);
         let outcome = if Instant::now() > expires_at {
             None
         } else {
             let request = sinks::request(&queue.sink, &notice, Timestamp::now(), &self.generator_url);
-            let mut builder = self.http.post(request.url.clone()).body(request.body);
+            // The receiver can continue the incident's trace.
+            let mut builder = self
+                .http
+                .post(request.url.clone())
+                .headers(span.in_scope(vigil_telemetry::trace_http::current_headers))
+                .body(request.body);
             for (name, value) in &request.headers {
                 builder = builder.header(*name, value);
             }
-            Some(match builder.send().await {
-                Ok(response) => classify(response.status()),
+            Some(match builder.send().instrument(span.clone()).await {
+                Ok(response) => {
+                    span.record("http.response.status_code", response.status().as_u16());
+                    classify(response.status())
+                }
                 Err(e) => Attempt::Retry(format!("{e}")),
             })
         };
+        // Its log lines below are events of the attempt's span (no await follows).
+        let _entered = span.enter();
         let count = |outcome: &'static str| {
+            span.record("vigil.outcome", outcome);
+            if outcome != "delivered" {
+                span.record("otel.status_code", "error");
+            }
             self.metrics.deliveries.get_or_create(&DeliveryLabels { sink: sink.clone(), outcome }).inc();
         };
         let mut delivery = Delivery {

@@ -21,6 +21,8 @@ pub mod metrics;
 pub mod model;
 /// What each kind of sink receives: signed webhooks, Slack, Alertmanager.
 pub mod sinks;
+/// The incident as one trace: detection, notices, deliveries, verification.
+pub mod trace;
 /// One incident per node, driven by reflector snapshots.
 pub mod tracker;
 

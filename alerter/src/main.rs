@@ -43,7 +43,7 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let telemetry = vigil_telemetry::init(&args.log).unwrap_or_else(|e| usage_error(e));
+    let telemetry = vigil_telemetry::init("alerter", &args.log).unwrap_or_else(|e| usage_error(e));
     let config = Config::load(&args.config).unwrap_or_else(|e| usage_error(e));
     let sinks = config.sinks().unwrap_or_else(|e| usage_error(e));
     let client = kube::Client::try_default().await.unwrap_or_else(|e| {

@@ -68,6 +68,7 @@ impl Default for Metrics {
         registry.register("pending_deliveries", "Notices not delivered yet, by sink", pending.clone());
         registry.register("leader", "1 while this replica leads", leader.clone());
         registry.register("open_incidents", "Incidents not resolved", open_incidents.clone());
+        vigil_telemetry::otel::register(&mut registry);
         Metrics {
             registry,
             transitions,

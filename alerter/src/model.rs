@@ -159,6 +159,28 @@ pub struct Notice {
     /// The pods the node held, by owner, with their verdicts.
     #[serde(default)]
     pub owners: Vec<OwnerVerdict>,
+    /// The incident's trace (W3C trace id, hex), derived from the incident's
+    /// name: every span of the incident, whichever replica made it, is in it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace_id: String,
+}
+
+/// An incident's trace id and its root span's id: the first 24 bytes of
+/// SHA-256 over `vigil-incident/<name>`. Anyone holding the incident's name
+/// (a notice, `kubectl get ni`, a drill report) can find its trace.
+pub fn incident_trace(incident: &str) -> ([u8; 16], [u8; 8]) {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("vigil-incident/{incident}").as_bytes());
+    let mut trace = [0; 16];
+    let mut span = [0; 8];
+    trace.copy_from_slice(&digest[..16]);
+    span.copy_from_slice(&digest[16..24]);
+    (trace, span)
+}
+
+/// [`incident_trace`]'s trace id as 32 hex digits.
+pub fn incident_trace_id(incident: &str) -> String {
+    incident_trace(incident).0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Notice {

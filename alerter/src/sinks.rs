@@ -190,6 +190,7 @@ mod tests {
             detected_at: Some("2026-01-01T00:01:41Z".into()),
             seconds_to_rescheduled: None,
             owners: vec![],
+            trace_id: String::new(),
         }
     }
 

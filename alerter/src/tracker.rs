@@ -352,6 +352,7 @@ impl Tracker {
         Notice {
             kind,
             id: Notice::key(&incident.name, kind),
+            trace_id: crate::model::incident_trace_id(&incident.name),
             incident: incident.name.clone(),
             cluster: self.settings.cluster.clone(),
             node: node.clone(),

@@ -27,6 +27,8 @@ struct Receiver {
     script: Vec<u16>,
     /// (webhook-id, signature valid, answered)
     seen: Vec<(String, bool, u16)>,
+    /// Each request's `traceparent` header.
+    traceparents: Vec<String>,
 }
 
 async fn hook(
@@ -41,16 +43,27 @@ async fn hook(
     let mut receiver = receiver.lock().unwrap();
     let code = if receiver.script.is_empty() { 204 } else { receiver.script.remove(0) };
     receiver.seen.push((id, valid, code));
+    receiver.traceparents.push(header("traceparent"));
     axum::http::StatusCode::from_u16(code).unwrap()
 }
 
 async fn receiver(script: Vec<u16>) -> (reqwest::Url, Arc<Mutex<Receiver>>) {
-    let state = Arc::new(Mutex::new(Receiver { script, seen: vec![] }));
+    let state = Arc::new(Mutex::new(Receiver { script, ..Receiver::default() }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = reqwest::Url::parse(&format!("http://{}/hook", listener.local_addr().unwrap())).unwrap();
     let app = Router::new().route("/hook", post(hook)).with_state(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, state)
+}
+
+/// Spans get OpenTelemetry ids (exported nowhere), so deliveries carry a
+/// `traceparent`. Process-wide: tracing caches whether a callsite is
+/// enabled, and a test thread without a subscriber would cache "never".
+fn spans_get_ids() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(vigil_telemetry::otel::recording_subscriber().0);
+    });
 }
 
 fn notice(kind: NoticeKind) -> Notice {
@@ -67,6 +80,7 @@ fn notice(kind: NoticeKind) -> Notice {
         detected_at: None,
         seconds_to_rescheduled: None,
         owners: vec![],
+        trace_id: alerter::model::incident_trace_id("w2-1700000000"),
     }
 }
 
@@ -105,6 +119,7 @@ async fn finals(records: &mut mpsc::UnboundedReceiver<Record>, n: usize) -> Vec<
 
 #[tokio::test]
 async fn a_receiver_that_fails_then_recovers_gets_every_notice_in_order() {
+    spans_get_ids();
     let (url, state) = receiver(vec![500, 500, 503]).await;
     let (outbox, mut records, metrics) = start_outbox(url, Duration::from_secs(60));
     for kind in [NoticeKind::NodeDown, NoticeKind::Rescheduled, NoticeKind::Resolved] {
@@ -129,6 +144,20 @@ async fn a_receiver_that_fails_then_recovers_gets_every_notice_in_order() {
     let accepted: Vec<&str> =
         seen.iter().filter(|(_, _, code)| *code == 204).map(|(id, _, _)| id.as_str()).collect();
     assert_eq!(accepted.len(), 3, "each notice once: {seen:?}");
+    // Every attempt continues the incident's trace, each as a span of its own.
+    let traceparents = state.lock().unwrap().traceparents.clone();
+    let trace = alerter::model::incident_trace_id("w2-1700000000");
+    assert_eq!(traceparents.len(), 6, "{traceparents:?}");
+    for traceparent in &traceparents {
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(
+            (parts.len(), parts[0], parts[1], parts[3]),
+            (4, "00", trace.as_str(), "01"),
+            "{traceparent}"
+        );
+    }
+    let spans: std::collections::BTreeSet<&str> = traceparents.iter().map(|t| &t[36..52]).collect();
+    assert_eq!(spans.len(), 6, "one span per attempt: {traceparents:?}");
     let text = vigil_telemetry::encode(&metrics.registry);
     assert!(text.contains(r#"vigil_alerter_deliveries_total{sink="ops",outcome="retried"} 3"#), "{text}");
     assert!(text.contains(r#"vigil_alerter_pending_deliveries{sink="ops"} 0"#), "{text}");
@@ -136,6 +165,7 @@ async fn a_receiver_that_fails_then_recovers_gets_every_notice_in_order() {
 
 #[tokio::test]
 async fn a_refusal_is_not_retried_and_an_undeliverable_notice_expires() {
+    spans_get_ids();
     let (url, state) = receiver(vec![400]).await;
     let (outbox, mut records, _) = start_outbox(url, Duration::from_secs(60));
     outbox.enqueue(None, &notice(NoticeKind::NodeDown), 0, outbox.expiry());

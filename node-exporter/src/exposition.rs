@@ -294,5 +294,6 @@ fn encode_value(
 pub fn render(scrape: std::sync::Arc<Scrape>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ScrapeCollector(scrape)));
+    vigil_telemetry::otel::register(&mut registry);
     vigil_telemetry::encode(&registry)
 }

@@ -56,7 +56,7 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
-    let telemetry = vigil_telemetry::init(&args.log).unwrap_or_else(|e| usage_error(e));
+    let telemetry = vigil_telemetry::init("node-exporter", &args.log).unwrap_or_else(|e| usage_error(e));
     let mut sources = vec![];
     if args.collector_kubelet {
         let address = args.kubelet_address.clone().unwrap_or_else(|| args.node_name.clone());

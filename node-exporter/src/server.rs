@@ -20,5 +20,8 @@ async fn metrics(State(scraper): State<Arc<Scraper>>, headers: axum::http::Heade
 }
 
 pub fn metrics_router(scraper: Arc<Scraper>) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(scraper)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(vigil_telemetry::trace_http::serve))
+        .with_state(scraper)
 }

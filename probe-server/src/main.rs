@@ -45,7 +45,7 @@ async fn bind(addr: SocketAddr, what: &str) -> tokio::net::TcpListener {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
-    let telemetry = vigil_telemetry::init(&args.log).unwrap_or_else(|e| usage_error(e));
+    let telemetry = vigil_telemetry::init("probe-server", &args.log).unwrap_or_else(|e| usage_error(e));
     let overrides = Overrides {
         listen: args.listen,
         admin_listen: args.admin_listen,

@@ -56,6 +56,7 @@ impl Default for Metrics {
             "Probe answers given to the kubelet, by probe and status code",
             answers.clone(),
         );
+        vigil_telemetry::otel::register(&mut registry);
         Metrics { registry, runs, failures, duration, healthy, answers }
     }
 }

@@ -32,6 +32,7 @@ pub fn probe_router(state: ProbeState) -> Router {
         .route("/startupz", get(|State(s): State<ProbeState>| async move { answer(&s, s.probes.startup()) }))
         .route("/livez", get(|State(s): State<ProbeState>| async move { answer(&s, s.probes.liveness()) }))
         .route("/readyz", get(|State(s): State<ProbeState>| async move { answer(&s, s.probes.readiness()) }))
+        .route_layer(axum::middleware::from_fn(vigil_telemetry::trace_http::serve))
         .with_state(state)
 }
 

@@ -1,13 +1,16 @@
 //! What every vigil deployable sets up the same way: logging (tracing, with a
-//! filter that can be changed at runtime), its admin endpoints, the signals
-//! it stops on, and the OpenMetrics encoding of its registry.
+//! filter that can be changed at runtime), trace export (OTLP, from the
+//! standard OpenTelemetry variables), its admin endpoints, the signals it
+//! stops on, and the OpenMetrics encoding of its registry.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod otel;
+pub mod trace_http;
 
 use prometheus_client::registry::Registry;
 use tracing_subscriber::{
-    Registry as Subscriber, filter::Targets, layer::SubscriberExt, reload, util::SubscriberInitExt,
+    Layer, Registry as Subscriber, filter::Targets, layer::SubscriberExt, reload, util::SubscriberInitExt,
 };
 
 const LOG_QUEUE_LINES: usize = 4096;
@@ -21,14 +24,83 @@ fn parse_filter(filter: &str) -> Result<Targets, String> {
     filter.trim().parse::<Targets>().map_err(|e| format!("log filter {filter:?}: {e}"))
 }
 
-/// Keeps the background log writer alive; logs written after it is dropped are lost.
+/// Keeps the background log writer and the span exporter alive; what is
+/// written after it is dropped is lost (dropping it flushes both).
 pub struct Telemetry {
     pub log_level: LogLevelHandle,
+    /// Why trace export is off although the environment asked for it.
+    pub export_error: Option<String>,
+    // Declared before the writer: it flushes spans, and may log, as it goes.
+    _tracing: Option<otel::Tracing>,
     _writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
-/// Installs the global subscriber. `filter` uses tracing's syntax
-/// (`info`, `web=debug,tower=warn`). Lines go to stdout through a background
+/// Trace export as the environment asks: a tracing layer that hands spans
+/// to the exporter, the exporter, and why export is off when a variable is
+/// wrong. Spans of the exporter's own HTTP stack are never exported.
+pub struct TraceExport<S> {
+    pub layer: Option<Box<dyn Layer<S> + Send + Sync>>,
+    pub tracing: Option<otel::Tracing>,
+    /// A configuration or start-up error: export stays off, the component runs.
+    pub error: Option<String>,
+    /// What to log once the subscriber is installed.
+    pub summary: Option<String>,
+}
+
+pub fn trace_export<S>(service: &'static str) -> TraceExport<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
+{
+    let off = |error: Option<String>| TraceExport { layer: None, tracing: None, error, summary: None };
+    let config = match otel::settings(|name| std::env::var(name).ok(), service) {
+        Ok(otel::Settings::Off) => return off(None),
+        Ok(otel::Settings::On(config)) => config,
+        Err(e) => return off(Some(e.to_string())),
+    };
+    let tracing = match otel::start(&config) {
+        Ok(t) => t,
+        Err(e) => return off(Some(e)),
+    };
+    use opentelemetry::trace::TracerProvider as _;
+    let tracer = tracing.provider.tracer(service);
+    let quiet = ["otlp_export", "h2", "hyper", "hyper_util", "reqwest", "rustls", "tower", "opentelemetry"];
+    let targets = quiet.iter().fold(Targets::new().with_default(tracing::Level::INFO), |t, target| {
+        t.with_target(*target, tracing_subscriber::filter::LevelFilter::OFF)
+    });
+    // No source locations, thread ids or busy/idle times on every span: noise
+    // in the trace store, and work on every request.
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(targets);
+    TraceExport {
+        layer: Some(Box::new(layer)),
+        tracing: Some(tracing),
+        error: None,
+        summary: Some(format!(
+            "exporting spans to {} as service {} (sampler {:?}, queue {})",
+            config.endpoint, config.service_name, config.sampler, config.queue
+        )),
+    }
+}
+
+impl<S> TraceExport<S> {
+    /// Logs what export does, or why it is off; call once logging is up.
+    pub fn report(&self) {
+        if let Some(error) = &self.error {
+            tracing::error!("OpenTelemetry trace export is off: {error}");
+        } else if let Some(summary) = &self.summary {
+            tracing::info!("{summary}");
+        }
+    }
+}
+
+/// Installs the global subscriber for `service` (the default
+/// `service.name`). `filter` uses tracing's syntax (`info`,
+/// `web=debug,tower=warn`) and applies to log lines only; spans are exported
+/// at info whatever the log level. Lines go to stdout through a background
 /// writer, so logging a request never waits on the terminal or the pipe.
 /// An error and its causes, as one line (`a: b: c`): what a log line or a
 /// report shows when the outer message alone ("error sending request")
@@ -43,7 +115,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     message
 }
 
-pub fn init(filter: &str) -> Result<Telemetry, String> {
+pub fn init(service: &'static str, filter: &str) -> Result<Telemetry, String> {
     let (filter, log_level) = reload::Layer::new(parse_filter(filter)?);
     // The default queue holds 128 000 lines, allocated up front (about 4 MiB
     // resident per process); a few thousand absorb any burst a sidecar or a
@@ -54,12 +126,20 @@ pub fn init(filter: &str) -> Result<Telemetry, String> {
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .lossy(false)
         .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let mut export = trace_export(service);
     tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(writer).with_target(false).with_ansi(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_target(false)
+                .with_ansi(false)
+                .with_filter(filter),
+        )
+        .with(export.layer.take())
         .try_init()
         .map_err(|e| e.to_string())?;
-    Ok(Telemetry { log_level, _writer: guard })
+    export.report();
+    Ok(Telemetry { log_level, export_error: export.error, _tracing: export.tracing, _writer: guard })
 }
 
 /// Sets a new filter; the error names what did not parse.

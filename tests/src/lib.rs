@@ -132,6 +132,83 @@ impl Cluster {
     pub fn nodes(&self) -> Vec<NodeSpec> {
         self.provider.plan(&self.spec)
     }
+
+    pub fn jaeger_url(&self) -> Result<&str> {
+        self.url(vigil::addons::jaeger::NAME)
+    }
+
+    /// The trace `id` as Jaeger's query API returns it (`data[0]`), once it
+    /// holds spans that `enough` accepts; polled (exports are batched every
+    /// few seconds) for up to `within`.
+    pub async fn jaeger_trace(
+        &self,
+        id: &str,
+        within: std::time::Duration,
+        enough: impl Fn(&Trace) -> bool,
+    ) -> Result<Trace> {
+        let url = format!("{}api/traces/{id}", self.jaeger_url()?);
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
+        let last = std::sync::Mutex::new(None::<Trace>);
+        let (http, url, last_ref, enough) = (&http, &url, &last, &enough);
+        let found = vigil::poll::until_some(format!("trace {id} in Jaeger"), within, || async move {
+            let answer = http.get(url.as_str()).send().await?;
+            if answer.status() == 404 {
+                return Ok::<_, anyhow::Error>(None);
+            }
+            let body: serde_json::Value = answer.error_for_status()?.json().await?;
+            let trace = Trace(body["data"][0].clone());
+            let ok = enough(&trace);
+            *last_ref.lock().expect("not poisoned") = Some(trace.clone());
+            Ok(ok.then_some(trace))
+        })
+        .await;
+        let last = last.lock().expect("not poisoned").as_ref().map(Trace::summary);
+        found.map_err(|e| anyhow::anyhow!("{e}; last seen: {last:?}"))
+    }
+}
+
+/// One trace from Jaeger's query API.
+#[derive(Clone, Debug)]
+pub struct Trace(pub serde_json::Value);
+
+/// One span of a [`Trace`]: its operation, service, and ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Span {
+    pub operation: String,
+    pub service: String,
+    pub span_id: String,
+    pub parent: Option<String>,
+}
+
+impl Trace {
+    pub fn spans(&self) -> Vec<Span> {
+        let processes = &self.0["processes"];
+        self.0["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| Span {
+                operation: s["operationName"].as_str().unwrap_or_default().to_owned(),
+                service: processes[s["processID"].as_str().unwrap_or_default()]["serviceName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                span_id: s["spanID"].as_str().unwrap_or_default().to_owned(),
+                parent: s["references"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["refType"] == "CHILD_OF")
+                    .and_then(|r| r["spanID"].as_str())
+                    .map(str::to_owned),
+            })
+            .collect()
+    }
+
+    /// `service: operation` of every span, for messages.
+    pub fn summary(&self) -> Vec<String> {
+        self.spans().iter().map(|s| format!("{}: {}", s.service, s.operation)).collect()
+    }
 }
 
 /// One request a [`Receiver`] got.

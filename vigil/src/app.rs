@@ -7,11 +7,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use tracing::Instrument as _;
 
 use crate::{
     addons::ADDONS,
     build::{self, ImageNames},
-    cli::{Cli, Command, DashboardsAction, NodeAction},
+    cli::{Cli, Command, DashboardsAction, ExportWhat, NodeAction},
     cluster::{ClusterSpec, Role, defaults},
     drill, kubeconfig,
     progress::Progress,
@@ -121,7 +122,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 timeout: args.timeout,
                 report_dir: args.report_dir.unwrap_or_else(|| cache.join("drills")),
             };
-            let report = drill::run(provider, &spec, client, web_url, options, &progress).await?;
+            let span = tracing::info_span!("drill", otel.name = "vigil drill", vigil.cluster = %spec.name);
+            let report =
+                drill::run(provider, &spec, client, web_url, options, &progress).instrument(span).await?;
             if args.json {
                 print_stdout(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
@@ -139,6 +142,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else {
                 print_stdout(&status.render())?;
             }
+        }
+        Command::Export { what: ExportWhat::Logs { dir } } => {
+            let provider = provider::connect().await?;
+            let spec = provider.existing(&name).await?;
+            let export = export_logs(provider.as_ref(), &spec, &dir, &progress).await?;
+            print_stdout(&format!("{}\n", export.folder.join("index.md").display()))?;
         }
         Command::Kubeconfig => {
             let provider = provider::connect().await?;
@@ -221,10 +230,11 @@ pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> R
             false => format!(" (stopped with it: {})", failed.stopped.join(", ")),
         };
         anyhow::Error::new(failed.source).context(format!(
-            "`vigil up` stopped at step {}{stopped}; the nodes are left as they are: run `vigil up` again to resume, or `vigil down --name {}` to remove everything (logs in {})",
+            "`vigil up` stopped at step {}{stopped}; the nodes are left as they are: run `vigil up` again to resume, or `vigil down --name {}` to remove everything (logs in {}; `vigil export logs --name {}` collects the nodes' journals and the pods' logs)",
             failed.step,
             spec.name,
-            logs.display()
+            logs.display(),
+            spec.name
         ))
     })?;
     // Timings for the benchmark; the token is not serialized.
@@ -254,6 +264,28 @@ fn summary(spec: &ClusterSpec, report: &Report) -> String {
         spec.kube_context(),
         spec.worker_name(0),
     )
+}
+
+/// `vigil export logs`, with the admin client when the API server answers.
+pub async fn export_logs(
+    provider: &dyn NodeProvider,
+    spec: &ClusterSpec,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<crate::export::Export> {
+    let client = match admin_client(provider, spec).await {
+        Some(client) => client,
+        None => Err(format!("cluster {} has no initialized control plane", spec.name)),
+    };
+    let export = crate::export::logs(provider, spec, client, dir, progress).await?;
+    if !export.missing.is_empty() {
+        progress.info(format!(
+            "{} things could not be collected; {} says which and why",
+            export.missing.len(),
+            export.folder.join("index.md").display()
+        ));
+    }
+    Ok(export)
 }
 
 async fn read_admin_conf(provider: &dyn NodeProvider, spec: &ClusterSpec) -> Result<String> {

@@ -89,11 +89,29 @@ pub enum Command {
     },
     /// Break a worker that holds web pods under load, and report what happened.
     Drill(DrillArgs),
+    /// Collect what explains a problem (`export logs [DIR]`).
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
     /// Print the images the build produces (or the one named: `kubectl`, `node`, `web`, ...).
     Images {
         name: Option<String>,
         #[command(flatten)]
         build: BuildArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportWhat {
+    /// Every node's kubelet and containerd journals and inspect output, every
+    /// pod's logs (current and previous), the cluster's events, `kubectl
+    /// describe` of the nodes and of pods that are not Ready, and an index,
+    /// in a dated folder under DIR.
+    Logs {
+        /// Where the dated folder is made.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
 }
 

@@ -21,6 +21,8 @@ pub mod docker;
 pub mod drill;
 /// Local programs run with their output logged.
 pub mod exec;
+/// `vigil export logs`: journals, pod logs, events and describe output in one folder.
+pub mod export;
 /// Typed kubeadm configuration.
 pub mod kubeadm;
 /// Merging the cluster's context into the user's kubeconfig.

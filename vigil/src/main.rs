@@ -1,17 +1,28 @@
 use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser;
+use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
 use vigil::{app, cli::Cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.global.log))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    // Commands are traces when the OpenTelemetry variables name an endpoint.
+    let mut export = vigil_telemetry::trace_export("vigil");
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(tracing_subscriber::EnvFilter::new(&cli.global.log)),
+        )
+        .with(export.layer.take())
         .init();
-    match app::run(cli).await {
+    export.report();
+    let result = app::run(cli).await;
+    // Exports the spans still queued before the process ends.
+    drop(export);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // One message, its causes after colons: what failed and what to do.
         Err(e) => {

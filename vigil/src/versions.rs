@@ -30,6 +30,9 @@ pub const LOCAL_PATH: &str = "v0.0.30";
 /// kube-state-metrics: v2.16.0 is the newest release the module proxy serves
 /// here (v2.17.0 is refused); its client-go is v0.32, within its supported skew.
 pub const KUBE_STATE_METRICS: &str = "v2.16.0";
+/// Jaeger v2 (an OpenTelemetry Collector distribution), released as v1.76.0
+/// of its Go module, the newest the module proxy serves here.
+pub const JAEGER: &str = "v1.76.0";
 /// cAdvisor (standalone, for the exporter benchmark): its root and `lib` modules.
 pub const CADVISOR: &str = "v0.60.6";
 /// MetalLB: v0.16 needs a frr-k8s release the module proxy does not serve here.
@@ -69,6 +72,7 @@ mod tests {
                 "k8s.io/kube-state-metrics/v2",
                 KUBE_STATE_METRICS,
             ),
+            (include_str!("../../upstream/jaeger/go.mod"), "github.com/jaegertracing/jaeger", JAEGER),
             (include_str!("../../upstream/cadvisor/go.mod"), "github.com/google/cadvisor/lib", CADVISOR),
             (
                 include_str!("../../upstream/containerd/go.mod"),

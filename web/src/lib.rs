@@ -57,6 +57,7 @@ impl Default for Metrics {
             "Time to serve a request, by route",
             latency.clone(),
         );
+        vigil_telemetry::otel::register(&mut registry);
         Metrics { registry, requests, latency }
     }
 }
@@ -112,6 +113,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(greet))
         .route("/metrics", get(metrics))
+        // Inside `observe`: the request's log line stays a log line, not an
+        // event on its span, which already holds all it says.
+        .route_layer(middleware::from_fn(vigil_telemetry::trace_http::serve))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

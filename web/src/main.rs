@@ -16,7 +16,7 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let _telemetry = vigil_telemetry::init(&args.log).unwrap_or_else(|e| {
+    let _telemetry = vigil_telemetry::init("web", &args.log).unwrap_or_else(|e| {
         eprintln!("web: {e}");
         std::process::exit(64)
     });

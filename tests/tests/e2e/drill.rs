@@ -118,6 +118,15 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
     for kind in ["node-down", "rescheduled", "resolved"] {
         ensure!(kinds.iter().any(|k| k == kind), "no {kind} delivered about {node}: {kinds:?}");
     }
+    incident_is_one_trace(c, &report, &alerter.received()[already..]).await?;
+    // The cluster's logs as the drill left them, next to its report.
+    let logs = report.logs.clone().context("the drill exported no logs")?;
+    let index = std::fs::read_to_string(folder.join(&logs).join("index.md"))?;
+    ensure!(
+        index.contains(&format!("nodes/{node}/kubelet.log")),
+        "the drill's logs lack {node}'s kubelet journal"
+    );
+    ensure!(markdown.contains(&format!("]({logs}/index.md)")), "report.md does not link the logs");
 
     // Through Alertmanager too (it may have run on the killed node itself,
     // so its notification waits for its replacement).
@@ -126,6 +135,56 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
         Ok::<_, anyhow::Error>(states.iter().any(|s| s == "firing").then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// The incident is one trace, found by the id derived from its name: its
+/// root (the detection), the verification, and a span for every delivery
+/// attempt its NodeIncident records; every request the receiver got about
+/// it carried that trace in its `traceparent`.
+async fn incident_is_one_trace(c: &Cluster, report: &Report, received: &[vigil_e2e::Received]) -> Result<()> {
+    let name = report.incident.clone().context("the drill saw no NodeIncident")?;
+    let trace_id = report.incident_trace_id.clone().context("the report has no incident trace id")?;
+    ensure!(
+        trace_id == alerter::model::incident_trace_id(&name),
+        "the report's trace id is not the incident's"
+    );
+    let about: Vec<_> = received.iter().filter(|r| r.body["incident"] == name.as_str()).collect();
+    ensure!(!about.is_empty(), "the receiver got nothing about incident {name}");
+    for r in &about {
+        let traceparent = r.header("traceparent").unwrap_or_default();
+        ensure!(
+            traceparent.split('-').nth(1) == Some(trace_id.as_str()),
+            "a notice about {name} carried traceparent {traceparent:?}, not trace {trace_id}"
+        );
+    }
+    let incidents: Api<NodeIncident> = Api::all(c.client.clone());
+    let status = incidents.get(&name).await?.status.context("the NodeIncident has no status")?;
+    let attempts: Vec<(String, usize)> = status
+        .deliveries
+        .iter()
+        .filter(|d| d.attempts > 0)
+        .map(|d| (format!("deliver {} to {}", d.notice.as_str(), d.sink), d.attempts as usize))
+        .collect();
+    ensure!(!attempts.is_empty(), "incident {name} records no delivery attempt");
+    let count = |t: &vigil_e2e::Trace, op: &str| t.spans().iter().filter(|s| s.operation == op).count();
+    let trace = c
+        .jaeger_trace(&trace_id, Duration::from_secs(90), |t| {
+            attempts.iter().all(|(op, n)| count(t, op) >= *n)
+                && t.spans().iter().any(|s| s.operation.starts_with("incident: node"))
+                && t.spans().iter().any(|s| s.operation == "verify rescheduling")
+        })
+        .await
+        .with_context(|| format!("incident {name}: wanted these delivery spans: {attempts:?}"))?;
+    let spans = trace.spans();
+    let root = spans.iter().find(|s| s.operation.starts_with("incident: node")).expect("waited for above");
+    ensure!(root.parent.is_none(), "the incident's root span has a parent: {root:?}");
+    ensure!(
+        spans.iter().filter(|s| s.span_id != root.span_id).all(|s| s.parent.is_some()),
+        "a span of the incident is not under its root: {:?}",
+        trace.summary()
+    );
+    ensure!(spans.iter().all(|s| s.service == "alerter"), "{:?}", trace.summary());
     Ok(())
 }
 

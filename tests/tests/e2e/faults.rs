@@ -51,6 +51,7 @@ pub async fn kill_and_start(c: &Cluster) -> Result<()> {
         provider.list_nodes(&spec.name).await?.into_iter().find(|n| n.name == victim).map(|n| n.state);
     ensure!(state.as_deref() == Some("exited"), "{victim} is {state:?} after kill");
     let killed_at = Timestamp::now();
+    dead_node_export(c, &victim).await?;
     fault(provider, spec, &victim, Fault::Power(Power::Start)).await?;
     // Its kubelet is back when it posts a Ready heartbeat newer than the kill.
     let nodes: Api<KubeNode> = Api::all(c.client.clone());
@@ -58,5 +59,35 @@ pub async fn kill_and_start(c: &Cluster) -> Result<()> {
         Ok::<_, kube::Error>(heartbeat(&nodes.get(&victim).await?).filter(|t| *t > killed_at))
     })
     .await?;
+    Ok(())
+}
+
+/// `vigil export logs` with a dead node: what the others hold is collected,
+/// and the index says what could not be, naming the node.
+async fn dead_node_export(c: &Cluster, dead: &str) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let export = vigil::app::export_logs(
+        c.provider.as_ref(),
+        &c.spec,
+        dir.path(),
+        &vigil::progress::Progress::default(),
+    )
+    .await?;
+    let index = std::fs::read_to_string(export.folder.join("index.md"))?;
+    for node in c.nodes().iter().filter(|n| n.name != dead) {
+        ensure!(
+            export.folder.join(format!("nodes/{}/kubelet.log", node.name)).exists(),
+            "no kubelet journal of the live node {}",
+            node.name
+        );
+    }
+    ensure!(
+        export.folder.join(format!("nodes/{dead}/inspect.json")).exists(),
+        "no inspect output of the dead node {dead}"
+    );
+    ensure!(
+        index.contains("## Not collected") && index.contains(&format!("node {dead} is exited")),
+        "the index does not say what the dead node {dead} kept from the export:\n{index}"
+    );
     Ok(())
 }

@@ -19,6 +19,7 @@ mod dashboards;
 mod drill;
 mod faults;
 mod monitoring;
+mod traces;
 mod workload;
 
 use std::{future::Future, pin::Pin, sync::LazyLock};
@@ -93,6 +94,8 @@ fn main() {
         on_cluster!(monitoring::a_deleted_pods_series_leave_the_exporter),
         on_cluster!(monitoring::prometheus_data_survives_a_restart),
         on_cluster!(dashboards::promtool_checks_and_tests_the_rules),
+        on_cluster!(traces::a_traceparent_through_the_load_balancer_is_in_jaeger),
+        on_cluster!(traces::export_logs_holds_every_kubelet_journal_and_web_log),
         on_cluster!(alerting::two_replicas_on_two_nodes_one_leading),
         on_cluster!(alerting::a_node_set_not_ready_is_down_then_resolved),
         on_cluster!(drill::a_killed_worker_comes_back_elsewhere_and_every_notice_arrives),
@@ -100,6 +103,7 @@ fn main() {
         on_cluster!(alerting::losing_the_leaders_node_loses_no_notice),
         on_cluster!(alerting::an_api_server_restart_loses_no_transition),
         on_cluster!(dashboards::every_panel_query_has_data),
+        on_cluster!(traces::every_component_exports_its_spans),
         on_cluster!(faults::isolate_and_reconnect),
         on_cluster!(faults::kill_and_start),
         on_cluster!(cluster::down_leaves_nothing_behind),

@@ -168,10 +168,13 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         name: CRATE.into(),
         image: Some(image.into()),
         image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-        ]),
+        env: Some(
+            [field_env("POD_NAME", "metadata.name"), field_env("POD_NAMESPACE", "metadata.namespace")]
+                .into_iter()
+                // Incidents are rare, and each is one trace: all of them.
+                .chain(super::jaeger::otel_env(CRATE, None))
+                .collect(),
+        ),
         args: Some(vec![
             "--config".into(),
             format!("{CONFIG_DIR}/config.json"),

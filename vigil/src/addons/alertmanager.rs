@@ -7,12 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::core::v1::{
-        ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, PodSpec, Probe, Service, ServicePort,
-        ServiceSpec, Volume, VolumeMount,
-    },
-    apimachinery::pkg::util::intstr::IntOrString,
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, PodSpec, Probe, Volume, VolumeMount,
 };
 use kube::api::ObjectMeta;
 use serde::Serialize;
@@ -179,21 +175,7 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
         template.annotations = Some(config_checksum(&[&config]));
     }
     let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
-    let service = Service {
-        metadata: ObjectMeta { annotations: Some(metallb::pinned_address(&ip)), ..meta(NAME) },
-        spec: Some(ServiceSpec {
-            type_: Some("LoadBalancer".into()),
-            selector: Some(monitoring_selector(NAME)),
-            ports: Some(vec![ServicePort {
-                name: Some("web".into()),
-                port: PORT.into(),
-                target_port: Some(IntOrString::String("web".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let service = metallb::pinned_service(meta(NAME), &ip, monitoring_selector(NAME), &[("web", PORT)]);
     vec![Object::ConfigMap(config), Object::Deployment(deployment), Object::Service(service)]
 }
 

@@ -86,6 +86,40 @@ pub fn pinned_address(ip: &str) -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::from([("metallb.io/loadBalancerIPs".into(), ip.into())])
 }
 
+/// A LoadBalancer Service on the pinned address `ip`, selecting `selector`;
+/// each of `ports` goes to the container port of the same name.
+pub fn pinned_service(
+    metadata: kube::api::ObjectMeta,
+    ip: &str,
+    selector: std::collections::BTreeMap<String, String>,
+    ports: &[(&str, u16)],
+) -> k8s_openapi::api::core::v1::Service {
+    use k8s_openapi::{
+        api::core::v1::{Service, ServicePort, ServiceSpec},
+        apimachinery::pkg::util::intstr::IntOrString,
+    };
+    Service {
+        metadata: kube::api::ObjectMeta { annotations: Some(pinned_address(ip)), ..metadata },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            selector: Some(selector),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(name, port)| ServicePort {
+                        name: Some((*name).into()),
+                        port: (*port).into(),
+                        target_port: Some(IntOrString::String((*name).into())),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Where the image `component` of this MetalLB release is tagged here.
 pub fn image(repository: &str, component: &str) -> String {
     format!("{repository}/{component}:{VERSION}")

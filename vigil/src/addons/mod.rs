@@ -7,6 +7,7 @@
 pub mod alerter;
 pub mod alertmanager;
 pub mod flannel;
+pub mod jaeger;
 pub mod kube_state_metrics;
 pub mod local_path;
 pub mod metallb;
@@ -134,10 +135,11 @@ pub struct Addon {
 const ROLLOUT: Duration = Duration::from_secs(180);
 
 /// Every add-on, in the order `manifests/` lists them.
-pub static ADDONS: [Addon; 8] = [
+pub static ADDONS: [Addon; 9] = [
     metallb::ADDON,
     web::ADDON,
     local_path::ADDON,
+    jaeger::ADDON,
     node_exporter::ADDON,
     kube_state_metrics::ADDON,
     prometheus::ADDON,

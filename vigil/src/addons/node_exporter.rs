@@ -122,7 +122,13 @@ pub fn objects(image: &str) -> Vec<Object> {
         name: NAME.into(),
         image: Some(image.into()),
         image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(vec![field_env("NODE_NAME", "spec.nodeName"), field_env("NODE_IP", "status.hostIP")]),
+        env: Some(
+            [field_env("NODE_NAME", "spec.nodeName"), field_env("NODE_IP", "status.hostIP")]
+                .into_iter()
+                // Prometheus scrapes each node every 15 s: one scrape in ten is traced.
+                .chain(super::jaeger::otel_env(NAME, Some(0.1)))
+                .collect(),
+        ),
         ports: Some(vec![
             ContainerPort {
                 name: Some("metrics".into()),

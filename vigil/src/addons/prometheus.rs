@@ -9,16 +9,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::{
-        apps::v1::DeploymentStrategy,
-        core::v1::{
-            ConfigMap, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-            PersistentVolumeClaimVolumeSource, PodSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
-            VolumeMount, VolumeResourceRequirements,
-        },
+use k8s_openapi::api::{
+    apps::v1::DeploymentStrategy,
+    core::v1::{
+        ConfigMap, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+        PersistentVolumeClaimVolumeSource, PodSpec, Probe, Volume, VolumeMount, VolumeResourceRequirements,
     },
-    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::api::ObjectMeta;
 use serde::Serialize;
@@ -356,24 +352,7 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
             template.annotations = Some(config_checksum(&[&config, &rules]));
         }
     }
-    let service = Service {
-        metadata: ObjectMeta {
-            annotations: Some(metallb::pinned_address(load_balancer_ip)),
-            ..meta(NAME, true)
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("LoadBalancer".into()),
-            selector: Some(selector()),
-            ports: Some(vec![ServicePort {
-                name: Some("web".into()),
-                port: PORT.into(),
-                target_port: Some(IntOrString::String("web".into())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let service = metallb::pinned_service(meta(NAME, true), load_balancer_ip, selector(), &[("web", PORT)]);
     let mut objects: Vec<Object> = identity.into();
     objects.extend([
         Object::ConfigMap(config),

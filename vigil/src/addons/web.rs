@@ -126,6 +126,13 @@ pub fn probe_config() -> ProbeConfig {
 }
 
 /// `load_balancer_ip`: pinned, so the URL `up` prints stays the same.
+/// The share of web's requests traced when the caller did not decide
+/// (no sampled `traceparent`); a caller's decision is always followed.
+pub const TRACE_RATIO: f64 = 0.01;
+/// The kubelet's probes come every second or two from every pod and never
+/// carry a trace: one in a hundred is enough to see what one costs.
+pub const PROBE_TRACE_RATIO: f64 = 0.01;
+
 pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
     let service_account = ServiceAccount {
         metadata: meta(NAME),
@@ -142,11 +149,12 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
         name: NAME.into(),
         image: Some(images.web.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(vec![EnvVar {
-            name: "PORT".into(),
-            value: Some(WEB_PORT.to_string()),
-            ..Default::default()
-        }]),
+        env: Some(
+            [EnvVar { name: "PORT".into(), value: Some(WEB_PORT.to_string()), ..Default::default() }]
+                .into_iter()
+                .chain(super::jaeger::otel_env(NAME, Some(TRACE_RATIO)))
+                .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: WEB_PORT.into(),
@@ -179,6 +187,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
         image: Some(images.probe_server.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(vec!["--config".into(), format!("{PROBE_CONFIG_DIR}/config.json")]),
+        env: Some(super::jaeger::otel_env("probe-server", Some(PROBE_TRACE_RATIO))),
         ports: Some(vec![
             ContainerPort {
                 name: Some("probes".into()),

@@ -120,6 +120,22 @@ pub fn kube_state_metrics() -> GoBinary {
     }
 }
 
+pub fn jaeger() -> GoBinary {
+    let version = "github.com/jaegertracing/jaeger/internal/version";
+    GoBinary {
+        name: "jaeger",
+        module: &sources::JAEGER,
+        package: "github.com/jaegertracing/jaeger/cmd/jaeger",
+        // What upstream's Makefile stamps, so `jaeger version` says which release.
+        ldflags: vec![
+            x(&format!("{version}.latestVersion"), versions::JAEGER),
+            x(&format!("{version}.commitSHA"), "module-proxy"),
+            x(&format!("{version}.date"), "1970-01-01T00:00:00Z"),
+        ],
+        cgo: false,
+    }
+}
+
 /// Standalone cAdvisor, the node-exporter benchmark's reference.
 pub fn cadvisor() -> GoBinary {
     GoBinary {

@@ -141,6 +141,7 @@ impl ImageNames {
             ("metallb-speaker", crate::addons::metallb::image(r, "metallb-speaker")),
             ("local-path-provisioner", crate::addons::local_path::image(r)),
             ("kube-state-metrics", crate::addons::kube_state_metrics::image(r)),
+            ("jaeger", crate::addons::jaeger::image(r)),
             ("base", self.base()),
             ("monitoring", rootfs::monitoring(r).image),
         ];
@@ -220,6 +221,7 @@ impl Plan {
                 Binary::Go(go::metallb("speaker")),
                 Binary::Go(go::local_path_provisioner()),
                 Binary::Go(go::kube_state_metrics()),
+                Binary::Go(go::jaeger()),
                 Binary::Pause,
                 Binary::Go(go::flannel_cni()),
                 Binary::Go(go::containerd("containerd")),
@@ -350,10 +352,19 @@ impl Plan {
             "/kube-state-metrics",
             Run::AsUser("65534:65534"),
         );
+        // Upstream's image runs as 10001.
+        let jaeger = self.scratch(
+            built,
+            "jaeger",
+            crate::addons::jaeger::image(&n.repository),
+            "jaeger",
+            "/cmd/jaeger/jaeger-linux",
+            Run::AsUser("10001:10001"),
+        );
         [pause, etcd, coredns, kube, flannel]
             .into_iter()
             .chain(metallb)
-            .chain([local_path, kube_state_metrics])
+            .chain([local_path, kube_state_metrics, jaeger])
             .collect()
     }
 

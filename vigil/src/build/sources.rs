@@ -26,6 +26,7 @@ pub static CONTAINERD: GoModule = go_module!("containerd", ["go.mod", "go.sum"])
 pub static METALLB: GoModule = go_module!("metallb", ["go.mod", "go.sum"]);
 pub static LOCAL_PATH: GoModule = go_module!("local-path-provisioner", ["go.mod", "go.sum"]);
 pub static KUBE_STATE_METRICS: GoModule = go_module!("kube-state-metrics", ["go.mod", "go.sum"]);
+pub static JAEGER: GoModule = go_module!("jaeger", ["go.mod", "go.sum"]);
 /// Only for the exporter benchmark; never deployed.
 pub static CADVISOR: GoModule = go_module!("cadvisor", ["go.mod", "go.sum", "main.go"]);
 

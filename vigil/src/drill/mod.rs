@@ -156,6 +156,18 @@ pub struct Report {
     /// Why they were not drawn, if they were not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub panels_missing: Option<String>,
+    /// The incident's trace (derived from its name, whichever replica wrote it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_trace_id: Option<String>,
+    /// This drill's own trace, when `vigil` exports spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The trace store's query API, where both traces are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces_url: Option<String>,
+    /// The `vigil export logs` folder taken after the drill, in the report's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
 }
 
 impl Report {
@@ -278,7 +290,11 @@ pub async fn run(
     options: Options,
     progress: &Progress,
 ) -> Result<Report, Error> {
+    // One span per phase; each closes when its phase ends (dropped).
+    let phase = |name: &'static str| tracing::info_span!("phase", otel.name = name);
+    let settle = phase("wait until settled");
     settled(&client, progress).await?;
+    drop(settle);
     let pods: Api<Pod> = Api::namespaced(client.clone(), web::NAMESPACE);
     let selector = ListParams::default().labels(&format!("app={}", web::NAME));
     let before = pods.list(&selector).await.map_err(kube_err("list the web pods"))?.items;
@@ -310,8 +326,11 @@ pub async fn run(
     );
     let fault_at = Timestamp::now();
     let fault_offset = load_started.elapsed();
+    let inject = tracing::info_span!("phase", otel.name = "inject fault", k8s.node.name = %node, vigil.fault = ?options.fault);
     provider::fault(provider.as_ref(), spec, &node, options.fault.fault()).await?;
+    drop(inject);
     tracing::info!(%node, fault = ?options.fault, "fault injected");
+    let observe = phase("observe failover");
 
     let mut milestones: BTreeMap<&'static str, (f64, String)> = BTreeMap::new();
     let mut verdict: Option<String> = None;
@@ -426,6 +445,7 @@ pub async fn run(
             }
         }
     }
+    drop(observe);
     let _ = stop_tx.send(true);
     let samples = load.await.unwrap_or_default();
     let requests = load::summarize(&samples, fault_offset);
@@ -433,6 +453,7 @@ pub async fn run(
 
     // Put the node back and wait for the alerter to say so.
     let line = progress.line(format!("restoring {node}, waiting for resolved"));
+    let restore = phase("restore and wait for resolved");
     provider::fault(provider.as_ref(), spec, &node, options.fault.restore()).await?;
     let resolve_deadline = tokio::time::Instant::now() + options.timeout;
     // Without an incident there is nothing that could be resolved.
@@ -455,6 +476,7 @@ pub async fn run(
             }
         }
     }
+    drop(restore);
     if milestones.contains_key(RESOLVED) {
         line.done();
     } else {
@@ -489,6 +511,7 @@ pub async fn run(
             })
             .collect(),
         verdict,
+        incident_trace_id: incident_name.as_deref().map(alerter::model::incident_trace_id),
         incident: incident_name,
         requests,
         detection_seconds: milestones.get(NODE_DOWN).zip(not_ready_seen).map(|((down, _), seen)| down - seen),
@@ -497,14 +520,29 @@ pub async fn run(
         report: None,
         panels: vec![],
         panels_missing: None,
+        trace_id: {
+            use vigil_telemetry::otel::OpenTelemetrySpanExt as _;
+            vigil_telemetry::otel::trace_id_hex(&tracing::Span::current().context())
+        },
+        traces_url: crate::status::addon_url(&client, crate::addons::jaeger::NAME).await,
+        logs: None,
     };
     let mut report = report::write(report, &options.report_dir)?;
+    let folder = PathBuf::from(report.report.clone().unwrap_or_default());
+    let collect = phase("export logs");
+    match crate::export::logs(provider.as_ref(), spec, Ok(client.clone()), &folder, progress).await {
+        Ok(export) => {
+            report.logs = export.folder.file_name().map(|f| f.to_string_lossy().into_owned());
+        }
+        Err(e) => progress.info(format!("the drill's logs were not exported: {e}")),
+    }
+    drop(collect);
+    let _panels = phase("draw the failover panels");
     // A minute of baseline before the fault, and two scrapes (15 s apart)
     // after the end, so the panels show the node back.
     let start = fault_at.as_second() as f64 - 60.0;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let end = Timestamp::now().as_second() as f64;
-    let folder = PathBuf::from(report.report.clone().unwrap_or_default());
     match failover_panels(&client, &folder, crate::monitoring::render::Window::between(start, end)).await {
         Ok(panels) => report.panels = panels,
         Err(why) => {

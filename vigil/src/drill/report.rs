@@ -158,6 +158,17 @@ pub fn markdown(report: &Report) -> String {
             }
         );
     }
+    if let Some(trace) = &report.incident_trace_id {
+        let url =
+            report.traces_url.as_deref().map(|u| format!(": {u}api/traces/{trace}")).unwrap_or_default();
+        let _ = writeln!(out, "\nThe incident's trace: `{trace}`{url}.");
+    }
+    if let Some(trace) = &report.trace_id {
+        let _ = writeln!(out, "This drill's own trace: `{trace}`.");
+    }
+    if let Some(logs) = &report.logs {
+        let _ = writeln!(out, "\nThe cluster's logs after the drill: [{logs}/index.md]({logs}/index.md).");
+    }
     if let Some(why) = &report.panels_missing {
         let _ = writeln!(out, "\nThe failover dashboard's panels were not drawn: {why}.");
     }
@@ -213,6 +224,10 @@ mod tests {
             report: None,
             panels: vec!["vigil-failover--nodes-ready.svg".into()],
             panels_missing: None,
+            incident_trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+            trace_id: None,
+            traces_url: Some("http://10.50.0.19:16686/".into()),
+            logs: Some("vigil-logs-20260101T000000Z".into()),
         }
     }
 

@@ -242,6 +242,10 @@ impl NodeProvider for FakeProvider {
         Arc::new(FakeNode { name: name.into(), state: self.state.clone() })
     }
 
+    async fn inspect(&self, node: &str) -> Result<String> {
+        Ok(serde_json::json!({ "Name": node, "Provider": "fake" }).to_string())
+    }
+
     async fn power(&self, node: &str, power: Power) -> Result<()> {
         self.state.lock().unwrap().log.push((node.into(), format!("power {power:?}")));
         Ok(())

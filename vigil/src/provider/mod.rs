@@ -236,6 +236,11 @@ pub trait NodeProvider: Send + Sync {
 
     async fn power(&self, node: &str, power: Power) -> Result<()>;
 
+    /// What the provider knows of a machine (its state, image, mounts,
+    /// addresses), as JSON: `docker inspect` for node containers. Readable
+    /// when the machine is stopped.
+    async fn inspect(&self, node: &str) -> Result<String>;
+
     /// Removes everything labelled as this cluster's, and nothing else.
     async fn delete_cluster(&self, cluster: &str) -> Result<Removed>;
 }

@@ -33,6 +33,7 @@ pub use context::{Context, Deployables, ImageArchive, client_for};
 use futures::{StreamExt, stream::FuturesUnordered};
 pub use init::ADMIN_CONF;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::{
     addons::{self, ADDONS},
@@ -229,6 +230,11 @@ impl Plan {
     /// Runs every step once its needs are done; stops at the first failure
     /// (steps still running are dropped, to be resumed by the next `up`).
     pub async fn run(&self, ctx: &Context) -> Result<Report, Failed> {
+        let root = tracing::info_span!("up", otel.name = "vigil up", vigil.cluster = %ctx.spec.name);
+        self.run_steps(ctx).instrument(root).await
+    }
+
+    async fn run_steps(&self, ctx: &Context) -> Result<Report, Failed> {
         let started = Instant::now();
         let mut done: HashSet<String> = HashSet::new();
         let mut launched = vec![false; self.steps.len()];
@@ -238,7 +244,12 @@ impl Plan {
             for (i, step) in self.steps.iter().enumerate() {
                 if !launched[i] && step.needs().iter().all(|n| done.contains(n)) {
                     launched[i] = true;
-                    running.push(self.run_one(ctx, step.as_ref(), started));
+                    let span = tracing::info_span!(
+                        "step",
+                        otel.name = %step.name(),
+                        otel.status_code = tracing::field::Empty
+                    );
+                    running.push(self.run_one(ctx, step.as_ref(), started).instrument(span));
                 }
             }
             let Some((record, result)) = running.next().await else { break };
@@ -293,8 +304,10 @@ impl Plan {
                 line.skipped(why);
                 ("skipped", why.clone())
             }
-            Err(_) => {
+            Err(e) => {
                 line.failed();
+                tracing::Span::current().record("otel.status_code", "error");
+                tracing::error!(step = %name, error = %e, "step failed");
                 ("failed", String::new())
             }
         };

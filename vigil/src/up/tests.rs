@@ -295,6 +295,50 @@ async fn independent_steps_run_at_once_and_a_failure_stops_the_rest() {
     assert_eq!(finished, ["a", "b"]);
 }
 
+#[tokio::test]
+async fn up_is_one_trace_with_a_span_per_step() {
+    // Process-wide: tracing caches whether a callsite is enabled, and the
+    // other tests' threads would race a thread-local subscriber. Their plans
+    // are recorded too; this one is told apart by its steps' names.
+    static RECORDED: std::sync::OnceLock<vigil_telemetry::otel::Recorded> = std::sync::OnceLock::new();
+    let recorded = RECORDED.get_or_init(|| {
+        let (subscriber, recorded) = vigil_telemetry::otel::recording_subscriber();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in unit tests");
+        recorded
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = toy_context(dir.path());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let toy = |name, needs: &[&str], fails| -> Box<dyn Step> {
+        let needs = needs.iter().map(|s| s.to_string()).collect();
+        Box::new(Toy { name, needs, gate: gate.clone(), waits: false, fails })
+    };
+    let plan = Plan::new(vec![
+        toy("traced-a", &[], false),
+        toy("traced-b", &["traced-a"], true),
+        toy("traced-c", &["traced-b"], false),
+    ]);
+    assert!(plan.run(&ctx).await.is_err());
+    let spans = recorded.spans();
+    let a = spans.iter().find(|s| s.name == "traced-a").expect("a span for step traced-a");
+    let root = spans.iter().find(|s| s.span_context.span_id() == a.parent_span_id).expect("its parent");
+    assert_eq!(root.name, "vigil up");
+    let steps: Vec<(&str, bool)> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == root.span_context.span_id())
+        .map(|s| {
+            (
+                s.name.as_ref(),
+                matches!(s.status, vigil_telemetry::otel::opentelemetry::trace::Status::Error { .. }),
+            )
+        })
+        .collect();
+    // One span per step that ran, the failed one marked as an error; none for `c`.
+    assert_eq!(steps, [("traced-a", false), ("traced-b", true)], "{spans:?}");
+    assert!(spans.iter().all(|s| s.span_context.trace_id() == root.span_context.trace_id()));
+}
+
 #[test]
 #[should_panic(expected = "needs \"later\", which does not come before it")]
 fn a_step_may_only_need_an_earlier_one() {

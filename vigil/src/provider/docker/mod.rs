@@ -276,6 +276,15 @@ impl NodeProvider for DockerProvider {
         Arc::new(DockerNode { docker: self.docker.clone(), name: name.into() })
     }
 
+    async fn inspect(&self, node: &str) -> Result<String> {
+        let inspect = self
+            .docker
+            .inspect_container(node, None)
+            .await
+            .map_err(backend(format!("inspect container {node}")))?;
+        Ok(serde_json::to_string_pretty(&inspect).unwrap_or_default())
+    }
+
     async fn power(&self, node: &str, power: Power) -> Result<()> {
         let what = format!("{power:?} {node}").to_lowercase();
         match power {
