@@ -97,11 +97,6 @@ impl<S> TraceExport<S> {
     }
 }
 
-/// Installs the global subscriber for `service` (the default
-/// `service.name`). `filter` uses tracing's syntax (`info`,
-/// `web=debug,tower=warn`) and applies to log lines only; spans are exported
-/// at info whatever the log level. Lines go to stdout through a background
-/// writer, so logging a request never waits on the terminal or the pipe.
 /// An error and its causes, as one line (`a: b: c`): what a log line or a
 /// report shows when the outer message alone ("error sending request")
 /// hides the cause.
@@ -115,6 +110,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     message
 }
 
+/// Installs the global subscriber for `service` (the default
+/// `service.name`). `filter` uses tracing's syntax (`info`,
+/// `web=debug,tower=warn`) and applies to log lines only; spans are exported
+/// at info whatever the log level. Lines go to stdout through a background
+/// writer, so logging a request never waits on the terminal or the pipe.
 pub fn init(service: &'static str, filter: &str) -> Result<Telemetry, String> {
     let (filter, log_level) = reload::Layer::new(parse_filter(filter)?);
     // The default queue holds 128 000 lines, allocated up front (about 4 MiB

@@ -109,9 +109,10 @@ pub fn traced(parent: &Context) -> bool {
     HEAD.get().is_some_and(|choice| choice.decide(parent))
 }
 
-/// The provider's sampler: the configured one, except for a root server
-/// span, which [`trace_http`](crate::trace_http) only creates for a request
-/// [`traced`] already sampled (sampling it again would trace ratio² of them).
+/// The provider's sampler: the configured one, except for a server span,
+/// which [`trace_http`](crate::trace_http) only creates for a request
+/// [`traced`] already sampled (sampling it again would trace ratio² of
+/// them), and a root started through [`start_with_ids`].
 #[derive(Clone, Debug)]
 struct Decided(Sampler);
 
@@ -125,8 +126,10 @@ impl ShouldSample for Decided {
         attributes: &[KeyValue],
         links: &[Link],
     ) -> SamplingResult {
-        let has_parent = parent.is_some_and(|p| p.span().span_context().is_valid());
-        if !has_parent && *kind == SpanKind::Server {
+        // A server span exists only because `traced` sampled its request; a
+        // root started with chosen ids is an incident's, always traced.
+        let decided = *kind == SpanKind::Server || NEXT_IDS.with(|n| n.get()).is_some();
+        if decided {
             return SamplingResult {
                 decision: SamplingDecision::RecordAndSample,
                 attributes: vec![],
@@ -198,22 +201,38 @@ pub fn settings(var: impl Fn(&str) -> Option<String>, service: &str) -> Result<S
     if host.is_empty() || endpoint.parse::<http::Uri>().is_err() {
         return Err(bad(variable, &shown, "not a valid URL with a host", ENDPOINT_FIX));
     }
-    for protocol in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
-        if let Some(p) = var(protocol).filter(|p| p != "http/protobuf") {
-            return Err(bad(
-                protocol,
-                &p,
-                "only http/protobuf is built in (no gRPC stack in every pod)",
-                "use http/protobuf and the collector's HTTP port (4318)",
-            ));
-        }
+    // The per-signal variable wins over the general one.
+    let protocol = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
+        .into_iter()
+        .find(|name| var(name).is_some());
+    if let Some(protocol) = protocol
+        && let Some(p) = var(protocol).filter(|p| p != "http/protobuf")
+    {
+        return Err(bad(
+            protocol,
+            &p,
+            "only http/protobuf is built in (no gRPC stack in every pod)",
+            "use http/protobuf and the collector's HTTP port (4318)",
+        ));
     }
+    // From a millisecond to an hour: 0 would spin the export thread, and
+    // a huge value overflows the clock.
     let millis = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
         match var(name) {
             None => Ok(Duration::from_millis(default)),
-            Some(v) => v.parse::<u64>().map(Duration::from_millis).map_err(|_| {
-                bad(name, &v, "not a whole number of milliseconds", "use milliseconds, e.g. 10000")
-            }),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| (1..=3_600_000).contains(ms))
+                .map(Duration::from_millis)
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        &v,
+                        "not a whole number of milliseconds from 1 to 3600000",
+                        "use milliseconds, e.g. 10000",
+                    )
+                }),
         }
     };
     let count = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
@@ -385,7 +404,8 @@ impl ExportQueue {
         delay: Duration,
     ) -> Self {
         let (sender, receiver) = mpsc::sync_channel(queue);
-        // Detached: it ends when the sender goes, after exporting what is left.
+        // Detached: it runs as long as the process (the global provider
+        // keeps the sender); a flush with a deadline is how spans leave at exit.
         std::thread::Builder::new()
             .name("otlp-export".into())
             .spawn(move || drain(exporter, receiver, batch, delay))
@@ -406,6 +426,9 @@ fn drain(
         .expect("a current-thread runtime builds");
     let mut spans: Vec<SpanData> = Vec::with_capacity(batch);
     let mut deadline = Instant::now() + delay;
+    // One warning when exports start failing and one line when they work
+    // again: a line per failed batch would flood the log.
+    let failing = std::cell::Cell::new(false);
     let send = |exporter: &opentelemetry_otlp::SpanExporter, spans: &mut Vec<SpanData>| {
         if spans.is_empty() {
             return;
@@ -414,11 +437,15 @@ fn drain(
         match runtime.block_on(exporter.export(std::mem::take(spans))) {
             Ok(()) => {
                 SPANS.exported.inc_by(n);
+                if failing.replace(false) {
+                    tracing::info!(target: "otlp_export", "span export works again");
+                }
             }
             Err(e) => {
                 SPANS.dropped.get_or_create(&DropLabels { reason: "export_failed" }).inc_by(n);
-                // Logged at debug: export spans off, and one line per failed batch would flood.
-                tracing::debug!(target: "otlp_export", error = %e, spans = n, "span export failed");
+                if !failing.replace(true) {
+                    tracing::warn!(target: "otlp_export", error = %e, "span export failed; spans are dropped (counted in otel_spans_dropped_total) until the OTLP endpoint answers");
+                }
             }
         }
     };
@@ -460,7 +487,10 @@ impl SpanProcessor for ExportQueue {
             Err(TrySendError::Full(_)) => {
                 SPANS.dropped.get_or_create(&DropLabels { reason: "queue_full" }).inc();
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            // The worker is gone: nothing will send this span.
+            Err(TrySendError::Disconnected(_)) => {
+                SPANS.dropped.get_or_create(&DropLabels { reason: "export_failed" }).inc();
+            }
         }
     }
 
@@ -470,21 +500,42 @@ impl SpanProcessor for ExportQueue {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        let (done, wait) = mpsc::sync_channel(1);
-        // A full queue would make this wait behind it: that is what a flush is.
-        self.queue.send(Message::Flush(done)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        wait.recv_timeout(Duration::from_secs(30)).map_err(|_| OTelSdkError::Timeout(Duration::from_secs(30)))
+        self.flush_within(FLUSH_TIMEOUT)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         if self.stopped.swap(true, Ordering::Relaxed) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
+        self.flush_within(timeout)
+    }
+}
+
+/// How long a flush asked for by the SDK may take.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ExportQueue {
+    /// Queues a flush behind the spans and waits for it, all within
+    /// `timeout`: with a store that never answers and a full queue, a
+    /// process that stops gives up on its spans rather than overrun its
+    /// grace period.
+    fn flush_within(&self, timeout: Duration) -> OTelSdkResult {
+        let deadline = Instant::now() + timeout;
         let (done, wait) = mpsc::sync_channel(1);
-        if self.queue.send(Message::Flush(done)).is_ok() {
-            wait.recv_timeout(timeout).map_err(|_| OTelSdkError::Timeout(timeout))?;
+        let mut message = Message::Flush(done);
+        loop {
+            match self.queue.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return Err(OTelSdkError::AlreadyShutdown),
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => return Err(OTelSdkError::Timeout(timeout)),
+            }
         }
-        Ok(())
+        wait.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| OTelSdkError::Timeout(timeout))
     }
 }
 
@@ -558,10 +609,17 @@ pub fn start_with_ids(
     span: SpanId,
     start: impl FnOnce() -> opentelemetry::global::BoxedSpan,
 ) -> opentelemetry::global::BoxedSpan {
+    /// Clears the ids however `start` returns (a panic included), so no
+    /// later span on this thread takes them.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            NEXT_IDS.with(|n| n.set(None));
+        }
+    }
     NEXT_IDS.with(|n| n.set(Some((trace, span))));
-    let started = start();
-    NEXT_IDS.with(|n| n.set(None));
-    started
+    let _clear = Clear;
+    start()
 }
 
 /// A parent for spans that belong to a trace started elsewhere or earlier.
@@ -716,6 +774,16 @@ mod tests {
     }
 
     #[test]
+    fn the_per_signal_protocol_wins() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://j:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ];
+        assert!(matches!(read(&vars), Ok(Settings::On(_))));
+    }
+
+    #[test]
     fn the_standard_variables_configure_export() {
         let Settings::On(c) = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4318/")]).unwrap() else {
             panic!("export should be on")
@@ -787,6 +855,11 @@ mod tests {
                 "OTEL_BSP_MAX_QUEUE_SIZE",
                 "positive",
             ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://j:4318"), ("OTEL_BSP_SCHEDULE_DELAY", "0")],
+                "OTEL_BSP_SCHEDULE_DELAY",
+                "from 1 to",
+            ),
         ] {
             let err = read(&vars).unwrap_err();
             assert_eq!(err.variable, variable);
@@ -817,9 +890,19 @@ mod tests {
             decided.should_sample(parent, TraceId::from_bytes([1; 16]), "s", &kind, &[], &[]).decision
         };
         assert_eq!(sample(SpanKind::Server, None), SamplingDecision::RecordAndSample);
+        assert_eq!(sample(SpanKind::Server, Some(&sampled)), SamplingDecision::RecordAndSample);
         assert_eq!(sample(SpanKind::Internal, None), SamplingDecision::Drop);
-        assert_eq!(sample(SpanKind::Server, Some(&unsampled)), SamplingDecision::Drop);
+        assert_eq!(sample(SpanKind::Client, Some(&unsampled)), SamplingDecision::Drop);
         assert_eq!(sample(SpanKind::Client, Some(&sampled)), SamplingDecision::RecordAndSample);
+        // An incident's root, started with its ids, whatever the ratio.
+        let ids = (TraceId::from_bytes([2; 16]), SpanId::from_bytes([3; 8]));
+        NEXT_IDS.with(|n| n.set(Some(ids)));
+        let incident = sample(SpanKind::Internal, None);
+        NEXT_IDS.with(|n| n.set(None));
+        assert_eq!(incident, SamplingDecision::RecordAndSample);
+        // A plain ratio follows no parent: one draw, not two, decides.
+        let plain = SamplerChoice::Ratio(0.0);
+        assert!(!plain.decide(&sampled));
     }
 
     #[test]

@@ -275,7 +275,7 @@ pub async fn export_logs(
 ) -> Result<crate::export::Export> {
     let client = match admin_client(provider, spec).await {
         Some(client) => client,
-        None => Err(format!("cluster {} has no initialized control plane", spec.name)),
+        None => Err(format!("cluster {} has no initialized control plane: run `vigil up`", spec.name)),
     };
     let export = crate::export::logs(provider, spec, client, dir, progress).await?;
     if !export.missing.is_empty() {

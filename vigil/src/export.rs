@@ -80,8 +80,11 @@ impl Export {
     }
 }
 
-/// Journals are cut to their last lines: a node up for days has megabytes.
+/// Journals and pod logs are cut to their last lines: a node up for days,
+/// or web logging each request under a drill's load, has megabytes.
 const JOURNAL_LINES: &str = "20000";
+const POD_LOG_LINES: i64 = 20_000;
+const POD_LOG_BYTES: i64 = 8 * 1024 * 1024;
 
 /// Collects everything into `<dir>/<cluster>-logs-<UTC time>/`; `client` is
 /// the admin client, or why there is none.
@@ -192,21 +195,25 @@ pub async fn logs(
                 .collect::<Vec<_>>()
         })
         .collect();
-    let fetched: Vec<_> = stream::iter(jobs)
+    let mut fetched = stream::iter(jobs)
         .map(|(namespace, pod, container, restarted)| {
             let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
             async move {
-                let current = LogParams { container: Some(container.clone()), ..Default::default() };
+                let current = LogParams {
+                    container: Some(container.clone()),
+                    tail_lines: Some(POD_LOG_LINES),
+                    limit_bytes: Some(POD_LOG_BYTES),
+                    ..Default::default()
+                };
                 let previous = LogParams { previous: true, ..current.clone() };
                 let now = api.logs(&pod, &current).await;
                 let before = if restarted { Some(api.logs(&pod, &previous).await) } else { None };
                 (namespace, pod, container, now, before)
             }
         })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for (namespace, pod, container, current, previous) in fetched {
+        .buffer_unordered(8);
+    // Written as they arrive: never every pod's log in memory at once.
+    while let Some((namespace, pod, container, current, previous)) = fetched.next().await {
         let base = format!("pods/{namespace}/{pod}/{container}");
         match current {
             Ok(text) => export.write(

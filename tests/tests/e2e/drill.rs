@@ -180,8 +180,11 @@ async fn incident_is_one_trace(c: &Cluster, report: &Report, received: &[vigil_e
     let root = spans.iter().find(|s| s.operation.starts_with("incident: node")).expect("waited for above");
     ensure!(root.parent.is_none(), "the incident's root span has a parent: {root:?}");
     ensure!(
-        spans.iter().filter(|s| s.span_id != root.span_id).all(|s| s.parent.is_some()),
-        "a span of the incident is not under its root: {:?}",
+        spans
+            .iter()
+            .filter(|s| s.span_id != root.span_id)
+            .all(|s| s.parent.as_deref() == Some(&root.span_id)),
+        "a span of the incident is not a child of its root: {:?}",
         trace.summary()
     );
     ensure!(spans.iter().all(|s| s.service == "alerter"), "{:?}", trace.summary());

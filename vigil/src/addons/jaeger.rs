@@ -302,6 +302,7 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
     let mut deployment = monitoring_deployment(
         NAME,
         PodSpec {
+            service_account_name: Some(NAME.into()),
             // It never talks to the API server.
             automount_service_account_token: Some(false),
             security_context: Some(non_root_pod(USER, None)),
@@ -316,7 +317,18 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
     let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
     let ports = [("query", QUERY_PORT), ("otlp-http", OTLP_PORT)];
     let service = metallb::pinned_service(meta(NAME), &ip, monitoring_selector(NAME), &ports);
-    vec![Object::ConfigMap(config), Object::Deployment(deployment), Object::Service(service)]
+    // Its own identity, with no role and no token: nothing it could be granted by accident.
+    let account = k8s_openapi::api::core::v1::ServiceAccount {
+        metadata: meta(NAME),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    vec![
+        Object::ServiceAccount(account),
+        Object::ConfigMap(config),
+        Object::Deployment(deployment),
+        Object::Service(service),
+    ]
 }
 
 #[cfg(test)]

@@ -125,14 +125,14 @@ pub fn probe_config() -> ProbeConfig {
     ProbeConfig::new(workload, vec![dns])
 }
 
-/// `load_balancer_ip`: pinned, so the URL `up` prints stays the same.
 /// The share of web's requests traced when the caller did not decide
 /// (no sampled `traceparent`); a caller's decision is always followed.
-pub const TRACE_RATIO: f64 = 0.01;
+pub const TRACE_RATIO: f64 = 0.001;
 /// The kubelet's probes come every second or two from every pod and never
 /// carry a trace: one in a hundred is enough to see what one costs.
 pub const PROBE_TRACE_RATIO: f64 = 0.01;
 
+/// `load_balancer_ip`: pinned, so the URL `up` prints stays the same.
 pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
     let service_account = ServiceAccount {
         metadata: meta(NAME),
