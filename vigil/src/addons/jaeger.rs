@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, EnvVar, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, EnvVar, PodSpec, Probe, Toleration};
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
@@ -31,6 +31,8 @@ const METRICS_PORT: u16 = 8888;
 /// Its Service takes the fourth address of the LoadBalancer range.
 pub const LOAD_BALANCER_INDEX: u32 = 3;
 const CONFIG_DIR: &str = "/etc/jaeger";
+/// The label and taint kubeadm gives the control plane.
+const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
 /// Upstream's image runs as 10001.
 const USER: i64 = 10001;
 /// Traces kept in memory; older ones are evicted first. About 60 MiB with
@@ -302,6 +304,16 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
     let mut deployment = monitoring_deployment(
         NAME,
         PodSpec {
+            // On the control plane, which `vigil drill` never breaks: its
+            // traces are in memory, and a drill that killed its node would
+            // lose the very incident it records.
+            node_selector: Some(BTreeMap::from([(CONTROL_PLANE.into(), String::new())])),
+            tolerations: Some(vec![Toleration {
+                key: Some(CONTROL_PLANE.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            }]),
             service_account_name: Some(NAME.into()),
             // It never talks to the API server.
             automount_service_account_token: Some(false),
