@@ -13,7 +13,7 @@ use crate::{
     addons::ADDONS,
     build::{self, ImageNames},
     cli::{Cli, Command, DashboardsAction, ExportWhat, NodeAction},
-    cluster::{ClusterSpec, Role, defaults},
+    cluster::{ClusterSpec, defaults},
     drill, kubeconfig,
     progress::Progress,
     provider::{self, Fault, NodeProvider, Power, nodeutils},
@@ -289,12 +289,7 @@ pub async fn export_logs(
 }
 
 async fn read_admin_conf(provider: &dyn NodeProvider, spec: &ClusterSpec) -> Result<String> {
-    let plan = provider.plan(spec);
-    let cp = plan
-        .iter()
-        .find(|n| n.role == Role::ControlPlane)
-        .context("the provider planned no control plane")?;
-    let cp = provider.node(&cp.name);
+    let cp = provider::control_plane(provider, spec).context("the provider planned no control plane")?;
     nodeutils::read_file(cp.as_ref(), up::ADMIN_CONF)
         .await
         .with_context(|| format!("cluster {} has no initialized control plane: run `vigil up`", spec.name))

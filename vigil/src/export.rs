@@ -17,7 +17,7 @@ use kube::{
 };
 
 use crate::{
-    cluster::{ClusterSpec, Role},
+    cluster::ClusterSpec,
     conditions::pod_ready,
     progress::Progress,
     provider::{Node, NodeProvider},
@@ -148,11 +148,7 @@ pub async fn logs(
             return finish(export, spec, &now.to_string());
         }
     };
-    let control_plane = provider
-        .plan(spec)
-        .into_iter()
-        .find(|n| n.role == Role::ControlPlane)
-        .map(|n| provider.node(&n.name));
+    let control_plane = crate::provider::control_plane(provider, spec);
 
     let line = progress.line("events, and describe of the nodes");
     match Api::<Event>::all(client.clone()).list(&ListParams::default()).await {

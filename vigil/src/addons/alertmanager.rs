@@ -14,10 +14,10 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_checksum, config_volume,
-    http_get_probe, locked_down, metallb,
+    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_volume, http_get_probe, locked_down,
+    metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
-    non_root_pod, resources, upstream,
+    non_root_pod, resources, roll_on_change, upstream,
 };
 use crate::{apply::Object, build::rootfs, cluster::ClusterSpec};
 
@@ -171,9 +171,7 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
             ..Default::default()
         },
     );
-    if let Some(template) = deployment.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
-        template.annotations = Some(config_checksum(&[&config]));
-    }
+    roll_on_change(&mut deployment, &[&config]);
     let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
     let service = metallb::pinned_service(meta(NAME), &ip, monitoring_selector(NAME), &[("web", PORT)]);
     vec![Object::ConfigMap(config), Object::Deployment(deployment), Object::Service(service)]

@@ -315,6 +315,16 @@ pub fn config_checksum(configs: &[&k8s_openapi::api::core::v1::ConfigMap]) -> BT
     )])
 }
 
+/// Annotates `deployment`'s pod template with [`config_checksum`] of `configs`.
+pub fn roll_on_change(
+    deployment: &mut k8s_openapi::api::apps::v1::Deployment,
+    configs: &[&k8s_openapi::api::core::v1::ConfigMap],
+) {
+    if let Some(template) = deployment.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+        template.annotations = Some(config_checksum(configs));
+    }
+}
+
 /// A ConfigMap as the volume `name`, and its mount at `mount_path`, read-only.
 pub fn config_volume(
     name: &str,

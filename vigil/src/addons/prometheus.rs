@@ -20,10 +20,10 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_checksum,
-    config_volume, core_rule, http_get_probe, kube_state_metrics, local_path, locked_down, metallb,
+    Addon, Address, Check, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_volume,
+    core_rule, http_get_probe, kube_state_metrics, local_path, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
-    non_root_pod, quantity, resources,
+    non_root_pod, quantity, resources, roll_on_change,
 };
 use crate::{apply::Object, build::rootfs, cluster::ScrapeLabels, monitoring::rules};
 
@@ -348,10 +348,8 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
     if let Some(spec) = deployment.spec.as_mut() {
         // One writer for the TSDB: the old pod goes before the new one starts.
         spec.strategy = Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() });
-        if let Some(template) = spec.template.metadata.as_mut() {
-            template.annotations = Some(config_checksum(&[&config, &rules]));
-        }
     }
+    roll_on_change(&mut deployment, &[&config, &rules]);
     let service = metallb::pinned_service(meta(NAME, true), load_balancer_ip, selector(), &[("web", PORT)]);
     let mut objects: Vec<Object> = identity.into();
     objects.extend([

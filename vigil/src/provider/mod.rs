@@ -245,6 +245,12 @@ pub trait NodeProvider: Send + Sync {
     async fn delete_cluster(&self, cluster: &str) -> Result<Removed>;
 }
 
+/// The control plane of `spec`, as the provider plans it (None only for a
+/// provider that plans none).
+pub fn control_plane(provider: &dyn NodeProvider, spec: &ClusterSpec) -> Option<Arc<dyn Node>> {
+    provider.plan(spec).into_iter().find(|n| n.role == Role::ControlPlane).map(|n| provider.node(&n.name))
+}
+
 /// Breaks or mends `node` of `spec`: power through the provider, the network
 /// partition through the node itself (any transport).
 pub async fn fault(provider: &dyn NodeProvider, spec: &ClusterSpec, node: &str, fault: Fault) -> Result<()> {
