@@ -82,18 +82,15 @@ async fn main() {
         .await
         .unwrap_or_else(|e| usage_error(format!("cannot listen on {}: {e}", args.listen)));
     tracing::info!(admin = %args.listen, sinks = ?outbox.sink_names(), identity = %args.identity, "starting");
-    let admin = axum::serve(
+    let admin = vigil_telemetry::admin::serve(
         listener,
-        vigil_telemetry::admin::service(vigil_telemetry::admin::router_with_metrics(
-            telemetry.log_level.clone(),
-            metrics,
-        )),
-    )
-    .with_graceful_shutdown(vigil_telemetry::shutdown_signal());
+        vigil_telemetry::admin::router_with_metrics(telemetry.log_level.clone(), metrics),
+        vigil_telemetry::shutdown_signal(),
+    );
     tokio::spawn(elector.run(leading_tx));
     tokio::spawn(outbox.run());
     tokio::select! {
-        served = admin.into_future() => served.unwrap_or_else(|e| usage_error(e)),
+        served = admin => served.unwrap_or_else(|e| usage_error(e)),
         ran = controller::run(context, records) => {
             if let Err(e) = ran {
                 eprintln!("alerter: {e}");

@@ -86,11 +86,14 @@ async fn main() {
     };
     let (metrics, admin) = (bind(args.listen).await, bind(args.admin_listen).await);
     tracing::info!(node = %args.node_name, collectors = ?names, metrics = %args.listen, admin = %args.admin_listen, "serving");
-    let metrics = axum::serve(metrics, server::metrics_router(scraper))
-        .with_graceful_shutdown(vigil_telemetry::shutdown_signal());
+    let metrics = vigil_telemetry::serve::serve(
+        metrics,
+        server::metrics_router(scraper),
+        vigil_telemetry::serve::Limits::SMALL,
+        vigil_telemetry::shutdown_signal(),
+    );
     let admin_router = vigil_telemetry::admin::router(telemetry.log_level.clone());
-    let admin = axum::serve(admin, vigil_telemetry::admin::service(admin_router))
-        .with_graceful_shutdown(vigil_telemetry::shutdown_signal());
-    let result = tokio::try_join!(metrics.into_future(), admin.into_future());
+    let admin = vigil_telemetry::admin::serve(admin, admin_router, vigil_telemetry::shutdown_signal());
+    let result = tokio::try_join!(metrics, admin);
     result.unwrap_or_else(|e| usage_error(e));
 }

@@ -8,6 +8,7 @@ use probe_server::{
     runner,
     server::{self, ProbeState},
 };
+use vigil_telemetry::serve::{self, Limits};
 
 /// The sidecar kubelet's probes call. Flags and environment override the file.
 #[derive(Parser)]
@@ -28,6 +29,14 @@ struct Args {
     drain: Option<Duration>,
     #[arg(long, env = "PROBE_LOG", default_value = "info")]
     log: String,
+    /// A connection that has not sent a whole request head within this is
+    /// closed; the kubelet sends its probe's at once.
+    #[arg(long, env = "PROBE_HEADER_READ_TIMEOUT", default_value_t = serve::HEADER_READ_TIMEOUT.into())]
+    header_read_timeout: humantime::Duration,
+    /// Connections open at once on each port; at the cap a new one (the
+    /// kubelet's next probe) displaces the oldest waiting for a request.
+    #[arg(long, env = "PROBE_MAX_CONNECTIONS", default_value_t = serve::MAX_SMALL_CONNECTIONS)]
+    max_connections: usize,
 }
 
 fn usage_error(message: impl std::fmt::Display) -> ! {
@@ -54,6 +63,12 @@ async fn main() {
         drain: args.drain,
     };
     let config = Arc::new(Config::load(&args.config, &overrides).unwrap_or_else(|e| usage_error(e)));
+    let limits = Limits {
+        header_read_timeout: Duration::from(args.header_read_timeout),
+        max_connections: args.max_connections,
+        ..Limits::SMALL
+    };
+    limits.check().unwrap_or_else(|e| usage_error(format!("{e} (see --help)")));
     let checker = Checker::new();
     let probes = Arc::new(Probes::new(&config));
     let metrics = Arc::new(probe_server::metrics::Metrics::default());
@@ -79,10 +94,9 @@ async fn main() {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
-    let probe_server = axum::serve(probe_listener, probe_app).with_graceful_shutdown(wait(stop_rx.clone()));
-    let admin_server = axum::serve(admin_listener, vigil_telemetry::admin::service(admin_app))
-        .with_graceful_shutdown(wait(stop_rx));
-    let servers = async { tokio::try_join!(probe_server.into_future(), admin_server.into_future()) };
+    let probe_server = serve::serve(probe_listener, probe_app, limits, wait(stop_rx.clone()));
+    let admin_server = serve::serve_with_peer(admin_listener, admin_app, limits, wait(stop_rx));
+    let servers = async { tokio::try_join!(probe_server, admin_server) };
     tokio::pin!(servers);
     tokio::select! {
         result = &mut servers => result.map(|_| ()).unwrap_or_else(|e| usage_error(e)),

@@ -5,14 +5,14 @@
 //!
 //! The port is reachable from every pod of the cluster, so changing the log
 //! level is allowed from loopback only: `kubectl port-forward` and
-//! `kubectl exec` arrive there, other pods do not. Serve the router through
-//! [`service`], which gives handlers the peer's address.
+//! `kubectl exec` arrive there, other pods do not. Serve the router with
+//! [`serve`], which gives handlers the peer's address.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, State, connect_info::IntoMakeServiceWithConnectInfo},
+    extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::{get, put},
@@ -73,10 +73,15 @@ pub fn router_with_metrics<M: AsRef<Registry> + Send + Sync + 'static>(
     Router::new().route("/metrics", get(get_metrics::<M>)).with_state(metrics).merge(router(handle))
 }
 
-/// The router as a service that gives handlers the peer's address: serve
-/// it with `axum::serve(listener, admin::service(router))`.
-pub fn service(router: Router) -> IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
-    router.into_make_service_with_connect_info::<SocketAddr>()
+/// Serves an admin router on its own port until `shutdown` resolves: with
+/// the peer's address its handlers check, and a small port's limits
+/// ([`Limits::SMALL`](crate::serve::Limits::SMALL)).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    crate::serve::serve_with_peer(listener, router, crate::serve::Limits::SMALL, shutdown).await
 }
 
 #[cfg(test)]

@@ -5,10 +5,18 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod labels;
 pub mod otel;
+pub mod serve;
 pub mod trace_http;
 
-use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+
+use prometheus_client::{
+    encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
 use tracing_subscriber::{
     Layer, Registry as Subscriber, filter::Targets, layer::SubscriberExt, reload, util::SubscriberInitExt,
 };
@@ -117,15 +125,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// writer, so logging a request never waits on the terminal or the pipe.
 pub fn init(service: &'static str, filter: &str) -> Result<Telemetry, String> {
     let (filter, log_level) = reload::Layer::new(parse_filter(filter)?);
-    // The default queue holds 128 000 lines, allocated up front (about 4 MiB
-    // resident per process); a few thousand absorb any burst a sidecar or a
-    // hostname server produces, and when full the caller waits rather than
-    // a line being lost. The writer thread batches lines into one write
-    // (it flushes whenever the queue runs empty), so it keeps up under load.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let (writer, guard) = log_writer(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let _ = DROPPED_LINES.set(writer.error_counter());
     let mut export = trace_export(service);
     tracing_subscriber::registry()
         .with(
@@ -140,6 +141,51 @@ pub fn init(service: &'static str, filter: &str) -> Result<Telemetry, String> {
         .map_err(|e| e.to_string())?;
     export.report();
     Ok(Telemetry { log_level, export_error: export.error, _tracing: export.tracing, _writer: guard })
+}
+
+/// The background writer log lines go through. The default queue holds
+/// 128 000 lines, allocated up front (about 4 MiB resident per process); a
+/// few thousand absorb any burst a sidecar or a hostname server produces.
+/// When the queue is full (stdout is not read fast enough) a line is
+/// dropped and counted, never waited for: waiting would stall the tokio
+/// worker that logs, and with it every request on that worker. The writer
+/// thread batches lines into one write (it flushes whenever the queue runs
+/// empty), so it keeps up under load.
+fn log_writer<W: std::io::Write + Send + 'static>(
+    out: W,
+) -> (tracing_appender::non_blocking::NonBlocking, tracing_appender::non_blocking::WorkerGuard) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .finish(out)
+}
+
+/// The log lines this process dropped, once [`init`] has run.
+static DROPPED_LINES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// `log_lines_dropped_total`, read from the log writer when scraped.
+#[derive(Debug, Clone, Copy)]
+struct DroppedLines;
+
+impl EncodeMetric for DroppedLines {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let dropped = DROPPED_LINES.get().map_or(0, |c| c.dropped_lines() as u64);
+        encoder.encode_counter::<NoLabelSet, _, u64>(&dropped, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// Adds `log_lines_dropped_total` to a component's registry (through
+/// [`otel::register`], which every component calls).
+fn register_log_metrics(registry: &mut Registry) {
+    registry.register(
+        "log_lines_dropped",
+        "Log lines dropped because stdout was not read fast enough",
+        DroppedLines,
+    );
 }
 
 /// Sets a new filter; the error names what did not parse.
@@ -241,6 +287,49 @@ mod tests {
         );
         assert_eq!(negotiate(om.into(), Some("application/openmetrics-text;version=1.0.0")).1, om);
         assert_eq!(negotiate(om.into(), None).0, PROMETHEUS_TEXT);
+    }
+
+    /// Stands for a stdout nobody reads: every write waits until the test ends.
+    struct Stuck(std::sync::mpsc::Receiver<()>);
+
+    impl std::io::Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_stdout_drops_lines_and_never_blocks_the_logger() {
+        let (release, stuck) = std::sync::mpsc::channel();
+        let (writer, guard) = log_writer(Stuck(stuck));
+        let dropped = writer.error_counter();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let lines = 3 * LOG_QUEUE_LINES;
+        std::thread::spawn(move || {
+            let subscriber = tracing_subscriber::fmt().with_writer(writer).finish();
+            tracing::subscriber::with_default(subscriber, || {
+                for i in 0..lines {
+                    tracing::info!(i, "a line");
+                }
+            });
+            let _ = done_tx.send(());
+        });
+        let finished = done.recv_timeout(std::time::Duration::from_secs(5));
+        drop(release);
+        drop(guard);
+        assert!(finished.is_ok(), "logging blocked on a stdout that does not drain");
+        // The writer thread holds one line, the queue LOG_QUEUE_LINES: the rest are dropped.
+        assert!(dropped.dropped_lines() >= lines - LOG_QUEUE_LINES - 1, "{}", dropped.dropped_lines());
+        // What a component's /metrics shows (init installs its writer's counter the same way).
+        assert!(DROPPED_LINES.set(dropped.clone()).is_ok(), "nothing else in this test binary sets it");
+        let mut registry = Registry::with_prefix("web");
+        register_log_metrics(&mut registry);
+        let text = encode(&registry);
+        assert!(text.contains(&format!("web_log_lines_dropped_total {}", dropped.dropped_lines())), "{text}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::{
     collections::HashMap,
     sync::{
         LazyLock, OnceLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     time::{Duration, Instant},
@@ -62,7 +62,22 @@ pub struct Config {
     pub queue: usize,
     pub batch: usize,
     pub delay: Duration,
+    /// Requests a second that callers may force into tracing with a sampled
+    /// `traceparent` ([`CALLER_SAMPLED_VAR`]).
+    pub caller_sampled_per_second: u32,
 }
+
+/// How many requests a second callers may force into tracing by sending a
+/// sampled `traceparent`, per process. A caller's decision is followed up
+/// to this rate; beyond it the request is sampled as if it came without
+/// one (counted in `otel_caller_samples_refused_total`), so a client cannot
+/// make a replica trace, and the trace store keep, every request it sends.
+/// `0`: a caller's flag never forces a trace.
+pub const CALLER_SAMPLED_VAR: &str = "VIGIL_TRACES_CALLER_SAMPLED_PER_SECOND";
+
+/// A drill, a test or an engineer with curl sends a few traced requests a
+/// second; a flood sends thousands.
+pub const CALLER_SAMPLED_PER_SECOND: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SamplerChoice {
@@ -74,8 +89,9 @@ pub enum SamplerChoice {
 
 impl SamplerChoice {
     /// The decision for a request whose caller's context is `parent` (empty
-    /// when it sent none), taken before any span exists.
-    fn decide(&self, parent: &Context) -> bool {
+    /// when it sent none), taken before any span exists. A sampled parent
+    /// is followed as long as `callers` admits it.
+    fn decide(&self, parent: &Context, callers: &RateCap) -> bool {
         match self {
             SamplerChoice::AlwaysOn => true,
             SamplerChoice::AlwaysOff => false,
@@ -83,7 +99,17 @@ impl SamplerChoice {
             SamplerChoice::ParentBased(root) => {
                 let span = parent.span();
                 let context = span.span_context();
-                if context.is_valid() { context.is_sampled() } else { root.decide(parent) }
+                if !context.is_valid() {
+                    return root.decide(parent, callers);
+                }
+                if !context.is_sampled() {
+                    return false;
+                }
+                if callers.admit() {
+                    return true;
+                }
+                SPANS.caller_refused.inc();
+                root.decide(parent, callers)
             }
         }
     }
@@ -98,15 +124,69 @@ impl SamplerChoice {
     }
 }
 
+/// A rate limit that admits `per_second` events a second, in bursts of up
+/// to a second's worth (the generic cell rate algorithm: one atomic, no lock).
+#[derive(Debug)]
+pub struct RateCap {
+    /// Nanoseconds between two admitted events; 0: admit none.
+    interval: u64,
+    /// How far ahead of now the schedule may run: a burst of a second's
+    /// worth, the first of which is not ahead.
+    tolerance: u64,
+    /// When the schedule next has room, in nanoseconds since `EPOCH`.
+    next: AtomicU64,
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+impl RateCap {
+    pub fn new(per_second: u32) -> Self {
+        let interval = if per_second == 0 { 0 } else { 1_000_000_000 / u64::from(per_second) };
+        let tolerance = interval * u64::from(per_second.saturating_sub(1));
+        RateCap { interval, tolerance, next: AtomicU64::new(0) }
+    }
+
+    pub fn admit(&self) -> bool {
+        self.admit_at(EPOCH.elapsed().as_nanos() as u64)
+    }
+
+    fn admit_at(&self, now: u64) -> bool {
+        if self.interval == 0 {
+            return false;
+        }
+        let mut next = self.next.load(Ordering::Relaxed);
+        loop {
+            let start = next.max(now);
+            if start - now > self.tolerance {
+                return false;
+            }
+            match self.next.compare_exchange_weak(
+                next,
+                start + self.interval,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(current) => next = current,
+            }
+        }
+    }
+}
+
 /// The configured sampling, once export is on; what [`traced`] applies.
-static HEAD: OnceLock<SamplerChoice> = OnceLock::new();
+struct Head {
+    choice: SamplerChoice,
+    callers: RateCap,
+}
+
+static HEAD: OnceLock<Head> = OnceLock::new();
 
 /// Whether a request whose caller sent `parent` is traced. Decided before
 /// its span exists, so an untraced request costs no span at all (the
 /// tracing layer's work per span is most of export's cost); false while
 /// export is off.
 pub fn traced(parent: &Context) -> bool {
-    HEAD.get().is_some_and(|choice| choice.decide(parent))
+    HEAD.get().is_some_and(|head| head.choice.decide(parent, &head.callers))
 }
 
 /// The provider's sampler: the configured one, except for a server span,
@@ -142,19 +222,34 @@ impl ShouldSample for Decided {
 
 /// A variable that cannot be used, and what to set instead.
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("{variable}={value:?}: {problem}; {fix}")]
+#[error("{variable}{}: {problem}; {fix}", shown(.value))]
 pub struct ConfigError {
     pub variable: &'static str,
-    pub value: String,
+    /// None for a variable that carries credentials: its value is never
+    /// repeated in an error, which ends up in logs and events.
+    pub value: Option<String>,
     pub problem: String,
     pub fix: &'static str,
+}
+
+fn shown(value: &Option<String>) -> String {
+    match value {
+        Some(value) => format!("={value:?}"),
+        None => " (value not shown: it carries credentials)".into(),
+    }
+}
+
+/// The variables whose values are headers such as `authorization`.
+fn secret(variable: &str) -> bool {
+    variable.ends_with("_HEADERS")
 }
 
 const ENDPOINT_FIX: &str =
     "set an http:// URL such as http://jaeger.monitoring:4318, or unset it to turn export off";
 
 fn bad(variable: &'static str, value: &str, problem: impl Into<String>, fix: &'static str) -> ConfigError {
-    ConfigError { variable, value: value.into(), problem: problem.into(), fix }
+    let value = (!secret(variable)).then(|| value.to_owned());
+    ConfigError { variable, value, problem: problem.into(), fix }
 }
 
 /// Reads the standard variables through `var` (the environment, or a map in
@@ -269,21 +364,38 @@ pub fn settings(var: impl Fn(&str) -> Option<String>, service: &str) -> Result<S
         queue,
         batch,
         delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5000)?,
+        caller_sampled_per_second: match var(CALLER_SAMPLED_VAR) {
+            None => CALLER_SAMPLED_PER_SECOND,
+            Some(v) => v.parse::<u32>().ok().filter(|n| *n <= 1_000_000).ok_or_else(|| {
+                bad(
+                    CALLER_SAMPLED_VAR,
+                    &v,
+                    "not a whole number of requests a second from 0 to 1000000",
+                    "use e.g. 10, or 0 to never let a caller's traceparent force a trace",
+                )
+            })?,
+        },
     }))
 }
 
-/// `k=v,k2=v2`, values percent-decoded as the specification says.
+/// `k=v,k2=v2`, values percent-decoded as the specification says. A bad
+/// pair of a secret variable is named by its position, not its text.
 fn pairs(variable: &'static str, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     text.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
+        .enumerate()
+        .map(|(i, pair)| match pair.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), percent_decode(v.trim()))),
             _ => Err(bad(
                 variable,
                 text,
-                format!("{pair:?} is not key=value"),
-                "use key=value pairs separated by commas",
+                if secret(variable) {
+                    format!("entry {} is not key=value", i + 1)
+                } else {
+                    format!("{pair:?} is not key=value")
+                },
+                "use key=value pairs separated by commas, with a comma inside a value written %2C (e.g. authorization=Bearer%20TOKEN)",
             )),
         })
         .collect()
@@ -345,6 +457,8 @@ struct DropLabels {
 pub struct SpanCounters {
     exported: Counter,
     dropped: Family<DropLabels, Counter>,
+    /// Requests whose sampled `traceparent` was over [`CALLER_SAMPLED_VAR`]'s rate.
+    caller_refused: Counter,
 }
 
 impl SpanCounters {
@@ -357,6 +471,11 @@ impl SpanCounters {
     pub fn dropped(&self, reason: &'static str) -> u64 {
         self.dropped.get_or_create(&DropLabels { reason }).get()
     }
+
+    /// Requests whose caller asked for a trace beyond the allowed rate.
+    pub fn caller_refused(&self) -> u64 {
+        self.caller_refused.get()
+    }
 }
 
 /// This process's span counters (one exporter per process).
@@ -368,8 +487,10 @@ pub static SPANS: LazyLock<SpanCounters> = LazyLock::new(|| {
     counters
 });
 
-/// Adds `otel_spans_exported_total` and `otel_spans_dropped_total{reason}`
-/// to a component's registry.
+/// Adds telemetry's own metrics to a component's registry (every component
+/// calls this): `otel_spans_exported_total`, `otel_spans_dropped_total{reason}`,
+/// `otel_caller_samples_refused_total`, `log_lines_dropped_total` and
+/// `http_connections_shed_total{reason}`.
 pub fn register(registry: &mut Registry) {
     registry.register("otel_spans_exported", "Spans delivered to the OTLP endpoint", SPANS.exported.clone());
     registry.register(
@@ -377,6 +498,13 @@ pub fn register(registry: &mut Registry) {
         "Spans not delivered: the export queue was full, or the endpoint failed",
         SPANS.dropped.clone(),
     );
+    registry.register(
+        "otel_caller_samples_refused",
+        "Requests whose sampled traceparent was beyond the rate callers may force; sampled as if they had none",
+        SPANS.caller_refused.clone(),
+    );
+    crate::register_log_metrics(registry);
+    crate::serve::register(registry);
 }
 
 enum Message {
@@ -664,7 +792,10 @@ pub fn start(config: &Config) -> Result<Tracing, String> {
         .with_id_generator(Ids::default())
         .with_resource(resource)
         .build();
-    let _ = HEAD.set(config.sampler.clone());
+    let _ = HEAD.set(Head {
+        choice: config.sampler.clone(),
+        callers: RateCap::new(config.caller_sampled_per_second),
+    });
     opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     Ok(Tracing { provider })
@@ -880,9 +1011,11 @@ mod tests {
         };
         let (sampled, unsampled) = (parent("01"), parent("00"));
         let never = SamplerChoice::ParentBased(Box::new(SamplerChoice::Ratio(0.0)));
-        assert!(never.decide(&sampled) && !never.decide(&unsampled) && !never.decide(&Context::new()));
+        let callers = RateCap::new(1000);
+        let never_ = |parent: &Context| never.decide(parent, &callers);
+        assert!(never_(&sampled) && !never_(&unsampled) && !never_(&Context::new()));
         let always = SamplerChoice::ParentBased(Box::new(SamplerChoice::AlwaysOn));
-        assert!(always.decide(&Context::new()) && !always.decide(&unsampled));
+        assert!(always.decide(&Context::new(), &callers) && !always.decide(&unsampled, &callers));
         // The provider samples a root server span (already decided) whatever the ratio,
         // and leaves every other span to the configured sampler.
         let decided = Decided(never.sampler());
@@ -902,7 +1035,75 @@ mod tests {
         assert_eq!(incident, SamplingDecision::RecordAndSample);
         // A plain ratio follows no parent: one draw, not two, decides.
         let plain = SamplerChoice::Ratio(0.0);
-        assert!(!plain.decide(&sampled));
+        assert!(!plain.decide(&sampled, &callers));
+    }
+
+    fn sampled_parent() -> Context {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap(),
+        );
+        extract(&headers)
+    }
+
+    #[test]
+    fn callers_force_a_trace_at_a_bounded_rate() {
+        let never = SamplerChoice::ParentBased(Box::new(SamplerChoice::Ratio(0.0)));
+        let callers = RateCap::new(5);
+        let refused = SPANS.caller_refused();
+        let parent = sampled_parent();
+        let traced = (0..100).filter(|_| never.decide(&parent, &callers)).count();
+        assert_eq!(traced, 5, "a second's worth of forced traces, then the root sampler (0 %) decides");
+        assert!(SPANS.caller_refused() >= refused + 95);
+        assert!(!never.decide(&sampled_parent(), &RateCap::new(0)), "0: a caller never forces one");
+    }
+
+    #[test]
+    fn the_rate_cap_refills_with_time() {
+        let cap = RateCap::new(2);
+        let second = 1_000_000_000;
+        assert!(cap.admit_at(10 * second) && cap.admit_at(10 * second));
+        assert!(!cap.admit_at(10 * second), "burst of a second's worth");
+        assert!(!cap.admit_at(10 * second + second / 4));
+        assert!(cap.admit_at(10 * second + second / 2), "one more every half second");
+        assert!(!cap.admit_at(10 * second + second / 2));
+        assert!(cap.admit_at(20 * second) && cap.admit_at(20 * second) && !cap.admit_at(20 * second));
+    }
+
+    #[test]
+    fn the_caller_rate_is_configured_or_named_when_bad() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://j:4318");
+        let Settings::On(c) = read(&[endpoint]).unwrap() else { panic!("on") };
+        assert_eq!(c.caller_sampled_per_second, CALLER_SAMPLED_PER_SECOND);
+        let Settings::On(c) = read(&[endpoint, (CALLER_SAMPLED_VAR, "0")]).unwrap() else { panic!("on") };
+        assert_eq!(c.caller_sampled_per_second, 0);
+        let err = read(&[endpoint, (CALLER_SAMPLED_VAR, "lots")]).unwrap_err().to_string();
+        assert!(
+            err.starts_with(CALLER_SAMPLED_VAR) && err.contains("\"lots\"") && err.contains("e.g. 10"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_not_echoed() {
+        let secret = "Bearer%20sk-live-12345";
+        for variable in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+            let value = format!("x-ok=1,{secret}");
+            let err =
+                read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://j:4318"), (variable, &value)]).unwrap_err();
+            let (text, debug) = (err.to_string(), format!("{err:?}"));
+            assert!(!text.contains("sk-live") && !debug.contains("sk-live"), "{text} / {debug}");
+            assert!(
+                text.starts_with(variable) && text.contains("entry 2") && text.contains("key=value"),
+                "{text}"
+            );
+        }
+        // Other variables still show what was wrong.
+        let err =
+            read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://j:4318"), ("OTEL_RESOURCE_ATTRIBUTES", "oops")])
+                .unwrap_err();
+        assert!(err.to_string().contains("\"oops\""), "{err}");
     }
 
     #[test]

@@ -21,7 +21,8 @@ use prometheus_client::{
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// One of HTTP's methods or `_OTHER`: a client's token is never a label.
+    pub method: &'static str,
     /// The route, not the raw path: unknown paths share one label value.
     pub route: String,
     pub status: u16,
@@ -97,14 +98,16 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: axum::http::Header
 /// Counts, times and logs every request, whatever route answered it.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = vigil_telemetry::labels::method(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let path = request.uri().path().to_owned();
+    // A clone shares the parsed bytes; the log line shows a bounded slice of it.
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(elapsed.as_secs_f64());
-    state.metrics.requests.get_or_create(&RequestLabels { method: method.clone(), route, status }).inc();
+    state.metrics.requests.get_or_create(&RequestLabels { method, route, status }).inc();
+    let path = vigil_telemetry::labels::path(uri.path());
     tracing::info!(%method, %path, status, micros = elapsed.as_micros() as u64, "request");
     response
 }
@@ -155,6 +158,22 @@ mod tests {
         assert_eq!(response.headers()[header::CONTENT_TYPE], vigil_telemetry::OPENMETRICS);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn a_clients_method_token_is_never_a_label() {
+        let state = AppState::new("h");
+        for method in ["FOO1", "FOO2", "get"] {
+            let request = Request::builder().method(method).uri("/").body(Body::empty()).unwrap();
+            let response = router(state.clone()).oneshot(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), 405);
+        }
+        let (_, metrics) = get_body(router(state), "/metrics").await;
+        assert!(
+            metrics.contains(r#"web_http_requests_total{method="_OTHER",route="/",status="405"} 3"#),
+            "{metrics}"
+        );
+        assert!(!metrics.contains("FOO") && !metrics.contains(r#"method="get""#), "{metrics}");
     }
 
     #[tokio::test]
