@@ -1,8 +1,9 @@
 //! The alerter's configuration: a JSON file (a mounted ConfigMap) naming
-//! the sinks and the tracker's thresholds. Secrets (the webhook signing
-//! key, a Slack webhook URL) are read from files, mounted from Secrets,
-//! never from the configuration or the command line. A bad configuration
-//! is refused at start naming the field.
+//! the sinks and the tracker's thresholds. Secrets (the webhook's URL and
+//! signing key, a Slack webhook URL, Alertmanager's password) are read
+//! from files, mounted from Secrets, once at start: never from the
+//! configuration or the command line, and never echoed in an error. A bad
+//! configuration is refused at start naming the field.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -93,15 +94,41 @@ pub struct SinkConfig {
 pub enum SinkKind {
     /// JSON, signed per the Standard Webhooks spec.
     Webhook {
-        url: String,
+        /// The receiver's URL, from a mounted Secret: its path or query
+        /// often holds a token.
+        url_file: PathBuf,
         /// The signing secret (`whsec_<base64>`), from a mounted Secret.
         secret_file: PathBuf,
     },
     /// Slack's incoming-webhook format; the webhook URL is itself the secret.
     Slack { url_file: PathBuf },
     /// Alertmanager's `POST /api/v2/alerts`.
-    Alertmanager { url: String },
+    Alertmanager {
+        /// Its base URL (a Service in the cluster: no secret).
+        url: String,
+        /// Credentials for a proxy in front of it that asks for them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        basic_auth: Option<BasicAuthConfig>,
+    },
 }
+
+/// HTTP Basic authentication: the user in the configuration, the password
+/// in a file mounted from a Secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+/// Fields a configuration may no longer have, with what replaced them: an
+/// old ConfigMap is refused naming the field rather than half understood.
+const REMOVED_FIELDS: &[(&str, &str, &str)] = &[(
+    "webhook",
+    "url",
+    "the webhook's URL is a secret (its path or query often holds a token), so it no longer sits in \
+     the configuration: put it in a file mounted from a Secret and name that file in urlFile",
+)];
 
 /// A sink ready to send: its secrets read, its URLs checked.
 #[derive(Debug, Clone)]
@@ -110,19 +137,72 @@ pub struct Sink {
     pub target: Target,
 }
 
-#[derive(Debug, Clone)]
+/// Where a sink sends. Its Debug form shows no secret: the webhook's and
+/// Slack's URLs, the signing key and the password are left out.
+#[derive(Clone)]
 pub enum Target {
     Webhook { url: reqwest::Url, key: Vec<u8> },
     Slack { url: reqwest::Url },
-    Alertmanager { alerts_url: reqwest::Url },
+    Alertmanager { alerts_url: reqwest::Url, auth: Option<BasicAuth> },
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Webhook { .. } => f.write_str("Webhook { url: <secret>, key: <secret> }"),
+            Target::Slack { .. } => f.write_str("Slack { url: <secret> }"),
+            Target::Alertmanager { alerts_url, auth } => f
+                .debug_struct("Alertmanager")
+                .field("alerts_url", &alerts_url.as_str())
+                .field("auth", auth)
+                .finish(),
+        }
+    }
+}
+
+/// A user and password for HTTP Basic authentication.
+#[derive(Clone)]
+pub struct BasicAuth {
+    pub username: String,
+    password: String,
+}
+
+impl BasicAuth {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        BasicAuth { username: username.into(), password: password.into() }
+    }
+
+    /// The password, for the request's `Authorization` header only.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth").field("username", &self.username).field("password", &"<secret>").finish()
+    }
+}
+
+/// An http(s) URL with a host; `text` (not a secret) is quoted in the error.
 fn http_url(field: &str, text: &str) -> Result<reqwest::Url, Error> {
     let url =
         reqwest::Url::parse(text.trim()).map_err(|e| error(field, format!("{text:?} is not a URL: {e}")))?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
         _ => Err(error(field, format!("{text:?} is not an http(s) URL with a host"))),
+    }
+}
+
+/// An http(s) URL with a host, read from the secret file `path`: the error
+/// names the file, never what it holds.
+fn secret_url(field: &str, path: &PathBuf) -> Result<reqwest::Url, Error> {
+    let text = read_secret(field, path)?;
+    let url = reqwest::Url::parse(&text)
+        .map_err(|e| error(field, format!("{} does not hold a URL: {e}", path.display())))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err(error(field, format!("{} does not hold an http(s) URL with a host", path.display()))),
     }
 }
 
@@ -152,8 +232,10 @@ pub fn signing_key(field: &str, secret: &str) -> Result<Vec<u8>, Error> {
 
 impl Config {
     pub fn from_json(text: &str, source: &str) -> Result<Self, Error> {
-        let config: Config = serde_json::from_str(text)
-            .map_err(|e| error(source, format!("not a valid configuration: {e}")))?;
+        let invalid = |e: serde_json::Error| error(source, format!("not a valid configuration: {e}"));
+        let value: serde_json::Value = serde_json::from_str(text).map_err(invalid)?;
+        refuse_removed_fields(&value)?;
+        let config: Config = serde_json::from_value(value).map_err(invalid)?;
         config.check()?;
         Ok(config)
     }
@@ -191,13 +273,21 @@ impl Config {
                 ));
             }
             match &sink.kind {
-                SinkKind::Webhook { url, .. } => {
-                    http_url(&format!("sinks[{i}].webhook.url"), url)?;
-                }
-                SinkKind::Alertmanager { url } => {
+                SinkKind::Alertmanager { url, basic_auth } => {
                     http_url(&format!("sinks[{i}].alertmanager.url"), url)?;
+                    if let Some(auth) = basic_auth
+                        && (auth.username.is_empty() || auth.username.contains(':'))
+                    {
+                        return Err(error(
+                            format!("sinks[{i}].alertmanager.basicAuth.username"),
+                            format!(
+                                "{:?} is empty or holds a colon (HTTP Basic cannot carry it)",
+                                auth.username
+                            ),
+                        ));
+                    }
                 }
-                SinkKind::Slack { .. } => {}
+                SinkKind::Webhook { .. } | SinkKind::Slack { .. } => {}
             }
         }
         if let Some(url) = &self.generator_url {
@@ -213,21 +303,31 @@ impl Config {
             .enumerate()
             .map(|(i, sink)| {
                 let target = match &sink.kind {
-                    SinkKind::Webhook { url, secret_file } => {
+                    SinkKind::Webhook { url_file, secret_file } => {
                         let field = format!("sinks[{i}].webhook.secretFile");
                         let key = signing_key(&field, &read_secret(&field, secret_file)?)?;
-                        Target::Webhook { url: http_url(&format!("sinks[{i}].webhook.url"), url)?, key }
+                        Target::Webhook {
+                            url: secret_url(&format!("sinks[{i}].webhook.urlFile"), url_file)?,
+                            key,
+                        }
                     }
                     SinkKind::Slack { url_file } => {
-                        let field = format!("sinks[{i}].slack.urlFile");
-                        Target::Slack { url: http_url(&field, &read_secret(&field, url_file)?)? }
+                        Target::Slack { url: secret_url(&format!("sinks[{i}].slack.urlFile"), url_file)? }
                     }
-                    SinkKind::Alertmanager { url } => {
+                    SinkKind::Alertmanager { url, basic_auth } => {
                         let base = http_url(&format!("sinks[{i}].alertmanager.url"), url)?;
                         let alerts_url = base
                             .join("api/v2/alerts")
                             .map_err(|e| error(format!("sinks[{i}].alertmanager.url"), e.to_string()))?;
-                        Target::Alertmanager { alerts_url }
+                        let auth = match basic_auth {
+                            Some(auth) => {
+                                let field = format!("sinks[{i}].alertmanager.basicAuth.passwordFile");
+                                let password = read_secret(&field, &auth.password_file)?;
+                                Some(BasicAuth::new(auth.username.clone(), password))
+                            }
+                            None => None,
+                        };
+                        Target::Alertmanager { alerts_url, auth }
                     }
                 };
                 Ok(Sink { name: sink.name.clone(), target })
@@ -240,6 +340,19 @@ impl Config {
     }
 }
 
+/// Refuses a configuration that still has a field [`REMOVED_FIELDS`] names.
+fn refuse_removed_fields(value: &serde_json::Value) -> Result<(), Error> {
+    let sinks = value.get("sinks").and_then(|s| s.as_array()).map(Vec::as_slice).unwrap_or_default();
+    for (i, sink) in sinks.iter().enumerate() {
+        for (kind, field, why) in REMOVED_FIELDS {
+            if sink.get(kind).and_then(|k| k.get(field)).is_some() {
+                return Err(error(format!("sinks[{i}].{kind}.{field}"), *why));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,32 +363,54 @@ mod tests {
 
     #[test]
     fn a_bad_sink_is_refused_naming_the_field() {
-        let err =
-            config(r#"[{"name": "ops", "webhook": {"url": "ftp://x", "secretFile": "/s"}}]"#).unwrap_err();
-        assert_eq!(err.field, "sinks[0].webhook.url");
+        let err = config(r#"[{"name": "am", "alertmanager": {"url": "ftp://x"}}]"#).unwrap_err();
+        assert_eq!(err.field, "sinks[0].alertmanager.url");
         let err = config(r#"[{"name": "a", "alertmanager": {"url": "http://am:9093"}}, {"name": "a", "alertmanager": {"url": "http://am:9093"}}]"#)
             .unwrap_err();
         assert_eq!(err.field, "sinks[1].name");
         let err = Config::from_json(r#"{"cluster": "vigil", "sinks": [], "surprise": 1}"#, "cm").unwrap_err();
         assert!(err.to_string().contains("unknown field `surprise`"), "{err}");
+        let err = config(
+            r#"[{"name": "am", "alertmanager": {"url": "http://am:9093", "basicAuth": {"username": "a:b", "passwordFile": "/p"}}}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "sinks[0].alertmanager.basicAuth.username");
+    }
+
+    #[test]
+    fn a_webhook_url_in_the_configuration_is_refused_naming_what_replaced_it() {
+        let err = config(
+            r#"[{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/hooks/SECRET123", "secretFile": "/s"}}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "sinks[0].webhook.url");
+        assert!(err.message.contains("urlFile") && err.message.contains("Secret"), "{err}");
+        assert!(!err.to_string().contains("SECRET123"), "{err}");
+    }
+
+    fn webhook_config(url_file: &std::path::Path, secret_file: &std::path::Path) -> Config {
+        let text = serde_json::json!({
+            "cluster": "vigil",
+            "sinks": [{"name": "ops", "webhook": {"urlFile": url_file, "secretFile": secret_file}}],
+        });
+        Config::from_json(&text.to_string(), "test").unwrap()
     }
 
     #[test]
     fn secrets_come_from_files_and_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("secret");
+        let (secret, url) = (dir.path().join("secret"), dir.path().join("url"));
         std::fs::write(&secret, "not-a-secret\n").unwrap();
-        let text = format!(
-            r#"{{"cluster": "vigil", "sinks": [{{"name": "ops", "webhook": {{"url": "http://127.0.0.1:1/hook", "secretFile": "{}"}}}}]}}"#,
-            secret.display()
-        );
-        let config = Config::from_json(&text, "test").unwrap();
+        std::fs::write(&url, "http://127.0.0.1:1/hook\n").unwrap();
+        let config = webhook_config(&url, &secret);
         let err = config.sinks().unwrap_err();
         assert_eq!(err.field, "sinks[0].webhook.secretFile");
         assert!(err.message.contains("whsec_"), "{err}");
         std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
         let sinks = config.sinks().unwrap();
-        assert!(matches!(&sinks[0].target, Target::Webhook { key, .. } if key.len() == 24));
+        assert!(
+            matches!(&sinks[0].target, Target::Webhook { key, url } if key.len() == 24 && url.path() == "/hook")
+        );
         let missing = Config::from_json(
             r#"{"cluster": "vigil", "sinks": [{"name": "s", "slack": {"urlFile": "/nonexistent/url"}}]}"#,
             "test",
@@ -284,5 +419,46 @@ mod tests {
         .sinks()
         .unwrap_err();
         assert!(missing.message.contains("mount the Secret there"), "{missing}");
+    }
+
+    #[test]
+    fn a_url_file_that_holds_no_url_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, url) = (dir.path().join("secret"), dir.path().join("url"));
+        std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        for text in ["hooks.example/SECRET123", "ftp://host/SECRET123"] {
+            std::fs::write(&url, text).unwrap();
+            let err = webhook_config(&url, &secret).sinks().unwrap_err();
+            assert_eq!(err.field, "sinks[0].webhook.urlFile");
+            assert!(err.message.contains(&url.display().to_string()), "{err}");
+            assert!(!err.to_string().contains("SECRET123"), "{err}");
+        }
+    }
+
+    #[test]
+    fn alertmanager_credentials_are_read_from_their_file_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "hunter2-SECRET\n").unwrap();
+        let text = serde_json::json!({
+            "cluster": "vigil",
+            "sinks": [{"name": "am", "alertmanager": {
+                "url": "http://am:9093/",
+                "basicAuth": {"username": "vigil", "passwordFile": password},
+            }}],
+        });
+        let config = Config::from_json(&text.to_string(), "test").unwrap();
+        assert_eq!(Config::from_json(&config.to_json(), "again").unwrap(), config);
+        let sinks = config.sinks().unwrap();
+        let Target::Alertmanager { alerts_url, auth: Some(auth) } = &sinks[0].target else {
+            panic!("{sinks:?}")
+        };
+        assert_eq!(alerts_url.as_str(), "http://am:9093/api/v2/alerts");
+        assert_eq!((auth.username.as_str(), auth.password()), ("vigil", "hunter2-SECRET"));
+        let shown = format!("{sinks:?}");
+        assert!(shown.contains("vigil") && !shown.contains("hunter2"), "{shown}");
+        std::fs::remove_file(&password).unwrap();
+        let err = config.sinks().unwrap_err();
+        assert_eq!(err.field, "sinks[0].alertmanager.basicAuth.passwordFile");
     }
 }

@@ -45,6 +45,8 @@ const MANAGER: &str = "vigil-alerter";
 const NODE_LEASES: &str = "kube-node-lease";
 /// How often Leases are looked at when nothing changes (a stale Lease is the absence of events).
 const TICK: Duration = Duration::from_secs(1);
+/// The longest Event note the API takes is 1 kB; kept under it.
+const NOTE_BYTES: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -328,11 +330,61 @@ async fn publish(recorder: &Recorder, notice: &Notice) {
         namespace: None,
         ..Default::default()
     };
-    let mut note = notice.summary.clone();
-    note.truncate(1000);
-    let event =
-        Event { type_, reason: reason.into(), note: Some(note), action: "Alert".into(), secondary: None };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(event_note(notice)),
+        action: "Alert".into(),
+        secondary: None,
+    };
     if let Err(e) = recorder.publish(&event, &node).await {
         tracing::warn!(node = %notice.node, error = %e, "cannot publish the Event");
+    }
+}
+
+/// The Event's note: the summary, cut to what the API takes.
+fn event_note(notice: &Notice) -> String {
+    cut_at_char(&notice.summary, NOTE_BYTES).to_owned()
+}
+
+/// `text`'s longest prefix of at most `max_bytes` bytes that ends on a
+/// character boundary (`String::truncate` panics inside a character).
+pub fn cut_at_char(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let end = (0..=max_bytes).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_is_cut_on_a_character_boundary() {
+        // 999 ASCII bytes, then 2-byte characters: byte 1000 falls inside one.
+        let notice = Notice {
+            kind: NoticeKind::NodeDown,
+            id: Notice::key("w2-1", NoticeKind::NodeDown),
+            incident: "w2-1".into(),
+            cluster: "vigil".into(),
+            node: "w2".into(),
+            summary: format!("{}{}", "n".repeat(999), "é".repeat(10)),
+            time: "2026-01-01T00:00:00Z".into(),
+            lease_renewed_at: None,
+            not_ready_since: None,
+            detected_at: None,
+            seconds_to_rescheduled: None,
+            owners: vec![],
+            trace_id: String::new(),
+        };
+        assert_eq!(event_note(&notice), "n".repeat(999));
+        // 4-byte characters throughout: 1000 is a boundary, 1001..1003 are not.
+        let emoji = "🔥".repeat(300);
+        assert_eq!(cut_at_char(&emoji, NOTE_BYTES).len(), 1000);
+        assert_eq!(cut_at_char(&emoji, 1003).len(), 1000);
+        assert_eq!(cut_at_char("short", NOTE_BYTES), "short");
+        assert_eq!(cut_at_char("é", 1), "");
     }
 }

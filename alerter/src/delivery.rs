@@ -3,7 +3,9 @@
 //! refused for good, or expired, retried after each failure with capped
 //! exponential backoff and jitter. Nothing is dropped silently: every
 //! outcome is a log line, a metric, and a record the controller keeps in
-//! the incident's status.
+//! the incident's status. None of them holds a sink's URL (a webhook's
+//! path or query is often its secret): failures are described without it,
+//! and redirects, which would send the notice elsewhere, are not followed.
 
 use std::{
     collections::VecDeque,
@@ -62,7 +64,7 @@ pub enum Attempt {
     Delivered,
     /// Worth trying again: a 5xx, 408, 429, a timeout, no connection.
     Retry(String),
-    /// The receiver refused it (another 4xx).
+    /// The receiver refused it (another 4xx), or redirected it.
     Refused(String),
 }
 
@@ -81,8 +83,40 @@ pub fn classify(status: reqwest::StatusCode) -> Attempt {
     match status.as_u16() {
         200..=299 => Attempt::Delivered,
         408 | 429 | 500..=599 => Attempt::Retry(format!("answered {status}")),
+        // Following it would send the notice (and its signature) where the
+        // sink's URL does not say; the Location is not shown, it may hold a token.
+        300..=399 => Attempt::Refused(format!(
+            "answered {status}, a redirect, which is not followed: set the sink's URL to the final one"
+        )),
         _ => Attempt::Refused(format!("answered {status}")),
     }
+}
+
+/// A request that got no answer, as text for logs, the incident's status
+/// and spans: what failed and its causes, without the URL reqwest puts in
+/// its message, and with any part of `url` that a cause quotes blanked.
+pub fn failure(error: reqwest::Error, url: &reqwest::Url) -> String {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "no answer"
+    };
+    let error = error.without_url();
+    let mut text = what.to_owned();
+    let mut cause: Option<&dyn std::error::Error> = Some(&error);
+    while let Some(e) = cause {
+        text += ": ";
+        text += &e.to_string();
+        cause = e.source();
+    }
+    let query = url.query().unwrap_or_default();
+    let secrets = [url.as_str(), url.path(), query, url.username(), url.password().unwrap_or_default()];
+    for secret in secrets.into_iter().filter(|s| s.len() > 1) {
+        text = text.replace(secret, "<redacted>");
+    }
+    text
 }
 
 impl Outbox {
@@ -96,6 +130,7 @@ impl Outbox {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a plain client builds");
         metrics.initialize(&sinks.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
@@ -190,12 +225,15 @@ impl Outbox {
             for (name, value) in &request.headers {
                 builder = builder.header(*name, value);
             }
+            if let Some(auth) = &request.basic_auth {
+                builder = builder.basic_auth(&auth.username, Some(auth.password()));
+            }
             Some(match builder.send().instrument(span.clone()).await {
                 Ok(response) => {
                     span.record("http.response.status_code", response.status().as_u16());
                     classify(response.status())
                 }
-                Err(e) => Attempt::Retry(format!("{e}")),
+                Err(e) => Attempt::Retry(failure(e, &request.url)),
             })
         };
         // Its log lines below are events of the attempt's span (no await follows).
@@ -289,5 +327,9 @@ mod tests {
         assert!(matches!(classify(reqwest::StatusCode::INTERNAL_SERVER_ERROR), Attempt::Retry(_)));
         assert!(matches!(classify(reqwest::StatusCode::TOO_MANY_REQUESTS), Attempt::Retry(_)));
         assert!(matches!(classify(reqwest::StatusCode::UNAUTHORIZED), Attempt::Refused(_)));
+        let Attempt::Refused(why) = classify(reqwest::StatusCode::FOUND) else {
+            panic!("a redirect is refused")
+        };
+        assert!(why.contains("redirect") && why.contains("not followed"), "{why}");
     }
 }

@@ -17,15 +17,17 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use crate::{
-    config::{Sink, Target},
+    config::{BasicAuth, Sink, Target},
     model::{Notice, NoticeKind, Verdict},
 };
 
-/// One HTTP request to make.
-#[derive(Debug, Clone)]
+/// One HTTP request to make. No Debug: its URL may be a secret.
+#[derive(Clone)]
 pub struct Request {
     pub url: reqwest::Url,
     pub headers: Vec<(&'static str, String)>,
+    /// HTTP Basic credentials, sent as a sensitive `Authorization` header.
+    pub basic_auth: Option<BasicAuth>,
     pub body: Vec<u8>,
 }
 
@@ -147,17 +149,20 @@ pub fn request(sink: &Sink, notice: &Notice, now: Timestamp, generator_url: &str
                     ("webhook-timestamp", timestamp.to_string()),
                     ("webhook-signature", sign(key, &notice.id, timestamp, &body)),
                 ],
+                basic_auth: None,
                 body,
             }
         }
         Target::Slack { url } => Request {
             url: url.clone(),
             headers: vec![("content-type", "application/json".into())],
+            basic_auth: None,
             body: json(&slack_message(notice)),
         },
-        Target::Alertmanager { alerts_url } => Request {
+        Target::Alertmanager { alerts_url, auth } => Request {
             url: alerts_url.clone(),
             headers: vec![("content-type", "application/json".into())],
+            basic_auth: auth.clone(),
             body: json(&alerts(notice, now, generator_url)),
         },
     }

@@ -2,7 +2,10 @@
 //! written from the same typed objects `vigil up` applies, add-on by add-on
 //! from the table in `addons`, so the two never differ: `vigil manifests
 //! --write` regenerates it and a unit test fails when the committed files
-//! are stale.
+//! are stale. Secrets are left out: the ones `vigil up` applies hold what
+//! its flags say (a webhook's URL) and the generated ones are made per
+//! cluster; with `kubectl apply -k`, create them yourself (the README says
+//! which).
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -66,10 +69,14 @@ pub fn documents(objects: &[Object]) -> String {
 /// Every generated file, by path under `manifests/` (the vendored upstream
 /// manifests are not generated).
 pub fn files(repository: &str) -> Vec<(String, String)> {
-    let spec = ClusterSpec { image_repository: repository.into(), ..ClusterSpec::default() };
+    files_of(&ClusterSpec { image_repository: repository.into(), ..ClusterSpec::default() })
+}
+
+fn files_of(spec: &ClusterSpec) -> Vec<(String, String)> {
+    let repository = spec.image_repository.as_str();
     let images: BTreeMap<&'static str, String> =
         crate::addons::crates().into_iter().map(|c| (c, workload::version_tag(repository, c))).collect();
-    let input = Input { spec: &spec, images: &images, api_server: None };
+    let input = Input { spec, images: &images, api_server: None };
     let mut dirs: Vec<&'static str> = vec![];
     let mut generated: BTreeMap<&'static str, Vec<Object>> = BTreeMap::new();
     // A namespace add-ons share is written once (kustomize refuses an object twice).
@@ -81,7 +88,7 @@ pub fn files(repository: &str) -> Vec<(String, String)> {
             dirs.push(dir);
         }
         match addon.manifests {
-            Manifests::Vendored { files, .. } => vendored.extend(files(repository, &spec)),
+            Manifests::Vendored { files, .. } => vendored.extend(files(repository, spec)),
             Manifests::Generated { dir } => {
                 let objects = generated.entry(dir).or_default();
                 if let Some(namespace) = addon.namespace.map(|n| n())
@@ -90,7 +97,8 @@ pub fn files(repository: &str) -> Vec<(String, String)> {
                     namespaces.push(namespace.describe());
                     objects.push(namespace);
                 }
-                objects.extend((addon.objects)(&input).expect("the vendored manifests parse"));
+                let addon_objects = (addon.objects)(&input).expect("the vendored manifests parse");
+                objects.extend(addon_objects.into_iter().filter(|o| !matches!(o, Object::Secret(_))));
             }
         }
     }
@@ -137,6 +145,28 @@ mod tests {
         for (path, text) in files {
             let committed = std::fs::read_to_string(dir.join(&path)).unwrap_or_default();
             assert!(committed == text, "manifests/{path} is stale: run `vigil manifests --write`");
+        }
+    }
+
+    #[test]
+    fn no_secret_is_written_even_when_flags_name_one() {
+        let mut spec = ClusterSpec { image_repository: "vigil.local".into(), ..ClusterSpec::default() };
+        spec.alerting.webhook = Some("http://172.29.0.1:18787/hooks/SECRET123".into());
+        // `up` applies the URL, in a Secret.
+        let images = crate::addons::crates().into_iter().map(|c| (c, format!("{c}:1"))).collect();
+        let input = Input { spec: &spec, images: &images, api_server: None };
+        let applied = (crate::addons::alerter::ADDON.objects)(&input).unwrap();
+        assert!(
+            applied.iter().any(|o| matches!(o, Object::Secret(_))),
+            "the alerter applies its URLs' Secret"
+        );
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(spec.alerting.webhook.as_deref().unwrap());
+        // The manifests have neither (metallb's upstream manifest has its own, empty, Secret).
+        for (path, text) in files_of(&spec).into_iter().filter(|(p, _)| !p.starts_with("metallb/")) {
+            assert!(!text.contains("kind: Secret"), "manifests/{path} has a Secret");
+            assert!(!text.contains("SECRET123") && !text.contains(&encoded), "manifests/{path} has the URL");
         }
     }
 }

@@ -11,6 +11,7 @@
 //! fails if they did not all run. The last check, `vigil down`, removes the
 //! cluster; a run stopped before it leaves the cluster for inspection.
 
+mod alerter_secrets;
 mod alerting;
 mod bad_input;
 mod cli;
@@ -102,6 +103,7 @@ fn main() {
         on_cluster!(drill::the_node_holding_prometheus_is_not_rescheduled_and_says_why),
         on_cluster!(alerting::losing_the_leaders_node_loses_no_notice),
         on_cluster!(alerting::an_api_server_restart_loses_no_transition),
+        on_cluster!(alerter_secrets::the_webhook_url_is_only_in_its_secret),
         on_cluster!(dashboards::every_panel_query_has_data),
         on_cluster!(traces::every_component_exports_its_spans),
         on_cluster!(faults::isolate_and_reconnect),

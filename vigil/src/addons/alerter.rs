@@ -1,22 +1,25 @@
 //! The alerter (crate `alerter/`): two replicas on different nodes, one
 //! leading through a Lease, a ServiceAccount allowed exactly what it reads
-//! and writes, the `NodeIncident` CRD, its configuration (a ConfigMap) and
-//! its webhook signing secret (a Secret made once per cluster, never in a
-//! manifest or on a command line).
+//! and writes, the `NodeIncident` CRD, its configuration (a ConfigMap), its
+//! webhook signing secret (a Secret made once per cluster), the webhook's
+//! URL (a Secret that follows `vigil up --alert-webhook`: its path or query
+//! is often a token) and the password Alertmanager's proxy asks for. No
+//! secret is in a manifest, the ConfigMap, an annotation or a command line.
 
 use std::collections::BTreeMap;
 
 use alerter::{
-    config::{Config, DeliveryConfig, SinkConfig, SinkKind},
+    config::{BasicAuthConfig, Config, DeliveryConfig, SinkConfig, SinkKind},
     crd::{GROUP, NodeIncident},
 };
 use base64::Engine as _;
 use k8s_openapi::{
+    ByteString,
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
-            Affinity, ConfigMap, Container, ContainerPort, PodAffinityTerm, PodAntiAffinity, PodSpec,
-            PodTemplateSpec, Probe, Secret, SecretVolumeSource, Toleration, Volume, VolumeMount,
+            Affinity, ConfigMap, Container, ContainerPort, KeyToPath, PodAffinityTerm, PodAntiAffinity,
+            PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource, Toleration, Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
@@ -25,7 +28,7 @@ use k8s_openapi::{
 use kube::{CustomResourceExt, api::ObjectMeta};
 
 use super::{
-    Addon, Input, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_checksum,
+    Addon, Input, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_and_secret_checksum,
     config_volume, field_env, http_get_probe, locked_down, namespaced_identity,
     node_exporter::{self, monitoring_labels, monitoring_meta, monitoring_selector},
     non_root_pod, prometheus, resources, rule, upstream,
@@ -47,6 +50,19 @@ const CONFIG_DIR: &str = "/etc/alerter";
 const SECRETS_DIR: &str = "/etc/alerter/secrets";
 /// The Secret's key holding the webhook signing secret.
 pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
+/// The Secret holding the sinks' URLs, applied by every `vigil up` from its
+/// flags (not kept when they change, unlike the signing secret).
+pub const SINKS_SECRET: &str = "vigil-alerter-sinks";
+/// Its key holding `vigil up --alert-webhook`'s URL.
+pub const WEBHOOK_URL_KEY: &str = "webhook-url";
+const SINKS_DIR: &str = "/etc/alerter/sinks";
+/// The credentials the proxy in front of Alertmanager asks for (in the
+/// monitoring namespace; made by `vigil up`): the user, and the Secret and
+/// key of the password. Only the password is mounted.
+pub const API_CREDENTIALS_SECRET: &str = "vigil-api-credentials";
+pub const API_USERNAME: &str = "vigil";
+pub const API_PASSWORD_KEY: &str = "password";
+const API_CREDENTIALS_DIR: &str = "/etc/alerter/api-credentials";
 const USER: i64 = 65532;
 /// A replica on a dead node is evicted after this at the latest (sooner when
 /// the cluster's default toleration is shorter), so that it is replaced on a
@@ -90,18 +106,44 @@ fn secrets(_: &Input) -> Vec<Secret> {
     }]
 }
 
-/// The alerter's configuration: Alertmanager in the cluster always, and
-/// the webhook `vigil up --alert-webhook` names.
+/// The URLs of the sinks `vigil up`'s flags name, by key: applied with the
+/// other objects each time (so a URL follows the flag, and goes with it),
+/// never written under `manifests/`.
+pub fn sinks_secret(spec: &ClusterSpec) -> Secret {
+    let urls: BTreeMap<String, ByteString> = spec
+        .alerting
+        .webhook
+        .iter()
+        .map(|url| (WEBHOOK_URL_KEY.to_owned(), ByteString(url.clone().into_bytes())))
+        .collect();
+    Secret {
+        metadata: meta(SINKS_SECRET, true),
+        // `data`, not `stringData`: server-side apply then removes a key that
+        // is no longer given.
+        data: (!urls.is_empty()).then_some(urls),
+        ..Default::default()
+    }
+}
+
+/// The alerter's configuration: Alertmanager in the cluster always (through
+/// its authenticating proxy), and the webhook `vigil up --alert-webhook`
+/// names, its URL in [`SINKS_SECRET`].
 pub fn config(spec: &ClusterSpec) -> Config {
     let mut sinks = vec![SinkConfig {
         name: "alertmanager".into(),
-        kind: SinkKind::Alertmanager { url: alertmanager::service_url() },
+        kind: SinkKind::Alertmanager {
+            url: alertmanager::service_url(),
+            basic_auth: Some(BasicAuthConfig {
+                username: API_USERNAME.into(),
+                password_file: format!("{API_CREDENTIALS_DIR}/{API_PASSWORD_KEY}").into(),
+            }),
+        },
     }];
-    if let Some(url) = &spec.alerting.webhook {
+    if spec.alerting.webhook.is_some() {
         sinks.push(SinkConfig {
             name: "webhook".into(),
             kind: SinkKind::Webhook {
-                url: url.clone(),
+                url_file: format!("{SINKS_DIR}/{WEBHOOK_URL_KEY}").into(),
                 secret_file: format!("{SECRETS_DIR}/{WEBHOOK_SECRET_KEY}").into(),
             },
         });
@@ -162,7 +204,14 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         data: Some(BTreeMap::from([("config.json".into(), config(spec).to_json())])),
         ..Default::default()
     };
+    let sinks = sinks_secret(spec);
     let probe = |path: &str| Probe { period_seconds: Some(5), ..http_get_probe(ADMIN_PORT, path) };
+    let read_only = |name: &str, mount_path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: mount_path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    };
     let (config_volume, config_mount) = config_volume("config", NAME, CONFIG_DIR);
     let container = Container {
         name: CRATE.into(),
@@ -192,12 +241,9 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         readiness_probe: Some(probe("/ready")),
         volume_mounts: Some(vec![
             config_mount,
-            VolumeMount {
-                name: "secrets".into(),
-                mount_path: SECRETS_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
+            read_only("secrets", SECRETS_DIR),
+            read_only("sinks", SINKS_DIR),
+            read_only("api-credentials", API_CREDENTIALS_DIR),
         ]),
         resources: Some(resources(&[("cpu", "20m"), ("memory", "24Mi")], &[("memory", "96Mi")])),
         security_context: Some(locked_down()),
@@ -228,11 +274,12 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(monitoring_labels(NAME)),
-                    // Scraped; rolled when its configuration changes (it reads it once, at start).
+                    // Scraped; rolled when its configuration or a sink's URL
+                    // changes (it reads them once, at start).
                     annotations: Some(
                         [("prometheus.io/scrape".to_owned(), "true".to_owned())]
                             .into_iter()
-                            .chain(config_checksum(&[&config]))
+                            .chain(config_and_secret_checksum(&[&config], &[&sinks]))
                             .collect(),
                     ),
                     ..Default::default()
@@ -276,6 +323,30 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
                             }),
                             ..Default::default()
                         },
+                        Volume {
+                            name: "sinks".into(),
+                            // Applied by `vigil up`; with `kubectl apply -k`, made by you with a webhook.
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(SINKS_SECRET.into()),
+                                optional: Some(true),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "api-credentials".into(),
+                            // The password only; required: Alertmanager's proxy refuses the alerter without it.
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(API_CREDENTIALS_SECRET.into()),
+                                items: Some(vec![KeyToPath {
+                                    key: API_PASSWORD_KEY.into(),
+                                    path: API_PASSWORD_KEY.into(),
+                                    ..Default::default()
+                                }]),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
                     ]),
                     ..Default::default()
                 }),
@@ -299,6 +370,7 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
     objects.extend(leader);
     objects.extend(events);
     objects.extend([
+        Object::Secret(sinks),
         Object::ConfigMap(config),
         Object::Deployment(deployment),
         Object::PodDisruptionBudget(budget),
@@ -330,6 +402,64 @@ mod tests {
         let parsed = Config::from_json(&config.to_json(), "test").unwrap();
         assert_eq!(parsed, config);
         assert_eq!(parsed.sinks.len(), 2);
+    }
+
+    fn deployment(objects: &[Object]) -> &Deployment {
+        objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap()
+    }
+
+    #[test]
+    fn the_webhook_url_is_in_a_secret_and_rolls_the_pods_without_showing() {
+        let url = "http://172.29.0.1:18787/hooks/SECRET123?token=SECRET456";
+        let with_url = |webhook: Option<&str>| {
+            let mut spec = ClusterSpec::default();
+            spec.alerting.webhook = webhook.map(str::to_owned);
+            objects(&spec, "img")
+        };
+        let applied = with_url(Some(url));
+        let secret =
+            applied.iter().find_map(|o| if let Object::Secret(s) = o { Some(s) } else { None }).unwrap();
+        assert_eq!(secret.metadata.name.as_deref(), Some(SINKS_SECRET));
+        assert_eq!(secret.data.as_ref().unwrap()[WEBHOOK_URL_KEY].0, url.as_bytes());
+        // Nothing else holds it: not the ConfigMap, the template, its annotations.
+        for object in applied.iter().filter(|o| !matches!(o, Object::Secret(_))) {
+            let yaml = object.to_yaml();
+            assert!(!yaml.contains("SECRET123") && !yaml.contains("SECRET456"), "{}", object.describe());
+        }
+        let checksum = |objects: &[Object]| {
+            let template = &deployment(objects).spec.as_ref().unwrap().template;
+            template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["vigil.local/config-checksum"]
+                .clone()
+        };
+        let other = with_url(Some("http://172.29.0.1:18787/hooks/OTHER"));
+        assert_ne!(checksum(&applied), checksum(&other), "a new URL rolls the pods");
+        // Without the flag, the Secret is applied empty: the old URL goes.
+        let without = with_url(None);
+        let secret =
+            without.iter().find_map(|o| if let Object::Secret(s) = o { Some(s) } else { None }).unwrap();
+        assert!(secret.data.is_none());
+        let config = config(&ClusterSpec { alerting: Default::default(), ..ClusterSpec::default() });
+        assert!(!config.to_json().contains("webhook"));
+    }
+
+    #[test]
+    fn alertmanager_is_told_the_api_password_which_alone_is_mounted_read_only() {
+        let config = config(&ClusterSpec::default());
+        let SinkKind::Alertmanager { basic_auth: Some(auth), .. } = &config.sinks[0].kind else {
+            panic!("{config:?}")
+        };
+        assert_eq!(auth.username, API_USERNAME);
+        let objects = objects(&ClusterSpec::default(), "img");
+        let pod = deployment(&objects).spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == "api-credentials").unwrap();
+        let source = volume.secret.as_ref().unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some(API_CREDENTIALS_SECRET));
+        let keys: Vec<&str> = source.items.iter().flatten().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, [API_PASSWORD_KEY]);
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts.iter().all(|m| m.read_only == Some(true)), "{mounts:?}");
+        let mount = mounts.iter().find(|m| m.name == "api-credentials").unwrap();
+        assert_eq!(auth.password_file, std::path::Path::new(&mount.mount_path).join(API_PASSWORD_KEY));
     }
 
     #[test]

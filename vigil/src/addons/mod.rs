@@ -306,8 +306,22 @@ pub fn non_root_pod(uid: i64, fs_group: Option<i64>) -> k8s_openapi::api::core::
 /// process that reads its files once at start (Prometheus, Alertmanager)
 /// would otherwise keep the old one.
 pub fn config_checksum(configs: &[&k8s_openapi::api::core::v1::ConfigMap]) -> BTreeMap<String, String> {
+    config_and_secret_checksum(configs, &[])
+}
+
+/// [`config_checksum`] over ConfigMaps and Secrets the pods read at start:
+/// a SHA-256 (cut short), so the annotation shows nothing of a Secret.
+pub fn config_and_secret_checksum(
+    configs: &[&k8s_openapi::api::core::v1::ConfigMap],
+    secrets: &[&k8s_openapi::api::core::v1::Secret],
+) -> BTreeMap<String, String> {
     let key = configs.iter().fold(crate::build::key::KeyBuilder::new("config"), |key, config| {
         config.data.iter().flatten().fold(key, |key, (name, text)| key.part(name).part(text))
+    });
+    let key = secrets.iter().fold(key, |key, secret| {
+        let data = secret.data.iter().flatten().map(|(name, value)| (name.as_str(), value.0.as_slice()));
+        let text = secret.string_data.iter().flatten().map(|(name, value)| (name.as_str(), value.as_bytes()));
+        data.chain(text).fold(key, |key, (name, bytes)| key.part(name).part(bytes))
     });
     BTreeMap::from([(
         "vigil.local/config-checksum".to_owned(),
