@@ -55,7 +55,7 @@ ensure_dockerd() {
 }
 
 vigil() {
-  cargo run --quiet -p vigil -- "$@"
+  cargo run --quiet --locked -p vigil -- "$@"
 }
 
 # The host's kubectl, for `kubectl --context vigil`: the same multi-call
@@ -77,7 +77,7 @@ setup() {
   ensure_packages
   ensure_dockerd
   say "building the vigil workspace"
-  cargo build --quiet --workspace --all-targets
+  cargo build --quiet --locked --workspace --all-targets
 }
 
 case "${1:-up}" in
@@ -93,13 +93,13 @@ case "${1:-up}" in
     setup
     say "checking formatting and lints"
     cargo fmt --all --check
-    cargo clippy --quiet --workspace --all-targets -- -D warnings
+    cargo clippy --quiet --locked --workspace --all-targets -- -D warnings
     say "running the tests (unit, then end to end on a real cluster)"
     # The end-to-end checks run only when asked (a plain `cargo test` lists
     # them as ignored); here they must all run, or the test command fails.
     report=$(mktemp)
     trap 'rm -f "$report"' EXIT
-    VIGIL_E2E=1 VIGIL_E2E_REPORT="$report" cargo test --workspace -- --nocapture "$@"
+    VIGIL_E2E=1 VIGIL_E2E_REPORT="$report" cargo test --locked --workspace -- --nocapture "$@"
     python3 - "$report" <<'PY' || die "the end-to-end checks did not all run (report: $(cat "$report" 2>/dev/null))"
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -114,17 +114,17 @@ PY
     command -v wrk >/dev/null || apt_install wrk
     which="${1:-all}"; shift || true
     if [[ "$which" == all || "$which" == cluster ]]; then
-      cargo bench -p vigil --bench cluster -- "$@"
+      cargo bench --locked -p vigil --bench cluster -- "$@"
     fi
     if [[ "$which" == all || "$which" == web ]]; then
-      cargo bench -p vigil-e2e --bench web_vs_seed -- "$@"
+      cargo bench --locked -p vigil-e2e --bench web_vs_seed -- "$@"
     fi
     if [[ "$which" == all || "$which" == exporter ]]; then
-      cargo bench -p vigil-e2e --bench exporter_vs_cadvisor -- "$@"
+      cargo bench --locked -p vigil-e2e --bench exporter_vs_cadvisor -- "$@"
     fi
     if [[ "$which" == all || "$which" == drill ]]; then
       command -v stress-ng >/dev/null || apt_install stress-ng
-      cargo bench -p vigil-e2e --bench drill -- "$@"
+      cargo bench --locked -p vigil-e2e --bench drill -- "$@"
     fi
     ;;
   *)
