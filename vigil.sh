@@ -55,7 +55,7 @@ ensure_dockerd() {
 }
 
 vigil() {
-  cargo run --quiet -p vigil -- "$@"
+  cargo run --quiet --locked -p vigil -- "$@"
 }
 
 # The host's kubectl, for `kubectl --context vigil`: the same multi-call
@@ -70,6 +70,15 @@ ensure_kubectl() {
     && ln -sf kube /usr/local/bin/kubectl"
 }
 
+# cargo-deny, for `test`: licences, bans and sources of the dependency tree
+# (deny.toml). Built from source when missing: about 250 s of CPU, a few
+# minutes on two idle cores.
+ensure_cargo_deny() {
+  cargo deny --version >/dev/null 2>&1 && return
+  say "installing cargo-deny (cargo install --locked; a few minutes)"
+  cargo install --quiet --locked --version 0.20.2 cargo-deny || die "cargo install cargo-deny failed"
+}
+
 setup() {
   # A CI run builds a fresh clone once: incremental artefacts would only
   # cost disk (several GB) and time.
@@ -77,7 +86,7 @@ setup() {
   ensure_packages
   ensure_dockerd
   say "building the vigil workspace"
-  cargo build --quiet --workspace --all-targets
+  cargo build --quiet --locked --workspace --all-targets
 }
 
 case "${1:-up}" in
@@ -93,13 +102,18 @@ case "${1:-up}" in
     setup
     say "checking formatting and lints"
     cargo fmt --all --check
-    cargo clippy --quiet --workspace --all-targets -- -D warnings
+    cargo clippy --quiet --locked --workspace --all-targets -- -D warnings
+    say "checking the dependency tree's licences, bans and sources (cargo deny)"
+    ensure_cargo_deny
+    # Advisories are left out: their database is a git repository on GitHub,
+    # which this machine cannot reach (deny.toml says more).
+    cargo deny --locked check --hide-inclusion-graph bans licenses sources
     say "running the tests (unit, then end to end on a real cluster)"
     # The end-to-end checks run only when asked (a plain `cargo test` lists
     # them as ignored); here they must all run, or the test command fails.
     report=$(mktemp)
     trap 'rm -f "$report"' EXIT
-    VIGIL_E2E=1 VIGIL_E2E_REPORT="$report" cargo test --workspace -- --nocapture "$@"
+    VIGIL_E2E=1 VIGIL_E2E_REPORT="$report" cargo test --locked --workspace -- --nocapture "$@"
     python3 - "$report" <<'PY' || die "the end-to-end checks did not all run (report: $(cat "$report" 2>/dev/null))"
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -114,17 +128,17 @@ PY
     command -v wrk >/dev/null || apt_install wrk
     which="${1:-all}"; shift || true
     if [[ "$which" == all || "$which" == cluster ]]; then
-      cargo bench -p vigil --bench cluster -- "$@"
+      cargo bench --locked -p vigil --bench cluster -- "$@"
     fi
     if [[ "$which" == all || "$which" == web ]]; then
-      cargo bench -p vigil-e2e --bench web_vs_seed -- "$@"
+      cargo bench --locked -p vigil-e2e --bench web_vs_seed -- "$@"
     fi
     if [[ "$which" == all || "$which" == exporter ]]; then
-      cargo bench -p vigil-e2e --bench exporter_vs_cadvisor -- "$@"
+      cargo bench --locked -p vigil-e2e --bench exporter_vs_cadvisor -- "$@"
     fi
     if [[ "$which" == all || "$which" == drill ]]; then
       command -v stress-ng >/dev/null || apt_install stress-ng
-      cargo bench -p vigil-e2e --bench drill -- "$@"
+      cargo bench --locked -p vigil-e2e --bench drill -- "$@"
     fi
     ;;
   *)

@@ -55,9 +55,11 @@ pub fn test_spec() -> ClusterSpec {
     }
 }
 
-/// A kubeconfig file of the test's own, never the user's.
+/// A kubeconfig file of the test's own, never the user's; in the user's
+/// cache folder, not the shared temporary one, where anyone could plant a
+/// link or a file of their own at a name known in advance.
 pub fn test_kubeconfig() -> PathBuf {
-    std::env::temp_dir().join("vigil-e2e-kubeconfig")
+    cache_dir().join("e2e").join("kubeconfig")
 }
 
 pub fn cache_dir() -> PathBuf {

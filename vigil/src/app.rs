@@ -238,7 +238,10 @@ pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> R
         ))
     })?;
     // Timings for the benchmark; the token is not serialized.
-    let _ = std::fs::write(logs.join("up-report.json"), serde_json::to_string_pretty(&report)?);
+    let _ = crate::private::write(
+        &logs.join("up-report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    );
     progress.info(summary(spec, &report));
     Ok(report)
 }

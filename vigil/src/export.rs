@@ -6,6 +6,11 @@
 //! `index.md`, which says what each file holds and what could not be
 //! collected, and why. A dead node or an unreachable API server costs only
 //! what depends on it.
+//!
+//! Logs can hold secrets (an application's output, a node's environment in
+//! its inspect output), so the folder is made new with mode 0700 and every
+//! file in it 0600, through [`crate::private`]: a folder or symbolic link
+//! already at the path makes the export fail instead of writing through it.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +24,7 @@ use kube::{
 use crate::{
     cluster::ClusterSpec,
     conditions::pod_ready,
+    private::PrivateDir,
     progress::Progress,
     provider::{Node, NodeProvider},
     up::ADMIN_CONF,
@@ -26,8 +32,8 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] crate::private::Error),
     #[error("cannot list the machines of cluster {cluster}: {source}")]
     Machines { cluster: String, source: crate::provider::Error },
 }
@@ -49,17 +55,25 @@ pub struct Export {
     pub missing: Vec<String>,
 }
 
-impl Export {
+/// An export being written into its own folder.
+struct Writer {
+    dir: PrivateDir,
+    export: Export,
+}
+
+impl Writer {
     fn write(&mut self, path: &str, what: impl Into<String>, text: &str) -> Result<(), Error> {
-        let full = self.folder.join(path);
-        if let Some(dir) = full.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.into(), source })?;
-        }
-        std::fs::write(&full, text).map_err(|source| Error::Write { path: full.clone(), source })?;
-        self.files.push(File { path: path.into(), what: what.into(), bytes: text.len() });
+        self.dir.write_new(path, text.as_bytes())?;
+        self.export.files.push(File { path: path.into(), what: what.into(), bytes: text.len() });
         Ok(())
     }
 
+    fn missing(&mut self, why: String) {
+        self.export.missing.push(why);
+    }
+}
+
+impl Export {
     /// `index.md`: every file with what it holds, then what is missing.
     fn index(&self, cluster: &str, taken_at: &str) -> String {
         let mut out = format!(
@@ -97,10 +111,11 @@ pub async fn logs(
 ) -> Result<Export, Error> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
-    let mut export =
-        Export { folder: dir.join(format!("{}-logs-{stamp}", spec.name)), files: vec![], missing: vec![] };
-    std::fs::create_dir_all(&export.folder)
-        .map_err(|source| Error::Write { path: export.folder.clone(), source })?;
+    let folder = PrivateDir::create_new(dir, &format!("{}-logs-{stamp}", spec.name))?;
+    let mut export = Writer {
+        export: Export { folder: folder.path().to_owned(), files: vec![], missing: vec![] },
+        dir: folder,
+    };
 
     let machines = provider
         .list_nodes(&spec.name)
@@ -115,12 +130,13 @@ pub async fn logs(
                 format!("{} inspect output", provider.name()),
                 &json,
             )?,
-            Err(e) => export.missing.push(format!("node {name}: inspect output: {e}")),
+            Err(e) => export.missing(format!("node {name}: inspect output: {e}")),
         }
         if machine.state != "running" {
-            export
-                .missing
-                .push(format!("node {name} is {}: its journals cannot be read until it runs", machine.state));
+            export.missing(format!(
+                "node {name} is {}: its journals cannot be read until it runs",
+                machine.state
+            ));
             continue;
         }
         let node = provider.node(name);
@@ -133,7 +149,7 @@ pub async fn logs(
                     format!("{unit} journal of {name}"),
                     &out.stdout,
                 )?,
-                Err(e) => export.missing.push(format!("node {name}: {unit} journal: {e}")),
+                Err(e) => export.missing(format!("node {name}: {unit} journal: {e}")),
             }
         }
     }
@@ -142,9 +158,7 @@ pub async fn logs(
     let client = match client {
         Ok(client) => client,
         Err(why) => {
-            export
-                .missing
-                .push(format!("everything from the API server (pod logs, events, describe): {why}"));
+            export.missing(format!("everything from the API server (pod logs, events, describe): {why}"));
             return finish(export, spec, &now.to_string());
         }
     };
@@ -157,12 +171,12 @@ pub async fn logs(
             "every event in the cluster, oldest first",
             &events_text(list.items),
         )?,
-        Err(e) => export.missing.push(format!("events: {e}")),
+        Err(e) => export.missing(format!("events: {e}")),
     }
     if let Some(cp) = &control_plane {
         match describe(cp.as_ref(), &["nodes"]).await {
             Ok(text) => export.write("cluster/describe-nodes.txt", "kubectl describe nodes", &text)?,
-            Err(e) => export.missing.push(format!("kubectl describe nodes: {e}")),
+            Err(e) => export.missing(format!("kubectl describe nodes: {e}")),
         }
     }
     line.done();
@@ -170,7 +184,7 @@ pub async fn logs(
     let pods = match Api::<Pod>::all(client.clone()).list(&ListParams::default()).await {
         Ok(list) => list.items,
         Err(e) => {
-            export.missing.push(format!("pods and their logs: {e}"));
+            export.missing(format!("pods and their logs: {e}"));
             return finish(export, spec, &now.to_string());
         }
     };
@@ -217,7 +231,7 @@ pub async fn logs(
                 format!("log of {container} in {namespace}/{pod}"),
                 &text,
             )?,
-            Err(e) => export.missing.push(format!("log of {container} in {namespace}/{pod}: {}", e)),
+            Err(e) => export.missing(format!("log of {container} in {namespace}/{pod}: {}", e)),
         }
         match previous {
             Some(Ok(text)) => export.write(
@@ -226,7 +240,7 @@ pub async fn logs(
                 &text,
             )?,
             Some(Err(e)) => {
-                export.missing.push(format!("previous log of {container} in {namespace}/{pod}: {}", e))
+                export.missing(format!("previous log of {container} in {namespace}/{pod}: {}", e))
             }
             None => {}
         }
@@ -241,7 +255,7 @@ pub async fn logs(
                     format!("kubectl describe of {namespace}/{name}, not Ready"),
                     &text,
                 )?,
-                Err(e) => export.missing.push(format!("kubectl describe pod {namespace}/{name}: {e}")),
+                Err(e) => export.missing(format!("kubectl describe pod {namespace}/{name}: {e}")),
             }
         }
     }
@@ -249,11 +263,10 @@ pub async fn logs(
     finish(export, spec, &now.to_string())
 }
 
-fn finish(export: Export, spec: &ClusterSpec, taken_at: &str) -> Result<Export, Error> {
-    let index = export.index(&spec.name, taken_at);
-    let path = export.folder.join("index.md");
-    std::fs::write(&path, index).map_err(|source| Error::Write { path, source })?;
-    Ok(export)
+fn finish(writer: Writer, spec: &ClusterSpec, taken_at: &str) -> Result<Export, Error> {
+    let index = writer.export.index(&spec.name, taken_at);
+    writer.dir.write_new("index.md", index.as_bytes())?;
+    Ok(writer.export)
 }
 
 /// `kubectl describe`, run on the control plane with its admin credentials
@@ -316,5 +329,48 @@ mod tests {
         export.missing.push("node w2 is exited: its journals cannot be read until it runs".into());
         let partial = export.index("c", "t");
         assert!(partial.contains("## Not collected\n\n- node w2 is exited"), "{partial}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn an_export_is_readable_by_its_owner_only() {
+        let provider = crate::provider::fake::FakeProvider::default();
+        let spec = ClusterSpec::default();
+        provider.provision(&spec, &provider.plan(&spec), "node-image").await.unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let no_api = Err("no API server in this test".to_owned());
+        let export = logs(&provider, &spec, no_api, root.path(), &Progress::default()).await.unwrap();
+        assert_eq!(mode(&export.folder), 0o700);
+        assert!(export.files.len() >= 3, "{:?}", export.files);
+        for file in export.files.iter().map(|f| f.path.as_str()).chain(["index.md"]) {
+            assert_eq!(mode(&export.folder.join(file)), 0o600, "{file}");
+        }
+        assert_eq!(mode(&export.folder.join("nodes")), 0o700);
+    }
+
+    #[tokio::test]
+    async fn a_link_planted_at_the_export_folder_is_refused() {
+        let provider = crate::provider::fake::FakeProvider::default();
+        let spec = ClusterSpec::default();
+        provider.provision(&spec, &provider.plan(&spec), "node-image").await.unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        // The folder's name is the cluster's and the second: plant a link
+        // for this second and the next few.
+        let now = k8s_openapi::jiff::Timestamp::now();
+        for s in 0..5 {
+            let at = now + k8s_openapi::jiff::SignedDuration::from_secs(s);
+            let name = format!("{}-logs-{}", spec.name, at.strftime("%Y%m%dT%H%M%SZ"));
+            std::os::unix::fs::symlink(&elsewhere, root.path().join(name)).unwrap();
+        }
+        let no_api = Err("no API server in this test".to_owned());
+        let err = logs(&provider, &spec, no_api, root.path(), &Progress::default()).await.unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing written through the link");
     }
 }

@@ -70,16 +70,23 @@ fn read_user(path: &Path) -> Result<Kubeconfig, Error> {
     }
 }
 
+/// Replaces the file atomically with one of mode 0600 (it holds the admin's
+/// key): written first to a new file of random name in the same folder
+/// (created exclusively, 0600 from the start, so no one can plant a link
+/// there or read it half-written), then renamed over `path`.
 fn write_user(path: &Path, config: &Kubeconfig) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::{io::Write, os::unix::fs::DirBuilderExt};
     let err = |source| Error::Write { path: path.into(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension("vigil-tmp");
-    std::fs::write(&tmp, to_yaml(config)).map_err(err)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    let mut tmp = tempfile::Builder::new().prefix(".vigil-kubeconfig-").tempfile_in(dir).map_err(err)?;
+    tmp.write_all(to_yaml(config).as_bytes()).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 /// Replaces any entries named `name` with the cluster's and makes it the
@@ -192,6 +199,43 @@ current-context: other
         assert_eq!(user.contexts.len(), 1);
         assert_eq!(user.current_context, None);
         assert!(!remove_from(&mut user, "vigil"));
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_merged_file_is_0600_and_no_temporary_file_is_left() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join(".kube/config");
+        merge_into_file(&path, renamed(ADMIN_CONF, "vigil").unwrap(), "vigil").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&home.path().join(".kube")), 0o700, "a folder vigil makes is the user's alone");
+        // An existing, wider file is replaced by a 0600 one.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        assert!(remove_from_file(&path, "vigil").unwrap());
+        assert_eq!(mode(&path), 0o600);
+        let names: Vec<String> = std::fs::read_dir(home.path().join(".kube"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["config"]);
+    }
+
+    #[test]
+    fn a_link_planted_at_the_old_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        // The name the temporary file used to have, which anyone could predict.
+        std::os::unix::fs::symlink(&victim, dir.path().join("config.vigil-tmp")).unwrap();
+        merge_into_file(&path, renamed(ADMIN_CONF, "vigil").unwrap(), "vigil").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("client-key-data: S0VZ"));
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

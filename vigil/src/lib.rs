@@ -33,6 +33,8 @@ pub mod manifests;
 pub mod monitoring;
 /// The one way vigil waits: polling, or watching one object.
 pub mod poll;
+/// Host files that can hold secrets: 0600 in 0700 folders, never through a link.
+pub mod private;
 /// Status lines for long work.
 pub mod progress;
 /// Node providers: the traits, node-level helpers, and the Docker implementation.

@@ -1,8 +1,13 @@
 //! Bootstrap tokens and CA pinning for `kubeadm join`: the seed's optional
 //! "token automation", done the way kubeadm's discovery expects.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, time::Duration};
 
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    jiff::{SignedDuration, Timestamp},
+};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
@@ -45,7 +50,39 @@ impl BootstrapToken {
     pub fn secret_name(&self) -> String {
         format!("bootstrap-token-{}", self.id)
     }
+
+    /// The token as the Secret `kubeadm token create` makes: usable to
+    /// authenticate a joining kubelet and to sign cluster-info, in kubeadm's
+    /// group for joining nodes, expiring `ttl` after `now`. Created through
+    /// the API, the secret never appears on a command line (where any user
+    /// on the host can read it in the process list) nor in kubeadm's output.
+    pub fn secret(&self, ttl: Duration, now: Timestamp, description: &str) -> Secret {
+        let expiration = now + SignedDuration::from_secs(ttl.as_secs() as i64);
+        let data = [
+            ("token-id", self.id.as_str()),
+            ("token-secret", self.secret.as_str()),
+            ("expiration", &expiration.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            ("usage-bootstrap-authentication", "true"),
+            ("usage-bootstrap-signing", "true"),
+            ("auth-extra-groups", JOINING_NODES_GROUP),
+            ("description", description),
+        ];
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(self.secret_name()),
+                namespace: Some("kube-system".into()),
+                ..Default::default()
+            },
+            type_: Some("bootstrap.kubernetes.io/token".into()),
+            string_data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()),
+            ..Default::default()
+        }
+    }
 }
+
+/// The group kubeadm's RBAC lets join (read the kubeadm and kubelet
+/// configs, post a node's CSR): what `kubeadm token create` gives a token.
+pub const JOINING_NODES_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
 
 impl FromStr for BootstrapToken {
     type Err = Error;
@@ -95,6 +132,26 @@ mod tests {
         assert_eq!(a.to_string().parse::<BootstrapToken>().unwrap(), a);
         assert_eq!(a.secret_name(), format!("bootstrap-token-{}", a.id()));
         assert!(!format!("{a:?}").contains(&a.secret));
+    }
+
+    #[test]
+    fn the_secret_is_the_one_kubeadm_makes() {
+        let token: BootstrapToken = "abcdef.0123456789abcdef".parse().unwrap();
+        let now: Timestamp = "2026-01-02T03:04:05.678Z".parse().unwrap();
+        let secret = token.secret(Duration::from_secs(600), now, "joins workers");
+        assert_eq!(secret.metadata.name.as_deref(), Some("bootstrap-token-abcdef"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("kube-system"));
+        assert_eq!(secret.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
+        let data = secret.string_data.unwrap();
+        let get = |k: &str| data.get(k).map(String::as_str);
+        assert_eq!(get("token-id"), Some("abcdef"));
+        assert_eq!(get("token-secret"), Some("0123456789abcdef"));
+        // RFC 3339 in whole seconds, as the bootstrap authenticator parses it.
+        assert_eq!(get("expiration"), Some("2026-01-02T03:14:05Z"));
+        assert_eq!(get("usage-bootstrap-authentication"), Some("true"));
+        assert_eq!(get("usage-bootstrap-signing"), Some("true"));
+        assert_eq!(get("auth-extra-groups"), Some(JOINING_NODES_GROUP));
+        assert_eq!(get("description"), Some("joins workers"));
     }
 
     #[test]

@@ -22,20 +22,31 @@ pub const KEY_LABEL: &str = "io.vigil.build-key";
 
 /// True when `image` exists and was built from inputs with this key.
 pub async fn has_key(docker: &Docker, image: &str, key: &str) -> Result<bool> {
+    Ok(labels(docker, image)
+        .await?
+        .and_then(|labels| labels.get(KEY_LABEL).cloned())
+        .is_some_and(|k| k == key))
+}
+
+/// The labels of `image`; None when there is no such image.
+pub async fn labels(docker: &Docker, image: &str) -> Result<Option<HashMap<String, String>>> {
     match docker.inspect_image(image).await {
-        Ok(inspect) => Ok(inspect
-            .config
-            .and_then(|c| c.labels)
-            .and_then(|labels| labels.get(KEY_LABEL).cloned())
-            .is_some_and(|k| k == key)),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+        Ok(inspect) => Ok(Some(inspect.config.and_then(|c| c.labels).unwrap_or_default())),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
         Err(e) => Err(Error::Docker { what: format!("inspect image {image}"), source: e }),
     }
 }
 
 /// `docker import` of a directory, streamed through `tar` (which keeps
-/// ownership, device nodes and file capabilities the way Debian made them).
-pub async fn import_rootfs(docker: &Docker, dir: &Path, image: &str, key: &str) -> Result<()> {
+/// ownership, device nodes and file capabilities the way Debian made them),
+/// labelled with its content key and `labels`.
+pub async fn import_rootfs(
+    docker: &Docker,
+    dir: &Path,
+    image: &str,
+    key: &str,
+    labels: &[(&str, &str)],
+) -> Result<()> {
     let (repo, tag) = split_ref(image);
     let mut tar = tokio::process::Command::new("tar");
     tar.args(["--numeric-owner", "--xattrs", "--xattrs-include=security.capability", "-C"])
@@ -49,7 +60,12 @@ pub async fn import_rootfs(docker: &Docker, dir: &Path, image: &str, key: &str) 
         .from_src("-")
         .repo(repo)
         .tag(tag)
-        .changes(vec![format!("LABEL {KEY_LABEL}={key}")])
+        .changes(
+            std::iter::once((KEY_LABEL, key))
+                .chain(labels.iter().copied())
+                .map(|(name, value)| format!("LABEL {name}={value}"))
+                .collect(),
+        )
         .build();
     docker
         .create_image(Some(options), Some(bollard::body_try_stream(ReaderStream::new(stdout))), None)

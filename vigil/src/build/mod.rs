@@ -4,6 +4,7 @@
 //! that carries them all. Every artifact is keyed by the content of its
 //! inputs; an artifact whose key is unchanged is not rebuilt.
 
+pub mod debian;
 pub mod go;
 pub mod image;
 pub mod key;
@@ -64,6 +65,18 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, for warnings that do not stop the build.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 impl Error {
     fn step(artifact: &str, step: &'static str, source: exec::Error) -> Self {
@@ -194,24 +207,33 @@ impl Binary {
 /// while only keys are needed: a key never depends on a path).
 type Built = BTreeMap<&'static str, PathBuf>;
 
-/// Everything the build produces, with keys computable before building:
-/// three root filesystems, the binaries (in the order they are compiled),
-/// and the images made of them.
+/// The content keys of the three root filesystems: known once each is
+/// current (they cover the Debian packages installed).
+#[derive(Debug, Clone)]
+struct RootfsKeys {
+    base: String,
+    node: String,
+    monitoring: String,
+}
+
+/// Everything the build produces, with keys computable before building
+/// from the root filesystems' keys: two root filesystems (the base is known by its key alone), the binaries
+/// (in the order they are compiled), and the images made of them.
 struct Plan {
     names: ImageNames,
-    base: rootfs::Rootfs,
     node_rootfs: rootfs::Rootfs,
     monitoring: rootfs::Rootfs,
+    rootfs_keys: RootfsKeys,
     binaries: Vec<Binary>,
 }
 
 impl Plan {
-    fn new(repository: &str) -> Self {
+    fn new(repository: &str, rootfs_keys: RootfsKeys) -> Self {
         Plan {
             names: ImageNames { repository: repository.into() },
-            base: rootfs::base(repository),
             node_rootfs: rootfs::node(repository),
             monitoring: rootfs::monitoring(repository),
+            rootfs_keys,
             binaries: vec![
                 Binary::Go(go::kube()),
                 Binary::Go(go::etcd()),
@@ -315,7 +337,7 @@ impl Plan {
                 .collect(),
             instructions: vec![Instruction::From(n.base()), Instruction::CopyRootfs],
             files: kube_files,
-            parent_keys: vec![self.base.key()],
+            parent_keys: vec![self.rootfs_keys.base.clone()],
         };
         let flannel = Recipe {
             name: "flannel",
@@ -326,7 +348,7 @@ impl Plan {
                 Instruction::Entrypoint(vec!["/opt/bin/flanneld".into()]),
             ],
             files: vec![self.file(built, "flanneld", "/opt/bin/flanneld")],
-            parent_keys: vec![self.base.key()],
+            parent_keys: vec![self.rootfs_keys.base.clone()],
         };
         let metallb = [("metallb-controller", "controller"), ("metallb-speaker", "speaker")].map(
             |(component, binary)| {
@@ -382,7 +404,7 @@ impl Plan {
         node::stage_recipe(
             format!("{}/node-stage:{}", self.names.repository, versions::KUBERNETES),
             &self.node_rootfs.image,
-            self.node_rootfs.key(),
+            self.rootfs_keys.node.clone(),
             node::NodeBinaries {
                 kube: self.file(built, "kube", "/usr/local/bin/kube"),
                 containerd: self.file(built, "containerd", "/usr/local/bin/containerd"),
@@ -417,8 +439,8 @@ impl Plan {
                 key::KeyBuilder::new("containerd-state")
                     .part(preload::SCRIPT)
                     .part(stage.key())
-                    .part(self.base.key())
-                    .part(self.monitoring.key()),
+                    .part(&self.rootfs_keys.base)
+                    .part(&self.rootfs_keys.monitoring),
                 |k, r| k.part(r.key()),
             )
             .finish()
@@ -446,16 +468,37 @@ pub async fn ensure_node_image(
     cache: &Path,
     progress: &Progress,
 ) -> Result<String> {
-    let plan = Plan::new(repository);
+    let (base, node_rootfs, monitoring) =
+        (rootfs::base(repository), rootfs::node(repository), rootfs::monitoring(repository));
+    // Each root filesystem is current, or has Debian updates to take (asked
+    // in parallel; at most once per check interval).
+    let sources = debian::Sources::from_host().ok();
+    let (base_fresh, node_fresh, monitoring_fresh) = tokio::join!(
+        base.freshness(docker, cache, sources.as_ref(), progress),
+        node_rootfs.freshness(docker, cache, sources.as_ref(), progress),
+        monitoring.freshness(docker, cache, sources.as_ref(), progress),
+    );
+    let (base_fresh, node_fresh, monitoring_fresh) = (base_fresh?, node_fresh?, monitoring_fresh?);
+    let planned_keys = RootfsKeys {
+        base: base_fresh.planned_key(base.name),
+        node: node_fresh.planned_key(node_rootfs.name),
+        monitoring: monitoring_fresh.planned_key(monitoring.name),
+    };
+    let plan = Plan::new(repository, planned_keys);
     let work = cache.join("work");
     let archive = work.join("images.tar");
     let planned_components = plan.component_recipes(&Built::default());
     let planned_stage = plan.stage_recipe(&Built::default(), &planned_components);
-    let state_key = plan.state_key(&planned_stage, &planned_components);
-    let node_key = plan.node_recipe(&planned_stage, &state_key).key();
+    let planned_state_key = plan.state_key(&planned_stage, &planned_components);
+    let node_key = plan.node_recipe(&planned_stage, &planned_state_key).key();
     let node_image = plan.names.node();
-    if image::has_key(docker, &node_image, &node_key).await?
-        && preload::state_is_current(docker, &node::state_volume(&state_key), &state_key).await?
+    let rootfs_current = [&base_fresh, &node_fresh, &monitoring_fresh]
+        .iter()
+        .all(|f| matches!(f, rootfs::Freshness::Current(_)));
+    if rootfs_current
+        && image::has_key(docker, &node_image, &node_key).await?
+        && preload::state_is_current(docker, &node::state_volume(&planned_state_key), &planned_state_key)
+            .await?
     {
         progress
             .line(format!("node image {node_image}"))
@@ -470,12 +513,15 @@ pub async fn ensure_node_image(
 
     // debootstrap is network-bound and the Go builds CPU-bound: run them side by side.
     let rootfs = async {
-        plan.base.ensure(docker, cache, progress).await?;
-        plan.node_rootfs.ensure(docker, cache, progress).await?;
-        plan.monitoring.ensure(docker, cache, progress).await
+        Ok::<_, Error>(RootfsKeys {
+            base: base.ensure(docker, cache, progress, base_fresh).await?,
+            node: node_rootfs.ensure(docker, cache, progress, node_fresh).await?,
+            monitoring: monitoring.ensure(docker, cache, progress, monitoring_fresh).await?,
+        })
     };
     let binaries = async {
-        // Compile what the node image carries, and what the missing component images do.
+        // Compile what the node image carries, and what the missing component
+        // images do (a root filesystem to be rebuilt makes those on it missing).
         let mut needed: Vec<&str> = plan.binaries_of(&planned_stage).iter().map(|b| b.name()).collect();
         for recipe in &planned_components {
             if !all_tags_current(docker, recipe).await {
@@ -488,8 +534,8 @@ pub async fn ensure_node_image(
         }
         Ok::<_, Error>(built)
     };
-    let (rootfs, built) = tokio::join!(rootfs, binaries);
-    rootfs?;
+    let (rootfs_keys, built) = tokio::join!(rootfs, binaries);
+    let plan = Plan::new(repository, rootfs_keys?);
     let built = built?;
 
     let components = plan.component_recipes(&built);
@@ -504,10 +550,13 @@ pub async fn ensure_node_image(
     }
 
     let stage = plan.stage_recipe(&built, &components);
+    let state_key = plan.state_key(&stage, &components);
     let line = progress.line(format!("image {}", stage.primary_tag()));
     stage.ensure(docker, &work, &cache.join("logs").join("image-node-stage.log")).await?;
     line.done();
 
+    // Made again whenever the node image is: a volume of this key may be
+    // an interrupted preload (it is complete once the node image names it).
     let volume = node::state_volume(&state_key);
     let line =
         progress.line(format!("preloading the component images into containerd's state (volume {volume})"));
@@ -528,10 +577,9 @@ pub async fn ensure_node_image(
 
     let line = progress.line(format!("image {node_image}"));
     let node = plan.node_recipe(&stage, &state_key);
-    debug_assert_eq!(node.key(), node_key);
     node.ensure(docker, &work, &cache.join("logs").join("image-node.log")).await?;
     preload::remove_stale_states(docker, &volume).await;
-    line.done_with(format!("key {}", key::short(&node_key)));
+    line.done_with(format!("key {}", key::short(&node.key())));
     Ok(node_image)
 }
 

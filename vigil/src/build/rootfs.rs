@@ -3,11 +3,16 @@
 //! test toolbox, and the node's, with systemd and the container runtime's
 //! Debian parts (runc, CNI plugins).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::process::Command;
 
-use super::{Error, Result, image, key::KeyBuilder, key::short};
+use super::{
+    Error, Result,
+    debian::{self, Sources},
+    image,
+    key::{KeyBuilder, short},
+};
 use crate::{exec, progress::Progress};
 
 pub const SUITE: &str = "bookworm";
@@ -95,25 +100,149 @@ pub fn node(repository: &str) -> Rootfs {
     }
 }
 
+/// The recipe a root filesystem image was made from (its content key,
+/// under the usual label, also covers the packages installed).
+pub const RECIPE_LABEL: &str = "io.vigil.rootfs-recipe";
+/// The digest of the packages installed, with their versions.
+pub const PACKAGES_LABEL: &str = "io.vigil.debian-packages";
+
+/// What a build does about one root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freshness {
+    /// The image is current; its content key.
+    Current(String),
+    /// It is (re)built: why, and the content key of the image there is,
+    /// used if the build fails (a mirror gone mid-way must not leave the
+    /// user with nothing).
+    Build { why: String, fallback: Option<String> },
+}
+
+impl Freshness {
+    /// The key images built on this one are planned with: its content key,
+    /// or, while it is to be rebuilt, one no image carries.
+    pub fn planned_key(&self, name: &str) -> String {
+        match self {
+            Freshness::Current(key) => key.clone(),
+            Freshness::Build { .. } => format!("to be rebuilt: {name}"),
+        }
+    }
+}
+
 impl Rootfs {
-    pub fn key(&self) -> String {
+    /// What the image is made from, before its packages are known: the
+    /// release, the packages asked for, the masked units, and the sources
+    /// it is upgraded from.
+    pub fn recipe_key(&self) -> String {
         let k = KeyBuilder::new("rootfs").part(self.name).part(self.suite);
         let k = self.packages.iter().fold(k, |k, p| k.part(p));
-        self.masked_units.iter().fold(k.part("masked"), |k, u| k.part(u)).finish()
+        let k = self.masked_units.iter().fold(k.part("masked"), |k, u| k.part(u));
+        k.part("upgraded from: release, -updates, -security").finish()
     }
 
-    /// debootstraps and imports the rootfs unless the image carries this key.
-    pub async fn ensure(&self, docker: &bollard::Docker, cache: &Path, progress: &Progress) -> Result<()> {
-        let key = self.key();
+    /// The content key: the recipe and the versions actually installed.
+    pub fn content_key(recipe_key: &str, packages_digest: &str) -> String {
+        KeyBuilder::new("rootfs-content").part(recipe_key).part(packages_digest).finish()
+    }
+
+    /// Whether the image is current: made from this recipe, and nothing in
+    /// it upgradable from today's sources (asked at most once per
+    /// [`debian::check_interval`]). When the check cannot be made, the image
+    /// is used as it is, with a warning.
+    pub async fn freshness(
+        &self,
+        docker: &bollard::Docker,
+        cache: &Path,
+        sources: Option<&Sources>,
+        progress: &Progress,
+    ) -> Result<Freshness> {
+        let Some(labels) = image::labels(docker, &self.image).await? else {
+            return Ok(Freshness::Build { why: "no image yet".into(), fallback: None });
+        };
+        let (Some(recipe), Some(key)) = (labels.get(RECIPE_LABEL), labels.get(image::KEY_LABEL)) else {
+            return Ok(Freshness::Build {
+                why: "made before vigil kept Debian's updates".into(),
+                fallback: None,
+            });
+        };
+        if *recipe != self.recipe_key() {
+            return Ok(Freshness::Build { why: "its recipe changed".into(), fallback: None });
+        }
+        // Checked recently: nothing to say on the warm path.
+        if debian::checked_recently(cache, self.name, key, debian::check_interval()) {
+            return Ok(Freshness::Current(key.clone()));
+        }
+        let title = format!("Debian updates for {}", self.image);
+        let Some(sources) = sources else {
+            progress.line(title).skipped("image kept: no Debian mirror known to check it for updates");
+            return Ok(Freshness::Current(key.clone()));
+        };
+        let line = progress.line(title);
+        line.update("asking apt for Debian updates");
+        match debian::upgradable(docker, self.name, &self.image, &sources.deb822(self.suite)).await {
+            Ok(upgrades) if upgrades.is_empty() => {
+                debian::record_checked(cache, self.name, key);
+                line.skipped("image up to date (no Debian updates)");
+                Ok(Freshness::Current(key.clone()))
+            }
+            Ok(upgrades) => {
+                line.done_with(format!("{} Debian updates: rebuilding", upgrades.len()));
+                let why = format!("{} Debian updates: {}", upgrades.len(), debian::summary(&upgrades));
+                Ok(Freshness::Build { why, fallback: Some(key.clone()) })
+            }
+            Err(why) => {
+                tracing::warn!(image = %self.image, %why, "cannot check for Debian updates");
+                line.skipped(format!("image kept as it is: cannot check for Debian updates ({why})"));
+                Ok(Freshness::Current(key.clone()))
+            }
+        }
+    }
+
+    /// Makes the image unless it is current; returns its content key. A
+    /// rebuild that fails falls back on the image there is, with a warning.
+    pub async fn ensure(
+        &self,
+        docker: &bollard::Docker,
+        cache: &Path,
+        progress: &Progress,
+        freshness: Freshness,
+    ) -> Result<String> {
+        match freshness {
+            Freshness::Current(key) => Ok(key),
+            Freshness::Build { why, fallback } => {
+                match (self.build(docker, cache, progress, &why).await, fallback) {
+                    (Ok(key), _) => Ok(key),
+                    (Err(e), Some(key)) => {
+                        let e = super::chain(&e);
+                        tracing::warn!(image = %self.image, error = %e, "rebuild failed; the image there is stays");
+                        progress.info(format!(
+                        "warning: {} could not be rebuilt with Debian's updates ({e}); using the image there is",
+                        self.image
+                    ));
+                        Ok(key)
+                    }
+                    (Err(e), None) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// debootstraps, upgrades from the release's updates and security
+    /// archive, trims, and imports the root filesystem.
+    async fn build(
+        &self,
+        docker: &bollard::Docker,
+        cache: &Path,
+        progress: &Progress,
+        why: &str,
+    ) -> Result<String> {
+        let recipe_key = self.recipe_key();
         let title =
             format!("debootstrap {} rootfs ({}, {} packages)", self.name, self.suite, self.packages.len());
-        if image::has_key(docker, &self.image, &key).await? {
-            progress.line(title).skipped("image up to date");
-            return Ok(());
-        }
         let step = progress.line(title);
-        let mirror = debian_mirror()?;
-        let dir = cache.join("rootfs").join(format!("{}-{}", self.name, short(&key)));
+        step.update(why);
+        let sources = Sources::from_host()?;
+        let mirror = &sources.mirror;
+        let dir = cache.join("rootfs").join(format!("{}-{}", self.name, short(&recipe_key)));
         let log = cache.join("logs").join(format!("debootstrap-{}.log", self.name));
         if dir.exists() {
             // A previous attempt stopped half-way; debootstrap needs a clean target.
@@ -127,7 +256,7 @@ impl Rootfs {
             .arg(format!("--cache-dir={}", debs.display()))
             .arg(self.suite)
             .arg(&dir)
-            .arg(&mirror);
+            .arg(mirror);
         exec::run_logged(cmd, &log, |line| {
             // Lines naming the mirror are left out of the progress.
             if let Some(what) = line.strip_prefix("I: ").filter(|l| !l.contains("://")) {
@@ -137,12 +266,30 @@ impl Rootfs {
         .await
         .map_err(|e| Error::step(self.name, "debootstrap", e))?;
 
+        step.update("upgrading from the release's updates and security archive");
+        if let debian::Upgraded::NotFetched(e) =
+            debian::upgrade(&dir, &sources.deb822(self.suite), &log).await?
+        {
+            let e = super::chain(&e);
+            tracing::warn!(rootfs = self.name, error = %e, "Debian updates not fetched");
+            progress.info(format!(
+                "warning: the {} root filesystem has the release's packages only: its updates could not be fetched ({e}); the next build tries again",
+                self.name
+            ));
+        }
+        let installed = debian::installed_in(&dir)?;
+        let digest = debian::packages_digest(&installed);
+        let key = Self::content_key(&recipe_key, &digest);
+
         step.update("trimming and importing into Docker");
         self.trim(&dir).await?;
-        image::import_rootfs(docker, &dir, &self.image, &key).await?;
+        let labels = [(RECIPE_LABEL, recipe_key.as_str()), (PACKAGES_LABEL, digest.as_str())];
+        image::import_rootfs(docker, &dir, &self.image, &key, &labels).await?;
         tokio::fs::remove_dir_all(&dir).await.map_err(|e| Error::io(&dir, e))?;
-        step.done_with(format!("{} (log {})", self.image, log.display()));
-        Ok(())
+        // Just built from today's lists: no need to ask apt again soon.
+        debian::record_checked(cache, self.name, &key);
+        step.done_with(format!("{} ({} packages; log {})", self.image, installed.len(), log.display()));
+        Ok(key)
     }
 
     /// Drops what no container needs (docs, man pages, locales, apt's
@@ -179,31 +326,12 @@ pub fn debian_mirror() -> Result<String> {
     if let Ok(mirror) = std::env::var("VIGIL_DEBIAN_MIRROR") {
         return Ok(mirror);
     }
-    let candidates =
-        [PathBuf::from("/etc/apt/sources.list.d/debian.sources"), PathBuf::from("/etc/apt/sources.list")];
-    for path in &candidates {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Some(mirror) = parse_mirror(&text)
-        {
-            return Ok(mirror);
-        }
-    }
-    Err(Error::NoMirror)
+    debian::host_sources().iter().find_map(|text| parse_mirror(text)).ok_or(Error::NoMirror)
 }
 
 /// The first non-security Debian URI of a deb822 or one-line sources file.
 fn parse_mirror(text: &str) -> Option<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            l.strip_prefix("URIs:").map(str::trim).or_else(|| {
-                l.strip_prefix("deb ").and_then(|rest| rest.split_whitespace().find(|w| w.contains("://")))
-            })
-        })
-        .flat_map(str::split_whitespace)
-        .find(|uri| !uri.contains("security"))
-        .map(str::to_owned)
+    debian::uris(text).find(|uri| !uri.contains("security")).map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -225,9 +353,24 @@ mod tests {
     fn keys_change_with_packages() {
         let a = base("vigil.local");
         let mut b = base("vigil.local");
-        assert_eq!(a.key(), b.key());
+        assert_eq!(a.recipe_key(), b.recipe_key());
         b.packages = &["iptables"];
-        assert_ne!(a.key(), b.key());
-        assert_ne!(base("x").key(), node("x").key());
+        assert_ne!(a.recipe_key(), b.recipe_key());
+        assert_ne!(base("x").recipe_key(), node("x").recipe_key());
+    }
+
+    #[test]
+    fn the_content_key_follows_the_installed_versions() {
+        let recipe = base("vigil.local").recipe_key();
+        let before = debian::packages_digest(&["libssl3:amd64 3.0.20-1~deb12u2".to_owned()]);
+        let after = debian::packages_digest(&["libssl3:amd64 3.0.22-1~deb12u2".to_owned()]);
+        assert_ne!(Rootfs::content_key(&recipe, &before), Rootfs::content_key(&recipe, &after));
+        assert_eq!(Rootfs::content_key(&recipe, &before), Rootfs::content_key(&recipe, &before));
+        let other = node("vigil.local").recipe_key();
+        assert_ne!(Rootfs::content_key(&recipe, &before), Rootfs::content_key(&other, &before));
+        // Planned keys: a rootfs to be rebuilt matches no image.
+        let build = Freshness::Build { why: "test".into(), fallback: Some("k".into()) };
+        assert_eq!(Freshness::Current("k".into()).planned_key("base"), "k");
+        assert_ne!(build.planned_key("base"), "k");
     }
 }

@@ -41,6 +41,8 @@ current-context: kubernetes-admin@kubernetes
 pub struct State {
     /// Files on each node, with their contents.
     pub files: BTreeMap<String, BTreeMap<String, String>>,
+    /// The mode each copied-in file was given: (node, path) to mode.
+    pub modes: BTreeMap<(String, String), u32>,
     /// Every command, in the order it ran: (node, command line).
     pub log: Vec<(String, String)>,
     /// Commands to fail once: (node, start of the command line).
@@ -51,7 +53,8 @@ pub struct State {
     pub images: BTreeMap<String, BTreeSet<String>>,
     /// What `ctr images import` adds.
     pub importable: Vec<String>,
-    /// Bootstrap tokens that exist (by id).
+    /// Bootstrap tokens that exist (by id): made by `kubeadm init` here,
+    /// or through the API (tests record those), deleted by `kubeadm token delete`.
     pub tokens: BTreeSet<String>,
 }
 
@@ -96,9 +99,10 @@ impl Node for FakeNode {
         format!("fake console {}", self.name)
     }
 
-    async fn copy_in(&self, path: &str, contents: &[u8], _mode: u32) -> Result<(), CommandError> {
+    async fn copy_in(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), CommandError> {
         let mut state = self.state.lock().unwrap();
         state.log.push((self.name.clone(), format!("copy {path}")));
+        state.modes.insert((self.name.clone(), path.into()), mode);
         let text = String::from_utf8_lossy(contents).into_owned();
         state.files.entry(self.name.clone()).or_default().insert(path.into(), text);
         Ok(())
@@ -170,8 +174,8 @@ impl Node for FakeNode {
                 files.retain(|path, _| !path.starts_with("/etc/kubernetes/"));
                 ok("")
             }
-            ["kubeadm", "token", "create", token, ..] => {
-                state.tokens.insert(token.split('.').next().unwrap_or_default().to_owned());
+            ["rm", "-f", path] => {
+                files.remove(*path);
                 ok("")
             }
             ["kubeadm", "token", "delete", id] => {

@@ -148,13 +148,20 @@ pub trait Node: Send + Sync {
     async fn run(&self, argv: &[&str], stdin: Option<Vec<u8>>) -> Result<Output, CommandError>;
 
     /// Copies `contents` into a file on the node, atomically. Through `run`
-    /// by default, which every transport can do.
+    /// by default, which every transport can do. The contents travel on
+    /// stdin, never on a command line; the file is created owner-only
+    /// (umask 077, so a secret is never readable before the chmod) and gets
+    /// `mode` once complete.
     async fn copy_in(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), CommandError> {
-        let script = format!(
-            "set -e; mkdir -p \"$(dirname '{path}')\"; cat > '{path}.vigil-tmp'; chmod {mode:o} '{path}.vigil-tmp'; mv '{path}.vigil-tmp' '{path}'"
-        );
-        self.run(&["sh", "-c", &script], Some(contents.to_vec())).await.map(|_| ())
+        self.run(&["sh", "-c", &copy_in_script(path, mode)], Some(contents.to_vec())).await.map(|_| ())
     }
+}
+
+/// The shell script of [`Node::copy_in`]: reads the file from stdin.
+pub fn copy_in_script(path: &str, mode: u32) -> String {
+    format!(
+        "set -e; umask 077; mkdir -p \"$(dirname '{path}')\"; cat > '{path}.vigil-tmp'; chmod {mode:o} '{path}.vigil-tmp'; mv '{path}.vigil-tmp' '{path}'"
+    )
 }
 
 /// The state of one machine as the provider sees it.
@@ -272,4 +279,66 @@ pub async fn fault(provider: &dyn NodeProvider, spec: &ClusterSpec, node: &str, 
 /// Engine. The one place a provider is chosen.
 pub async fn connect() -> Result<Arc<dyn NodeProvider>, crate::docker::Error> {
     Ok(Arc::new(docker::DockerProvider::new(crate::docker::connect().await?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A node that is this machine: `run` starts the process here, so the
+    /// default `copy_in` runs its real script.
+    struct Local;
+
+    #[async_trait]
+    impl Node for Local {
+        fn name(&self) -> &str {
+            "local"
+        }
+        fn shell_hint(&self, command: &str) -> String {
+            command.into()
+        }
+        fn console_hint(&self) -> String {
+            String::new()
+        }
+        async fn run(&self, argv: &[&str], stdin: Option<Vec<u8>>) -> Result<Output, CommandError> {
+            use tokio::io::AsyncWriteExt;
+            let mut child = tokio::process::Command::new(argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(&stdin.unwrap_or_default()).await.unwrap();
+            drop(input);
+            let out = child.wait_with_output().await.unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            Ok(Output { stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::new() })
+        }
+    }
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn copy_in_makes_owner_only_files_and_folders() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = root.path().join("etc/vigil/kubeadm.yaml");
+        let path = secret.to_str().unwrap();
+        Local.copy_in(path, b"token: abcdef.0123456789abcdef\n", 0o600).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "token: abcdef.0123456789abcdef\n");
+        assert_eq!(mode(&secret), 0o600);
+        // Made under umask 077: so was the temporary file, before its chmod.
+        assert_eq!(mode(&root.path().join("etc/vigil")), 0o700);
+        assert!(!root.path().join("etc/vigil/kubeadm.yaml.vigil-tmp").exists());
+        // A file meant to be readable still gets the mode asked for.
+        let public = root.path().join("etc/vigil/public.conf");
+        Local.copy_in(public.to_str().unwrap(), b"x", 0o644).await.unwrap();
+        assert_eq!(mode(&public), 0o644);
+        assert!(copy_in_script(path, 0o600).starts_with("set -e; umask 077;"));
+    }
 }

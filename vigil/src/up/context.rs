@@ -105,7 +105,9 @@ impl Context {
         self.logs.join(format!("{node}-{}.log", step.replace(' ', "-")))
     }
 
-    /// Runs a command on a node, saving its output to the step's log either way.
+    /// Runs a command on a node, saving its output to the step's log either
+    /// way. kubeadm's output can name credentials: the logs are the user's
+    /// alone (0600 in a 0700 folder), and no secret is ever in `argv`.
     pub async fn run_logged(
         &self,
         node: &dyn Node,
@@ -114,14 +116,20 @@ impl Context {
         hint: String,
     ) -> Result<String> {
         let log = self.log_path(node.name(), step);
-        let _ = std::fs::create_dir_all(&self.logs);
+        let save = |text: String| {
+            if let Err(e) = crate::private::ensure_dir(&self.logs)
+                .and_then(|()| crate::private::write(&log, text.as_bytes()))
+            {
+                tracing::warn!(log = %log.display(), error = %e, "cannot save a step's log");
+            }
+        };
         match node.run(argv, None).await {
             Ok(out) => {
-                let _ = std::fs::write(&log, format!("$ {}\n{}{}", argv.join(" "), out.stdout, out.stderr));
+                save(format!("$ {}\n{}{}", argv.join(" "), out.stdout, out.stderr));
                 Ok(out.stdout)
             }
             Err(source) => {
-                let _ = std::fs::write(&log, format!("$ {}\n{}", argv.join(" "), source.output));
+                save(format!("$ {}\n{}", argv.join(" "), source.output));
                 Err(Error::NodeStep { node: node.name().into(), step, source: Box::new(source), log, hint })
             }
         }

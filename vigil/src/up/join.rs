@@ -6,8 +6,11 @@ use async_trait::async_trait;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    jiff::Timestamp,
+};
+use kube::{Api, api::PostParams};
 
 use super::{Context, Error, Outcome, Result, Step, init, provision};
 use crate::{
@@ -24,6 +27,7 @@ pub const NAME: &str = "kubeadm join";
 pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 const SIGNED_TIMEOUT: Duration = Duration::from_secs(60);
+const TOKEN_DESCRIPTION: &str = "vigil: joins workers; deleted after";
 
 pub struct KubeadmJoin;
 
@@ -59,11 +63,14 @@ impl Step for KubeadmJoin {
         let cp = ctx.node(ctx.control_plane());
         let hint = nodeutils::journal_hint(cp.as_ref(), "kubelet");
         if !ctx.token_created() {
-            let ttl = format!("{}s", init::TOKEN_TTL.as_secs());
-            let secret = ctx.token.to_string();
-            let description = "vigil: joins workers; deleted after";
-            let argv = ["kubeadm", "token", "create", &secret, "--ttl", &ttl, "--description", description];
-            ctx.run_logged(cp.as_ref(), "kubeadm token create", &argv, hint.clone()).await?;
+            // Through the API, not `kubeadm token create <token>`: a command
+            // line is readable by every user of the host, and kubeadm prints
+            // the token it made.
+            let secret = ctx.token.secret(init::TOKEN_TTL, Timestamp::now(), TOKEN_DESCRIPTION);
+            Api::<Secret>::namespaced(ctx.client()?.clone(), "kube-system")
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(|source| Error::Kube { step: "creating the bootstrap token", source })?;
         }
         // kubeadm's discovery retries every 5 s until the cluster-info
         // ConfigMap is signed for the token: wait for the signature instead.
@@ -128,16 +135,25 @@ async fn join_one(ctx: &Context, worker: &NodeSpec, ca_hash: &str) -> Result<()>
         ctx.run_logged(node.as_ref(), "kubeadm reset", &["kubeadm", "reset", "--force"], hint.clone())
             .await?;
     }
+    // The token reaches kubeadm in a file only root on the node can read,
+    // never on its command line, and the file goes once the join is over.
     let config = kubeadm::join_config(&ctx.spec, ctx.control_plane(), worker, &ctx.token, ca_hash);
     node.copy_in(init::KUBEADM_CONFIG, config.as_bytes(), 0o600)
         .await
         .map_err(|e| ctx.node_step(node.as_ref(), "writing the kubeadm config", e))?;
-    ctx.run_logged(
-        node.as_ref(),
-        "kubeadm join",
-        &["kubeadm", "join", "--config", init::KUBEADM_CONFIG],
-        hint,
-    )
-    .await?;
+    let joined = ctx
+        .run_logged(
+            node.as_ref(),
+            "kubeadm join",
+            &["kubeadm", "join", "--config", init::KUBEADM_CONFIG],
+            hint,
+        )
+        .await;
+    let removed = node
+        .run(&["rm", "-f", init::KUBEADM_CONFIG], None)
+        .await
+        .map_err(|e| ctx.node_step(node.as_ref(), "removing the join config", e));
+    joined?;
+    removed?;
     Ok(())
 }

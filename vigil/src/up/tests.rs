@@ -66,12 +66,23 @@ const SERVING: &str = "kubernetes.io/kubelet-serving";
 /// A cluster whose nodes are Ready, whose system pods run, and which holds
 /// serving-certificate requests from its own nodes and from a stranger.
 /// The bootstrap signer has signed cluster-info for the token `token_id`.
+/// A bootstrap token created through the API is added to `nodes_state`'s
+/// tokens, where `kubeadm token delete` on the fake control plane removes it.
 fn healthy_cluster(
     nodes: Vec<NodeSpec>,
     token_id: String,
+    nodes_state: Arc<Mutex<crate::provider::fake::State>>,
 ) -> impl Fn(&Method, &str, &[u8]) -> (u16, Value) + Send + 'static {
     move |method, path, body| {
         match (method.as_str(), path.split('?').next().unwrap_or_default()) {
+        ("POST", "/api/v1/namespaces/kube-system/secrets") => {
+            let secret: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+            if secret["type"] == "bootstrap.kubernetes.io/token" {
+                let id = secret["stringData"]["token-id"].as_str().unwrap_or_default().to_owned();
+                nodes_state.lock().unwrap().tokens.insert(id);
+            }
+            (201, secret)
+        }
         ("GET", "/api/v1/namespaces/kube-public/configmaps") => (
             200,
             json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": [
@@ -115,11 +126,16 @@ fn healthy_cluster(
 struct Harness {
     provider: FakeProvider,
     dir: tempfile::TempDir,
+    secrets: Mutex<Vec<String>>,
 }
 
 impl Harness {
     fn new() -> Self {
-        Harness { provider: FakeProvider::default(), dir: tempfile::tempdir().unwrap() }
+        Harness {
+            provider: FakeProvider::default(),
+            dir: tempfile::tempdir().unwrap(),
+            secrets: Mutex::default(),
+        }
     }
 
     /// One `vigil up --cluster-only`, against a healthy mocked cluster.
@@ -134,9 +150,37 @@ impl Harness {
             "node-image".into(),
             None,
         );
-        let (client, seen) = mock_api(healthy_cluster(ctx.nodes.clone(), ctx.token.id().to_owned()));
+        let state = self.provider.state.clone();
+        let (client, seen) = mock_api(healthy_cluster(ctx.nodes.clone(), ctx.token.id().to_owned(), state));
         ctx.set_client(client);
-        (Plan::new(steps(Scope::ClusterOnly)).run(&ctx).await, seen)
+        let result = Plan::new(steps(Scope::ClusterOnly)).run(&ctx).await;
+        self.secrets.lock().unwrap().push(ctx.token.to_string());
+        (result, seen)
+    }
+
+    /// Every bootstrap token an `up` of this harness used, in full.
+    fn tokens(&self) -> Vec<String> {
+        self.secrets.lock().unwrap().clone()
+    }
+
+    /// Every file `up` wrote on the host, with its mode and contents.
+    fn host_files(&self) -> Vec<(std::path::PathBuf, u32, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut found = vec![];
+        let mut dirs = vec![self.dir.path().to_owned()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    found.push((path, meta.permissions().mode() & 0o777, text));
+                }
+            }
+        }
+        found
     }
 }
 
@@ -192,7 +236,7 @@ async fn a_failed_join_resumes_on_the_next_up() {
     assert!(failed.not_started.contains(&"nodes ready".to_owned()), "{:?}", failed.not_started);
     assert!(p.state.lock().unwrap().tokens.is_empty(), "the token is deleted even when a join fails");
 
-    let (again, _) = harness.up().await;
+    let (again, seen_again) = harness.up().await;
     let again = again.unwrap();
     assert_eq!(outcome(&again, "kubeadm init"), "skipped");
     assert_eq!(outcome(&again, "kubeadm join"), "done");
@@ -203,18 +247,85 @@ async fn a_failed_join_resumes_on_the_next_up() {
         worker2.iter().position(|c| c == "kubeadm reset --force").expect("the half-done join is reset");
     let second_join = worker2.iter().rposition(|c| c.starts_with("kubeadm join")).unwrap();
     assert!(reset < second_join, "{worker2:?}");
-    let cp = p.commands("vigil-control-plane");
-    assert!(
-        cp.iter().any(|c| c.starts_with("kubeadm token create")),
-        "init did not run again, so join makes a token: {cp:?}"
+    let created: Vec<String> = seen_again
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, path)| *m == Method::POST && path.starts_with("/api/v1/namespaces/kube-system/secrets"))
+        .map(|(_, path)| path.clone())
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "init did not run again, so join makes a token through the API: {created:?}"
     );
-    assert!(p.state.lock().unwrap().tokens.is_empty());
+    assert!(p.state.lock().unwrap().tokens.is_empty(), "and deletes it after the joins");
 
     // A third `up` changes nothing.
     let (third, _) = harness.up().await;
     let third = third.unwrap();
     assert_eq!(outcome(&third, "kubeadm join"), "skipped");
     assert!(third.join_token.is_none());
+}
+
+/// The bootstrap token's secret half never reaches a command line (where
+/// every user of the host sees it in the process list), a step's log or an
+/// error; the files that carry it are root's alone on the node and gone
+/// once the joins are over; the logs on the host are the user's alone.
+#[tokio::test]
+async fn the_bootstrap_token_stays_out_of_commands_and_logs() {
+    let harness = Harness::new();
+    let p = &harness.provider;
+    // A failed join first: its error and log must not carry the token either.
+    p.fail_once("vigil-worker", "kubeadm join");
+    let (failed, _) = harness.up().await;
+    let message = format!("{:#}", anyhow::Error::new(failed.unwrap_err().source));
+    // The second `up` skips init and makes its token through the API.
+    let (again, _) = harness.up().await;
+    again.unwrap();
+
+    let tokens = harness.tokens();
+    assert_eq!(tokens.len(), 2);
+    let state = p.state.lock().unwrap();
+    for token in &tokens {
+        let secret = token.split_once('.').unwrap().1;
+        for (node, command) in &state.log {
+            assert!(!command.contains(secret), "on {node}, `{command}` holds the token");
+        }
+        assert!(!message.contains(secret), "the error holds the token: {message}");
+    }
+    // The files that carried a token were written 0600, and the workers'
+    // join configs are gone.
+    let mut carried = 0;
+    for ((node, path), mode) in &state.modes {
+        let text = state.files[node].get(path).cloned().unwrap_or_default();
+        let had_token = path == crate::up::init::KUBEADM_CONFIG;
+        if had_token {
+            carried += 1;
+            assert_eq!(*mode, 0o600, "{node}:{path}");
+            if node != "vigil-control-plane" {
+                assert!(!state.files[node].contains_key(path), "{node} keeps {path}: {text}");
+            }
+        }
+    }
+    assert!(carried >= 3, "the init config and two join configs: {:?}", state.modes);
+    drop(state);
+
+    let files = harness.host_files();
+    let logs: Vec<_> =
+        files.iter().filter(|(path, ..)| path.extension().is_some_and(|e| e == "log")).collect();
+    assert!(logs.len() >= 4, "kubeadm's steps left their logs: {files:?}");
+    for (path, mode, text) in &files {
+        assert_eq!(*mode, 0o600, "{}", path.display());
+        for token in &tokens {
+            let secret = token.split_once('.').unwrap().1;
+            assert!(!text.contains(secret), "{} holds the token", path.display());
+        }
+    }
+    let logs_dir = harness.dir.path().join("logs");
+    let dir_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&logs_dir).unwrap().permissions());
+    assert_eq!(dir_mode & 0o777, 0o700);
 }
 
 /// A step of the runner's own tests: waits for `wait_for` (when given), then opens `opens`.
