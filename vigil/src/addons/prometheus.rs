@@ -147,8 +147,8 @@ pub struct Limits {
     pub label_value_length_limit: u32,
 }
 
-/// Prometheus's own metrics: about a thousand series (a histogram per HTTP
-/// handler, the TSDB's gauges), short labels.
+/// Prometheus's own metrics: five hundred to a thousand series (a histogram
+/// per HTTP handler it has served, the TSDB's gauges), short labels.
 const PROMETHEUS_LIMITS: Limits = Limits {
     sample_limit: 5_000,
     label_limit: 16,

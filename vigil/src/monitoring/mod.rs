@@ -1,5 +1,5 @@
 //! What Prometheus and Grafana read, generated from typed values: the rule
-//! files (`rules`) and the dashboards with Grafana's provisioning
+//! files (`rules`) with their promtool tests (`promtool`), and the dashboards with Grafana's provisioning
 //! (`grafana`, `dashboards`). `vigil dashboards --write` writes them under
 //! `dashboards/`; a unit test fails when the committed files are stale.
 
