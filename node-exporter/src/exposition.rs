@@ -2,6 +2,7 @@
 //! (`namespace`, `pod`, `container`, `image`, `id`, `name`, plus `node`),
 //! plus the exporter's own `vigil_node_exporter_*` metrics. A pod's network
 //! counters are its sandbox's, once per interface, as cAdvisor reports them.
+//! The node's filesystems are node_exporter's `node_filesystem_*` series.
 
 use prometheus_client::{
     collector::Collector,
@@ -11,7 +12,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    sample::{ContainerId, ContainerUsage, DiskUsage, InterfaceUsage, Runtime},
+    sample::{ContainerId, ContainerUsage, DiskUsage, FilesystemUsage, InterfaceUsage, Runtime},
     scrape::Scrape,
 };
 
@@ -40,6 +41,12 @@ fn interface_labels(node: &str, i: &InterfaceUsage) -> Labels {
     let mut labels = labels(node, &i.namespace, &i.pod, &i.container, &i.runtime);
     labels.push(("interface", i.interface.clone()));
     labels
+}
+
+/// node_exporter's labels, and only those: its series have no `node`
+/// (the target is the node), and queries written for it match exactly.
+fn filesystem_labels(f: &FilesystemUsage) -> Labels {
+    vec![("device", f.device.clone()), ("fstype", f.fstype.clone()), ("mountpoint", f.mountpoint.clone())]
 }
 
 fn disk_labels(node: &str, d: &DiskUsage) -> Labels {
@@ -233,6 +240,36 @@ impl Collector for ScrapeCollector {
             },
         ];
         encode_families(&mut encoder, &disk_families, &disks, &|d| disk_labels(node, d))?;
+
+        let filesystems: Vec<_> =
+            scrape.outcomes.iter().filter_map(|o| o.samples.as_ref()).flat_map(|s| &s.filesystems).collect();
+        let filesystem_families: [Family<FilesystemUsage>; 4] = [
+            Family {
+                name: "node_filesystem_avail_bytes",
+                help: "Filesystem space available to non-root users in bytes.",
+                kind: MetricType::Gauge,
+                value: &|f| float(f.avail_bytes),
+            },
+            Family {
+                name: "node_filesystem_size_bytes",
+                help: "Filesystem size in bytes.",
+                kind: MetricType::Gauge,
+                value: &|f| float(f.size_bytes),
+            },
+            Family {
+                name: "node_filesystem_files_free",
+                help: "Filesystem total free file nodes.",
+                kind: MetricType::Gauge,
+                value: &|f| float(f.files_free),
+            },
+            Family {
+                name: "node_filesystem_files",
+                help: "Filesystem total file nodes.",
+                kind: MetricType::Gauge,
+                value: &|f| float(f.files),
+            },
+        ];
+        encode_families(&mut encoder, &filesystem_families, &filesystems, &filesystem_labels)?;
 
         let collector_label = |name: &'static str| vec![("collector", name.to_owned())];
         let mut success = encoder.encode_descriptor(

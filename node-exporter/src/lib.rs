@@ -3,7 +3,9 @@
 //! (its embedded cAdvisor, `/stats/summary` on 10250, TLS verified against
 //! the cluster CA) and, where a Docker socket is configured, from Docker
 //! Engine. Metric names and labels are the ones dashboards already expect
-//! from cAdvisor (`container_cpu_usage_seconds_total{namespace,pod,container,node}`, ...).
+//! from cAdvisor (`container_cpu_usage_seconds_total{namespace,pod,container,node}`, ...),
+//! and the node's own filesystems under prometheus/node_exporter's names
+//! (`node_filesystem_avail_bytes{device,fstype,mountpoint}`, ...).
 #![forbid(unsafe_code)]
 
 /// Sources of container samples: one module each, behind one trait.

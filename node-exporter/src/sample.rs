@@ -69,12 +69,29 @@ pub struct DiskUsage {
     pub write_bytes: Option<u64>,
 }
 
+/// One of the node's filesystems, as prometheus/node_exporter names its
+/// series (`node_filesystem_*{device, fstype, mountpoint}`), so queries and
+/// alerts written for it read these. Empty `device` and `fstype` are
+/// unknown (Prometheus drops an empty label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesystemUsage {
+    pub mountpoint: String,
+    pub device: String,
+    pub fstype: String,
+    pub avail_bytes: Option<u64>,
+    pub size_bytes: Option<u64>,
+    pub files_free: Option<u64>,
+    pub files: Option<u64>,
+}
+
 /// What one collector saw in one scrape.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Samples {
     pub containers: Vec<(ContainerId, ContainerUsage)>,
     pub interfaces: Vec<InterfaceUsage>,
     pub disks: Vec<DiskUsage>,
+    /// The node's own filesystems (the kubelet's and the image store's).
+    pub filesystems: Vec<FilesystemUsage>,
     /// What went wrong without failing the collection (a second source of
     /// the same collector): logged and counted as failures.
     pub problems: Vec<crate::collector::Error>,

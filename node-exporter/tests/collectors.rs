@@ -8,10 +8,10 @@ use node_exporter::{
     collector::{
         cadvisor,
         docker::from_stats,
-        kubelet::{Kubelet, parse_summary},
+        kubelet::{IMAGEFS_MOUNTPOINT, Kubelet, NODEFS_MOUNTPOINT, parse_summary},
     },
     exposition,
-    sample::{ContainerId, Runtime},
+    sample::{ContainerId, FilesystemUsage, Runtime},
     scrape::{Outcome, Scrape, Scraper, Source},
 };
 
@@ -53,6 +53,67 @@ fn kubelet_summary_gives_every_container_with_its_usage() {
     let eth0: Vec<_> = samples.interfaces.iter().filter(|i| i.pod == "web-984db4dd5-cv5hr").collect();
     assert_eq!(eth0.len(), 1);
     assert_eq!((eth0[0].interface.as_str(), eth0[0].rx_bytes), ("eth0", 211_911));
+}
+
+#[test]
+fn kubelet_summary_gives_the_nodes_filesystem_and_image_filesystem() {
+    let samples = parse_summary(&read("kubelet-stats-summary.json")).unwrap();
+    let fs = |mountpoint: &str, avail: u64, files_free: u64| FilesystemUsage {
+        mountpoint: mountpoint.into(),
+        device: String::new(),
+        fstype: String::new(),
+        avail_bytes: Some(avail),
+        size_bytes: Some(270_553_174_016),
+        files_free: Some(files_free),
+        files: Some(16_777_216),
+    };
+    // One host disk under both in the capture (node containers share it).
+    assert_eq!(
+        samples.filesystems,
+        vec![
+            fs(NODEFS_MOUNTPOINT, 19_933_048_832, 15_984_163),
+            fs(IMAGEFS_MOUNTPOINT, 19_933_048_832, 15_984_163)
+        ]
+    );
+    let other = parse_summary(&read("kubelet-stats-summary-with-cadvisor.json")).unwrap();
+    assert_eq!(other.filesystems[0].avail_bytes, Some(35_130_744_832));
+}
+
+#[test]
+fn a_summary_without_node_stats_gives_no_filesystem() {
+    let samples = parse_summary(br#"{"node": {"nodeName": "n"}, "pods": []}"#).unwrap();
+    assert!(samples.filesystems.is_empty());
+    let samples = parse_summary(br#"{"pods": []}"#).unwrap();
+    assert!(samples.filesystems.is_empty());
+}
+
+#[test]
+fn exposition_names_filesystems_as_node_exporter_does() {
+    let text = exposition::render(Arc::new(scrape_of_fixture()));
+    let value = |series: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    for (series, expected) in [
+        (
+            r#"node_filesystem_avail_bytes{device="",fstype="",mountpoint="/var/lib/kubelet"}"#,
+            19_933_048_832.0,
+        ),
+        (
+            r#"node_filesystem_size_bytes{device="",fstype="",mountpoint="/var/lib/kubelet"}"#,
+            270_553_174_016.0,
+        ),
+        (r#"node_filesystem_files_free{device="",fstype="",mountpoint="/var/lib/kubelet"}"#, 15_984_163.0),
+        (r#"node_filesystem_files{device="",fstype="",mountpoint="/var/lib/kubelet"}"#, 16_777_216.0),
+        (
+            r#"node_filesystem_avail_bytes{device="",fstype="",mountpoint="/var/lib/containerd"}"#,
+            19_933_048_832.0,
+        ),
+    ] {
+        assert_eq!(value(series), Some(expected), "{series} in\n{text}");
+    }
+    for family in ["node_filesystem_avail_bytes", "node_filesystem_files"] {
+        assert!(text.contains(&format!("# TYPE {family} gauge\n")), "{family} is not a gauge:\n{text}");
+    }
 }
 
 #[test]
@@ -212,6 +273,7 @@ fn a_failed_collection_exports_no_container_series_and_says_so() {
     scrape.failures.insert(("kubelet", "timeout"), 2);
     let text = exposition::render(Arc::new(scrape));
     assert!(!text.contains("container_"), "stale series after a failure:\n{text}");
+    assert!(!text.contains("node_filesystem_"), "stale filesystem after a failure:\n{text}");
     assert!(text.contains("vigil_node_exporter_scrape_success{collector=\"kubelet\"} 0"));
     assert!(
         text.contains(r#"vigil_node_exporter_scrape_failures_total{collector="kubelet",error="timeout"} 2"#)

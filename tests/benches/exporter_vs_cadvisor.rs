@@ -137,11 +137,14 @@ fn pause_pod(index: usize, node: &str, image: &str) -> Pod {
         spec: Some(PodSpec {
             node_name: Some(node.into()),
             termination_grace_period_seconds: Some(0),
+            // `default` enforces the restricted Pod Security profile; pause runs as 65535.
+            security_context: Some(vigil::addons::non_root_pod(65535, None)),
             containers: (0..CONTAINERS_PER_POD)
                 .map(|c| Container {
                     name: format!("pause-{c}"),
                     image: Some(image.into()),
                     image_pull_policy: Some("IfNotPresent".into()),
+                    security_context: Some(vigil::addons::locked_down()),
                     ..Default::default()
                 })
                 .collect(),

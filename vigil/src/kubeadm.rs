@@ -76,6 +76,9 @@ pub fn patches() -> Vec<(String, String)> {
     patches
 }
 
+/// Where the controller-manager and the scheduler serve: kubeadm's own default.
+const LOOPBACK: &str = "127.0.0.1";
+
 /// The kubeadm config API for a Kubernetes minor, chosen in one place.
 pub fn kubeadm_api_version(minor: u32) -> &'static str {
     match minor {
@@ -202,10 +205,13 @@ struct KubeletConfiguration {
     fail_swap_on: bool,
     /// 1.34 still runs on cgroup v1 when told so; say it explicitly.
     fail_cgroup_v1: bool,
-    /// The preloaded images cannot be pulled again (no registry), so image
-    /// GC and disk-pressure eviction must never remove them.
+    /// Image GC off (it starts past this share of the disk in use): the
+    /// preloaded images cannot be pulled again (there is no registry), and
+    /// the kubelet measures the host's disk, which the developer's own files
+    /// fill. kind sets 100 for the same reasons.
     #[serde(rename = "imageGCHighThresholdPercent")]
     image_gc_high_threshold_percent: u8,
+    /// Disk-pressure eviction on, at [`EVICTION_HARD`]'s absolute amounts.
     eviction_hard: std::collections::BTreeMap<&'static str, &'static str>,
     /// How often the kubelet computes its node's status (and posts it when it changed).
     node_status_update_frequency: String,
@@ -298,6 +304,28 @@ fn value<T: Serialize>(v: &T) -> serde_yaml::Value {
     serde_yaml::to_value(v).expect("kubeadm config serializes")
 }
 
+/// When the kubelet evicts pods (and, first, deletes unused images) to
+/// free the disk. kind turns this off (0%) because a node container's
+/// kubelet measures the host's filesystem, which it shares with everything
+/// else on the host: the kubelet's percentages (10% for nodefs, 15% for
+/// imagefs) would evict every pod on a developer's disk that is merely
+/// 90% full, for space no pod took. Off, nothing stops a pod (or a
+/// runaway TSDB) from filling the disk that etcd writes to. So: on, at
+/// absolute amounts that mean "the host is about to be full" on any disk.
+/// The reclaim deletes unused images, which cannot be pulled again; it
+/// happens only then (image GC stays off), when the alternative is etcd
+/// failing its writes, and `vigil up` loads the deployables' images again.
+/// The alerts of `VigilNodeFilesystem*` fire long before (10% and 5% left).
+/// Signals not listed are off (`memory.available` too, as in kind: the
+/// kubelet would read the host's memory, shared by every node).
+pub const EVICTION_HARD: [(&str, &str); 4] = [
+    ("nodefs.available", "1Gi"),
+    ("imagefs.available", "1Gi"),
+    // The kubelet's own defaults: inodes run out at a rate no pod controls alone.
+    ("nodefs.inodesFree", "5%"),
+    ("imagefs.inodesFree", "5%"),
+];
+
 /// The kubelet's own default: an unchanged status is posted every 5 minutes.
 const NODE_STATUS_REPORT_FREQUENCY: &str = "5m";
 
@@ -343,13 +371,15 @@ pub fn init_config(
             ]),
             cert_sans: vec!["localhost".into(), "127.0.0.1".into(), control_plane.ip.to_string()],
         },
-        // Metrics endpoints on all addresses, so in-cluster Prometheus can
-        // scrape them. One control plane: there is no other instance to
-        // elect a leader against, and waiting for the lease (retried every
-        // 2 s while RBAC is still being set up) only delays the controllers.
+        // Their secure ports (metrics, health) on loopback only: nothing
+        // scrapes them (Prometheus's jobs are pod discovery of vigil's own
+        // components), and kubeadm's probes ask 127.0.0.1. One control
+        // plane: there is no other instance to elect a leader against, and
+        // waiting for the lease (retried every 2 s while RBAC is still being
+        // set up) only delays the controllers.
         controller_manager: ControlPlaneComponent {
             extra_args: args(&[
-                ("bind-address", "0.0.0.0".into()),
+                ("bind-address", LOOPBACK.into()),
                 ("leader-elect", "false".into()),
                 ("node-monitor-period", format!("{}s", timings.node_monitor_period_seconds)),
                 ("node-monitor-grace-period", format!("{}s", timings.node_monitor_grace_seconds)),
@@ -357,7 +387,7 @@ pub fn init_config(
             cert_sans: vec![],
         },
         scheduler: ControlPlaneComponent {
-            extra_args: args(&[("bind-address", "0.0.0.0".into()), ("leader-elect", "false".into())]),
+            extra_args: args(&[("bind-address", LOOPBACK.into()), ("leader-elect", "false".into())]),
             cert_sans: vec![],
         },
     };
@@ -368,9 +398,7 @@ pub fn init_config(
         fail_swap_on: false,
         fail_cgroup_v1: false,
         image_gc_high_threshold_percent: 100,
-        eviction_hard: [("nodefs.available", "0%"), ("nodefs.inodesFree", "0%"), ("imagefs.available", "0%")]
-            .into_iter()
-            .collect(),
+        eviction_hard: EVICTION_HARD.into_iter().collect(),
         server_tls_bootstrap: true,
         node_status_update_frequency: format!("{}s", timings.node_status_update_seconds),
         node_status_report_frequency: NODE_STATUS_REPORT_FREQUENCY,
@@ -472,6 +500,45 @@ mod tests {
             assert_eq!(docs[2]["nodeStatusUpdateFrequency"], update);
             // Explicit, so that the update frequency does not set it too.
             assert_eq!(docs[2]["nodeStatusReportFrequency"], "5m");
+        }
+    }
+
+    fn init_documents() -> Vec<serde_yaml::Value> {
+        let (spec, nodes) = plan();
+        let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(60));
+        serde_yaml::Deserializer::from_str(&rendered)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn disk_pressure_evicts_at_absolute_amounts_and_image_gc_stays_off() {
+        let docs = init_documents();
+        let kubelet = &docs[2];
+        assert_eq!(kubelet["kind"], "KubeletConfiguration");
+        let eviction = kubelet["evictionHard"].as_mapping().unwrap();
+        for signal in ["nodefs.available", "imagefs.available", "nodefs.inodesFree", "imagefs.inodesFree"] {
+            let value = eviction[signal].as_str().unwrap_or_else(|| panic!("no threshold for {signal}"));
+            assert!(value != "0%" && value != "0", "{signal} is off: {value}");
+        }
+        // Space in bytes, not a share of a host disk of any size.
+        for signal in ["nodefs.available", "imagefs.available"] {
+            assert!(!eviction[signal].as_str().unwrap().ends_with('%'), "{signal}");
+        }
+        assert_eq!(kubelet["imageGCHighThresholdPercent"], 100);
+    }
+
+    #[test]
+    fn controller_manager_and_scheduler_serve_on_loopback_only() {
+        let docs = init_documents();
+        for component in ["controllerManager", "scheduler"] {
+            let bind = docs[1][component]["extraArgs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|a| a["name"] == "bind-address")
+                .map(|a| a["value"].as_str().unwrap().to_owned());
+            assert_eq!(bind.as_deref(), Some("127.0.0.1"), "{component}");
         }
     }
 

@@ -141,7 +141,7 @@ mod tests {
     fn committed_manifests_are_current() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
         let files = files("vigil.local");
-        assert_eq!(files.len(), 11, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+        assert_eq!(files.len(), 12, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
         for (path, text) in files {
             let committed = std::fs::read_to_string(dir.join(&path)).unwrap_or_default();
             assert!(committed == text, "manifests/{path} is stale: run `vigil manifests --write`");

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{Collector, Error};
-use crate::sample::{ContainerId, ContainerUsage, InterfaceUsage, Samples};
+use crate::sample::{ContainerId, ContainerUsage, FilesystemUsage, InterfaceUsage, Samples};
 
 const NAME: &str = "kubelet";
 
@@ -106,11 +106,58 @@ impl Collector for Kubelet {
     }
 }
 
+/// Where the kubelet's two filesystems are, as `mountpoint`: its root
+/// directory (nodefs: pods' logs, volumes, writable layers) and containerd's
+/// (imagefs: images). The summary gives their usage, not where they are
+/// mounted: these are the paths the kubelet and containerd use in vigil's
+/// node image (the defaults), which a reader of `/proc/mounts` would report
+/// as the mount that holds them.
+pub const NODEFS_MOUNTPOINT: &str = "/var/lib/kubelet";
+pub const IMAGEFS_MOUNTPOINT: &str = "/var/lib/containerd";
+
 // The parts of the kubelet's stats/v1alpha1 Summary that are exported.
 #[derive(Deserialize)]
 struct Summary {
+    node: Option<NodeStats>,
     #[serde(default)]
     pods: Vec<PodStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeStats {
+    fs: Option<NodeFsStats>,
+    runtime: Option<RuntimeStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeStats {
+    image_fs: Option<NodeFsStats>,
+}
+
+/// A filesystem's space and inodes, as the summary gives it for the node.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeFsStats {
+    available_bytes: Option<u64>,
+    capacity_bytes: Option<u64>,
+    inodes_free: Option<u64>,
+    inodes: Option<u64>,
+}
+
+impl NodeFsStats {
+    fn at(self, mountpoint: &str) -> FilesystemUsage {
+        FilesystemUsage {
+            mountpoint: mountpoint.into(),
+            device: String::new(),
+            fstype: String::new(),
+            avail_bytes: self.available_bytes,
+            size_bytes: self.capacity_bytes,
+            files_free: self.inodes_free,
+            files: self.inodes,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -175,11 +222,16 @@ struct InterfaceStats {
     tx_errors: Option<u64>,
 }
 
-/// The summary as samples: one per container, one per pod interface.
+/// The summary as samples: one per container, one per pod interface, and
+/// the node's filesystems.
 pub fn parse_summary(json: &[u8]) -> Result<Samples, Error> {
     let summary: Summary = serde_json::from_slice(json)
         .map_err(|e| Error::Parse { source_name: NAME, message: e.to_string() })?;
     let mut samples = Samples::default();
+    if let Some(node) = summary.node {
+        samples.filesystems.extend(node.fs.map(|fs| fs.at(NODEFS_MOUNTPOINT)));
+        samples.filesystems.extend(node.runtime.and_then(|r| r.image_fs).map(|fs| fs.at(IMAGEFS_MOUNTPOINT)));
+    }
     for pod in summary.pods {
         for c in pod.containers {
             let id = ContainerId {

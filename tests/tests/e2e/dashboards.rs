@@ -50,7 +50,7 @@ pub async fn promtool_checks_and_tests_the_rules(_: &Cluster) -> Result<()> {
     check.extend(files);
     let said = promtool(&check)?;
     ensure!(said.matches("SUCCESS").count() == files.len(), "promtool check rules:\n{said}");
-    let said = promtool(&["test", "rules", monitoring::rules::TESTS_FILE])?;
+    let said = promtool(&["test", "rules", monitoring::promtool::TESTS_FILE])?;
     ensure!(said.contains("SUCCESS"), "promtool test rules:\n{said}");
     Ok(())
 }

@@ -20,6 +20,7 @@ mod cluster;
 mod dashboards;
 mod drill;
 mod faults;
+mod hardening;
 mod monitoring;
 mod traces;
 mod workload;
@@ -97,6 +98,9 @@ fn main() {
         on_cluster!(monitoring::a_deleted_pods_series_leave_the_exporter),
         on_cluster!(monitoring::prometheus_data_survives_a_restart),
         on_cluster!(dashboards::promtool_checks_and_tests_the_rules),
+        on_cluster!(hardening::a_privileged_pod_is_refused_where_vigil_enforces_restricted),
+        on_cluster!(hardening::prometheus_bounds_its_tsdb_and_every_scrape),
+        on_cluster!(hardening::a_pod_in_default_cannot_fire_vigils_alerts),
         on_cluster!(traces::a_traceparent_through_the_load_balancer_is_in_jaeger),
         on_cluster!(traces::export_logs_holds_every_kubelet_journal_and_web_log),
         on_cluster!(alerting::two_replicas_on_two_nodes_one_leading),

@@ -26,7 +26,7 @@ use k8s_openapi::{
 use kube::api::ObjectMeta;
 use serde_json::json;
 
-use super::{Object, api_server_env, cluster_identity, core_rule, field_env};
+use super::{Object, api_server_env, cluster_identity, core_rule, field_env, pod_security};
 use crate::cluster::ClusterSpec;
 
 pub const NAMESPACE: &str = "kube-flannel";
@@ -86,11 +86,15 @@ pub fn net_conf(spec: &ClusterSpec) -> serde_json::Value {
 pub fn objects(spec: &ClusterSpec, image: &str, api_server: (Ipv4Addr, u16)) -> Vec<Object> {
     let namespace = Namespace {
         metadata: ObjectMeta {
-            labels: Some(BTreeMap::from([
-                ("k8s-app".into(), "flannel".into()),
-                // flanneld needs host networking and NET_ADMIN.
-                ("pod-security.kubernetes.io/enforce".into(), "privileged".into()),
-            ])),
+            labels: Some(
+                [("k8s-app".to_owned(), "flannel".to_owned())]
+                    .into_iter()
+                    .chain(pod_security::labels(pod_security::Level::Privileged))
+                    .collect(),
+            ),
+            annotations: Some(pod_security::reason(
+                "flanneld runs in the host's network namespace with NET_ADMIN and NET_RAW, and writes the CNI configuration and its subnet lease through host paths",
+            )),
             ..meta(NAMESPACE, false)
         },
         ..Default::default()

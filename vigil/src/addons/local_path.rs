@@ -7,7 +7,7 @@
 use kube::api::DynamicObject;
 
 use super::{
-    Addon, Manifests, ROLLOUT, Rollout,
+    Addon, Manifests, ROLLOUT, Rollout, pod_security,
     upstream::{self, ImageMapping},
 };
 use crate::{
@@ -46,16 +46,25 @@ pub const ADDON: Addon = Addon {
     timeout: ROLLOUT,
 };
 
+/// Why the namespace enforces only `privileged`.
+const POD_SECURITY_REASON: &str = "the provisioner's helper pods mount each node's volume directory (a hostPath, which baseline forbids too), and upstream's provisioner sets no security context";
+
 /// `local-path/`: upstream's manifest with kustomize's image override, and
-/// the ConfigMap as vigil changes it (helper image, data path) as a patch.
+/// as patches the ConfigMap as vigil changes it (helper image, data path)
+/// and the namespace's Pod Security labels.
 fn manifest_files(repository: &str, _: &ClusterSpec) -> Vec<(String, String)> {
     let helper = ImageNames { repository: repository.into() }.base();
-    let config: Vec<Object> = objects(repository, &helper)
-        .expect("the vendored manifest parses")
-        .into_iter()
-        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "ConfigMap"))
-        .map(Object::Dynamic)
-        .collect();
+    let changed = objects(repository, &helper).expect("the vendored manifest parses");
+    let of_kind = |kind: &str| -> Vec<Object> {
+        changed
+            .iter()
+            .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind))
+            .cloned()
+            .map(Object::Dynamic)
+            .collect()
+    };
+    let config = of_kind("ConfigMap");
+    let namespace = of_kind("Namespace");
     let image = ImageOverride {
         name: "rancher/local-path-provisioner".into(),
         new_name: format!("{repository}/local-path-provisioner"),
@@ -64,9 +73,14 @@ fn manifest_files(repository: &str, _: &ClusterSpec) -> Vec<(String, String)> {
     vec![
         (
             "local-path/kustomization.yaml".into(),
-            kustomization(&[MANIFEST_NAME], vec![image], vec![Patch { path: "config.yaml" }]),
+            kustomization(
+                &[MANIFEST_NAME],
+                vec![image],
+                vec![Patch { path: "config.yaml" }, Patch { path: "namespace.yaml" }],
+            ),
         ),
         ("local-path/config.yaml".into(), documents(&config)),
+        ("local-path/namespace.yaml".into(), documents(&namespace)),
     ]
 }
 
@@ -105,6 +119,12 @@ pub fn objects(repository: &str, helper_image: &str) -> Result<Vec<DynamicObject
     let images = [ImageMapping { upstream: "rancher/local-path-provisioner", built: image(repository) }];
     let mut objects = upstream::parse(MANIFEST_NAME, MANIFEST, &images)?;
     for object in &mut objects {
+        if object.types.as_ref().is_some_and(|t| t.kind == "Namespace") {
+            let meta = &mut object.metadata;
+            meta.labels.get_or_insert_default().extend(pod_security::labels(pod_security::Level::Privileged));
+            meta.annotations.get_or_insert_default().extend(pod_security::reason(POD_SECURITY_REASON));
+            continue;
+        }
         let is_config = object.types.as_ref().is_some_and(|t| t.kind == "ConfigMap")
             && object.metadata.name.as_deref() == Some("local-path-config");
         if !is_config {

@@ -12,6 +12,7 @@ pub mod kube_state_metrics;
 pub mod local_path;
 pub mod metallb;
 pub mod node_exporter;
+pub mod pod_security;
 pub mod prometheus;
 pub mod upstream;
 pub mod web;

@@ -106,9 +106,15 @@ fn probe(path: &str) -> Probe {
     Probe { period_seconds: Some(10), ..http_get_probe(ADMIN_PORT, path) }
 }
 
-/// The namespace the monitoring components share.
+/// The namespace the monitoring components share. Every one of them passes
+/// the `restricted` Pod Security profile, which it enforces.
 pub fn namespace() -> Object {
-    Object::Namespace(Namespace { metadata: meta(NAMESPACE, false), ..Default::default() })
+    let mut metadata = meta(NAMESPACE, false);
+    metadata
+        .labels
+        .get_or_insert_default()
+        .extend(super::pod_security::labels(super::pod_security::Level::Restricted));
+    Object::Namespace(Namespace { metadata, ..Default::default() })
 }
 
 pub fn objects(image: &str) -> Vec<Object> {

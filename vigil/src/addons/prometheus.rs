@@ -34,6 +34,22 @@ pub const CLAIM: &str = "prometheus-data";
 const CONFIG_DIR: &str = "/etc/prometheus";
 const RULES_DIR: &str = "/etc/prometheus/rules";
 const DATA_DIR: &str = "/prometheus";
+/// The claim's size. local-path-provisioner does not enforce it (the volume
+/// is a directory on the node's disk, which etcd shares): the TSDB's
+/// retention size is what keeps Prometheus inside it.
+pub const CLAIM_SIZE: &str = "1Gi";
+/// How long samples are kept, unless [`RETENTION_SIZE`] is reached first.
+pub const RETENTION_TIME: &str = "7d";
+/// The most the TSDB may hold (Prometheus's units are powers of two: 700
+/// MiB), 324 MiB under the 1 GiB claim. Prometheus counts the WAL and the
+/// head's memory-mapped chunks toward this limit but deletes only whole
+/// persisted blocks to honour it, so the WAL's peak (it is checkpointed
+/// every two hours, after about three hours of samples) must fit beside
+/// it; and compaction writes its new block before it removes the blocks
+/// it merged. At vigil's few thousand series the WAL peaks at a few tens of
+/// MiB, so the headroom is several times what it needs.
+/// `VigilPrometheusStorageNearRetentionLimit` fires well before the limit.
+pub const RETENTION_SIZE: &str = "700MB";
 /// Debian's `nobody`, who owns nothing in the image.
 const USER: i64 = 65534;
 
@@ -72,6 +88,9 @@ pub const ADDON: Addon = Addon {
     timeout: ROLLOUT,
 };
 
+/// Prometheus's job for its own metrics.
+pub const PROMETHEUS_JOB: &str = "prometheus";
+
 /// Container ports whose name says they serve `/metrics`.
 pub const METRICS_PORT_NAMES: &str = "metrics|http|probe-admin";
 
@@ -104,8 +123,11 @@ struct ScrapeConfig {
     job_name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     scrape_interval: Option<&'static str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    honor_labels: bool,
+    /// What one scrape of one target may hold: past any of these the whole
+    /// scrape fails (`up` is 0 and the target page says which limit), so a
+    /// target can never add series without bound.
+    #[serde(flatten)]
+    limits: Limits,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     kubernetes_sd_configs: Vec<SdConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -113,6 +135,66 @@ struct ScrapeConfig {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     relabel_configs: Vec<Relabel>,
 }
+
+/// Prometheus's per-scrape limits. Label counts include `__name__` and the
+/// target's own labels (`job`, `instance`, `kubernetes_*`), which are
+/// added before the limits are checked.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    pub sample_limit: u32,
+    pub label_limit: u32,
+    pub label_name_length_limit: u32,
+    pub label_value_length_limit: u32,
+}
+
+/// Prometheus's own metrics: five hundred to a thousand series (a histogram
+/// per HTTP handler it has served, the TSDB's gauges), short labels.
+const PROMETHEUS_LIMITS: Limits = Limits {
+    sample_limit: 5_000,
+    label_limit: 16,
+    label_name_length_limit: 64,
+    label_value_length_limit: 256,
+};
+
+/// node-exporter: per container ten families, per pod sandbox eight network
+/// families, per container and device four block I/O families, plus the
+/// node's filesystems and its own metrics: about 2,000 samples at 100
+/// containers on a node, so 5,000 leaves room for a busy node without
+/// letting a runaway one through. Its labels are cAdvisor's (`namespace`,
+/// `pod`, `container`, `node`, `image`, `id`, `name`, and `interface` or
+/// `device`) plus seven target labels and those of `--cadvisor-labels`; `id`
+/// is a cgroup path (about 200 characters under the systemd driver) and
+/// `image` a full reference, hence the longer values.
+const NODE_EXPORTER_LIMITS: Limits = Limits {
+    sample_limit: 5_000,
+    label_limit: 32,
+    label_name_length_limit: 64,
+    label_value_length_limit: 512,
+};
+
+/// kube-state-metrics: one target for the whole cluster, about 40 series per
+/// pod (phase, conditions, each container's status, requests and limits)
+/// and 30 per node; 20,000 covers several hundred pods. `kube_pod_info` and
+/// the container series carry the most labels (about 12, plus six target
+/// labels); image digests and container ids are around 100 characters.
+const KUBE_STATE_METRICS_LIMITS: Limits = Limits {
+    sample_limit: 20_000,
+    label_limit: 32,
+    label_name_length_limit: 128,
+    label_value_length_limit: 512,
+};
+
+/// Annotated pods are anyone's, so they get the least: vigil's own (web,
+/// probe-server, the alerter) export a few hundred series with at most
+/// four labels of their own (`method`, `route`, `status`, `le`), besides six
+/// target labels. Values up to 256 characters, because the target label
+/// `kubernetes_pod` is a pod name, which may be 253.
+const ANNOTATED_POD_LIMITS: Limits = Limits {
+    sample_limit: 1_000,
+    label_limit: 16,
+    label_name_length_limit: 64,
+    label_value_length_limit: 256,
+};
 
 #[derive(Serialize)]
 struct SdConfig {
@@ -166,8 +248,15 @@ fn pod_labels() -> Vec<Relabel> {
     ]
 }
 
-/// Pods of the monitoring component `app`, on their container port `port`.
-fn component_job(job: &str, app: &str, port: &'static str, extra: Vec<Relabel>) -> ScrapeConfig {
+/// Pods of the monitoring component `app`, on their container port `port`:
+/// only in the monitoring namespace, whose pods only the cluster's admins create.
+fn component_job(
+    job: &str,
+    app: &str,
+    port: &'static str,
+    limits: Limits,
+    extra: Vec<Relabel>,
+) -> ScrapeConfig {
     let mut relabel_configs = vec![
         keep("__meta_kubernetes_namespace", NAMESPACE),
         keep("__meta_kubernetes_pod_label_app_kubernetes_io_name", app),
@@ -179,12 +268,16 @@ fn component_job(job: &str, app: &str, port: &'static str, extra: Vec<Relabel>) 
     ScrapeConfig {
         job_name: job.into(),
         scrape_interval: None,
-        honor_labels: true,
+        limits,
         kubernetes_sd_configs: vec![SdConfig { role: "pod" }],
         static_configs: vec![],
         relabel_configs,
     }
 }
+
+/// The job of every other pod that asks to be scraped, vigil's web,
+/// probe-server and alerter among them.
+pub const ANNOTATED_PODS_JOB: &str = "kubernetes-pods";
 
 /// The jobs:
 /// - node-exporter, under the labels `cadvisor` gives (by default
@@ -194,9 +287,15 @@ fn component_job(job: &str, app: &str, port: &'static str, extra: Vec<Relabel>) 
 /// - every other pod that asks to be scraped (`prometheus.io/scrape:
 ///   "true"`), one target per container port named like a metrics port.
 ///
-/// `honor_labels`: node-exporter's and kube-state-metrics' `namespace`/
-/// `pod`/`container` labels describe what they measure and must not be
-/// overwritten; the scraped pod is recorded as `kubernetes_*` instead.
+/// No job honours the labels a target exports (`honor_labels` is false):
+/// where a scraped series names a `job`, `instance` or `kubernetes_*` label
+/// of its own, Prometheus keeps the target's and renames the series' to
+/// `exported_*`. So a pod anyone can annotate cannot pass its series off as
+/// kube-state-metrics' or the alerter's, and the rules of
+/// [`crate::monitoring::rules`] select each series by the job (and, for
+/// annotated pods, the namespace and container) it really comes from. The
+/// series' own `namespace`/`pod`/`container` labels (cAdvisor's, kube-state-
+/// metrics') do not clash: the scraped pod is recorded as `kubernetes_*`.
 pub fn config_yaml(cadvisor: &ScrapeLabels) -> String {
     let cadvisor_extra: Vec<Relabel> =
         cadvisor.0.iter().filter(|(k, _)| *k != "job").map(|(k, v)| set(k, v)).collect();
@@ -218,14 +317,20 @@ pub fn config_yaml(cadvisor: &ScrapeLabels) -> String {
         },
         scrape_configs: vec![
             ScrapeConfig {
-                job_name: "prometheus".into(),
+                job_name: PROMETHEUS_JOB.into(),
                 scrape_interval: None,
-                honor_labels: false,
+                limits: PROMETHEUS_LIMITS,
                 kubernetes_sd_configs: vec![],
                 static_configs: vec![StaticConfig { targets: vec![format!("localhost:{PORT}")] }],
                 relabel_configs: vec![],
             },
-            component_job(cadvisor.job(), node_exporter::NAME, "metrics", cadvisor_extra),
+            component_job(
+                cadvisor.job(),
+                node_exporter::NAME,
+                "metrics",
+                NODE_EXPORTER_LIMITS,
+                cadvisor_extra,
+            ),
             // Every 5 s: with tuned failover a killed node that comes back is
             // NotReady for about 10 s, which a 15 s scrape can miss.
             ScrapeConfig {
@@ -234,13 +339,14 @@ pub fn config_yaml(cadvisor: &ScrapeLabels) -> String {
                     kube_state_metrics::NAME,
                     kube_state_metrics::NAME,
                     kube_state_metrics::METRICS_PORT_NAME,
+                    KUBE_STATE_METRICS_LIMITS,
                     vec![],
                 )
             },
             ScrapeConfig {
-                job_name: "kubernetes-pods".into(),
+                job_name: ANNOTATED_PODS_JOB.into(),
                 scrape_interval: None,
-                honor_labels: true,
+                limits: ANNOTATED_POD_LIMITS,
                 kubernetes_sd_configs: vec![SdConfig { role: "pod" }],
                 static_configs: vec![],
                 relabel_configs: pods,
@@ -287,7 +393,7 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: Some(local_path::STORAGE_CLASS.into()),
             resources: Some(VolumeResourceRequirements {
-                requests: quantity(&[("storage", "1Gi")]),
+                requests: quantity(&[("storage", CLAIM_SIZE)]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -304,7 +410,8 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
         args: Some(vec![
             format!("--config.file={CONFIG_DIR}/prometheus.yml"),
             format!("--storage.tsdb.path={DATA_DIR}"),
-            "--storage.tsdb.retention.time=7d".into(),
+            format!("--storage.tsdb.retention.time={RETENTION_TIME}"),
+            format!("--storage.tsdb.retention.size={RETENTION_SIZE}"),
             format!("--web.listen-address=0.0.0.0:{PORT}"),
         ]),
         ports: Some(vec![ContainerPort {
@@ -401,6 +508,74 @@ mod tests {
         }
         assert!("job=x,kubernetes_pod=y".parse::<ScrapeLabels>().unwrap_err().contains("kubernetes_"));
         assert!("metrics_path=/x".parse::<ScrapeLabels>().unwrap_err().contains("must include job"));
+    }
+
+    fn jobs() -> Vec<serde_yaml::Value> {
+        let config: serde_yaml::Value = serde_yaml::from_str(&config_yaml(&ScrapeLabels::default())).unwrap();
+        config["scrape_configs"].as_sequence().unwrap().clone()
+    }
+
+    #[test]
+    fn every_job_bounds_its_samples_and_labels() {
+        let jobs = jobs();
+        assert_eq!(jobs.len(), 4);
+        for job in &jobs {
+            let name = job["job_name"].as_str().unwrap();
+            for limit in
+                ["sample_limit", "label_limit", "label_name_length_limit", "label_value_length_limit"]
+            {
+                let value = job[limit].as_u64().unwrap_or(0);
+                assert!(value > 0, "job {name} has no {limit}");
+            }
+            // A pod name (the target label `kubernetes_pod`) is at most 253 characters.
+            assert!(job["label_value_length_limit"].as_u64().unwrap() >= 253, "job {name}");
+        }
+        // Annotated pods are anyone's: they get the tightest limits.
+        let limit = |name: &str, key: &str| {
+            jobs.iter().find(|j| j["job_name"] == name).unwrap()[key].as_u64().unwrap()
+        };
+        for key in ["sample_limit", "label_limit", "label_name_length_limit", "label_value_length_limit"] {
+            for other in ["prometheus", "kubelet", "kube-state-metrics"] {
+                assert!(limit(ANNOTATED_PODS_JOB, key) <= limit(other, key), "{key}: {other}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_job_lets_a_target_choose_its_own_job_or_pod_labels() {
+        for job in jobs() {
+            assert!(
+                job.get("honor_labels").is_none_or(|h| *h == false),
+                "job {:?} honours its targets' labels",
+                job["job_name"]
+            );
+        }
+    }
+
+    #[test]
+    fn the_tsdb_is_bounded_by_size_under_its_claim() {
+        let objects = objects("img", "172.29.0.129", &ScrapeLabels::default());
+        let deployment =
+            objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
+        let args = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(args.contains(&"--storage.tsdb.retention.size=700MB".to_owned()), "{args:?}");
+        assert!(args.contains(&"--storage.tsdb.retention.time=7d".to_owned()), "{args:?}");
+        let claim = objects
+            .iter()
+            .find_map(|o| if let Object::PersistentVolumeClaim(c) = o { Some(c) } else { None })
+            .unwrap();
+        let requested =
+            &claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0;
+        // Both in powers of two: 700 MiB of the claim's 1024, the rest for the WAL's peak and compaction.
+        let mib = |text: &str, unit: &str| text.strip_suffix(unit).unwrap().parse::<u64>().unwrap();
+        let (retention, claim) = (mib(RETENTION_SIZE, "MB"), mib(requested, "Gi") * 1024);
+        assert!(
+            retention * 100 <= claim * 70,
+            "{retention} MiB of a {claim} MiB claim leaves the WAL no room"
+        );
     }
 
     #[test]

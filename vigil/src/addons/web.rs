@@ -45,7 +45,8 @@ pub const ADDON: Addon = Addon {
     title: "web: 3 replicas + probe-server sidecar, Service type LoadBalancer",
     crates: &["web", "probe-server"],
     needs: &[metallb::NAME],
-    namespace: None,
+    // `default`, labelled to enforce the restricted Pod Security profile.
+    namespace: Some(super::pod_security::default_namespace),
     secrets: None,
     objects: addon_objects,
     after_rollout: None,

@@ -7,8 +7,19 @@
 
 use super::{
     grafana::{Dashboard, DashboardSpec, Kind, PanelSpec, build, query_variable},
-    rules::KSM,
+    rules::{KSM, Source},
 };
+use crate::cluster::ScrapeLabels;
+
+/// The alerter's and probe-server's series, as the rules select them (their
+/// labels do not depend on the cAdvisor labels).
+fn alerter() -> String {
+    Source::Alerter.selector(&ScrapeLabels::default())
+}
+
+fn probe_server() -> String {
+    Source::ProbeServer.selector(&ScrapeLabels::default())
+}
 
 fn node_variable() -> super::grafana::Variable {
     query_variable("node", "Node", &format!("label_values(kube_node_info{{{KSM}}}, node)"))
@@ -72,7 +83,7 @@ pub fn cluster() -> Dashboard {
                 "Open incidents",
                 "Node incidents the alerter has not seen resolved (its leader's count).",
                 "none",
-                "max(vigil_alerter_open_incidents)".into(),
+                format!("max(vigil_alerter_open_incidents{{{}}})", alerter()),
             ),
             timeseries(
                 "Ready state by node",
@@ -201,7 +212,7 @@ pub fn probes() -> Dashboard {
                 "1 healthy, 0 failing (after thresholds), by pod and check.",
                 "none",
                 vec![(
-                    r#"max by (kubernetes_pod, check) (probe_check_healthy{kubernetes_namespace=~"$namespace", kubernetes_pod=~"$pod"})"#.into(),
+                    format!(r#"max by (kubernetes_pod, check) (probe_check_healthy{{{}, kubernetes_namespace=~"$namespace", kubernetes_pod=~"$pod"}})"#, probe_server()),
                     "{{kubernetes_pod}} {{check}}",
                 )],
             ),
@@ -210,7 +221,7 @@ pub fn probes() -> Dashboard {
                 "Check runs per second, by check and result.",
                 "ops",
                 vec![(
-                    r#"sum by (check, result) (rate(probe_check_runs_total{kubernetes_namespace=~"$namespace", kubernetes_pod=~"$pod"}[$__rate_interval]))"#.into(),
+                    format!(r#"sum by (check, result) (rate(probe_check_runs_total{{{}, kubernetes_namespace=~"$namespace", kubernetes_pod=~"$pod"}}[$__rate_interval]))"#, probe_server()),
                     "{{check}} {{result}}",
                 )],
             ),
@@ -228,7 +239,7 @@ pub fn probes() -> Dashboard {
                 "Probe answers per second, by probe and status code.",
                 "reqps",
                 vec![(
-                    r#"sum by (probe, code) (rate(probe_answers_total{kubernetes_namespace=~"$namespace", kubernetes_pod=~"$pod"}[$__rate_interval]))"#.into(),
+                    format!(r#"sum by (probe, code) (rate(probe_answers_total{{{}, kubernetes_namespace=~"$namespace", kubernetes_pod=~"$pod"}}[$__rate_interval]))"#, probe_server()),
                     "{{probe}} {{code}}",
                 )],
             ),
@@ -256,7 +267,10 @@ pub fn failover() -> Dashboard {
                 "Transitions",
                 "Notices decided in the last 5 minutes, by kind: an incident is a bump of each kind it went through.",
                 "none",
-                vec![("sum by (kind) (increase(vigil_alerter_transitions_total[5m]))".into(), "{{kind}}")],
+                vec![(
+                    format!("sum by (kind) (increase(vigil_alerter_transitions_total{{{}}}[5m]))", alerter()),
+                    "{{kind}}",
+                )],
             ),
             timeseries(
                 "Detection latency",
@@ -264,11 +278,17 @@ pub fn failover() -> Dashboard {
                 "s",
                 vec![
                     (
-                        "histogram_quantile(0.5, sum by (le, sink) (increase(vigil_alerter_detection_latency_seconds_bucket[1h])))".into(),
+                        format!(
+                            "histogram_quantile(0.5, sum by (le, sink) (increase(vigil_alerter_detection_latency_seconds_bucket{{{}}}[1h])))",
+                            alerter()
+                        ),
                         "{{sink}} p50",
                     ),
                     (
-                        "histogram_quantile(0.99, sum by (le, sink) (increase(vigil_alerter_detection_latency_seconds_bucket[1h])))".into(),
+                        format!(
+                            "histogram_quantile(0.99, sum by (le, sink) (increase(vigil_alerter_detection_latency_seconds_bucket{{{}}}[1h])))",
+                            alerter()
+                        ),
                         "{{sink}} p99",
                     ),
                 ],
@@ -278,7 +298,10 @@ pub fn failover() -> Dashboard {
                 "From a node seen down to every owner of its pods Ready elsewhere: median over the last hour.",
                 "s",
                 vec![(
-                    "histogram_quantile(0.5, sum by (le) (increase(vigil_alerter_time_to_rescheduled_seconds_bucket[1h])))".into(),
+                    format!(
+                        "histogram_quantile(0.5, sum by (le) (increase(vigil_alerter_time_to_rescheduled_seconds_bucket{{{}}}[1h])))",
+                        alerter()
+                    ),
                     "p50",
                 )],
             ),
@@ -293,8 +316,11 @@ pub fn failover() -> Dashboard {
                 "Incidents not resolved, and notices not delivered yet by sink (the leader's view).",
                 "none",
                 vec![
-                    ("max(vigil_alerter_open_incidents)".into(), "open incidents"),
-                    ("max by (sink) (vigil_alerter_pending_deliveries)".into(), "{{sink}} pending"),
+                    (format!("max(vigil_alerter_open_incidents{{{}}})", alerter()), "open incidents"),
+                    (
+                        format!("max by (sink) (vigil_alerter_pending_deliveries{{{}}})", alerter()),
+                        "{{sink}} pending",
+                    ),
                 ],
             ),
             timeseries(
@@ -302,7 +328,9 @@ pub fn failover() -> Dashboard {
                 "1 while the node's Ready condition is True: the incidents' other side.",
                 "none",
                 vec![(
-                    format!(r#"max by (node) (kube_node_status_condition{{{KSM}, condition="Ready", status="true", node=~"$node"}})"#),
+                    format!(
+                        r#"max by (node) (kube_node_status_condition{{{KSM}, condition="Ready", status="true", node=~"$node"}})"#
+                    ),
                     "{{node}}",
                 )],
             ),

@@ -1,10 +1,11 @@
 //! What Prometheus and Grafana read, generated from typed values: the rule
-//! files (`rules`) and the dashboards with Grafana's provisioning
+//! files (`rules`) with their promtool tests (`promtool`), and the dashboards with Grafana's provisioning
 //! (`grafana`, `dashboards`). `vigil dashboards --write` writes them under
 //! `dashboards/`; a unit test fails when the committed files are stale.
 
 pub mod dashboards;
 pub mod grafana;
+pub mod promtool;
 pub mod render;
 pub mod rules;
 
@@ -19,8 +20,8 @@ pub fn files(cadvisor: &ScrapeLabels) -> Vec<(String, String)> {
         .into_iter()
         .map(|(name, yaml)| (format!("rules/{name}"), format!("{header}{yaml}")))
         .collect();
-    let tests = serde_yaml::to_string(&rules::tests(cadvisor)).expect("serializes");
-    files.push((format!("rules/{}", rules::TESTS_FILE), format!("{header}{tests}")));
+    let tests = serde_yaml::to_string(&promtool::tests(cadvisor)).expect("serializes");
+    files.push((format!("rules/{}", promtool::TESTS_FILE), format!("{header}{tests}")));
     for (name, dashboard) in dashboards::all() {
         files.push((
             name.into(),

@@ -163,10 +163,74 @@ impl Alert {
     }
 }
 
+/// Where a series the rules read comes from, as the labels Prometheus
+/// gives each target say: no scrape job honours a target's own `job` or
+/// `kubernetes_*` labels (see [`crate::addons::prometheus::config_yaml`]),
+/// so a pod that serves a series under another job's name keeps its own
+/// job and namespace, and a rule that selects the real source ignores it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Source {
+    /// kube-state-metrics' own job, in the monitoring namespace.
+    KubeStateMetrics,
+    /// node-exporter, under the cAdvisor labels the cluster is configured with.
+    NodeExporter,
+    /// Prometheus's own metrics (a static target: itself).
+    Prometheus,
+    /// The alerter's pods: annotated, in the monitoring namespace.
+    Alerter,
+    /// probe-server, the sidecar of web's pods in web's namespace.
+    ProbeServer,
+    /// web's own container.
+    Web,
+}
+
+/// The containers Prometheus finds the annotated sources in (checked
+/// against the add-ons' pod specs by a test).
+pub const ALERTER_CONTAINER: &str = "alerter";
+pub const PROBE_SERVER_CONTAINER: &str = "probe-server";
+pub const WEB_CONTAINER: &str = "web";
+
+impl Source {
+    /// The target labels that identify it.
+    pub fn labels(self, cadvisor: &ScrapeLabels) -> Vec<(String, String)> {
+        use crate::addons::{alerter, node_exporter, prometheus, web};
+        let pairs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let annotated = |namespace: &str, container: &str| {
+            pairs(&[
+                ("job", prometheus::ANNOTATED_PODS_JOB),
+                ("kubernetes_namespace", namespace),
+                ("kubernetes_container", container),
+            ])
+        };
+        match self {
+            Source::KubeStateMetrics => pairs(&[("job", crate::addons::kube_state_metrics::NAME)]),
+            Source::NodeExporter => {
+                let mut labels: Vec<(String, String)> = cadvisor.0.clone().into_iter().collect();
+                labels.push(("kubernetes_container".into(), node_exporter::NAME.into()));
+                labels
+            }
+            Source::Prometheus => pairs(&[("job", prometheus::PROMETHEUS_JOB)]),
+            Source::Alerter => annotated(alerter::NAMESPACE, ALERTER_CONTAINER),
+            Source::ProbeServer => annotated(web::NAMESPACE, PROBE_SERVER_CONTAINER),
+            Source::Web => annotated(web::NAMESPACE, WEB_CONTAINER),
+        }
+    }
+
+    /// Its labels as a PromQL matcher list (`job="...", ...`).
+    pub fn selector(self, cadvisor: &ScrapeLabels) -> String {
+        self.labels(cadvisor).iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// vigil's recording rules, named `level:metric:operations`: what the
 /// dashboards would otherwise compute on every refresh.
 pub fn recording(cadvisor: &ScrapeLabels) -> Group {
     let c = cadvisor.selector();
+    let web = Source::Web.selector(cadvisor);
+    let probes = Source::ProbeServer.selector(cadvisor);
+    let alerter = Source::Alerter.selector(cadvisor);
     Group {
         name: "vigil.records".into(),
         rules: vec![
@@ -182,28 +246,44 @@ pub fn recording(cadvisor: &ScrapeLabels) -> Group {
             ),
             Rule::record(
                 "route_status:web_http_requests:rate1m",
-                "sum by (route, status) (rate(web_http_requests_total[1m]))".into(),
+                format!("sum by (route, status) (rate(web_http_requests_total{{{web}}}[1m]))"),
             ),
             Rule::record(
                 "le_route:web_http_request_duration_seconds_bucket:rate1m",
-                "sum by (le, route) (rate(web_http_request_duration_seconds_bucket[1m]))".into(),
+                format!("sum by (le, route) (rate(web_http_request_duration_seconds_bucket{{{web}}}[1m]))"),
             ),
             Rule::record(
                 "check:probe_check_duration_seconds_bucket:rate1m",
-                "sum by (le, check) (rate(probe_check_duration_seconds_bucket[1m]))".into(),
+                format!("sum by (le, check) (rate(probe_check_duration_seconds_bucket{{{probes}}}[1m]))"),
             ),
             Rule::record(
                 "sink_outcome:vigil_alerter_deliveries:increase1h",
-                "sum by (sink, outcome) (increase(vigil_alerter_deliveries_total[1h]))".into(),
+                format!("sum by (sink, outcome) (increase(vigil_alerter_deliveries_total{{{alerter}}}[1h]))"),
             ),
         ],
     }
 }
 
+/// The share of a filesystem left, below which the node-filesystem alerts
+/// fire (kube-prometheus's NodeFilesystemAlmostOutOfSpace, simplified).
+/// The nodes share the host's disk, and etcd writes to it: the kubelet's
+/// own eviction starts at 1 GiB left (see `crate::kubeadm`), later still.
+pub const FILESYSTEM_WARNING_RATIO: f64 = 0.10;
+pub const FILESYSTEM_CRITICAL_RATIO: f64 = 0.05;
+/// The share of the TSDB's retention size in use above which
+/// `VigilPrometheusStorageNearRetentionLimit` fires.
+pub const RETENTION_WARNING_RATIO: f64 = 0.9;
+
 /// vigil's alerts: the cluster's state (kube-state-metrics), the probes,
-/// node-exporter's scrapes and the alerter's own outcomes.
+/// node-exporter's scrapes and the node's disk, Prometheus's own storage,
+/// and the alerter's outcomes. Each selects its series by [`Source`].
 pub fn alerts(cadvisor: &ScrapeLabels) -> Group {
-    let exporter = format!("{}, kubernetes_container=\"node-exporter\"", cadvisor.selector());
+    let exporter = Source::NodeExporter.selector(cadvisor);
+    let probes = Source::ProbeServer.selector(cadvisor);
+    let alerter = Source::Alerter.selector(cadvisor);
+    let prometheus = Source::Prometheus.selector(cadvisor);
+    let filesystem_left =
+        format!("node_filesystem_avail_bytes{{{exporter}}} / node_filesystem_size_bytes{{{exporter}}}");
     let alerts = [
         Alert {
             name: "VigilNodeNotReady",
@@ -215,7 +295,7 @@ pub fn alerts(cadvisor: &ScrapeLabels) -> Group {
         },
         Alert {
             name: "VigilProbeFailing",
-            expr: "probe_check_healthy == 0".into(),
+            expr: format!("probe_check_healthy{{{probes}}} == 0"),
             for_: Some("1m"),
             severity: "warning",
             summary: "Check {{ $labels.check }} of pod {{ $labels.kubernetes_pod }} is failing",
@@ -223,17 +303,51 @@ pub fn alerts(cadvisor: &ScrapeLabels) -> Group {
         },
         Alert {
             name: "VigilNodeExporterDown",
-            expr: format!(
-                "up{{{exporter}}} == 0 or vigil_node_exporter_scrape_success{{{exporter}}} == 0"
-            ),
+            expr: format!("up{{{exporter}}} == 0 or vigil_node_exporter_scrape_success{{{exporter}}} == 0"),
             for_: Some("2m"),
             severity: "warning",
             summary: "node-exporter on {{ $labels.kubernetes_node }} is not collecting",
             description: "Prometheus cannot scrape node-exporter on {{ $labels.kubernetes_node }}, or one of its collectors has failed, for two minutes: that node's container metrics are missing from the dashboards.",
         },
         Alert {
+            name: "VigilNodeFilesystemSpaceLow",
+            expr: format!("{filesystem_left} < {FILESYSTEM_WARNING_RATIO}"),
+            for_: Some("5m"),
+            severity: "warning",
+            summary: "Under 10% left on {{ $labels.mountpoint }} of {{ $labels.kubernetes_node }}",
+            description: "The filesystem of {{ $labels.mountpoint }} on {{ $labels.kubernetes_node }} has had less than 10% of its space available for five minutes. The nodes share the host's disk with etcd and Prometheus's volume: free space on the host, or remove what fills it.",
+        },
+        Alert {
+            name: "VigilNodeFilesystemAlmostFull",
+            expr: format!("{filesystem_left} < {FILESYSTEM_CRITICAL_RATIO}"),
+            for_: Some("5m"),
+            severity: "critical",
+            summary: "Under 5% left on {{ $labels.mountpoint }} of {{ $labels.kubernetes_node }}",
+            description: "The filesystem of {{ $labels.mountpoint }} on {{ $labels.kubernetes_node }} has had less than 5% of its space available for five minutes. At 1 GiB left the kubelet evicts pods and deletes unused images; when the disk is full etcd stops accepting writes and the cluster stops.",
+        },
+        Alert {
+            name: "VigilPrometheusStorageNearRetentionLimit",
+            expr: format!(
+                "(prometheus_tsdb_storage_blocks_bytes{{{prometheus}}} + prometheus_tsdb_wal_storage_size_bytes{{{prometheus}}} + prometheus_tsdb_head_chunks_storage_size_bytes{{{prometheus}}}) / (prometheus_tsdb_retention_limit_bytes{{{prometheus}}} > 0) > {RETENTION_WARNING_RATIO}"
+            ),
+            for_: Some("15m"),
+            severity: "warning",
+            summary: "Prometheus's TSDB is over 90% of its retention size",
+            description: "Prometheus's blocks, WAL and head chunks have held more than 90% of --storage.tsdb.retention.size for fifteen minutes: it deletes its oldest blocks early to stay under it, so the dashboards hold less than the retention time. Past 100% the WAL alone outgrows the limit and the volume itself is next.",
+        },
+        Alert {
+            name: "VigilPrometheusWALCorrupted",
+            expr: format!("increase(prometheus_tsdb_wal_corruptions_total{{{prometheus}}}[1h]) > 0"),
+            for_: None,
+            severity: "warning",
+            summary: "Prometheus found its WAL corrupted",
+            description: "Prometheus repaired a corrupted write-ahead log within the last hour, dropping the samples past the damage: a full disk or an unclean stop of its pod.",
+        },
+        Alert {
             name: "VigilRescheduleFailed",
-            expr: r#"increase(vigil_alerter_transitions_total{kind="not-rescheduled"}[15m]) > 0"#.into(),
+            expr: format!(
+                r#"increase(vigil_alerter_transitions_total{{{alerter}, kind="not-rescheduled"}}[15m]) > 0"#
+            ),
             for_: None,
             severity: "critical",
             summary: "Pods of a dead node were not rescheduled",
@@ -241,7 +355,9 @@ pub fn alerts(cadvisor: &ScrapeLabels) -> Group {
         },
         Alert {
             name: "VigilNotificationUndelivered",
-            expr: r#"sum by (sink) (increase(vigil_alerter_deliveries_total{outcome=~"expired|rejected"}[15m])) > 0 or max by (sink) (vigil_alerter_pending_deliveries) > 0"#.into(),
+            expr: format!(
+                r#"sum by (sink) (increase(vigil_alerter_deliveries_total{{{alerter}, outcome=~"expired|rejected"}}[15m])) > 0 or max by (sink) (vigil_alerter_pending_deliveries{{{alerter}}}) > 0"#
+            ),
             for_: Some("5m"),
             severity: "critical",
             summary: "Notices to sink {{ $labels.sink }} are not being delivered",
@@ -262,180 +378,9 @@ pub fn files(cadvisor: &ScrapeLabels) -> Vec<(&'static str, String)> {
     vec![(UPSTREAM_FILE, yaml(&upstream(cadvisor))), (VIGIL_FILE, yaml(&vigil(cadvisor)))]
 }
 
-/// The promtool unit tests of vigil's alerts (`promtool test rules`).
-pub const TESTS_FILE: &str = "vigil.rules.test.yml";
-
-#[derive(Debug, Serialize)]
-pub struct TestFile {
-    rule_files: Vec<&'static str>,
-    evaluation_interval: &'static str,
-    tests: Vec<TestGroup>,
-}
-
-#[derive(Debug, Serialize)]
-struct TestGroup {
-    name: String,
-    interval: &'static str,
-    input_series: Vec<InputSeries>,
-    alert_rule_test: Vec<AlertTest>,
-}
-
-#[derive(Debug, Serialize)]
-struct InputSeries {
-    series: String,
-    values: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-struct AlertTest {
-    eval_time: &'static str,
-    alertname: &'static str,
-    exp_alerts: Vec<ExpectedAlert>,
-}
-
-#[derive(Debug, Serialize)]
-struct ExpectedAlert {
-    exp_labels: BTreeMap<String, String>,
-    exp_annotations: BTreeMap<String, String>,
-}
-
-/// One alert's case: a series (labels and values every minute), when to
-/// look, and whether it fires then.
-struct Case {
-    alert: &'static str,
-    name: &'static str,
-    metric: &'static str,
-    labels: &'static [(&'static str, &'static str)],
-    values: &'static str,
-    eval_time: &'static str,
-    fires: bool,
-    /// The labels the alert keeps (its expression may aggregate some away).
-    kept: &'static [&'static str],
-}
-
-/// `{{ $labels.x }}` of an annotation, filled in the way Prometheus does.
-fn expand(template: &str, labels: &BTreeMap<String, String>) -> String {
-    let mut text = template.to_owned();
-    while let Some(start) = text.find("{{ $labels.") {
-        let Some(len) = text[start..].find(" }}") else { break };
-        let name = &text[start + "{{ $labels.".len()..start + len];
-        let value = labels.get(name).cloned().unwrap_or_default();
-        text.replace_range(start..start + len + 3, &value);
-    }
-    text
-}
-
-/// A firing and a quiet case for every alert.
-pub fn tests(cadvisor: &ScrapeLabels) -> TestFile {
-    let exporter: Vec<(String, String)> = cadvisor
-        .0
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .chain([("kubernetes_container".into(), "node-exporter".into())])
-        .collect();
-    let ready = &[
-        ("job", "kube-state-metrics"),
-        ("condition", "Ready"),
-        ("status", "true"),
-        ("node", "vigil-worker"),
-    ];
-    let check = &[("check", "cluster-dns"), ("kubernetes_namespace", "default"), ("kubernetes_pod", "web-1")];
-    let node = &[("kubernetes_node", "vigil-worker")];
-    let not_rescheduled = &[("kind", "not-rescheduled")];
-    let expired = &[("sink", "webhook"), ("outcome", "expired")];
-    let pending = &[("sink", "webhook")];
-    let all: &[&str] = &["*"];
-    // Values are one a minute from 0m. Firing cases hold past `for`; quiet
-    // cases either cleared before `for` passed or are still pending at the
-    // evaluation (a missing or shorter `for` would make them fire).
-    #[rustfmt::skip]
-    let cases = [
-        Case { alert: "VigilNodeNotReady", name: "a node NotReady from 2m, seen at 5m", metric: "kube_node_status_condition", labels: ready, values: "1 1 0 0 0 0", eval_time: "5m", fires: true, kept: all },
-        Case { alert: "VigilNodeNotReady", name: "a node NotReady from 2m, still pending at 2m30s", metric: "kube_node_status_condition", labels: ready, values: "1 1 0 0 0 0", eval_time: "2m30s", fires: false, kept: all },
-        Case { alert: "VigilNodeNotReady", name: "a node NotReady at 2m only, Ready again at 3m", metric: "kube_node_status_condition", labels: ready, values: "1 1 0 1 1 1", eval_time: "5m", fires: false, kept: all },
-        Case { alert: "VigilProbeFailing", name: "a check failing from 1m, seen at 4m", metric: "probe_check_healthy", labels: check, values: "1 0 0 0 0", eval_time: "4m", fires: true, kept: all },
-        Case { alert: "VigilProbeFailing", name: "a check failing from 1m, still pending at 1m30s", metric: "probe_check_healthy", labels: check, values: "1 0 0 0 0", eval_time: "1m30s", fires: false, kept: all },
-        Case { alert: "VigilProbeFailing", name: "a check failing at 1m only", metric: "probe_check_healthy", labels: check, values: "1 0 1 1 1", eval_time: "4m", fires: false, kept: all },
-        Case { alert: "VigilNodeExporterDown", name: "node-exporter unreachable from 1m, seen at 4m", metric: "up", labels: node, values: "1 0 0 0 0", eval_time: "4m", fires: true, kept: all },
-        Case { alert: "VigilNodeExporterDown", name: "node-exporter unreachable from 1m, still pending at 2m30s", metric: "up", labels: node, values: "1 0 0 0 0", eval_time: "2m30s", fires: false, kept: all },
-        Case { alert: "VigilNodeExporterDown", name: "node-exporter scraped", metric: "up", labels: node, values: "1 1 1 1 1", eval_time: "4m", fires: false, kept: all },
-        Case { alert: "VigilRescheduleFailed", name: "a not-rescheduled verdict at 2m", metric: "vigil_alerter_transitions_total", labels: not_rescheduled, values: "0 0 1 1", eval_time: "3m", fires: true, kept: &["kind"] },
-        Case { alert: "VigilRescheduleFailed", name: "a not-rescheduled verdict at 1m, 24 minutes before", metric: "vigil_alerter_transitions_total", labels: not_rescheduled, values: "0 1 1x25", eval_time: "25m", fires: false, kept: &["kind"] },
-        Case { alert: "VigilNotificationUndelivered", name: "a notice expired at 2m", metric: "vigil_alerter_deliveries_total", labels: expired, values: "0 0 1 1 1 1 1 1 1", eval_time: "8m", fires: true, kept: &["sink"] },
-        Case { alert: "VigilNotificationUndelivered", name: "a notice expired at 2m, still pending at 4m", metric: "vigil_alerter_deliveries_total", labels: expired, values: "0 0 1 1 1 1 1 1 1", eval_time: "4m", fires: false, kept: &["sink"] },
-        Case { alert: "VigilNotificationUndelivered", name: "a notice pending at 1m only, then delivered", metric: "vigil_alerter_pending_deliveries", labels: pending, values: "0 1 0 0 0 0 0 0 0", eval_time: "8m", fires: false, kept: &["sink"] },
-    ];
-    let rules = alerts(cadvisor).rules;
-    let tests = cases
-        .into_iter()
-        .map(|case| {
-            let mut labels: BTreeMap<String, String> =
-                case.labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-            if case.metric == "up" || case.metric.starts_with("vigil_node_exporter") {
-                labels.extend(exporter.iter().cloned());
-            }
-            let series = format!(
-                "{}{{{}}}",
-                case.metric,
-                labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", ")
-            );
-            let rule = rules.iter().find(|r| r.name() == case.alert).expect("an alert of the file");
-            let exp_alerts = if case.fires {
-                let mut alert_labels: BTreeMap<String, String> = labels
-                    .iter()
-                    .filter(|(k, _)| case.kept == ["*"] || case.kept.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                alert_labels.extend(rule.labels.clone());
-                let exp_annotations =
-                    rule.annotations.iter().map(|(k, v)| (k.clone(), expand(v, &alert_labels))).collect();
-                vec![ExpectedAlert { exp_labels: alert_labels, exp_annotations }]
-            } else {
-                vec![]
-            };
-            TestGroup {
-                name: format!("{}: {}", case.alert, case.name),
-                interval: "1m",
-                input_series: vec![InputSeries { series, values: case.values }],
-                alert_rule_test: vec![AlertTest {
-                    eval_time: case.eval_time,
-                    alertname: case.alert,
-                    exp_alerts,
-                }],
-            }
-        })
-        .collect();
-    TestFile { rule_files: vec![VIGIL_FILE], evaluation_interval: "1m", tests }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_alert_has_a_firing_and_a_quiet_promtool_case() {
-        let cadvisor = ScrapeLabels::default();
-        let tests = tests(&cadvisor);
-        for rule in alerts(&cadvisor).rules {
-            let cases: Vec<_> = tests
-                .tests
-                .iter()
-                .flat_map(|t| &t.alert_rule_test)
-                .filter(|t| t.alertname == rule.name())
-                .collect();
-            assert!(cases.iter().any(|c| !c.exp_alerts.is_empty()), "{} never fires", rule.name());
-            assert!(cases.iter().any(|c| c.exp_alerts.is_empty()), "{} has no quiet case", rule.name());
-        }
-    }
-
-    #[test]
-    fn annotations_expand_labels() {
-        let labels = BTreeMap::from([("node".to_owned(), "vigil-worker".to_owned())]);
-        assert_eq!(
-            expand("Node {{ $labels.node }} is {{ $labels.x }}down", &labels),
-            "Node vigil-worker is down"
-        );
-    }
 
     #[test]
     fn every_alert_has_a_summary_description_and_a_runbook_section() {
@@ -447,7 +392,7 @@ mod tests {
             .map(|h| h.trim().to_lowercase().replace(' ', "-"))
             .collect();
         let alerts = alerts(&ScrapeLabels::default());
-        assert_eq!(alerts.rules.len(), 5);
+        assert_eq!(alerts.rules.len(), 9);
         for rule in &alerts.rules {
             for key in ["summary", "description", "runbook_url"] {
                 assert!(rule.annotations.contains_key(key), "{} has no {key}", rule.name());
@@ -468,5 +413,58 @@ mod tests {
             default.contains(r#"{job="kubelet", metrics_path="/metrics/cadvisor", image!=""}"#),
             "{default}"
         );
+    }
+
+    #[test]
+    fn every_alert_and_record_selects_the_job_its_series_come_from() {
+        let cadvisor = ScrapeLabels::default();
+        let rules = vigil(&cadvisor);
+        for rule in rules.groups.iter().flat_map(|g| &g.rules) {
+            let selects_a_job = rule.expr.split('{').skip(1).all(|matchers| matchers.starts_with("job="));
+            assert!(selects_a_job, "{}: a selector without a job: {}", rule.name(), rule.expr);
+        }
+        let alerter = Source::Alerter.selector(&cadvisor);
+        assert_eq!(
+            alerter,
+            r#"job="kubernetes-pods", kubernetes_namespace="monitoring", kubernetes_container="alerter""#
+        );
+        let text = serde_yaml::to_string(&rules).unwrap();
+        assert!(text.contains(&format!("vigil_alerter_pending_deliveries{{{alerter}}}")), "{text}");
+        assert!(text.contains(r#"probe_check_healthy{job="kubernetes-pods", kubernetes_namespace="default", kubernetes_container="probe-server"}"#), "{text}");
+    }
+
+    #[test]
+    fn the_sources_containers_are_the_add_ons_containers() {
+        use crate::apply::Object;
+        let images = crate::addons::crates().into_iter().map(|c| (c, format!("img/{c}"))).collect();
+        let spec = crate::cluster::ClusterSpec::default();
+        let input = crate::addons::Input { spec: &spec, images: &images, api_server: None };
+        let containers = |addon: &crate::addons::Addon| -> Vec<(String, String)> {
+            (addon.objects)(&input)
+                .unwrap()
+                .iter()
+                .filter_map(|o| if let Object::Deployment(d) = o { Some(d.clone()) } else { None })
+                .flat_map(|d| {
+                    let namespace = d.metadata.namespace.clone().unwrap_or_default();
+                    d.spec
+                        .unwrap()
+                        .template
+                        .spec
+                        .unwrap()
+                        .containers
+                        .into_iter()
+                        .map(move |c| (namespace.clone(), c.name))
+                })
+                .collect()
+        };
+        let web = containers(&crate::addons::web::ADDON);
+        let alerter = containers(&crate::addons::alerter::ADDON);
+        for (source, found) in [(Source::Web, &web), (Source::ProbeServer, &web), (Source::Alerter, &alerter)]
+        {
+            let labels: BTreeMap<String, String> =
+                source.labels(&ScrapeLabels::default()).into_iter().collect();
+            let wanted = (labels["kubernetes_namespace"].clone(), labels["kubernetes_container"].clone());
+            assert!(found.contains(&wanted), "{source:?}: {wanted:?} not among {found:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 mod addon;
 mod cni;
 pub mod context;
+pub mod csr;
 mod dns;
 mod images;
 mod init;

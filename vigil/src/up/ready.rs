@@ -1,9 +1,14 @@
 //! Every planned node Ready and every system pod ready, approving the
 //! kubelets' serving certificates on the way (serverTLSBootstrap: kubeadm
-//! does not approve them) for this cluster's nodes only.
+//! does not approve them) for this cluster's nodes only, each for its own
+//! name and address only ([`super::csr`]).
 
 use std::{
-    sync::atomic::{AtomicUsize, Ordering},
+    collections::BTreeSet,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -17,7 +22,11 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
 };
 
-use super::{Context, Error, Outcome, Result, Step, cni, join};
+use super::{
+    Context, Error, Outcome, Result, Step, cni,
+    csr::{Verdict, verdict},
+    join,
+};
 use crate::{
     addons::flannel,
     conditions::{node_ready, pod_ready},
@@ -50,10 +59,20 @@ impl Step for NodesReady {
     async fn run(&self, ctx: &Context, line: &Line) -> Result<Outcome> {
         let client = ctx.client()?;
         let approved = AtomicUsize::new(0);
+        // Each refusal is logged once, though every poll sees the request again.
+        let refused: Mutex<BTreeSet<String>> = Mutex::default();
         poll::until(NAME, READY_TIMEOUT, poll::EVERY, || async {
             let mut waiting: Vec<String> = vec![];
             match approve_serving_csrs(client, &ctx.nodes).await {
-                Ok(n) => _ = approved.fetch_add(n, Ordering::Relaxed),
+                Ok(pass) => {
+                    approved.fetch_add(pass.approved, Ordering::Relaxed);
+                    let mut logged = refused.lock().expect("not poisoned");
+                    for (csr, reason) in pass.refused {
+                        if logged.insert(csr.clone()) {
+                            tracing::warn!(%csr, %reason, "left a kubelet serving certificate request pending");
+                        }
+                    }
+                }
                 Err(e) => waiting.push(format!("approving kubelet serving certificates: {e}")),
             }
             match not_ready(client, &ctx.nodes).await {
@@ -72,10 +91,15 @@ impl Step for NodesReady {
             "inspect with `kubectl --context {} get nodes,pods -A`; the kubelet's journal on each node",
             ctx.spec.kube_context()
         )))?;
+        let refused = refused.into_inner().expect("not poisoned").len();
         Ok(Outcome::Done(format!(
-            "{} nodes; {} serving certificates approved",
+            "{} nodes; {} serving certificates approved{}",
             ctx.nodes.len(),
-            approved.into_inner()
+            approved.into_inner(),
+            match refused {
+                0 => String::new(),
+                n => format!(", {n} requests refused (see the log)"),
+            }
         )))
     }
 }
@@ -103,32 +127,44 @@ async fn not_ready(client: &Client, planned: &[NodeSpec]) -> kube::Result<Vec<St
     Ok(waiting)
 }
 
-/// Approves the pending kubelet-serving requests whose requester is one of
-/// `nodes`, and nothing else; returns how many it approved.
-pub async fn approve_serving_csrs(client: &Client, nodes: &[NodeSpec]) -> kube::Result<usize> {
+/// What one pass over the certificate requests did.
+#[derive(Debug, Default)]
+pub struct Approvals {
+    pub approved: usize,
+    /// Requests left pending, by name, and why.
+    pub refused: Vec<(String, String)>,
+}
+
+/// Approves the pending kubelet-serving requests of `nodes` that ask for
+/// their own names and addresses, and nothing else.
+pub async fn approve_serving_csrs(client: &Client, nodes: &[NodeSpec]) -> kube::Result<Approvals> {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let ours: Vec<String> = nodes.iter().map(|n| format!("system:node:{}", n.name)).collect();
-    let mut approved = 0;
+    let mut pass = Approvals::default();
     for csr in api.list(&ListParams::default()).await? {
-        let decided = csr.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| !c.is_empty());
-        let serving = csr.spec.signer_name == "kubernetes.io/kubelet-serving";
-        let requester_ok = csr.spec.username.as_ref().is_some_and(|u| ours.contains(u));
-        if decided || !serving || !requester_ok {
-            continue;
-        }
         let name = csr.metadata.name.clone().unwrap_or_default();
+        let node = match verdict(&csr, nodes) {
+            Verdict::NotOurs => continue,
+            Verdict::Refuse(reason) => {
+                pass.refused.push((name, reason));
+                continue;
+            }
+            Verdict::Approve(node) => node,
+        };
         let mut approval = csr.clone();
         approval.status.get_or_insert_with(Default::default).conditions =
             Some(vec![CertificateSigningRequestCondition {
                 type_: "Approved".into(),
                 status: "True".into(),
                 reason: Some("VigilApprovedNodeServingCert".into()),
-                message: Some("the requester is a node of this vigil cluster".into()),
+                message: Some(format!(
+                    "node {} of this vigil cluster, for its own name and address",
+                    node.name
+                )),
                 ..Default::default()
             }]);
-        tracing::debug!(csr = %name, requester = ?csr.spec.username, "approving a kubelet serving certificate");
+        tracing::debug!(csr = %name, node = %node.name, "approving a kubelet serving certificate");
         api.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&approval)).await?;
-        approved += 1;
+        pass.approved += 1;
     }
-    Ok(approved)
+    Ok(pass)
 }

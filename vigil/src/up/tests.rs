@@ -43,12 +43,23 @@ fn mock_api(answer: impl Fn(&Method, &str, &[u8]) -> (u16, Value) + Send + 'stat
     (Client::new(service, "default"), seen)
 }
 
-fn csr(name: &str, requester: &str, signer: &str, approved: bool) -> Value {
+/// A request from `requester` (a node, in system:nodes) whose PEM is the
+/// fixture `request` of `tests/fixtures/csr/`.
+fn csr(name: &str, requester: &str, signer: &str, request: &str, approved: bool) -> Value {
+    use base64::Engine as _;
     let conditions = if approved { json!([{"type": "Approved", "status": "True"}]) } else { json!(null) };
+    let pem = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/csr").join(request),
+    )
+    .unwrap();
     json!({
         "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
         "metadata": {"name": name},
-        "spec": {"request": "", "signerName": signer, "username": requester, "usages": ["server auth"]},
+        "spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(pem), "signerName": signer,
+            "username": requester, "groups": ["system:nodes", "system:authenticated"],
+            "usages": ["digital signature", "server auth"],
+        },
         "status": {"conditions": conditions},
     })
 }
@@ -95,10 +106,14 @@ fn healthy_cluster(
             list(
                 "CertificateSigningRequest",
                 vec![
-                    csr("ours-pending", "system:node:vigil-worker", SERVING, false),
-                    csr("ours-decided", "system:node:vigil-worker2", SERVING, true),
-                    csr("stranger", "system:node:someone-else", SERVING, false),
-                    csr("client-cert", "system:node:vigil-worker2", "kubernetes.io/kube-apiserver-client-kubelet", false),
+                    csr("ours-pending", "system:node:vigil-worker", SERVING, "vigil-worker.pem", false),
+                    csr("ours-decided", "system:node:vigil-worker2", SERVING, "other-node.pem", true),
+                    csr("stranger", "system:node:someone-else", SERVING, "vigil-worker.pem", false),
+                    csr("client-cert", "system:node:vigil-worker2", "kubernetes.io/kube-apiserver-client-kubelet", "other-node.pem", false),
+                    // A node of this cluster asking for what is not its own.
+                    csr("foreign-ip", "system:node:vigil-worker", SERVING, "foreign-ip.pem", false),
+                    csr("foreign-dns", "system:node:vigil-worker", SERVING, "foreign-dns.pem", false),
+                    csr("other-node", "system:node:vigil-worker", SERVING, "other-node.pem", false),
                 ],
             ),
         ),
@@ -207,7 +222,8 @@ async fn the_cluster_comes_up_and_the_token_is_deleted_after_the_joins() {
     let kubeconfig = std::fs::read_to_string(harness.dir.path().join("kubeconfig")).unwrap();
     assert!(kubeconfig.contains("name: vigil\n"), "{kubeconfig}");
 
-    // Only this cluster's pending serving certificate was approved.
+    // Only this cluster's pending serving certificate for its own names was
+    // approved: not a stranger's, not one for another address, name or node.
     let approvals: Vec<String> = seen
         .lock()
         .unwrap()
@@ -216,6 +232,13 @@ async fn the_cluster_comes_up_and_the_token_is_deleted_after_the_joins() {
         .map(|(_, path)| path.clone())
         .collect();
     assert_eq!(approvals.len(), 1, "{approvals:?}");
+    let ready = report.steps.iter().find(|s| s.name == "nodes ready").unwrap();
+    // The stranger's and the three asking for what is not their node's.
+    assert!(
+        ready.detail.ends_with("1 serving certificates approved, 4 requests refused (see the log)"),
+        "{}",
+        ready.detail
+    );
     assert!(
         approvals[0]
             .starts_with("/apis/certificates.k8s.io/v1/certificatesigningrequests/ours-pending/approval")
