@@ -86,8 +86,6 @@ pub struct Address {
 pub enum Check {
     /// `GET url`: the body starts with this.
     BodyStartsWith(&'static str),
-    /// `GET url + path`: any 2xx.
-    Status(&'static str),
     /// `GET url + path` behind the authenticating proxy: 401 without
     /// credentials, any 2xx with vigil's.
     Gated(&'static str),

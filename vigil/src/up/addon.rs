@@ -176,7 +176,7 @@ impl Step for Ready {
         line.update(format!("GET {url} from the host"));
         let credentials = match address.check {
             Check::Gated(_) => Some(crate::addons::credentials::read_api(client).await?),
-            _ => None,
+            Check::BodyStartsWith(_) => None,
         };
         let answer = answers(&url, &address.check, credentials.as_ref()).await.map_err(timeout)?;
         ctx.add_address(address.key, url.clone());
@@ -199,25 +199,27 @@ async fn answers(
         .expect("a plain client builds");
     let target = match check {
         Check::BodyStartsWith(_) => url.to_owned(),
-        Check::Status(path) | Check::Gated(path) => format!("{url}{path}"),
+        Check::Gated(path) => format!("{url}{path}"),
     };
     poll::until(format!("{target} answering from the host"), ADDRESS_TIMEOUT, poll::EVERY, || async {
-        let mut request = http.get(&target);
-        if let (Check::Gated(_), Some(credentials)) = (check, credentials) {
-            let anonymous = http.get(&target).send().await.map_err(|e| format!("GET {target}: {e}"))?;
-            if anonymous.status() != reqwest::StatusCode::UNAUTHORIZED {
-                return Err(format!("GET {target} without credentials: {}, not 401", anonymous.status()));
+        let request = match (check, credentials) {
+            (Check::BodyStartsWith(_), _) => http.get(&target),
+            (Check::Gated(_), Some(credentials)) => {
+                let anonymous = http.get(&target).send().await.map_err(|e| format!("GET {target}: {e}"))?;
+                if anonymous.status() != reqwest::StatusCode::UNAUTHORIZED {
+                    return Err(format!("GET {target} without credentials: {}, not 401", anonymous.status()));
+                }
+                http.get(&target).basic_auth(&credentials.username, Some(&credentials.password))
             }
-            request = request.basic_auth(&credentials.username, Some(&credentials.password));
-        }
+            (Check::Gated(_), None) => return Err(format!("GET {target}: no credentials to ask with")),
+        };
         let response = request.send().await.map_err(|e| format!("GET {target}: {e}"))?;
         let status = response.status();
         match check {
-            Check::Status(_) if status.is_success() => Ok(format!("answers {status}")),
             Check::Gated(_) if status.is_success() => {
                 Ok(format!("answers {status} to vigil's credentials, 401 without"))
             }
-            Check::Status(_) | Check::Gated(_) => Err(format!("GET {target}: {status}")),
+            Check::Gated(_) => Err(format!("GET {target}: {status}")),
             Check::BodyStartsWith(prefix) => {
                 let body = response.text().await.map_err(|e| format!("GET {target}: {e}"))?;
                 body.starts_with(prefix)

@@ -16,7 +16,10 @@ use crate::{
 
 pub const NAME: &str = "credentials";
 
-pub struct Credentials;
+/// `dir`: where the per-cluster password files are (`password_file::default_dir`).
+pub struct Credentials {
+    pub dir: std::path::PathBuf,
+}
 
 #[async_trait]
 impl Step for Credentials {
@@ -41,7 +44,7 @@ impl Step for Credentials {
         let copies: Vec<Object> = credentials::otlp_copies(&otlp).into_iter().map(Object::Secret).collect();
         applier.apply(&copies).await?;
         let api = credentials::read_api(client).await?;
-        let file = password_file::path(&password_file::default_dir(), &ctx.spec.name);
+        let file = password_file::path(&self.dir, &ctx.spec.name);
         let changed = password_file::write(&file, &api.password)?;
         let shown = format!("user {}, password in {}", api.username, file.display());
         ctx.set_credentials(HostCredentials { username: api.username, password_file: file });
