@@ -231,14 +231,14 @@ async fn handle(State(state): State<Arc<RouteState>>, request: Request) -> Respo
     let route = &state.route;
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map_or("-".into(), |c| c.0.to_string());
     let refuse = |outcome: Outcome, user: Option<&str>| {
         state.metrics.count(&route.name, &method, outcome);
         tracing::warn!(
             route = %route.name,
             method = method_label(&method),
             path = shown(&path),
-            peer = ?peer,
+            %peer,
             user = user.unwrap_or("-"),
             reason = outcome.as_str(),
             "refused"
