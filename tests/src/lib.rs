@@ -100,6 +100,9 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     /// What the first `up` reported: its addresses and its join token.
     pub report: Report,
+    /// vigil's credentials for Prometheus, Alertmanager and Jaeger, from
+    /// the password file `up` wrote on the host (and named in its report).
+    pub credentials: vigil::addons::credentials::Credentials,
     pub client: Client,
     /// The admin client's configuration (for clients with other credentials).
     pub config: Config,
@@ -112,7 +115,31 @@ impl Cluster {
         down(&spec).await.context("vigil down before the tests")?;
         let report = up(&spec).await.context("vigil up")?;
         let (client, config) = client(&spec).await?;
-        Ok(Cluster { provider: provider().await?, spec, report, client, config })
+        let host = report.credentials.clone().context("up reported no credentials")?;
+        let password = vigil::password_file::read(&host.password_file)
+            .with_context(|| format!("reading {}", host.password_file.display()))?;
+        let credentials = vigil::addons::credentials::Credentials { username: host.username, password };
+        Ok(Cluster { provider: provider().await?, spec, report, credentials, client, config })
+    }
+
+    /// The one client for Prometheus, Alertmanager and Jaeger: vigil's
+    /// credentials on every request (marked sensitive), no proxy.
+    pub fn http(&self) -> Result<reqwest::Client> {
+        let mut authorization = reqwest::header::HeaderValue::from_str(&self.credentials.basic_header())?;
+        authorization.set_sensitive(true);
+        Ok(reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .default_headers(reqwest::header::HeaderMap::from_iter([(
+                reqwest::header::AUTHORIZATION,
+                authorization,
+            )]))
+            .build()?)
+    }
+
+    /// A client without credentials, to prove they are needed.
+    pub fn anonymous_http(&self) -> Result<reqwest::Client> {
+        Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?)
     }
 
     /// The URL `up` reported for the add-on address `key`.
@@ -149,7 +176,7 @@ impl Cluster {
         enough: impl Fn(&Trace) -> bool,
     ) -> Result<Trace> {
         let url = format!("{}api/traces/{id}", self.jaeger_url()?);
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
+        let http = self.http()?;
         let last = std::sync::Mutex::new(None::<Trace>);
         let (http, url, last_ref, enough) = (&http, &url, &last, &enough);
         let found = vigil::poll::until_some(format!("trace {id} in Jaeger"), within, || async move {

@@ -64,7 +64,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let prometheus = prometheus_url(&client).await?;
             let dir = out.unwrap_or_else(|| crate::build::default_cache_dir().join("dashboards"));
-            let http = crate::monitoring::render::client()?;
+            let credentials = crate::addons::credentials::read_api(&client).await?;
+            let http = crate::monitoring::render::client(&credentials)?;
             let window = crate::monitoring::render::Window::last_minutes(minutes);
             for (_, dashboard) in crate::monitoring::dashboards::all() {
                 for path in
@@ -136,7 +137,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             let spec = provider.existing(&name).await?;
             let containers = provider.list_nodes(&name).await?;
             let client = admin_client(provider.as_ref(), &spec).await;
-            let status = status::collect(&spec, &provider.plan(&spec), containers, client).await;
+            let credentials = crate::password_file::existing(
+                &crate::password_file::default_dir(),
+                &spec.name,
+                crate::addons::credentials::API_USER,
+            );
+            let status = status::collect(&spec, &provider.plan(&spec), containers, client, credentials).await;
             if args.json {
                 print_stdout(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
             } else {
@@ -257,7 +263,18 @@ fn summary(spec: &ClusterSpec, report: &Report) -> String {
             let verb = if a.key == crate::addons::web::NAME { "curl" } else { "open" };
             Some(format!("  {verb} {url:<28} # {}\n", a.hint))
         })
-        .collect();
+        .collect::<String>()
+        + &report
+            .credentials
+            .as_ref()
+            .map(|c| {
+                format!(
+                    "  # Prometheus, Alertmanager and Jaeger ask for user {} and the password in {}\n",
+                    c.username,
+                    c.password_file.display()
+                )
+            })
+            .unwrap_or_default();
     format!(
         "\nCluster {} is up in {:.0}s: 1 control plane, {} workers, Kubernetes {}.\n\n{addresses}  kubectl --context {} get nodes -o wide\n  vigil{flag} status\n  vigil{flag} node stop {}   # break a worker on purpose\n  vigil{flag} down\n",
         spec.name,
@@ -312,8 +329,11 @@ pub async fn down(name: &str, kubeconfig: &Path, progress: &Progress) -> Result<
     let line = progress.line(format!("removing cluster {name}"));
     let removed = provider.delete_cluster(name).await?;
     let had_context = kubeconfig::remove_from_file(kubeconfig, name)?;
+    let password_dir = crate::password_file::default_dir();
+    let had_password = crate::password_file::remove(&password_dir, name)
+        .with_context(|| format!("removing {}", crate::password_file::path(&password_dir, name).display()))?;
     line.done_with(format!(
-        "{} machines, {} volumes, {} networks{}",
+        "{} machines, {} volumes, {} networks{}{}",
         removed.machines.len(),
         removed.volumes.len(),
         removed.networks.len(),
@@ -321,7 +341,8 @@ pub async fn down(name: &str, kubeconfig: &Path, progress: &Progress) -> Result<
             format!(", context {name} removed from {}", kubeconfig.display())
         } else {
             String::new()
-        }
+        },
+        if had_password { ", its API password file removed" } else { "" }
     ));
     Ok(())
 }

@@ -31,6 +31,8 @@ pub mod kubeconfig;
 pub mod manifests;
 /// Prometheus rules and Grafana dashboards, generated (`dashboards/`).
 pub mod monitoring;
+/// vigil's password for the proxied addresses, in a file of the user's alone.
+pub mod password_file;
 /// The one way vigil waits: polling, or watching one object.
 pub mod poll;
 /// Host files that can hold secrets: 0600 in 0700 folders, never through a link.
@@ -43,6 +45,8 @@ pub mod provider;
 pub mod status;
 /// Bootstrap tokens and the CA pin.
 pub mod token;
+/// The CLI's own span export, with vigil's credentials for its cluster's Jaeger.
+pub mod trace_export;
 /// `vigil up` as an ordered list of steps.
 pub mod up;
 /// The pinned upstream releases.

@@ -8,7 +8,7 @@ use vigil::{app, cli::Cli};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands are traces when the OpenTelemetry variables name an endpoint.
-    let mut export = vigil_telemetry::trace_export("vigil");
+    let mut export = vigil::trace_export::trace_export(&cli.global.name).await;
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

@@ -169,4 +169,62 @@ mod tests {
             assert!(!text.contains("SECRET123") && !text.contains(&encoded), "manifests/{path} has the URL");
         }
     }
+
+    /// Every generated document, parsed.
+    fn documents() -> Vec<serde_yaml::Value> {
+        files("vigil.local")
+            .into_iter()
+            .filter(|(path, _)| !path.ends_with("kustomization.yaml"))
+            .flat_map(|(_, text)| {
+                text.split("\n---\n")
+                    .map(|d| serde_yaml::from_str(d).unwrap())
+                    .collect::<Vec<serde_yaml::Value>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_load_balancer_service_opens_node_ports() {
+        let services: Vec<_> = documents()
+            .into_iter()
+            .filter(|d| d["kind"] == "Service" && d["spec"]["type"] == "LoadBalancer")
+            .collect();
+        assert_eq!(services.len(), 4, "web, jaeger, prometheus, alertmanager");
+        for service in services {
+            assert_eq!(
+                service["spec"]["allocateLoadBalancerNodePorts"], false,
+                "{:?}",
+                service["metadata"]["name"]
+            );
+        }
+    }
+
+    #[test]
+    fn every_span_sender_has_the_otlp_credentials_of_its_namespace() {
+        use crate::addons::credentials::{HEADERS_KEY, OTLP_NAMESPACES, OTLP_SECRET};
+        let mut senders = 0;
+        for doc in documents() {
+            let namespace = doc["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+            let containers =
+                doc["spec"]["template"]["spec"]["containers"].as_sequence().cloned().unwrap_or_default();
+            for container in containers {
+                let env = container["env"].as_sequence().cloned().unwrap_or_default();
+                if !env.iter().any(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT") {
+                    continue;
+                }
+                senders += 1;
+                let header = env.iter().find(|e| e["name"] == "OTEL_EXPORTER_OTLP_HEADERS");
+                let from = &header.expect("the OTLP headers")["valueFrom"]["secretKeyRef"];
+                assert_eq!(
+                    (from["name"].as_str(), from["key"].as_str()),
+                    (Some(OTLP_SECRET), Some(HEADERS_KEY))
+                );
+                assert!(
+                    OTLP_NAMESPACES.contains(&namespace.as_str()),
+                    "{namespace} gets no copy of the header"
+                );
+            }
+        }
+        assert_eq!(senders, 4, "web, probe-server, node-exporter, alerter");
+    }
 }

@@ -12,6 +12,7 @@ use crate::{
     cluster::{ClusterSpec, Role},
     conditions::{load_balancer_ip, node_ready_condition, pod_ready},
     kubeadm,
+    password_file::HostCredentials,
     provider::{NodeInfo, NodeSpec},
 };
 
@@ -21,6 +22,9 @@ pub struct Status {
     pub kubernetes_version: String,
     pub kube_context: String,
     pub addresses: Addresses,
+    /// The user of the proxied addresses (Prometheus, Alertmanager, Jaeger)
+    /// and the file its password is in; null until `vigil up` wrote it.
+    pub credentials: Option<HostCredentials>,
     pub nodes: Vec<NodeStatus>,
     pub system_pods: Vec<PodStatus>,
     /// Why the API could not be asked, when it could not.
@@ -84,6 +88,7 @@ pub async fn collect(
     plan: &[NodeSpec],
     containers: Vec<NodeInfo>,
     client: Option<Result<Client, String>>,
+    credentials: Option<HostCredentials>,
 ) -> Status {
     let mut api_error = None;
     let mut kube_nodes = vec![];
@@ -148,6 +153,7 @@ pub async fn collect(
                 .unwrap_or_default(),
             addons: addresses,
         },
+        credentials,
         nodes,
         system_pods,
         api_error,
@@ -157,7 +163,7 @@ pub async fn collect(
 impl Status {
     pub fn render(&self) -> String {
         let mut out = format!(
-            "cluster {} (Kubernetes {}), API server {}, kubectl context {}{}\n\nNODE                     ROLE           CONTAINER  IP             READY\n",
+            "cluster {} (Kubernetes {}), API server {}, kubectl context {}{}\n",
             self.cluster,
             self.kubernetes_version,
             self.addresses.api_server,
@@ -168,6 +174,15 @@ impl Status {
                 .filter_map(|(key, url)| Some(format!(", {key} at {}", url.as_ref()?)))
                 .collect::<String>()
         );
+        out += &match &self.credentials {
+            Some(c) => format!(
+                "Prometheus, Alertmanager and Jaeger: user {}, password in {}\n",
+                c.username,
+                c.password_file.display()
+            ),
+            None => "Prometheus, Alertmanager and Jaeger: no password file (`vigil up` writes it)\n".into(),
+        };
+        out += "\nNODE                     ROLE           CONTAINER  IP             READY\n";
         for n in &self.nodes {
             let ready = match n.ready {
                 Some(true) => "Ready",
@@ -219,14 +234,23 @@ mod tests {
             state: "exited".into(),
             ip: None,
         }];
-        let status = collect(&spec, &plan, machines, None).await;
+        let credentials = HostCredentials {
+            username: "vigil".into(),
+            password_file: "/home/u/.config/vigil/vigil/api-password".into(),
+        };
+        let status = collect(&spec, &plan, machines, None, Some(credentials)).await;
         let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            json["credentials"],
+            serde_json::json!({"username": "vigil", "password_file": "/home/u/.config/vigil/vigil/api-password"})
+        );
         assert_eq!(json["addresses"]["api_server"], "https://172.29.0.2:6443");
         // Every add-on address is listed, unknown until its Service has one.
         assert_eq!(json["addresses"]["web"], serde_json::Value::Null);
         assert!(json["addresses"].as_object().unwrap().contains_key("prometheus"));
         assert_eq!(json["nodes"][0]["ready"], serde_json::Value::Null);
         let text = status.render();
+        assert!(text.contains("user vigil, password in /home/u/.config/vigil/vigil/api-password"), "{text}");
         assert!(
             text.contains("vigil-control-plane      control-plane  exited     -              unknown"),
             "{text}"

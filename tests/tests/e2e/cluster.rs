@@ -51,7 +51,7 @@ pub async fn up_again_changes_nothing(c: &Cluster) -> Result<()> {
     ensure!(c.report.join_token.is_some(), "the first up did not join the workers");
     let again = up(&c.spec).await.context("second vigil up")?;
     ensure!(again.join_token.is_none(), "the second up joined workers again");
-    for step in ["kubeadm init", "kubeadm join", "load images"] {
+    for step in ["kubeadm init", "kubeadm join", "load images", "credentials"] {
         let outcome = again.steps.iter().find(|s| s.name == step).map(|s| s.outcome);
         ensure!(outcome == Some("skipped"), "the second up's step {step} was {outcome:?}, not skipped");
     }
@@ -60,6 +60,18 @@ pub async fn up_again_changes_nothing(c: &Cluster) -> Result<()> {
         "addresses moved: {:?} then {:?}",
         c.report.addresses,
         again.addresses
+    );
+    ensure!(
+        again.credentials == c.report.credentials,
+        "the credentials moved: {:?} then {:?}",
+        c.report.credentials,
+        again.credentials
+    );
+    let file = c.report.credentials.as_ref().map(|h| h.password_file.clone()).unwrap_or_default();
+    ensure!(
+        vigil::password_file::read(&file)? == c.credentials.password,
+        "the second up changed the password in {}",
+        file.display()
     );
     Ok(())
 }
@@ -273,5 +285,8 @@ pub async fn down_leaves_nothing_behind(c: &Cluster) -> Result<()> {
         "kubeconfig still has {}:\n{kubeconfig}",
         spec.name
     );
+    if let Some(host) = &c.report.credentials {
+        ensure!(!host.password_file.exists(), "{} is left behind", host.password_file.display());
+    }
     Ok(())
 }

@@ -238,7 +238,7 @@ async fn cadvisor_has_container_block_io(c: &Cluster, node: &str) -> Result<bool
 }
 
 pub async fn every_panel_query_has_data(c: &Cluster) -> Result<()> {
-    let http = prometheus_http()?;
+    let http = prometheus_http(c)?;
     let base = c.prometheus_url()?;
     // A web pod and its node: web has CPU limits (CFS series) and a quota in its namespace.
     let pods: Vec<Pod> = web_pods(&c.client).await?;

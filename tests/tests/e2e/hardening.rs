@@ -24,7 +24,7 @@ use vigil_e2e::{Cluster, images};
 /// Every call these checks make to Prometheus's HTTP API, in one place: a
 /// GET of `path` (under the URL `up` printed) with `params`, its `data`.
 async fn prometheus_get(c: &Cluster, path: &str, params: &[(&str, &str)]) -> Result<Value> {
-    let http = crate::monitoring::prometheus_http()?;
+    let http = c.http()?;
     let url = format!("{}{path}", c.prometheus_url()?);
     let body = http.get(&url).query(params).send().await?.error_for_status()?.text().await?;
     let answer: Value = serde_json::from_str(&body).with_context(|| format!("{url}: {body}"))?;

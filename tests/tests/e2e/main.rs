@@ -11,6 +11,7 @@
 //! fails if they did not all run. The last check, `vigil down`, removes the
 //! cluster; a run stopped before it leaves the cluster for inspection.
 
+mod access;
 mod alerter_secrets;
 mod alerting;
 mod bad_input;
@@ -91,6 +92,12 @@ fn main() {
         on_cluster!(workload::a_hung_workload_is_restarted_by_its_liveness_probe),
         on_cluster!(workload::a_failing_dependency_takes_one_pod_out_of_the_service),
         on_cluster!(workload::a_deleted_pod_is_replaced),
+        on_cluster!(access::an_unauthenticated_silence_is_refused),
+        on_cluster!(access::a_cross_origin_silence_is_refused_even_with_credentials),
+        on_cluster!(access::otlp_takes_spans_only_with_the_senders_credentials),
+        on_cluster!(access::prometheus_answers_queries_only_with_credentials),
+        on_cluster!(access::no_service_has_a_node_port),
+        on_cluster!(access::the_password_file_is_the_users_alone_and_the_clusters),
         on_cluster!(monitoring::exporter_output_is_clean),
         on_cluster!(monitoring::docker_collector_reads_the_node_containers),
         on_cluster!(monitoring::prometheus_sees_every_web_pod),

@@ -127,8 +127,9 @@ pub async fn exporter_output_is_clean(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn prometheus_http() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build()?)
+/// Prometheus's client: with vigil's credentials (`Cluster::http`).
+pub(crate) fn prometheus_http(c: &Cluster) -> Result<reqwest::Client> {
+    c.http()
 }
 
 /// An instant query; the result vector.
@@ -146,7 +147,7 @@ async fn query(http: &reqwest::Client, base: &str, promql: &str, at: Option<f64>
 
 pub async fn prometheus_sees_every_web_pod(c: &Cluster) -> Result<()> {
     let (client, prometheus_url) = (&c.client, c.prometheus_url()?);
-    let http = prometheus_http()?;
+    let http = prometheus_http(c)?;
     let started = Instant::now();
     let promql = r#"container_cpu_usage_seconds_total{namespace="default",container="web"}"#;
     let mut last = String::new();
@@ -212,7 +213,7 @@ pub async fn prometheus_data_survives_a_restart(c: &Cluster) -> Result<()> {
         pv.metadata.annotations.unwrap_or_default().get("pv.kubernetes.io/provisioned-by").cloned();
     ensure!(provisioned_by.is_some(), "volume {volume} was not dynamically provisioned");
 
-    let http = prometheus_http()?;
+    let http = prometheus_http(c)?;
     let base = c.prometheus_url()?;
     // A moment Prometheus has a sample of itself for; asked again after the restart.
     let promql = r#"up{job="prometheus"}"#;
@@ -274,7 +275,7 @@ pub async fn docker_collector_reads_the_node_containers(c: &Cluster) -> Result<(
 
 /// Pod discovery finds every component that serves metrics, and each target is up.
 pub async fn prometheus_scrapes_every_component(c: &Cluster) -> Result<()> {
-    let http = prometheus_http()?;
+    let http = prometheus_http(c)?;
     let prometheus_url = c.prometheus_url()?;
     // The UI a user opens at the printed address.
     let graph = format!("{prometheus_url}graph");

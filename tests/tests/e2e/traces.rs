@@ -44,10 +44,11 @@ pub async fn a_traceparent_through_the_load_balancer_is_in_jaeger(c: &Cluster) -
 pub async fn every_component_exports_its_spans(c: &Cluster) -> Result<()> {
     let url = format!("{}api/services", c.jaeger_url()?);
     let wanted = ["web", "probe-server", "node-exporter", "alerter"];
+    let http = c.http()?;
     let mut services: Vec<String> = vec![];
     // probe-server and node-exporter trace a share of their requests: minutes at most.
     for _ in 0..60 {
-        let body: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+        let body: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
         services = body["data"]
             .as_array()
             .into_iter()

@@ -1,21 +1,24 @@
 //! Alertmanager 0.28 as Debian 13 packages it (in the monitoring image), so
 //! the alerter's alerts are routed, grouped and silenced the way users
 //! expect. One replica (no gossip cluster), its state on an emptyDir, its UI
-//! and API at their own LoadBalancer address. The route sends everything to
+//! and API at their own LoadBalancer address behind the authenticating proxy
+//! (see [`super::auth_proxy`]): nobody silences alerts or posts them without
+//! credentials, and no page of another origin writes through a browser that
+//! holds them. The route sends everything to
 //! one webhook receiver when `vigil up --alertmanager-webhook` names one;
 //! otherwise the alerts stay in Alertmanager's UI.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, PodSpec, Probe, Volume, VolumeMount,
+    ConfigMap, Container, EmptyDirVolumeSource, PodSpec, Probe, Volume, VolumeMount,
 };
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_volume, http_get_probe, locked_down,
-    metallb,
+    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, auth_proxy, config_volume, http_get_probe,
+    locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
     non_root_pod, resources, roll_on_change, upstream,
 };
@@ -33,7 +36,7 @@ const USER: i64 = 65534;
 pub const ADDON: Addon = Addon {
     name: NAME,
     title: "Alertmanager: routes the alerter's alerts",
-    crates: &[],
+    crates: &[auth_proxy::CRATE],
     needs: &[metallb::NAME],
     namespace: Some(node_exporter::namespace),
     secrets: None,
@@ -45,7 +48,7 @@ pub const ADDON: Addon = Addon {
         namespace: NAMESPACE,
         service: NAME,
         url: |ip| format!("http://{ip}:{PORT}/"),
-        check: Check::Status("-/ready"),
+        check: Check::Gated("api/v2/status"),
         hint: "Alertmanager (the alerter's alerts: VigilNodeDown, ...)",
     }),
     manifests: Manifests::Generated { dir: NAMESPACE },
@@ -116,11 +119,24 @@ fn probe(path: &str) -> Probe {
 }
 
 fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
-    Ok(objects(input.spec))
+    Ok(objects(input.spec, &input.image(auth_proxy::CRATE)))
 }
 
-pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
+/// `proxy_image`: the authenticating proxy's.
+pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
     let image = rootfs::monitoring(&spec.image_repository).image;
+    let proxy = auth_proxy::sidecar(
+        |name| meta(&format!("{NAME}-{name}")),
+        proxy_image,
+        &[auth_proxy::Listener {
+            name: "web",
+            port: PORT,
+            body_limit: auth_proxy::API_BODY_LIMIT,
+            upstream_timeout: std::time::Duration::from_secs(30),
+            public: &["/-/ready", "/-/healthy"],
+            otlp: false,
+        }],
+    );
     let (config_volume, config_mount) = config_volume("config", "alertmanager-config", CONFIG_DIR);
     let config = ConfigMap {
         metadata: meta("alertmanager-config"),
@@ -135,15 +151,12 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
         args: Some(vec![
             format!("--config.file={CONFIG_DIR}/alertmanager.yml"),
             format!("--storage.path={DATA_DIR}"),
-            format!("--web.listen-address=0.0.0.0:{PORT}"),
+            // Loopback only: the proxy has this port on the pod's address
+            // (and the kubelet's probes come through it).
+            format!("--web.listen-address=127.0.0.1:{PORT}"),
             // One replica: no gossip peers to find.
             "--cluster.listen-address=".into(),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("web".into()),
-            container_port: PORT.into(),
-            ..Default::default()
-        }]),
         readiness_probe: Some(probe("/-/ready")),
         liveness_probe: Some(probe("/-/healthy")),
         volume_mounts: Some(vec![
@@ -159,22 +172,32 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
         PodSpec {
             automount_service_account_token: Some(false),
             security_context: Some(non_root_pod(USER, Some(USER))),
-            containers: vec![container],
-            volumes: Some(vec![
-                config_volume,
-                Volume {
-                    name: "data".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-            ]),
+            containers: vec![container, proxy.container],
+            volumes: Some(
+                [
+                    config_volume,
+                    Volume {
+                        name: "data".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    },
+                ]
+                .into_iter()
+                .chain(proxy.volumes)
+                .collect(),
+            ),
             ..Default::default()
         },
     );
-    roll_on_change(&mut deployment, &[&config]);
+    roll_on_change(&mut deployment, &[&config, &proxy.config]);
     let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
     let service = metallb::pinned_service(meta(NAME), &ip, monitoring_selector(NAME), &[("web", PORT)]);
-    vec![Object::ConfigMap(config), Object::Deployment(deployment), Object::Service(service)]
+    vec![
+        Object::ConfigMap(config),
+        Object::ConfigMap(proxy.config),
+        Object::Deployment(deployment),
+        Object::Service(service),
+    ]
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //! Spans are kept in memory (a bounded number of traces, lost when the pod
 //! restarts: a drill's traces are read within minutes of it). Its query API
 //! and its OTLP receiver are at their own LoadBalancer address, so the host
-//! can read traces and `vigil` itself can send its own.
+//! can read traces and `vigil` itself can send its own, both behind the
+//! authenticating proxy (see [`super::auth_proxy`]): the span senders'
+//! user may only `POST /v1/traces`. Its health check and its own metrics
+//! stay on the pod's address, unauthenticated, for the kubelet and Prometheus.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +15,8 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, config_volume, http_get_probe, locked_down,
-    metallb,
+    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, auth_proxy, config_volume, credentials,
+    http_get_probe, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
     non_root_pod, resources, roll_on_change, upstream,
 };
@@ -42,7 +45,7 @@ pub const MAX_TRACES: u32 = 20_000;
 pub const ADDON: Addon = Addon {
     name: NAME,
     title: "Jaeger: the trace store the components export to",
-    crates: &[],
+    crates: &[auth_proxy::CRATE],
     needs: &[metallb::NAME],
     namespace: Some(node_exporter::namespace),
     secrets: None,
@@ -54,7 +57,7 @@ pub const ADDON: Addon = Addon {
         namespace: NAMESPACE,
         service: NAME,
         url: |ip| format!("http://{ip}:{QUERY_PORT}/"),
-        check: Check::Status("api/services"),
+        check: Check::Gated("api/services"),
         hint: "Jaeger query API (traces: /api/traces/<id>); OTLP/HTTP on port 4318",
     }),
     manifests: Manifests::Generated { dir: NAMESPACE },
@@ -72,8 +75,10 @@ pub fn otlp_url() -> String {
 }
 
 /// The variables that turn a component's trace export on: the endpoint,
-/// its service name, the pod and node it runs on as resource attributes,
-/// and its sampling: a caller's decision (a sampled `traceparent`) is always
+/// the span senders' credentials (from the Secret `vigil up` makes in each
+/// namespace whose pods export; optional, so that a pod without it still
+/// runs, its spans refused), its service name, the pod and node it runs on
+/// as resource attributes, and its sampling: a caller's decision (a sampled `traceparent`) is always
 /// followed; of the requests that come without one, `ratio` are traced
 /// (None: all of them).
 pub fn otel_env(service: &str, ratio: Option<f64>) -> Vec<EnvVar> {
@@ -83,6 +88,12 @@ pub fn otel_env(service: &str, ratio: Option<f64>) -> Vec<EnvVar> {
         super::field_env("OTEL_K8S_POD_NAME", "metadata.name"),
         super::field_env("OTEL_K8S_NODE_NAME", "spec.nodeName"),
         var("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_url()),
+        credentials::secret_env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            credentials::OTLP_SECRET,
+            credentials::HEADERS_KEY,
+            true,
+        ),
         var("OTEL_SERVICE_NAME", service.into()),
         // `$(VAR)` is expanded by the kubelet from the variables above.
         var(
@@ -99,7 +110,9 @@ pub fn otel_env(service: &str, ratio: Option<f64>) -> Vec<EnvVar> {
 
 /// The collector configuration, as the all-in-one configuration upstream
 /// embeds but with only the OTLP/HTTP receiver, memory storage of
-/// [`MAX_TRACES`], and every endpoint on the pod's address.
+/// [`MAX_TRACES`], the query API and the receiver on loopback (the proxy
+/// has their ports on the pod's address), the health check and metrics on
+/// the pod's address.
 #[derive(Serialize)]
 struct Config {
     service: ServiceConfig,
@@ -179,6 +192,10 @@ fn endpoint(port: u16) -> Endpoint {
     Endpoint { endpoint: format!("0.0.0.0:{port}") }
 }
 
+fn loopback(port: u16) -> Endpoint {
+    Endpoint { endpoint: format!("127.0.0.1:{port}") }
+}
+
 #[derive(Serialize)]
 struct Storage {
     backends: BTreeMap<&'static str, Backend>,
@@ -241,7 +258,7 @@ pub fn config_yaml() -> String {
             },
         },
         extensions: Extensions {
-            jaeger_query: Query { storage: BTreeMap::from([("traces", STORE)]), http: endpoint(QUERY_PORT) },
+            jaeger_query: Query { storage: BTreeMap::from([("traces", STORE)]), http: loopback(QUERY_PORT) },
             jaeger_storage: Storage {
                 backends: BTreeMap::from([(STORE, Backend { memory: Memory { max_traces: MAX_TRACES } })]),
             },
@@ -249,7 +266,7 @@ pub fn config_yaml() -> String {
         },
         receivers: BTreeMap::from([(
             "otlp",
-            Otlp { protocols: BTreeMap::from([("http", endpoint(OTLP_PORT))]) },
+            Otlp { protocols: BTreeMap::from([("http", loopback(OTLP_PORT))]) },
         )]),
         processors: BTreeMap::from([("batch", BTreeMap::new())]),
         exporters: BTreeMap::from([("jaeger_storage_exporter", StorageExporter { trace_storage: STORE })]),
@@ -262,15 +279,38 @@ fn meta(name: &str) -> ObjectMeta {
 }
 
 fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
-    Ok(objects(input.spec))
+    Ok(objects(input.spec, &input.image(auth_proxy::CRATE)))
 }
 
 fn port(name: &str, port: u16) -> ContainerPort {
     ContainerPort { name: Some(name.into()), container_port: port.into(), ..Default::default() }
 }
 
-pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
+/// `proxy_image`: the authenticating proxy's.
+pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
     let (config_volume, config_mount) = config_volume("config", "jaeger-config", CONFIG_DIR);
+    let proxy = auth_proxy::sidecar(
+        |name| meta(&format!("{NAME}-{name}")),
+        proxy_image,
+        &[
+            auth_proxy::Listener {
+                name: "query",
+                port: QUERY_PORT,
+                body_limit: auth_proxy::API_BODY_LIMIT,
+                upstream_timeout: std::time::Duration::from_secs(60),
+                public: &[],
+                otlp: false,
+            },
+            auth_proxy::Listener {
+                name: "otlp-http",
+                port: OTLP_PORT,
+                body_limit: auth_proxy::OTLP_BODY_LIMIT,
+                upstream_timeout: std::time::Duration::from_secs(30),
+                public: &[],
+                otlp: true,
+            },
+        ],
+    );
     let config = ConfigMap {
         metadata: meta("jaeger-config"),
         data: Some(BTreeMap::from([("config.yaml".into(), config_yaml())])),
@@ -288,12 +328,8 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
             value: Some("200MiB".into()),
             ..Default::default()
         }]),
-        ports: Some(vec![
-            port("query", QUERY_PORT),
-            port("otlp-http", OTLP_PORT),
-            port("health", HEALTH_PORT),
-            port("metrics", METRICS_PORT),
-        ]),
+        // The query API and OTLP are the proxy's ports.
+        ports: Some(vec![port("health", HEALTH_PORT), port("metrics", METRICS_PORT)]),
         readiness_probe: Some(probe.clone()),
         liveness_probe: Some(Probe { initial_delay_seconds: Some(5), ..probe }),
         volume_mounts: Some(vec![config_mount]),
@@ -317,13 +353,14 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
             service_account_name: Some(NAME.into()),
             // It never talks to the API server.
             automount_service_account_token: Some(false),
-            security_context: Some(non_root_pod(USER, None)),
-            containers: vec![container],
-            volumes: Some(vec![config_volume]),
+            // Its group reads the proxy's password files.
+            security_context: Some(non_root_pod(USER, Some(USER))),
+            containers: vec![container, proxy.container],
+            volumes: Some([config_volume].into_iter().chain(proxy.volumes).collect()),
             ..Default::default()
         },
     );
-    roll_on_change(&mut deployment, &[&config]);
+    roll_on_change(&mut deployment, &[&config, &proxy.config]);
     let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
     let ports = [("query", QUERY_PORT), ("otlp-http", OTLP_PORT)];
     let service = metallb::pinned_service(meta(NAME), &ip, monitoring_selector(NAME), &ports);
@@ -336,6 +373,7 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
     vec![
         Object::ServiceAccount(account),
         Object::ConfigMap(config),
+        Object::ConfigMap(proxy.config),
         Object::Deployment(deployment),
         Object::Service(service),
     ]
@@ -349,7 +387,10 @@ mod tests {
     fn the_collector_receives_otlp_http_into_bounded_memory() {
         let yaml: serde_yaml::Value = serde_yaml::from_str(&config_yaml()).unwrap();
         assert_eq!(yaml["service"]["pipelines"]["traces"]["receivers"][0], "otlp");
-        assert_eq!(yaml["receivers"]["otlp"]["protocols"]["http"]["endpoint"], "0.0.0.0:4318");
+        // On loopback: from outside the pod, only through the proxy.
+        assert_eq!(yaml["receivers"]["otlp"]["protocols"]["http"]["endpoint"], "127.0.0.1:4318");
+        assert_eq!(yaml["extensions"]["jaeger_query"]["http"]["endpoint"], "127.0.0.1:16686");
+        assert_eq!(yaml["extensions"]["healthcheckv2"]["http"]["endpoint"], "0.0.0.0:13133");
         assert_eq!(
             yaml["extensions"]["jaeger_storage"]["backends"][STORE]["memory"]["max_traces"],
             MAX_TRACES

@@ -87,7 +87,9 @@ pub fn pinned_address(ip: &str) -> std::collections::BTreeMap<String, String> {
 }
 
 /// A LoadBalancer Service on the pinned address `ip`, selecting `selector`;
-/// each of `ports` goes to the container port of the same name.
+/// each of `ports` goes to the container port of the same name. No
+/// NodePorts: MetalLB's L2 mode answers for the address itself, and a node
+/// port would open the same server on every node's address.
 pub fn pinned_service(
     metadata: kube::api::ObjectMeta,
     ip: &str,
@@ -102,6 +104,7 @@ pub fn pinned_service(
         metadata: kube::api::ObjectMeta { annotations: Some(pinned_address(ip)), ..metadata },
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".into()),
+            allocate_load_balancer_node_ports: Some(false),
             selector: Some(selector),
             ports: Some(
                 ports

@@ -6,6 +6,8 @@
 
 pub mod alerter;
 pub mod alertmanager;
+pub mod auth_proxy;
+pub mod credentials;
 pub mod flannel;
 pub mod jaeger;
 pub mod kube_state_metrics;
@@ -85,8 +87,9 @@ pub struct Address {
 pub enum Check {
     /// `GET url`: the body starts with this.
     BodyStartsWith(&'static str),
-    /// `GET url + path`: any 2xx.
-    Status(&'static str),
+    /// `GET url + path` behind the authenticating proxy: 401 without
+    /// credentials, any 2xx with vigil's.
+    Gated(&'static str),
 }
 
 /// How an add-on appears under `manifests/`.

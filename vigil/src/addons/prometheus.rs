@@ -5,14 +5,15 @@
 //! values: a job per kind of target (node-exporter's cAdvisor series under
 //! the labels the user's dashboards select, kube-state-metrics, annotated
 //! pods), the rule files of [`crate::monitoring::rules`], and the in-cluster
-//! Alertmanager as where alerts go.
+//! Alertmanager as where alerts go. Its port is the authenticating proxy's
+//! (see [`super::auth_proxy`]): Prometheus itself listens on loopback.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
     apps::v1::DeploymentStrategy,
     core::v1::{
-        ConfigMap, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+        ConfigMap, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec,
         PersistentVolumeClaimVolumeSource, PodSpec, Probe, Volume, VolumeMount, VolumeResourceRequirements,
     },
 };
@@ -20,8 +21,9 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_volume,
-    core_rule, http_get_probe, kube_state_metrics, local_path, locked_down, metallb,
+    Addon, Address, Check, Manifests, ROLLOUT, Rollout, alertmanager, auth_proxy, cluster_identity,
+    config_volume, core_rule, credentials, http_get_probe, kube_state_metrics, local_path, locked_down,
+    metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
     non_root_pod, quantity, resources, roll_on_change,
 };
@@ -50,6 +52,8 @@ pub const RETENTION_TIME: &str = "7d";
 /// MiB, so the headroom is several times what it needs.
 /// `VigilPrometheusStorageNearRetentionLimit` fires well before the limit.
 pub const RETENTION_SIZE: &str = "700MB";
+/// vigil's password, to send alerts to Alertmanager through its proxy.
+const CREDENTIALS_DIR: &str = "/etc/prometheus/credentials";
 /// Debian's `nobody`, who owns nothing in the image.
 const USER: i64 = 65534;
 
@@ -59,14 +63,14 @@ pub const LOAD_BALANCER_INDEX: u32 = 1;
 pub const ADDON: Addon = Addon {
     name: NAME,
     title: "Prometheus: pod discovery, its TSDB on a PersistentVolumeClaim",
-    crates: &[],
+    crates: &[auth_proxy::CRATE],
     needs: &[local_path::NAME, metallb::NAME],
     namespace: Some(node_exporter::namespace),
     secrets: None,
     objects: |input| {
         let image = rootfs::monitoring(&input.spec.image_repository).image;
         Ok(objects(
-            &image,
+            &Images { prometheus: image, auth_proxy: input.image(auth_proxy::CRATE) },
             &input.spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string(),
             &input.spec.cadvisor_labels,
         ))
@@ -81,7 +85,7 @@ pub const ADDON: Addon = Addon {
         namespace: NAMESPACE,
         service: NAME,
         url: |ip| format!("http://{ip}:{PORT}/"),
-        check: Check::Status("-/ready"),
+        check: Check::Gated("api/v1/status/buildinfo"),
         hint: "Prometheus (container_cpu_usage_seconds_total, ...)",
     }),
     manifests: Manifests::Generated { dir: NAMESPACE },
@@ -109,7 +113,14 @@ struct Alerting {
 
 #[derive(Serialize)]
 struct AlertmanagerConfig {
+    basic_auth: BasicAuth,
     static_configs: Vec<StaticConfig>,
+}
+
+#[derive(Serialize)]
+struct BasicAuth {
+    username: &'static str,
+    password_file: String,
 }
 
 #[derive(Serialize)]
@@ -310,6 +321,11 @@ pub fn config_yaml(cadvisor: &ScrapeLabels) -> String {
         rule_files: vec![format!("{RULES_DIR}/*.yml")],
         alerting: Alerting {
             alertmanagers: vec![AlertmanagerConfig {
+                // Alertmanager's proxy lets no one in without credentials.
+                basic_auth: BasicAuth {
+                    username: credentials::API_USER,
+                    password_file: format!("{CREDENTIALS_DIR}/{}", auth_proxy::API_PASSWORD_FILE),
+                },
                 static_configs: vec![StaticConfig {
                     targets: vec![format!("{}.{NAMESPACE}.svc:{}", alertmanager::NAME, alertmanager::PORT)],
                 }],
@@ -368,9 +384,15 @@ fn http_probe(path: &str) -> Probe {
     Probe { period_seconds: Some(5), failure_threshold: Some(6), ..http_get_probe(PORT, path) }
 }
 
+/// The images its pod runs.
+pub struct Images {
+    pub prometheus: String,
+    pub auth_proxy: String,
+}
+
 /// `load_balancer_ip`: the address MetalLB is asked to give the UI's Service;
 /// `cadvisor`: the labels of node-exporter's series (its job and rules).
-pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> Vec<Object> {
+pub fn objects(images: &Images, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> Vec<Object> {
     // Pod discovery is all it needs from the API.
     let identity = cluster_identity(
         meta(NAME, true),
@@ -402,9 +424,23 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
     };
     let (rules_volume, rules_mount) = config_volume("rules", "prometheus-rules", RULES_DIR);
     let (config_volume, config_mount) = config_volume("config", "prometheus-config", CONFIG_DIR);
+    let proxy = auth_proxy::sidecar(
+        |name| meta(&format!("{NAME}-{name}"), true),
+        &images.auth_proxy,
+        &[auth_proxy::Listener {
+            name: "web",
+            port: PORT,
+            body_limit: auth_proxy::API_BODY_LIMIT,
+            // Prometheus's own query timeout (`--query.timeout`) is 2 minutes.
+            upstream_timeout: std::time::Duration::from_secs(130),
+            public: &["/-/ready", "/-/healthy"],
+            otlp: false,
+        }],
+    );
+    // Its probes come through the proxy (the kubelet reaches the pod's IP).
     let container = Container {
         name: NAME.into(),
-        image: Some(image.into()),
+        image: Some(images.prometheus.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["/usr/bin/prometheus".into()]),
         args: Some(vec![
@@ -412,18 +448,15 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
             format!("--storage.tsdb.path={DATA_DIR}"),
             format!("--storage.tsdb.retention.time={RETENTION_TIME}"),
             format!("--storage.tsdb.retention.size={RETENTION_SIZE}"),
-            format!("--web.listen-address=0.0.0.0:{PORT}"),
+            // Loopback only: the proxy has this port on the pod's address.
+            format!("--web.listen-address=127.0.0.1:{PORT}"),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("web".into()),
-            container_port: PORT.into(),
-            ..Default::default()
-        }]),
         readiness_probe: Some(http_probe("/-/ready")),
         liveness_probe: Some(http_probe("/-/healthy")),
         volume_mounts: Some(vec![
             config_mount,
             rules_mount,
+            auth_proxy::credentials_mount(CREDENTIALS_DIR),
             VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
         ]),
         resources: Some(resources(&[("cpu", "100m"), ("memory", "128Mi")], &[("memory", "512Mi")])),
@@ -436,19 +469,24 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
             service_account_name: Some(NAME.into()),
             security_context: Some(non_root_pod(USER, Some(USER))),
             termination_grace_period_seconds: Some(30),
-            containers: vec![container],
-            volumes: Some(vec![
-                config_volume,
-                rules_volume,
-                Volume {
-                    name: "data".into(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: CLAIM.into(),
+            containers: vec![container, proxy.container],
+            volumes: Some(
+                [
+                    config_volume,
+                    rules_volume,
+                    Volume {
+                        name: "data".into(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: CLAIM.into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ]),
+                    },
+                ]
+                .into_iter()
+                .chain(proxy.volumes)
+                .collect(),
+            ),
             ..Default::default()
         },
     );
@@ -456,12 +494,13 @@ pub fn objects(image: &str, load_balancer_ip: &str, cadvisor: &ScrapeLabels) -> 
         // One writer for the TSDB: the old pod goes before the new one starts.
         spec.strategy = Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() });
     }
-    roll_on_change(&mut deployment, &[&config, &rules]);
+    roll_on_change(&mut deployment, &[&config, &rules, &proxy.config]);
     let service = metallb::pinned_service(meta(NAME, true), load_balancer_ip, selector(), &[("web", PORT)]);
     let mut objects: Vec<Object> = identity.into();
     objects.extend([
         Object::ConfigMap(config),
         Object::ConfigMap(rules),
+        Object::ConfigMap(proxy.config),
         Object::PersistentVolumeClaim(claim),
         Object::Deployment(deployment),
         Object::Service(service),
@@ -482,10 +521,11 @@ mod tests {
 
     #[test]
     fn a_new_configuration_or_rule_rolls_the_pod() {
-        let default = checksum(&objects("img", "172.29.0.129", &ScrapeLabels::default()));
-        let mixin = checksum(&objects("img", "172.29.0.129", &"job=cadvisor".parse().unwrap()));
+        let images = |p: &str| Images { prometheus: p.into(), auth_proxy: "proxy".into() };
+        let default = checksum(&objects(&images("img"), "172.29.0.129", &ScrapeLabels::default()));
+        let mixin = checksum(&objects(&images("img"), "172.29.0.129", &"job=cadvisor".parse().unwrap()));
         assert_ne!(default, mixin);
-        assert_eq!(default, checksum(&objects("img2", "172.29.0.129", &ScrapeLabels::default())));
+        assert_eq!(default, checksum(&objects(&images("img2"), "172.29.0.129", &ScrapeLabels::default())));
     }
 
     #[test]
@@ -554,7 +594,8 @@ mod tests {
 
     #[test]
     fn the_tsdb_is_bounded_by_size_under_its_claim() {
-        let objects = objects("img", "172.29.0.129", &ScrapeLabels::default());
+        let images = Images { prometheus: "img".into(), auth_proxy: "proxy".into() };
+        let objects = objects(&images, "172.29.0.129", &ScrapeLabels::default());
         let deployment =
             objects.iter().find_map(|o| if let Object::Deployment(d) = o { Some(d) } else { None }).unwrap();
         let args = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]

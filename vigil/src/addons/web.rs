@@ -279,6 +279,8 @@ pub fn objects(images: &Images, load_balancer_ip: &str) -> Vec<Object> {
             }]),
             // Spread load over every pod, on whichever node the LB address lands.
             external_traffic_policy: Some("Cluster".into()),
+            // MetalLB's L2 mode needs no node port (see `metallb::pinned_service`).
+            allocate_load_balancer_node_ports: Some(false),
             ..Default::default()
         }),
         ..Default::default()

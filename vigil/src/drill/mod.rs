@@ -562,7 +562,8 @@ async fn failover_panels(
     let prometheus = crate::status::addon_url(client, crate::addons::prometheus::NAME)
         .await
         .ok_or("the prometheus Service has no LoadBalancer address")?;
-    let http = crate::monitoring::render::client().map_err(|e| e.to_string())?;
+    let credentials = crate::addons::credentials::read_api(client).await.map_err(|e| format!("{e:#}"))?;
+    let http = crate::monitoring::render::client(&credentials).map_err(|e| e.to_string())?;
     let dashboard = crate::monitoring::dashboards::failover();
     let paths = crate::monitoring::render::dashboard(&http, &prometheus, &dashboard, window, folder)
         .await

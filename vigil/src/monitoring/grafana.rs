@@ -294,7 +294,22 @@ struct Datasource {
     url: String,
     is_default: bool,
     editable: bool,
+    basic_auth: bool,
+    basic_auth_user: &'static str,
+    secure_json_data: SecureJsonData,
 }
+
+/// Grafana keeps these encrypted; the password comes from Grafana's
+/// environment, never from this file.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SecureJsonData {
+    basic_auth_password: String,
+}
+
+/// The variable Grafana's environment holds vigil's password in (the
+/// content of the file `vigil status` names).
+pub const PASSWORD_VARIABLE: &str = "VIGIL_PROMETHEUS_PASSWORD";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -327,7 +342,9 @@ struct ProviderOptions {
 pub const DASHBOARDS_PATH: &str = "/var/lib/grafana/dashboards/vigil";
 
 /// `provisioning/datasources/vigil.yml`: vigil's Prometheus, by its
-/// LoadBalancer address (`vigil status --json`: `addresses.prometheus`).
+/// LoadBalancer address (`vigil status --json`: `addresses.prometheus`),
+/// as user `vigil` with the password Grafana's provisioning reads from
+/// its environment (`$VIGIL_PROMETHEUS_PASSWORD`).
 pub fn datasource_provisioning(prometheus_url: &str) -> String {
     let file = Datasources {
         api_version: 1,
@@ -338,6 +355,9 @@ pub fn datasource_provisioning(prometheus_url: &str) -> String {
             url: prometheus_url.into(),
             is_default: true,
             editable: true,
+            basic_auth: true,
+            basic_auth_user: crate::addons::credentials::API_USER,
+            secure_json_data: SecureJsonData { basic_auth_password: format!("${{{PASSWORD_VARIABLE}}}") },
         }],
     };
     serde_yaml::to_string(&file).expect("serializes")
@@ -358,4 +378,20 @@ pub fn dashboard_provisioning() -> String {
         }],
     };
     serde_yaml::to_string(&file).expect("serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_datasource_logs_in_with_a_password_from_grafanas_environment() {
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(&datasource_provisioning("http://172.29.0.129:9090")).unwrap();
+        let source = &yaml["datasources"][0];
+        assert_eq!(source["basicAuth"], true);
+        assert_eq!(source["basicAuthUser"], "vigil");
+        assert_eq!(source["secureJsonData"]["basicAuthPassword"], "${VIGIL_PROMETHEUS_PASSWORD}");
+        assert_eq!(source["url"], "http://172.29.0.129:9090");
+    }
 }

@@ -127,9 +127,22 @@ pub fn lines_of(answer: &serde_json::Value, legend_format: &str) -> Result<Vec<L
 }
 
 /// The client the range queries go through: straight to the cluster's
-/// address (no proxy), 20 s for one query.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(20)).build()
+/// address (no proxy), 20 s for one query, with vigil's credentials on
+/// every request (marked sensitive: never in a log or an error).
+pub fn client(
+    credentials: &crate::addons::credentials::Credentials,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut authorization = reqwest::header::HeaderValue::from_str(&credentials.basic_header())
+        .expect("base64 is a valid header value");
+    authorization.set_sensitive(true);
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(20))
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            authorization,
+        )]))
+        .build()
 }
 
 /// The panel's queries, with the variables set (`vars`), over `window`.

@@ -14,7 +14,7 @@ use k8s_openapi::api::{
 };
 use kube::Api;
 
-use super::{Context, Error, Outcome, Result, Step, images, init, ready};
+use super::{Context, Error, Outcome, Result, Step, credentials, images, init, ready};
 use crate::{
     addons::{Addon, Check, Input, Rollout},
     conditions, kubeadm, poll,
@@ -41,7 +41,8 @@ impl Step for Install {
     }
 
     fn needs(&self) -> Vec<String> {
-        let mut needs = vec![init::NAME.to_owned()];
+        // The credentials first: pods that mount or read them wait for them otherwise.
+        let mut needs = vec![init::NAME.to_owned(), credentials::NAME.to_owned()];
         // The deployables built here run replicas meant to be spread (web's
         // three, the alerter's two): applied before every node is Ready,
         // they all land on the first worker that is.
@@ -173,14 +174,23 @@ impl Step for Ready {
         let ip = conditions::load_balancer_ip(&service).ok_or(Error::OutOfOrder("a LoadBalancer address"))?;
         let url = (address.url)(&ip);
         line.update(format!("GET {url} from the host"));
-        let answer = answers(&url, &address.check).await.map_err(timeout)?;
+        let credentials = match address.check {
+            Check::Gated(_) => Some(crate::addons::credentials::read_api(client).await?),
+            Check::BodyStartsWith(_) => None,
+        };
+        let answer = answers(&url, &address.check, credentials.as_ref()).await.map_err(timeout)?;
         ctx.add_address(address.key, url.clone());
         Ok(Outcome::Done(format!("{url} {answer}")))
     }
 }
 
-/// Asks `url` from the host until it answers as `check` wants; what it said.
-async fn answers(url: &str, check: &Check) -> Result<String, poll::Timeout> {
+/// Asks `url` from the host until it answers as `check` wants; what it
+/// said. A gated address is asked without credentials too, and must refuse.
+async fn answers(
+    url: &str,
+    check: &Check,
+    credentials: Option<&crate::addons::credentials::Credentials>,
+) -> Result<String, poll::Timeout> {
     // From the host, the way a user will try it; no proxy between.
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -189,14 +199,27 @@ async fn answers(url: &str, check: &Check) -> Result<String, poll::Timeout> {
         .expect("a plain client builds");
     let target = match check {
         Check::BodyStartsWith(_) => url.to_owned(),
-        Check::Status(path) => format!("{url}{path}"),
+        Check::Gated(path) => format!("{url}{path}"),
     };
     poll::until(format!("{target} answering from the host"), ADDRESS_TIMEOUT, poll::EVERY, || async {
-        let response = http.get(&target).send().await.map_err(|e| format!("GET {target}: {e}"))?;
+        let request = match (check, credentials) {
+            (Check::BodyStartsWith(_), _) => http.get(&target),
+            (Check::Gated(_), Some(credentials)) => {
+                let anonymous = http.get(&target).send().await.map_err(|e| format!("GET {target}: {e}"))?;
+                if anonymous.status() != reqwest::StatusCode::UNAUTHORIZED {
+                    return Err(format!("GET {target} without credentials: {}, not 401", anonymous.status()));
+                }
+                http.get(&target).basic_auth(&credentials.username, Some(&credentials.password))
+            }
+            (Check::Gated(_), None) => return Err(format!("GET {target}: no credentials to ask with")),
+        };
+        let response = request.send().await.map_err(|e| format!("GET {target}: {e}"))?;
         let status = response.status();
         match check {
-            Check::Status(_) if status.is_success() => Ok(format!("answers {status}")),
-            Check::Status(_) => Err(format!("GET {target}: {status}")),
+            Check::Gated(_) if status.is_success() => {
+                Ok(format!("answers {status} to vigil's credentials, 401 without"))
+            }
+            Check::Gated(_) => Err(format!("GET {target}: {status}")),
             Check::BodyStartsWith(prefix) => {
                 let body = response.text().await.map_err(|e| format!("GET {target}: {e}"))?;
                 body.starts_with(prefix)

@@ -62,6 +62,7 @@ struct State {
     token_created: OnceLock<bool>,
     joined_with: Mutex<Option<BootstrapToken>>,
     addresses: Mutex<BTreeMap<String, String>>,
+    credentials: Mutex<Option<crate::password_file::HostCredentials>>,
     archive: tokio::sync::OnceCell<Vec<u8>>,
 }
 
@@ -192,6 +193,14 @@ impl Context {
 
     pub fn addresses(&self) -> BTreeMap<String, String> {
         self.state.addresses.lock().expect("not poisoned").clone()
+    }
+
+    pub fn set_credentials(&self, credentials: crate::password_file::HostCredentials) {
+        *self.state.credentials.lock().expect("not poisoned") = Some(credentials);
+    }
+
+    pub fn credentials(&self) -> Option<crate::password_file::HostCredentials> {
+        self.state.credentials.lock().expect("not poisoned").clone()
     }
 
     /// The deployables' images as one archive, made on first use.

@@ -12,6 +12,7 @@
 mod addon;
 mod cni;
 pub mod context;
+mod credentials;
 pub mod csr;
 mod dns;
 mod images;
@@ -82,6 +83,11 @@ pub enum Error {
     /// The images to load into the nodes could not be exported.
     #[error("exporting the deployables' images for the nodes")]
     Images(#[source] BoxError),
+    /// The generated credentials could not be read back.
+    #[error(transparent)]
+    Credentials(#[from] addons::credentials::Error),
+    #[error(transparent)]
+    PasswordFile(#[from] crate::password_file::Error),
     /// A step ran before the step that provides what it uses: a bug in [`steps`].
     #[error("a step ran before {0} was there: the step list is out of order")]
     OutOfOrder(&'static str),
@@ -144,6 +150,7 @@ pub fn steps(scope: Scope) -> Vec<Box<dyn Step>> {
     ];
     if scope == Scope::Everything {
         steps.push(Box::new(images::LoadImages));
+        steps.push(Box::new(credentials::Credentials { dir: crate::password_file::default_dir() }));
         for addon in &ADDONS {
             steps.push(Box::new(addon::Install(addon)));
         }
@@ -174,6 +181,9 @@ pub struct Report {
     pub steps: Vec<StepRecord>,
     /// URLs of what `up` deployed, by add-on (`web`, `prometheus`, ...).
     pub addresses: BTreeMap<String, String>,
+    /// The user of the proxied addresses and the file its password is in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<crate::password_file::HostCredentials>,
     /// The token the workers joined with (deleted by now). Kept in memory
     /// only, so the end-to-end test can prove it no longer authenticates.
     #[serde(skip)]
@@ -285,6 +295,7 @@ impl Plan {
             seconds: started.elapsed().as_secs_f64(),
             steps: finished,
             addresses: ctx.addresses(),
+            credentials: ctx.credentials(),
             join_token: ctx.join_token(),
         })
     }

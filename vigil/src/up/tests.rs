@@ -493,3 +493,107 @@ fn every_addon_step_needs_what_its_addon_needs() {
     let cluster = Plan::new(steps(Scope::ClusterOnly)).names();
     assert_eq!(names[..cluster.len()], cluster[..]);
 }
+
+/// A mocked API server that keeps Secrets (create, get, apply) and accepts
+/// any other apply; what it holds, by `namespace/name`.
+fn secret_store() -> (Client, Arc<Mutex<std::collections::BTreeMap<String, Value>>>) {
+    use base64::Engine as _;
+    let store: Arc<Mutex<std::collections::BTreeMap<String, Value>>> = Arc::default();
+    let held = store.clone();
+    let status = |code: u16, reason: &str| {
+        (
+            code,
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "code": code}),
+        )
+    };
+    let (client, _) = mock_api(move |method, path, body| {
+        let path = path.split('?').next().unwrap_or_default();
+        let parts: Vec<&str> = path.trim_start_matches("/api/v1/namespaces/").split('/').collect();
+        let mut store = held.lock().unwrap();
+        match (method.as_str(), parts.as_slice()) {
+            ("POST", [ns, "secrets"]) => {
+                let mut secret: Value = serde_json::from_slice(body).unwrap();
+                let key = format!("{ns}/{}", secret["metadata"]["name"].as_str().unwrap());
+                if store.contains_key(&key) {
+                    return status(409, "AlreadyExists");
+                }
+                // What the API server does with stringData.
+                if let Some(strings) = secret.as_object_mut().unwrap().remove("stringData") {
+                    let data: serde_json::Map<String, Value> = strings
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| {
+                            let encoded =
+                                base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap());
+                            (k.clone(), Value::String(encoded))
+                        })
+                        .collect();
+                    secret["data"] = Value::Object(data);
+                }
+                store.insert(key, secret.clone());
+                (201, secret)
+            }
+            ("GET", [ns, "secrets", name]) => match store.get(&format!("{ns}/{name}")) {
+                Some(secret) => (200, secret.clone()),
+                None => status(404, "NotFound"),
+            },
+            ("PATCH", [ns, "secrets", name]) => {
+                let secret: Value = serde_json::from_slice(body).unwrap();
+                store.insert(format!("{ns}/{name}"), secret.clone());
+                (200, secret)
+            }
+            ("PATCH", _) => (200, serde_json::from_slice(body).unwrap()),
+            other => panic!("unexpected request {other:?}"),
+        }
+    });
+    (client, store)
+}
+
+#[tokio::test]
+async fn credentials_are_made_once_and_every_copy_matches_the_source_read_back() {
+    use crate::addons::credentials::{self as creds, OTLP_SECRET};
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = toy_context(dir.path());
+    let (client, store) = secret_store();
+    // An earlier `up` made the span senders' Secret: its password, not a new one, is what the copy carries.
+    let earlier = creds::Credentials { username: "otlp".into(), password: "made-by-an-earlier-up".into() };
+    let source = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": OTLP_SECRET, "namespace": "monitoring"},
+        "data": {
+            "username": "b3RscA==",
+            "password": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "made-by-an-earlier-up"),
+            "headers": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, creds::otlp_headers(&earlier)),
+        },
+    });
+    store.lock().unwrap().insert(format!("monitoring/{OTLP_SECRET}"), source);
+    ctx.set_client(client.clone());
+    let step = credentials::Credentials { dir: dir.path().join("config") };
+    let line = ctx.progress.line("credentials");
+    let first = step.run(&ctx, &line).await.unwrap();
+    assert!(matches!(first, Outcome::Done(_)));
+    let held = store.lock().unwrap().clone();
+    assert_eq!(
+        held.keys().collect::<Vec<_>>(),
+        [
+            "default/vigil-otlp-credentials",
+            "monitoring/vigil-api-credentials",
+            "monitoring/vigil-otlp-credentials"
+        ]
+    );
+    let copy = &held["default/vigil-otlp-credentials"]["data"]["headers"];
+    let expected =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, creds::otlp_headers(&earlier));
+    assert_eq!(copy, &Value::String(expected));
+    let api = creds::read_api(&client).await.unwrap();
+    let host = ctx.credentials().unwrap();
+    assert_eq!(host.username, "vigil");
+    assert_eq!(host.password_file, dir.path().join("config/vigil/api-password"));
+    assert_eq!(crate::password_file::read(&host.password_file).unwrap(), api.password);
+    // A second run generates nothing and changes nothing.
+    let again = step.run(&ctx, &line).await.unwrap();
+    assert!(matches!(again, Outcome::Skipped(_)));
+    assert_eq!(creds::read_api(&client).await.unwrap(), api);
+    line.done();
+}

@@ -1,0 +1,101 @@
+//! The CLI's own trace export: `vigil_telemetry`'s, from the standard
+//! OpenTelemetry variables, plus vigil's credentials when the endpoint is
+//! the cluster's own Jaeger (behind its authenticating proxy) and no
+//! `OTEL_EXPORTER_OTLP_*HEADERS` says otherwise. Never to another
+//! endpoint: the password goes nowhere but the cluster it belongs to.
+//!
+//! The first `vigil up` of a cluster has no credentials yet when it
+//! starts, so its spans are refused (one warning); later commands send them.
+
+use tracing_subscriber::{Layer as _, filter::Targets};
+use vigil_telemetry::{
+    TraceExport,
+    otel::{self, Settings},
+};
+
+use crate::addons::{credentials, jaeger};
+
+/// Whether `endpoint` (a full URL) is `jaeger`'s `(host, port)`.
+fn is_address(endpoint: &str, jaeger: (&str, u16)) -> bool {
+    let Ok(uri) = endpoint.parse::<http::Uri>() else { return false };
+    uri.scheme_str() == Some("http")
+        && uri.host() == Some(jaeger.0)
+        && uri.port_u16().unwrap_or(80) == jaeger.1
+}
+
+/// The `Authorization` header for the cluster `name`'s Jaeger, when
+/// `endpoint` is that Jaeger's OTLP address and the password file is there.
+async fn cluster_header(name: &str, endpoint: &str) -> Option<(String, String)> {
+    let provider = crate::provider::connect().await.ok()?;
+    let spec = provider.existing(name).await.ok()?;
+    let host = spec.load_balancer_ip(jaeger::LOAD_BALANCER_INDEX).to_string();
+    if !is_address(endpoint, (&host, jaeger::OTLP_PORT)) {
+        return None;
+    }
+    let file = crate::password_file::path(&crate::password_file::default_dir(), name);
+    let password = crate::password_file::read(&file).ok()?;
+    let credentials = credentials::Credentials { username: credentials::API_USER.into(), password };
+    Some(("Authorization".into(), credentials.basic_header()))
+}
+
+/// Trace export for the cluster `name`, as `vigil_telemetry::trace_export` does it.
+pub async fn trace_export<S>(name: &str) -> TraceExport<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
+{
+    let off = |error: Option<String>| TraceExport { layer: None, tracing: None, error, summary: None };
+    let mut config = match otel::settings(|n| std::env::var(n).ok(), "vigil") {
+        Ok(Settings::Off) => return off(None),
+        Ok(Settings::On(config)) => config,
+        Err(e) => return off(Some(e.to_string())),
+    };
+    let authenticated = config.headers.is_empty() && {
+        let header = cluster_header(name, &config.endpoint).await;
+        config.headers.extend(header);
+        !config.headers.is_empty()
+    };
+    let tracing = match otel::start(&config) {
+        Ok(t) => t,
+        Err(e) => return off(Some(e)),
+    };
+    use otel::opentelemetry::trace::TracerProvider as _;
+    let tracer = tracing.provider.tracer("vigil");
+    // The exporter's own HTTP stack is never traced.
+    let quiet = ["otlp_export", "h2", "hyper", "hyper_util", "reqwest", "rustls", "tower", "opentelemetry"];
+    let targets = quiet.iter().fold(Targets::new().with_default(tracing::Level::INFO), |t, target| {
+        t.with_target(*target, tracing_subscriber::filter::LevelFilter::OFF)
+    });
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(targets);
+    TraceExport {
+        layer: Some(Box::new(layer)),
+        tracing: Some(tracing),
+        error: None,
+        summary: Some(format!(
+            "exporting spans to {}{} as service {}",
+            config.endpoint,
+            if authenticated { " with vigil's credentials" } else { "" },
+            config.service_name
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_clusters_own_jaeger() {
+        let jaeger = ("172.29.0.131", 4318);
+        assert!(is_address("http://172.29.0.131:4318/v1/traces", jaeger));
+        assert!(!is_address("http://172.29.0.131:4319/v1/traces", jaeger));
+        assert!(!is_address("http://collector.example:4318/v1/traces", jaeger));
+        assert!(!is_address("http://172.29.0.131/v1/traces", jaeger));
+        assert!(!is_address("https://172.29.0.131:4318/v1/traces", jaeger));
+        assert!(!is_address("not a url", jaeger));
+    }
+}
