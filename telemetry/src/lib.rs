@@ -59,8 +59,17 @@ pub fn trace_export<S>(service: &'static str) -> TraceExport<S>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
 {
+    trace_export_from(otel::settings(|name| std::env::var(name).ok(), service), "")
+}
+
+/// [`trace_export`] from settings the caller read (and may have amended,
+/// as the CLI adds its cluster's credentials); `note` ends the summary line.
+pub fn trace_export_from<S>(settings: Result<otel::Settings, otel::ConfigError>, note: &str) -> TraceExport<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
+{
     let off = |error: Option<String>| TraceExport { layer: None, tracing: None, error, summary: None };
-    let config = match otel::settings(|name| std::env::var(name).ok(), service) {
+    let config = match settings {
         Ok(otel::Settings::Off) => return off(None),
         Ok(otel::Settings::On(config)) => config,
         Err(e) => return off(Some(e.to_string())),
@@ -70,7 +79,7 @@ where
         Err(e) => return off(Some(e)),
     };
     use opentelemetry::trace::TracerProvider as _;
-    let tracer = tracing.provider.tracer(service);
+    let tracer = tracing.provider.tracer(config.service_name.clone());
     let quiet = ["otlp_export", "h2", "hyper", "hyper_util", "reqwest", "rustls", "tower", "opentelemetry"];
     let targets = quiet.iter().fold(Targets::new().with_default(tracing::Level::INFO), |t, target| {
         t.with_target(*target, tracing_subscriber::filter::LevelFilter::OFF)
@@ -88,7 +97,7 @@ where
         tracing: Some(tracing),
         error: None,
         summary: Some(format!(
-            "exporting spans to {} as service {} (sampler {:?}, queue {})",
+            "exporting spans to {}{note} as service {} (sampler {:?}, queue {})",
             config.endpoint, config.service_name, config.sampler, config.queue
         )),
     }

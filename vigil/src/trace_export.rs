@@ -7,7 +7,6 @@
 //! The first `vigil up` of a cluster has no credentials yet when it
 //! starts, so its spans are refused (one warning); later commands send them.
 
-use tracing_subscriber::{Layer as _, filter::Targets};
 use vigil_telemetry::{
     TraceExport,
     otel::{self, Settings},
@@ -38,50 +37,23 @@ async fn cluster_header(name: &str, endpoint: &str) -> Option<(String, String)> 
     Some(("Authorization".into(), credentials.basic_header()))
 }
 
-/// Trace export for the cluster `name`, as `vigil_telemetry::trace_export` does it.
+/// Trace export for the cluster `name`, as `vigil_telemetry::trace_export`
+/// does it, with the cluster's credentials when its endpoint is that
+/// cluster's Jaeger and no headers variable names others.
 pub async fn trace_export<S>(name: &str) -> TraceExport<S>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
 {
-    let off = |error: Option<String>| TraceExport { layer: None, tracing: None, error, summary: None };
-    let mut config = match otel::settings(|n| std::env::var(n).ok(), "vigil") {
-        Ok(Settings::Off) => return off(None),
-        Ok(Settings::On(config)) => config,
-        Err(e) => return off(Some(e.to_string())),
-    };
-    let authenticated = config.headers.is_empty() && {
-        let header = cluster_header(name, &config.endpoint).await;
-        config.headers.extend(header);
-        !config.headers.is_empty()
-    };
-    let tracing = match otel::start(&config) {
-        Ok(t) => t,
-        Err(e) => return off(Some(e)),
-    };
-    use otel::opentelemetry::trace::TracerProvider as _;
-    let tracer = tracing.provider.tracer("vigil");
-    // The exporter's own HTTP stack is never traced.
-    let quiet = ["otlp_export", "h2", "hyper", "hyper_util", "reqwest", "rustls", "tower", "opentelemetry"];
-    let targets = quiet.iter().fold(Targets::new().with_default(tracing::Level::INFO), |t, target| {
-        t.with_target(*target, tracing_subscriber::filter::LevelFilter::OFF)
-    });
-    let layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_filter(targets);
-    TraceExport {
-        layer: Some(Box::new(layer)),
-        tracing: Some(tracing),
-        error: None,
-        summary: Some(format!(
-            "exporting spans to {}{} as service {}",
-            config.endpoint,
-            if authenticated { " with vigil's credentials" } else { "" },
-            config.service_name
-        )),
+    let mut settings = otel::settings(|n| std::env::var(n).ok(), "vigil");
+    let mut note = "";
+    if let Ok(Settings::On(config)) = &mut settings
+        && config.headers.is_empty()
+        && let Some(header) = cluster_header(name, &config.endpoint).await
+    {
+        config.headers.push(header);
+        note = " with vigil's credentials";
     }
+    vigil_telemetry::trace_export_from(settings, note)
 }
 
 #[cfg(test)]

@@ -59,9 +59,9 @@ const SINKS_DIR: &str = "/etc/alerter/sinks";
 /// The credentials the proxy in front of Alertmanager asks for (in the
 /// monitoring namespace; made by `vigil up`): the user, and the Secret and
 /// key of the password. Only the password is mounted.
-pub const API_CREDENTIALS_SECRET: &str = "vigil-api-credentials";
-pub const API_USERNAME: &str = "vigil";
-pub const API_PASSWORD_KEY: &str = "password";
+pub use super::credentials::{
+    API_SECRET as API_CREDENTIALS_SECRET, API_USER as API_USERNAME, PASSWORD_KEY as API_PASSWORD_KEY,
+};
 const API_CREDENTIALS_DIR: &str = "/etc/alerter/api-credentials";
 const USER: i64 = 65532;
 /// A replica on a dead node is evicted after this at the latest (sooner when

@@ -51,7 +51,11 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("Secret {namespace}/{name} has no key {key}: delete it and run `vigil up` to generate it again")]
+    #[error(
+        "Secret {namespace}/{name} has no key {key}: delete it, run `vigil up` to generate it again, then \
+         restart what reads it (they read it once, at start): `kubectl -n monitoring rollout restart \
+         deployment,daemonset` and `kubectl -n default rollout restart deployment/web`"
+    )]
     MissingKey { namespace: String, name: String, key: &'static str },
 }
 

@@ -31,6 +31,10 @@ pub const OTLP_PORT: u16 = 4318;
 const HEALTH_PORT: u16 = 13133;
 /// Its own metrics.
 const METRICS_PORT: u16 = 8888;
+/// The query service's gRPC port. Jaeger listens on it on every interface
+/// unless told otherwise, which would let any pod read every trace around
+/// the proxy; nothing here uses it, so it stays on loopback.
+const QUERY_GRPC_PORT: u16 = 16685;
 /// Its Service takes the fourth address of the LoadBalancer range.
 pub const LOAD_BALANCER_INDEX: u32 = 3;
 const CONFIG_DIR: &str = "/etc/jaeger";
@@ -181,6 +185,7 @@ struct Extensions {
 struct Query {
     storage: BTreeMap<&'static str, &'static str>,
     http: Endpoint,
+    grpc: Endpoint,
 }
 
 #[derive(Serialize)]
@@ -258,7 +263,11 @@ pub fn config_yaml() -> String {
             },
         },
         extensions: Extensions {
-            jaeger_query: Query { storage: BTreeMap::from([("traces", STORE)]), http: loopback(QUERY_PORT) },
+            jaeger_query: Query {
+                storage: BTreeMap::from([("traces", STORE)]),
+                http: loopback(QUERY_PORT),
+                grpc: loopback(QUERY_GRPC_PORT),
+            },
             jaeger_storage: Storage {
                 backends: BTreeMap::from([(STORE, Backend { memory: Memory { max_traces: MAX_TRACES } })]),
             },
@@ -390,6 +399,8 @@ mod tests {
         // On loopback: from outside the pod, only through the proxy.
         assert_eq!(yaml["receivers"]["otlp"]["protocols"]["http"]["endpoint"], "127.0.0.1:4318");
         assert_eq!(yaml["extensions"]["jaeger_query"]["http"]["endpoint"], "127.0.0.1:16686");
+        // Its gRPC query port too, or any pod reads every trace around the proxy.
+        assert_eq!(yaml["extensions"]["jaeger_query"]["grpc"]["endpoint"], "127.0.0.1:16685");
         assert_eq!(yaml["extensions"]["healthcheckv2"]["http"]["endpoint"], "0.0.0.0:13133");
         assert_eq!(
             yaml["extensions"]["jaeger_storage"]["backends"][STORE]["memory"]["max_traces"],

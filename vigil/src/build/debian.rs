@@ -35,13 +35,18 @@ impl Sources {
     /// The mirror as debootstrap uses it (`VIGIL_DEBIAN_MIRROR`, else this
     /// machine's apt sources) and the security archive
     /// (`VIGIL_DEBIAN_SECURITY_MIRROR`, else the one in this machine's apt
-    /// sources, else the mirror's sibling path `<mirror>-security`, the
+    /// sources when the mirror is this machine's too, else the mirror's sibling path `<mirror>-security`, the
     /// layout of Debian's own archive).
     pub fn from_host() -> Result<Self> {
         let mirror = super::rootfs::debian_mirror()?;
+        // A mirror of the user's choosing comes with its own security
+        // archive; this machine's is only right for this machine's mirror.
+        let own_mirror = std::env::var_os("VIGIL_DEBIAN_MIRROR").is_some();
         let security = std::env::var("VIGIL_DEBIAN_SECURITY_MIRROR")
             .ok()
-            .or_else(|| host_sources().iter().find_map(|text| security_uri(text)))
+            .or_else(|| {
+                (!own_mirror).then(|| host_sources().iter().find_map(|text| security_uri(text))).flatten()
+            })
             .unwrap_or_else(|| format!("{}-security", mirror.trim_end_matches('/')));
         Ok(Sources { mirror, security })
     }
@@ -296,9 +301,9 @@ fn chrooted(dir: &Path, script: &str) -> Command {
 }
 
 const UPDATE: &str = "set -e; export PATH=/usr/sbin:/usr/bin:/sbin:/bin; \
-    apt-get update -o Acquire::Languages=none -o Acquire::Retries=2";
+    apt-get update -o Acquire::Languages=none -o Acquire::Retries=2 -o Acquire::http::Timeout=20";
 const UPGRADE: &str = "set -e; export PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive; \
-    apt-get -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold dist-upgrade; apt-get clean";
+    apt-get -y -o Acquire::http::Timeout=20 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold dist-upgrade; apt-get clean";
 /// Keeps maintainer scripts from starting services in the chroot.
 const POLICY_RC_D: &str =
     "#!/bin/sh\n# vigil: no service starts while the root filesystem is built\nexit 101\n";

@@ -190,8 +190,15 @@ impl Rootfs {
                 Ok(Freshness::Build { why, fallback: Some(key.clone()) })
             }
             Err(why) => {
+                // Recorded as a check all the same: an offline machine would
+                // otherwise wait on apt at every build; it asks again after
+                // the interval.
+                debian::record_checked(cache, self.name, key);
                 tracing::warn!(image = %self.image, %why, "cannot check for Debian updates");
-                line.skipped(format!("image kept as it is: cannot check for Debian updates ({why})"));
+                line.skipped(format!(
+                    "image kept as it is: cannot check for Debian updates ({why}); asking again in {}",
+                    humantime::format_duration(debian::check_interval())
+                ));
                 Ok(Freshness::Current(key.clone()))
             }
         }
