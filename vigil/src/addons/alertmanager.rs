@@ -5,22 +5,27 @@
 //! (see [`super::auth_proxy`]): nobody silences alerts or posts them without
 //! credentials, and no page of another origin writes through a browser that
 //! holds them. The route sends everything to
-//! one webhook receiver when `vigil up --alertmanager-webhook` names one;
+//! one webhook receiver when `vigil up --alertmanager-webhook` names one
+//! (its URL read from a Secret, never written in the ConfigMap);
 //! otherwise the alerts stay in Alertmanager's UI.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EmptyDirVolumeSource, PodSpec, Probe, Volume, VolumeMount,
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{
+        ConfigMap, Container, EmptyDirVolumeSource, PodSpec, Probe, Secret, SecretVolumeSource, Volume,
+        VolumeMount,
+    },
 };
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, auth_proxy, config_volume, http_get_probe,
-    locked_down, metallb,
+    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, auth_proxy, config_and_secret_checksum,
+    config_volume, http_get_probe, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
-    non_root_pod, resources, roll_on_change, upstream,
+    non_root_pod, resources, upstream,
 };
 use crate::{apply::Object, build::rootfs, cluster::ClusterSpec};
 
@@ -84,9 +89,17 @@ struct Receiver {
 
 #[derive(Serialize)]
 struct WebhookConfig {
-    url: String,
+    /// The URL is a credential (hook services put their token in it): it
+    /// is read from the mounted Secret, never written in the ConfigMap.
+    url_file: String,
     send_resolved: bool,
 }
+
+/// The Secret holding `vigil up --alertmanager-webhook`'s URL.
+pub const WEBHOOK_SECRET: &str = "alertmanager-webhook";
+/// Its key, and the file name the URL is read from.
+pub const WEBHOOK_URL_KEY: &str = "url";
+const WEBHOOK_DIR: &str = "/etc/alertmanager/webhook";
 
 /// `alertmanager.yml`: one route, by alert and node, to the webhook if any.
 /// A short group wait: a node alert is worth little late.
@@ -95,7 +108,7 @@ pub fn config_yaml(spec: &ClusterSpec) -> String {
         .alerting
         .alertmanager_webhook
         .iter()
-        .map(|url| WebhookConfig { url: url.clone(), send_resolved: true })
+        .map(|_| WebhookConfig { url_file: format!("{WEBHOOK_DIR}/{WEBHOOK_URL_KEY}"), send_resolved: true })
         .collect();
     let config = Config {
         route: Route {
@@ -108,6 +121,19 @@ pub fn config_yaml(spec: &ClusterSpec) -> String {
         receivers: vec![Receiver { name: "default", webhook_configs }],
     };
     serde_yaml::to_string(&config).expect("serializes")
+}
+
+/// The webhook's URL, applied at every `up` so that it follows the flag;
+/// `data` rather than `stringData`, so that an `up` without the flag
+/// removes the old URL. Never under `manifests/` (no Secret is).
+pub fn webhook_secret(spec: &ClusterSpec) -> Secret {
+    let urls: BTreeMap<String, ByteString> = spec
+        .alerting
+        .alertmanager_webhook
+        .iter()
+        .map(|url| (WEBHOOK_URL_KEY.to_owned(), ByteString(url.clone().into_bytes())))
+        .collect();
+    Secret { metadata: meta(WEBHOOK_SECRET), data: (!urls.is_empty()).then_some(urls), ..Default::default() }
 }
 
 fn meta(name: &str) -> ObjectMeta {
@@ -162,6 +188,12 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
         volume_mounts: Some(vec![
             config_mount,
             VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..Default::default() },
+            VolumeMount {
+                name: "webhook".into(),
+                mount_path: WEBHOOK_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
         ]),
         resources: Some(resources(&[("cpu", "20m"), ("memory", "32Mi")], &[("memory", "128Mi")])),
         security_context: Some(locked_down()),
@@ -181,6 +213,17 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
                         empty_dir: Some(EmptyDirVolumeSource::default()),
                         ..Default::default()
                     },
+                    Volume {
+                        name: "webhook".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(WEBHOOK_SECRET.into()),
+                            // Empty (no key) when no webhook is named.
+                            optional: Some(true),
+                            default_mode: Some(0o440),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
                 ]
                 .into_iter()
                 .chain(proxy.volumes)
@@ -189,10 +232,14 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
             ..Default::default()
         },
     );
-    roll_on_change(&mut deployment, &[&config, &proxy.config]);
+    let webhook = webhook_secret(spec);
+    if let Some(template) = deployment.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+        template.annotations = Some(config_and_secret_checksum(&[&config, &proxy.config], &[&webhook]));
+    }
     let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
     let service = metallb::pinned_service(meta(NAME), &ip, monitoring_selector(NAME), &[("web", PORT)]);
     vec![
+        Object::Secret(webhook),
         Object::ConfigMap(config),
         Object::ConfigMap(proxy.config),
         Object::Deployment(deployment),
@@ -211,7 +258,46 @@ mod tests {
         spec.alerting.alertmanager_webhook = Some("http://172.29.0.1:18788/alertmanager".into());
         let yaml: serde_yaml::Value = serde_yaml::from_str(&config_yaml(&spec)).unwrap();
         assert_eq!(yaml["route"]["receiver"], "default");
-        assert_eq!(yaml["receivers"][0]["webhook_configs"][0]["url"], "http://172.29.0.1:18788/alertmanager");
+        let url_file = yaml["receivers"][0]["webhook_configs"][0]["url_file"].as_str().unwrap();
+        assert_eq!(url_file, "/etc/alertmanager/webhook/url");
+        assert!(!config_yaml(&spec).contains("18788"), "the URL is not in the ConfigMap");
         assert_eq!(yaml["receivers"][0]["webhook_configs"][0]["send_resolved"], true);
+    }
+
+    #[test]
+    fn the_webhook_url_is_only_in_its_secret_and_rolls_the_pod() {
+        let mut spec = ClusterSpec::default();
+        let url = "http://172.29.0.1:18788/hooks/SECRET123";
+        spec.alerting.alertmanager_webhook = Some(url.into());
+        let applied = objects(&spec, "proxy");
+        let checksum = |objects: &[Object]| {
+            objects
+                .iter()
+                .find_map(|o| if let Object::Deployment(d) = o { Some(d.clone()) } else { None })
+                .and_then(|d| d.spec?.template.metadata?.annotations)
+                .unwrap()["vigil.local/config-checksum"]
+                .clone()
+        };
+        let mut secrets = 0;
+        for object in &applied {
+            match object {
+                Object::Secret(secret) => {
+                    secrets += 1;
+                    assert_eq!(secret.data.as_ref().unwrap()[WEBHOOK_URL_KEY].0, url.as_bytes());
+                }
+                other => {
+                    let text = other.to_yaml();
+                    assert!(!text.contains("SECRET123"), "{text}");
+                }
+            }
+        }
+        assert_eq!(secrets, 1);
+        spec.alerting.alertmanager_webhook = Some("http://172.29.0.1:18788/hooks/OTHER".into());
+        assert_ne!(checksum(&applied), checksum(&objects(&spec, "proxy")), "a new URL rolls the pod");
+        spec.alerting.alertmanager_webhook = None;
+        let cleared = objects(&spec, "proxy");
+        let secret =
+            cleared.iter().find_map(|o| if let Object::Secret(s) = o { Some(s) } else { None }).unwrap();
+        assert!(secret.data.is_none(), "an up without the flag removes the old URL");
     }
 }
