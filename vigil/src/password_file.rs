@@ -58,8 +58,8 @@ pub fn existing(dir: &Path, cluster: &str, username: &str) -> Option<HostCredent
         .then(|| HostCredentials { username: username.into(), password_file: file })
 }
 
-/// Writes `password` to `file` (mode 0600, its folder 0700 when made
-/// here); returns whether it changed. A new file is created under a name
+/// Writes `password` to `file` (mode 0600, its folder 0700); returns
+/// whether it changed. A new file is created under a name
 /// of its own, exclusively (which never follows a link), then renamed over
 /// the old one (which replaces a link rather than writing through it).
 pub fn write(file: &Path, password: &str) -> Result<bool, Error> {
@@ -70,6 +70,8 @@ pub fn write(file: &Path, password: &str) -> Result<bool, Error> {
     if !meta.is_dir() {
         return Err(Error::NotAFolder { path: dir.to_owned() });
     }
+    // A folder made earlier, or by hand, with a wider mode is narrowed.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     let content = format!("{password}\n");
     if let Ok(meta) = std::fs::symlink_metadata(file)
         && meta.is_file()
