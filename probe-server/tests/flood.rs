@@ -11,14 +11,12 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
+use vigil_telemetry::testing::{Process, free_port, get, rss_kib, slow_client};
 
 const FLOOD: usize = 300;
 const HEADER_READ_TIMEOUT: Duration = vigil_telemetry::serve::HEADER_READ_TIMEOUT;
@@ -28,19 +26,6 @@ const KUBELET_TIMEOUT: Duration = Duration::from_secs(1);
 /// about 2.5 MiB; 8 MiB leaves room for the allocator, and stays well
 /// inside the sidecar's 32 MiB limit.
 const RSS_GROWTH_BOUND_KIB: u64 = 8 * 1024;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A workload on loopback that answers 200 to anything.
 fn workload() -> u16 {
@@ -59,69 +44,6 @@ fn workload() -> u16 {
         }
     });
     port
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// GET `path` on a new connection, as the kubelet does: the answer and how long it took.
-async fn get(port: u16, path: &str) -> (String, Duration) {
-    let started = Instant::now();
-    let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    let answer = match tokio::time::timeout(Duration::from_secs(5), exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => format!("error: {e}"),
-        Err(_) => "no answer within 5 s".into(),
-    };
-    (answer, started.elapsed())
-}
-
-/// One slow client on its connection (`kind` 0: silent, 1: half a request
-/// line, 2: a byte every 250 ms): how long after connecting the server closed it.
-async fn slow_client(
-    stream: TcpStream,
-    connected: Instant,
-    kind: usize,
-    limit: Duration,
-) -> Option<Duration> {
-    let (mut read, mut write) = stream.into_split();
-    match kind {
-        0 => {}
-        1 => write.write_all(b"GET /readyz HT").await.ok()?,
-        _ => {
-            tokio::spawn(async move {
-                for byte in
-                    b"GET /readyz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                {
-                    if write.write_all(&[*byte]).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            });
-        }
-    }
-    let mut buf = [0u8; 512];
-    let closed = async {
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return connected.elapsed(),
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(limit, closed).await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +89,13 @@ async fn a_flood_on_the_probe_port_does_not_fail_the_kubelets_probes() {
     let mut flood = vec![];
     for (i, connected) in connecting.into_iter().enumerate() {
         let (stream, at) = connected.await.unwrap();
-        flood.push(tokio::spawn(slow_client(stream.expect("the flood connects"), at, i % 3, limit)));
+        flood.push(tokio::spawn(slow_client(
+            stream.expect("the flood connects"),
+            at,
+            i % 3,
+            "/readyz",
+            limit,
+        )));
     }
     // The flood holds its connections; the server has accepted them (and
     // displaced the oldest beyond its cap).

@@ -8,6 +8,8 @@ pub mod admin;
 pub mod labels;
 pub mod otel;
 pub mod serve;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod trace_http;
 
 use std::sync::OnceLock;
