@@ -4,7 +4,7 @@
 //! - a killed worker that does not hold Prometheus's volume: its `web` pods
 //!   come back 3/3 on the survivors and `rescheduled` is delivered, while
 //!   the receiver refuses the first notices (500) and then recovers: every
-//!   notice arrives, signed, once per idempotency key;
+//!   notice arrives, signed, under one idempotency key each;
 //! - the worker holding Prometheus's `local-path` volume: `not-rescheduled`,
 //!   naming the volume as the reason, while `web` is rescheduled.
 
@@ -22,7 +22,7 @@ use vigil::{
 };
 use vigil_e2e::{Cluster, node_running, respread_web, web_pods_by_node};
 
-use crate::alerting::{alertmanager_states, delivered_once, notices, receivers, webhook_key};
+use crate::alerting::{alertmanager_states, deduplicated, notices, receivers, webhook_key};
 
 /// Long enough for the tuned timings' verdicts (under a minute) with room
 /// for a slow machine.
@@ -114,7 +114,7 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
     let seen = notices(&alerter.received()[already..], &node, &key)?;
     let refused = seen.iter().filter(|s| !s.accepted).count();
     ensure!(refused == 3, "the receiver refused {refused} notices about {node}, not 3");
-    let kinds = delivered_once(&seen)?;
+    let kinds = deduplicated(&seen)?;
     for kind in ["node-down", "rescheduled", "resolved"] {
         ensure!(kinds.iter().any(|k| k == kind), "no {kind} delivered about {node}: {kinds:?}");
     }
@@ -217,7 +217,7 @@ pub async fn the_node_holding_prometheus_is_not_rescheduled_and_says_why(c: &Clu
     ensure!(web.verdict == Verdict::Rescheduled, "web was not rescheduled: {web:?}");
 
     let seen = notices(&alerter.received()[already..], &node, &key)?;
-    let kinds = delivered_once(&seen)?;
+    let kinds = deduplicated(&seen)?;
     ensure!(
         kinds.iter().any(|k| k == "not-rescheduled"),
         "no not-rescheduled delivered about {node}: {kinds:?}"

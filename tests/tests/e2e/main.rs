@@ -12,6 +12,7 @@
 //! cluster; a run stopped before it leaves the cluster for inspection.
 
 mod access;
+mod alerter_faults;
 mod alerter_secrets;
 mod alerting;
 mod bad_input;
@@ -116,6 +117,8 @@ fn main() {
         on_cluster!(drill::the_node_holding_prometheus_is_not_rescheduled_and_says_why),
         on_cluster!(alerting::losing_the_leaders_node_loses_no_notice),
         on_cluster!(alerting::an_api_server_restart_loses_no_transition),
+        on_cluster!(alerter_faults::a_frozen_api_server_is_one_control_plane_incident),
+        on_cluster!(alerter_faults::alertmanager_restarted_keeps_a_held_down_node_firing),
         on_cluster!(alerter_secrets::the_webhook_url_is_only_in_its_secret),
         on_cluster!(dashboards::every_panel_query_has_data),
         on_cluster!(traces::every_component_exports_its_spans),
