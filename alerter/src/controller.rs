@@ -1,12 +1,25 @@
 //! The alerter's loop. Reflectors (kube-runtime watchers) keep Nodes, the
-//! kubelets' Leases, Pods, Deployments and StatefulSets in memory; whenever
-//! one changes, and once a second for Leases that stop changing, the leader
-//! runs the tracker over a snapshot and acts on what changed: the incident's
-//! `NodeIncident` status, an Event on the Node, the notice queued for every
-//! sink. A replica that becomes leader first rebuilds its state from the
+//! kubelets' Leases, Pods, Deployments and StatefulSets in memory, each
+//! trimmed to what the decisions read ([`crate::trim`]); whenever one
+//! changes, and once a second for Leases that stop changing, the leader
+//! runs the tracker over a snapshot and acts on what changed: the
+//! incident's `NodeIncident` status, an Event on the Node, the notice
+//! queued for every sink.
+//!
+//! Fenced: every status write and every send is preceded by a check that
+//! this replica still leads ([`Leadership::leading`]). While the API server
+//! does not answer (Paused), the leader keeps its state and acts on nothing
+//! but the control-plane incident, which only the replica that led when
+//! contact was lost may report; the writes it owes wait in `dirty`. Only
+//! when another replica is seen holding the Lease (deposed) is the state
+//! dropped. A replica that becomes leader rebuilds its state from the
 //! `NodeIncident`s, so nothing decided or owed is lost with the old leader.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::{
@@ -15,11 +28,11 @@ use k8s_openapi::{
         coordination::v1::Lease,
         core::v1::{Node, ObjectReference, Pod},
     },
-    jiff::Timestamp,
+    jiff::{SignedDuration, Timestamp},
 };
 use kube::{
     Api, Client, Resource,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     runtime::{
         WatchStreamExt,
         events::{Event, EventType, Recorder, Reporter},
@@ -28,15 +41,19 @@ use kube::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use tracing::Instrument as _;
+use vigil_telemetry::admin::Heartbeat;
 
 use crate::{
     crd::{Delivery, DeliveryState, NodeIncident, NodeIncidentSpec, NodeIncidentStatus},
     delivery::{Outbox, Record},
+    leader::{Leadership, Standing},
     metrics::{KindLabels, Metrics},
     model::{Notice, NoticeKind},
-    tracker::{Change, Settings, Tracker, View},
+    retention,
+    tracker::{Change, Feed, Settings, Tracker, View},
+    trim,
 };
 
 /// The field manager of the alerter's writes.
@@ -47,6 +64,8 @@ const NODE_LEASES: &str = "kube-node-lease";
 const TICK: Duration = Duration::from_secs(1);
 /// The longest Event note the API takes is 1 kB; kept under it.
 const NOTE_BYTES: usize = 1000;
+/// How often closed incidents past their retention are deleted.
+const COLLECT_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,9 +86,16 @@ pub struct Context {
     pub settings: Settings,
     pub outbox: Arc<Outbox>,
     pub metrics: Arc<Metrics>,
-    pub leading: watch::Receiver<bool>,
+    pub leadership: Leadership,
     /// Who publishes the Events (the pod's name).
     pub reporter: Reporter,
+    /// Beaten once per turn of the loop: `/live` fails when it stops.
+    pub heartbeat: Heartbeat,
+    /// The API server counts as unreachable when no Lease request of the
+    /// elector's got an answer for this long.
+    pub contact_window: Duration,
+    /// How long closed incidents are kept, and how many at most.
+    pub retention: retention::Retention,
 }
 
 /// The reflectors' stores.
@@ -81,18 +107,46 @@ struct Stores {
     stateful_sets: Store<StatefulSet>,
 }
 
-/// Starts a reflector for `api`; `changed` is notified on every event.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+/// Whether the kubelets' Lease watch delivers: listed once, and no error
+/// since its last event. (Its Leases change every renewal, so a healthy
+/// watch is never quiet for long; the other watches' objects may not change
+/// for minutes, so their events say nothing of their health.)
+#[derive(Default)]
+struct LeaseWatch {
+    listed: bool,
+    broken: bool,
+}
+
+/// Starts a reflector for `api`, its objects trimmed by `trim`; `changed`
+/// is notified on every event, and `health` (if given) follows its errors.
+fn reflect<K>(
+    api: Api<K>,
+    trim: fn(&mut K),
+    changed: Arc<Notify>,
+    health: Option<Arc<Mutex<LeaseWatch>>>,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).touched_objects();
+    let stream = watcher(api, watcher::Config::default()).default_backoff().modify(trim).reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "watch error; the watcher backs off and resumes");
+            let healthy = match &event {
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch error; the watcher backs off and resumes");
+                    Some(false)
+                }
+                Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                    Some(true)
+                }
+                Ok(_) => None,
+            };
+            if let (Some(health), Some(healthy)) = (&health, healthy) {
+                let mut health = health.lock().expect("not poisoned");
+                health.listed |= healthy;
+                health.broken = !healthy;
             }
             changed.notify_one();
         }
@@ -105,15 +159,47 @@ fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { what, source }
 }
 
+/// What the alerter's view of the cluster is worth right now: [`Feed`],
+/// kept across turns so that `since` says when it last changed.
+struct FeedClock {
+    feed: Feed,
+}
+
+impl FeedClock {
+    /// `healthy`: the API server answers and the Lease watch delivers.
+    /// `last_contact`: when the API server last answered.
+    fn update(&mut self, healthy: bool, now: Timestamp, last_contact: Timestamp) -> Feed {
+        self.feed = match (self.feed, healthy) {
+            (Feed::Lost { .. }, true) => Feed::Live { since: now },
+            // Lost since the last answer: the silence began then.
+            (Feed::Live { .. }, false) => Feed::Lost { since: last_contact.min(now) },
+            (feed, _) => feed,
+        };
+        self.feed
+    }
+}
+
+/// `instant` as a wall-clock time (for the tracker, which reasons in Timestamps).
+fn wall(instant: tokio::time::Instant, now: Timestamp) -> Timestamp {
+    let ago = SignedDuration::try_from(instant.elapsed()).unwrap_or(SignedDuration::ZERO);
+    now.checked_sub(ago).unwrap_or(now)
+}
+
 pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>) -> Result<(), Error> {
     let client = ctx.client.clone();
     let changed = Arc::new(Notify::new());
+    let lease_watch = Arc::new(Mutex::new(LeaseWatch::default()));
     let stores = Stores {
-        nodes: reflect(Api::all(client.clone()), changed.clone()),
-        leases: reflect(Api::namespaced(client.clone(), NODE_LEASES), changed.clone()),
-        pods: reflect(Api::all(client.clone()), changed.clone()),
-        deployments: reflect(Api::all(client.clone()), changed.clone()),
-        stateful_sets: reflect(Api::all(client.clone()), changed.clone()),
+        nodes: reflect(Api::all(client.clone()), trim::node, changed.clone(), None),
+        leases: reflect(
+            Api::namespaced(client.clone(), NODE_LEASES),
+            trim::lease,
+            changed.clone(),
+            Some(lease_watch.clone()),
+        ),
+        pods: reflect(Api::all(client.clone()), trim::pod, changed.clone(), None),
+        deployments: reflect(Api::all(client.clone()), trim::deployment, changed.clone(), None),
+        stateful_sets: reflect(Api::all(client.clone()), trim::stateful_set, changed.clone(), None),
     };
     for (store_ready, what) in [
         (stores.nodes.wait_until_ready().await.is_ok(), "nodes"),
@@ -131,25 +217,34 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
     let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
     let mut state: Option<Leader> = None;
     let mut tick = tokio::time::interval(TICK);
+    let mut feed = FeedClock { feed: Feed::Lost { since: Timestamp::now() } };
+    let mut collected = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = changed.notified() => {}
             _ = tick.tick() => {}
-            _ = ctx.leading.changed() => {}
+            () = ctx.leadership.changed() => {}
             Some(record) = records.recv() => {
                 if let Some(leader) = state.as_mut() {
-                    leader.record(&incidents, record).await;
+                    leader.record(record);
+                }
+            }
+        }
+        ctx.heartbeat.beat();
+        let now = Timestamp::now();
+        let standing = ctx.leadership.standing();
+        ctx.metrics.leader.set(ctx.leadership.leading() as i64);
+        match standing {
+            Standing::Following(holder) => {
+                if state.take().is_some() {
+                    tracing::info!(holder = ?holder, "deposed: another replica holds the Lease; its queue is dropped (it rebuilds it from the NodeIncidents)");
+                    ctx.outbox.clear();
                 }
                 continue;
             }
-        }
-        let leading = *ctx.leading.borrow();
-        ctx.metrics.leader.set(leading as i64);
-        if !leading {
-            if state.take().is_some() {
-                ctx.outbox.clear();
-            }
-            continue;
+            // Cut off before it ever led: nothing to keep, nothing to do.
+            Standing::Paused if state.is_none() => continue,
+            Standing::Paused | Standing::Leading => {}
         }
         if state.is_none() {
             match Leader::restore(&ctx, &incidents).await {
@@ -161,6 +256,13 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
             }
         }
         let leader = state.as_mut().expect("restored above");
+        let contact = ctx.leadership.api_contact();
+        let answering = contact.is_some_and(|c| c.elapsed() < ctx.contact_window);
+        let watching = {
+            let watch = lease_watch.lock().expect("not poisoned");
+            watch.listed && !watch.broken
+        };
+        let last_contact = contact.map(|c| wall(c, now)).unwrap_or(now);
         let (nodes, leases, pods) = (stores.nodes.state(), stores.leases.state(), stores.pods.state());
         let (deployments, stateful_sets) = (stores.deployments.state(), stores.stateful_sets.state());
         let view = View {
@@ -169,37 +271,64 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
             pods: pods.iter().map(Arc::as_ref).collect(),
             deployments: deployments.iter().map(Arc::as_ref).collect(),
             stateful_sets: stateful_sets.iter().map(Arc::as_ref).collect(),
+            feed: feed.update(answering && watching, now, last_contact),
         };
-        let changes = leader.tracker.observe(Timestamp::now(), &view);
+        let changes = leader.tracker.observe(now, &view);
         for change in changes {
-            leader.apply(&ctx, &incidents, &recorder, change).await;
+            leader.apply(&ctx, &recorder, change).await;
         }
         ctx.metrics.open_incidents.set(leader.tracker.open().count() as i64);
+        leader.flush(&ctx, &incidents).await;
+        if collected.elapsed() >= COLLECT_EVERY && ctx.leadership.leading() {
+            collected = tokio::time::Instant::now();
+            collect(&ctx, &incidents, now).await;
+        }
     }
 }
 
-/// What the leader holds: the tracker and each incident's status as last written.
-struct Leader {
-    tracker: Tracker,
-    statuses: BTreeMap<String, NodeIncidentStatus>,
+/// Deletes the closed incidents past their retention.
+async fn collect(ctx: &Context, incidents: &Api<NodeIncident>, now: Timestamp) {
+    let list = match incidents.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(e) => return tracing::warn!(error = %e, "cannot list the NodeIncidents to collect old ones"),
+    };
+    for name in retention::to_delete(&list.items, now, &ctx.retention) {
+        if !ctx.leadership.leading() {
+            return;
+        }
+        match incidents.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(incident = %name, "deleted: closed and past its retention"),
+            Err(e) => tracing::warn!(incident = %name, error = %e, "cannot delete an old NodeIncident"),
+        }
+    }
 }
 
-fn params() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
+/// What the leader holds: the tracker, each incident's status as it should
+/// be, the resourceVersion of our last write, and the statuses still owed.
+struct Leader {
+    tracker: Tracker,
+    statuses: BTreeMap<String, (String, NodeIncidentStatus)>,
+    versions: BTreeMap<String, String>,
+    dirty: BTreeSet<String>,
 }
 
 impl Leader {
     /// Rebuilds the state from the `NodeIncident`s: open incidents continue,
-    /// and every notice not yet delivered (nor given up on) is queued again
-    /// with its attempts so far, under the same idempotency key.
+    /// every notice not yet delivered (nor given up on) is queued again with
+    /// its attempts so far, under the same idempotency key, and what is
+    /// firing is handed to the Alertmanager sinks to keep re-sending.
     async fn restore(ctx: &Context, incidents: &Api<NodeIncident>) -> Result<Self, Error> {
         let list = incidents.list(&ListParams::default()).await.map_err(kube_err("list nodeincidents"))?;
         let mut statuses = BTreeMap::new();
+        let mut versions = BTreeMap::new();
         let mut open = vec![];
         let sinks = ctx.outbox.sink_names();
         let now = Timestamp::now();
         for item in list.items {
             let name = item.metadata.name.clone().unwrap_or_default();
+            if let Some(version) = item.metadata.resource_version.clone() {
+                versions.insert(name.clone(), version);
+            }
             let status = item.status.unwrap_or_default();
             // Tracker::new leaves the resolved ones out.
             if let Some(incident) = status.incident.clone() {
@@ -218,24 +347,25 @@ impl Leader {
                     ctx.outbox.enqueue(Some(sink), notice, attempts, left);
                 }
             }
-            statuses.insert(name, status);
+            ctx.outbox.firing(&name, &status.notices);
+            statuses.insert(name, (item.spec.node.clone(), status));
         }
         tracing::info!(open = open.len(), "leading: state rebuilt from the NodeIncidents");
-        Ok(Leader { tracker: Tracker::new(ctx.settings.clone(), open), statuses })
+        Ok(Leader {
+            tracker: Tracker::new(ctx.settings.clone(), open),
+            statuses,
+            versions,
+            dirty: BTreeSet::new(),
+        })
     }
 
-    /// Writes the change, publishes its Event, queues its notice.
-    async fn apply(
-        &mut self,
-        ctx: &Context,
-        incidents: &Api<NodeIncident>,
-        recorder: &Recorder,
-        change: Change,
-    ) {
+    /// Keeps the change in the incident's status (written by [`Leader::flush`]),
+    /// publishes its Event, queues its notice.
+    async fn apply(&mut self, ctx: &Context, recorder: &Recorder, change: Change) {
         let Change { incident, notice } = change;
         let name = incident.name.clone();
-        let status = self.statuses.entry(name.clone()).or_default();
-        let created = status.incident.is_none();
+        let (_, status) =
+            self.statuses.entry(name.clone()).or_insert_with(|| (incident.node.clone(), Default::default()));
         status.incident = Some(incident.clone());
         if let Some(notice) = &notice {
             status.notices.push(notice.clone());
@@ -251,15 +381,7 @@ impl Leader {
                 });
             }
         }
-        if created {
-            let object = NodeIncident::new(&name, NodeIncidentSpec { node: incident.node.clone() });
-            if let Err(e) = incidents.create(&PostParams::default(), &object).await
-                && !matches!(&e, kube::Error::Api(s) if s.code == 409)
-            {
-                tracing::error!(incident = %name, error = %e, "cannot create the NodeIncident");
-            }
-        }
-        write_status(incidents, &name, status).await;
+        self.dirty.insert(name.clone());
         let Some(notice) = notice else { return };
         ctx.metrics.transitions.get_or_create(&KindLabels { kind: notice.kind.as_str() }).inc();
         if let Some(seconds) = notice.seconds_to_rescheduled {
@@ -277,40 +399,109 @@ impl Leader {
             tracing::info!(incident = %name, node = %incident.node, kind = notice.kind.as_str(), summary = %notice.summary, "notice");
             // Queued first: the Event is for people, the notice is what is owed.
             ctx.outbox.enqueue(None, &notice, 0, ctx.outbox.expiry());
-            publish(recorder, &notice).await;
+            ctx.outbox.firing(&name, &status.notices);
+            if ctx.leadership.leading() {
+                publish(recorder, &notice).await;
+            }
         }
         .instrument(span)
         .await;
     }
 
     /// Keeps a delivery's outcome in its incident's status.
-    async fn record(&mut self, incidents: &Api<NodeIncident>, record: Record) {
-        let Some(status) = self.statuses.get_mut(&record.incident) else { return };
+    fn record(&mut self, record: Record) {
+        let Some((_, status)) = self.statuses.get_mut(&record.incident) else { return };
         let d = record.delivery;
         match status.deliveries.iter_mut().find(|x| x.sink == d.sink && x.key == d.key) {
             Some(existing) => *existing = d,
             None => status.deliveries.push(d),
         }
-        write_status(incidents, &record.incident, status).await;
+        self.dirty.insert(record.incident);
+    }
+
+    /// Writes the statuses still owed, while this replica leads: each guarded
+    /// by the resourceVersion of our last write, so a write based on an old
+    /// read fails (409) rather than overwriting; it is then read again and
+    /// retried on the next turn.
+    async fn flush(&mut self, ctx: &Context, incidents: &Api<NodeIncident>) {
+        for name in std::mem::take(&mut self.dirty) {
+            if !ctx.leadership.leading() {
+                self.dirty.insert(name);
+                continue;
+            }
+            let Some((node, status)) = self.statuses.get(&name) else { continue };
+            match write(incidents, &name, node, status, self.versions.get(&name)).await {
+                Ok(version) => {
+                    self.versions.insert(name, version);
+                }
+                Err(e) => {
+                    tracing::warn!(incident = %name, error = %e, "cannot write the NodeIncident yet; retrying");
+                    if let Err(kube::Error::Api(s)) = &e
+                        && s.code == 409
+                        && let Ok(current) = incidents.get(&name).await
+                    {
+                        self.versions.insert(name.clone(), current.metadata.resource_version.unwrap_or_default());
+                    }
+                    self.dirty.insert(name);
+                }
+            }
+        }
+        // Resolved incidents need nothing more once written.
+        let open: BTreeSet<&str> = self.tracker.open().map(|i| i.name.as_str()).collect();
+        let dirty = &self.dirty;
+        self.statuses.retain(|name, (_, status)| {
+            open.contains(name.as_str())
+                || dirty.contains(name)
+                || status.deliveries.iter().any(|d| d.state == DeliveryState::Pending)
+        });
     }
 }
 
-async fn write_status(incidents: &Api<NodeIncident>, name: &str, status: &NodeIncidentStatus) {
+/// Creates the NodeIncident if it has no version yet, then applies its
+/// status with the version as a precondition. The new resourceVersion.
+async fn write(
+    incidents: &Api<NodeIncident>,
+    name: &str,
+    node: &str,
+    status: &NodeIncidentStatus,
+    version: Option<&String>,
+) -> Result<String, kube::Error> {
+    let version = match version {
+        Some(version) => version.clone(),
+        None => {
+            let object = NodeIncident::new(name, NodeIncidentSpec { node: node.to_owned() });
+            match incidents.create(&PostParams::default(), &object).await {
+                Ok(created) => created.metadata.resource_version.unwrap_or_default(),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    incidents.get(name).await?.metadata.resource_version.unwrap_or_default()
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Metadata<'a> {
+        name: &'a str,
+        resource_version: String,
+    }
     #[derive(Debug, Serialize)]
     #[serde(rename_all = "camelCase")]
     struct StatusPatch<'a> {
         api_version: String,
         kind: &'static str,
+        metadata: Metadata<'a>,
         status: &'a NodeIncidentStatus,
     }
     let patch = StatusPatch {
         api_version: NodeIncident::api_version(&()).into_owned(),
         kind: "NodeIncident",
+        metadata: Metadata { name, resource_version: version },
         status,
     };
-    if let Err(e) = incidents.patch_status(name, &params(), &Patch::Apply(&patch)).await {
-        tracing::error!(incident = %name, error = %e, "cannot write the NodeIncident's status");
-    }
+    let written =
+        incidents.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(written.metadata.resource_version.unwrap_or_default())
 }
 
 /// An Event on the Node, as `kubectl describe node` shows it.
