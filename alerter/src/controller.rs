@@ -36,7 +36,7 @@ use crate::{
     delivery::{Outbox, Record},
     metrics::{KindLabels, Metrics},
     model::{Notice, NoticeKind},
-    tracker::{Change, Settings, Tracker, View},
+    tracker::{Change, Feed, Settings, Tracker, View},
 };
 
 /// The field manager of the alerter's writes.
@@ -127,6 +127,8 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
         }
     }
     tracing::info!("reflectors ready");
+    // Placeholder until the controller follows its watches' health: live since they synced.
+    let synced_at = Timestamp::now();
     let incidents: Api<NodeIncident> = Api::all(client.clone());
     let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
     let mut state: Option<Leader> = None;
@@ -164,6 +166,7 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
         let (nodes, leases, pods) = (stores.nodes.state(), stores.leases.state(), stores.pods.state());
         let (deployments, stateful_sets) = (stores.deployments.state(), stores.stateful_sets.state());
         let view = View {
+            feed: Feed::Live { since: synced_at },
             nodes: nodes.iter().map(Arc::as_ref).collect(),
             leases: leases.iter().map(Arc::as_ref).collect(),
             pods: pods.iter().map(Arc::as_ref).collect(),
@@ -321,7 +324,13 @@ async fn publish(recorder: &Recorder, notice: &Notice) {
         NoticeKind::NotRescheduled => (EventType::Warning, "PodsNotRescheduled"),
         NoticeKind::Rescheduled => (EventType::Normal, "PodsRescheduled"),
         NoticeKind::Resolved => (EventType::Normal, "NodeRecovered"),
+        NoticeKind::NodeDeleted => (EventType::Normal, "NodeIncidentClosed"),
+        NoticeKind::ControlPlaneUnreachable => (EventType::Warning, "ControlPlaneUnreachable"),
     };
+    // A control-plane incident concerns no Node: its NodeIncident tells it.
+    if notice.node.is_empty() {
+        return;
+    }
     let node = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Node".into()),
@@ -377,6 +386,7 @@ mod tests {
             detected_at: None,
             seconds_to_rescheduled: None,
             owners: vec![],
+            flaps: 0,
             trace_id: String::new(),
         };
         assert_eq!(event_note(&notice), "n".repeat(999));
