@@ -1,6 +1,6 @@
 //! What the alerter says: notices about one incident of one node, and the
 //! per-owner verdict on its pods. These are the webhook's JSON payload (its
-//! schema, `docs/alerter-webhook.schema.json`, is generated from them) and
+//! schema, `alerter/webhook.schema.json`, is generated from them) and
 //! part of a `NodeIncident`'s status.
 
 use std::fmt;
