@@ -512,7 +512,13 @@ async fn publish(recorder: &Recorder, notice: &Notice) {
         NoticeKind::NotRescheduled => (EventType::Warning, "PodsNotRescheduled"),
         NoticeKind::Rescheduled => (EventType::Normal, "PodsRescheduled"),
         NoticeKind::Resolved => (EventType::Normal, "NodeRecovered"),
+        NoticeKind::NodeDeleted => (EventType::Normal, "NodeIncidentClosed"),
+        NoticeKind::ControlPlaneUnreachable => (EventType::Warning, "ControlPlaneUnreachable"),
     };
+    // A control-plane incident concerns no Node: its NodeIncident tells it.
+    if notice.node.is_empty() {
+        return;
+    }
     let node = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Node".into()),
@@ -568,6 +574,7 @@ mod tests {
             detected_at: None,
             seconds_to_rescheduled: None,
             owners: vec![],
+            flaps: 0,
             trace_id: String::new(),
         };
         assert_eq!(event_note(&notice), "n".repeat(999));

@@ -56,16 +56,85 @@ pub fn readiness(node: &Node) -> (Readiness, Option<Timestamp>) {
     }
 }
 
+/// A Lease's renewTime: compared only with its own earlier values, never
+/// with a clock (the kubelet's clock is not the alerter's).
+pub fn renew_time(lease: &Lease) -> Option<Timestamp> {
+    Some(lease.spec.as_ref()?.renew_time.as_ref()?.0)
+}
+
 /// The kubelet renews its Lease every quarter of the Lease's duration
-/// (`nodeLeaseRenewIntervalFraction`); once `renewals` renewals are missed,
-/// the node is suspect. Returns when it was last renewed if it is stale.
-pub fn lease_stale(lease: &Lease, now: Timestamp, renewals: u32) -> Option<Timestamp> {
-    let spec = lease.spec.as_ref()?;
-    let renewed = spec.renew_time.as_ref()?.0;
-    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(40).max(1) as u64);
-    let allowed = duration / 4 * renewals;
-    let since = now.duration_since(renewed);
-    (since.as_secs_f64() > allowed.as_secs_f64()).then_some(renewed)
+/// (`nodeLeaseRenewIntervalFraction`).
+pub fn renewal_interval(lease: &Lease) -> Duration {
+    let seconds = lease.spec.as_ref().and_then(|s| s.lease_duration_seconds).unwrap_or(40).max(1);
+    Duration::from_secs(seconds as u64) / 4
+}
+
+/// What the alerter saw of one Lease, on its own clock (client-go's
+/// "observed time"): the last renewTime value, when it first saw that
+/// value, and when it last saw the value change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSeen {
+    pub renew_time: Timestamp,
+    pub observed_at: Timestamp,
+    /// None while the value is the first one seen: seeing a Lease is not seeing it renewed.
+    pub changed_at: Option<Timestamp>,
+    pub interval: Duration,
+}
+
+impl LeaseSeen {
+    /// `previous` brought up to date with `lease` as seen at `now`.
+    pub fn observe(previous: Option<LeaseSeen>, lease: &Lease, now: Timestamp) -> Option<LeaseSeen> {
+        let renew_time = renew_time(lease)?;
+        let interval = renewal_interval(lease);
+        Some(match previous {
+            Some(seen) if seen.renew_time == renew_time => LeaseSeen { interval, ..seen },
+            Some(_) => LeaseSeen { renew_time, observed_at: now, changed_at: Some(now), interval },
+            None => LeaseSeen { renew_time, observed_at: now, changed_at: None, interval },
+        })
+    }
+}
+
+/// Whether a Lease is stale: the alerter has watched it, with the feed
+/// live, for longer than `renewals` renewal intervals without seeing its
+/// value change, while it did see another Lease renewed within the last
+/// interval. The last condition tells a silent node from a silent feed: if
+/// no Lease changes, the watch or the control plane is what stopped.
+pub fn lease_stale(
+    seen: &LeaseSeen,
+    now: Timestamp,
+    live_since: Timestamp,
+    other_renewed_at: Option<Timestamp>,
+    renewals: u32,
+) -> bool {
+    let watched_since = seen.observed_at.max(live_since);
+    let allowed = seen.interval * renewals;
+    let unchanged_for = now.duration_since(watched_since);
+    let feed_carries_renewals =
+        other_renewed_at.is_some_and(|t| now.duration_since(t).as_secs_f64() <= seen.interval.as_secs_f64());
+    unchanged_for.as_secs_f64() > allowed.as_secs_f64() && feed_carries_renewals
+}
+
+/// Whether a node this alerter has not seen Ready is plausibly down rather
+/// than joining: its Ready condition is Unknown (the node controller stopped
+/// hearing from a kubelet that had reported), or it is NotReady since a
+/// change more than `joining_grace` after the node registered (a joining
+/// node's condition is NotReady from registration on; a later change means
+/// it had been Ready). Cluster-visible times only, compared with each other,
+/// so every replica decides alike.
+pub fn plausibly_not_joining(node: &Node, joining_grace: Duration) -> bool {
+    match readiness(node) {
+        (Readiness::Ready, _) => false,
+        (Readiness::Unknown, _) => true,
+        (Readiness::NotReady, since) => {
+            let created = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            match (created, since) {
+                (Some(created), Some(since)) => {
+                    since.duration_since(created).as_secs_f64() > joining_grace.as_secs_f64()
+                }
+                _ => false,
+            }
+        }
+    }
 }
 
 /// The node a pod is bound to.
@@ -225,6 +294,31 @@ pub fn verdict(
     OwnerVerdict { verdict: Verdict::NotRescheduled, reason: Some(reason), ..base }
 }
 
+/// An owner's verdict brought up to date: as [`verdict`], except that an
+/// owner that existed when the node went down and is gone now was deleted
+/// during the incident; nothing is owed for it.
+pub fn reverdict(
+    previous: &OwnerVerdict,
+    deployments: &[&Deployment],
+    stateful_sets: &[&StatefulSet],
+    pods: &[&Pod],
+    dead_node: &str,
+    past_deadline: bool,
+) -> OwnerVerdict {
+    let owner = &previous.owner;
+    let now = desired(owner, deployments, stateful_sets);
+    if owner.kind.reschedules() && previous.desired.is_some() && now.is_none() {
+        let ready_elsewhere = verdict(owner, &previous.pods, None, pods, dead_node, false);
+        return OwnerVerdict {
+            desired: previous.desired,
+            verdict: Verdict::NotApplicable,
+            reason: Some(format!("its {:?} was deleted during the incident", owner.kind)),
+            ..ready_elsewhere
+        };
+    }
+    verdict(owner, &previous.pods, now, pods, dead_node, past_deadline)
+}
+
 /// What keeps an owner short of its replicas, as found in its pods.
 pub fn why_not(owner: &Owner, pods: &[&Pod], dead_node: &str) -> String {
     let on_dead: Vec<&&Pod> = pods.iter().filter(|p| node_of(p) == Some(dead_node)).collect();
@@ -302,13 +396,57 @@ mod tests {
         assert_eq!(readiness(&node("n1").ready("Unknown").build()).0, Readiness::Unknown);
     }
 
+    fn at(t: &str) -> Timestamp {
+        t.parse().unwrap()
+    }
+
     #[test]
-    fn a_lease_is_stale_after_the_missed_renewals() {
-        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+    fn a_lease_is_stale_after_the_missed_renewals_on_the_alerters_clock() {
         let lease = |renewed: &str| crate::fixtures::lease("n1", renewed, 40);
-        // 40 s leases are renewed every 10 s: two missed renewals is 20 s.
-        assert_eq!(lease_stale(&lease("2026-01-01T00:00:45Z"), now, 2), None);
-        assert!(lease_stale(&lease("2026-01-01T00:00:35Z"), now, 2).is_some());
+        let live = at("2026-01-01T00:00:00Z");
+        // First seen at 00:00:30 (its value says 1999: the kubelet's clock is not ours).
+        let seen =
+            LeaseSeen::observe(None, &lease("1999-01-01T00:00:00Z"), at("2026-01-01T00:00:30Z")).unwrap();
+        assert_eq!(seen.changed_at, None);
+        let other = Some(at("2026-01-01T00:00:49Z"));
+        // 40 s leases are renewed every 10 s: two missed renewals is 20 s of watching.
+        assert!(!lease_stale(&seen, at("2026-01-01T00:00:50Z"), live, other, 2));
+        assert!(lease_stale(&seen, at("2026-01-01T00:00:51Z"), live, other, 2));
+        // Not when no other Lease was renewed in the last interval: the feed is silent.
+        assert!(!lease_stale(&seen, at("2026-01-01T00:01:00Z"), live, other, 2));
+        assert!(!lease_stale(&seen, at("2026-01-01T00:00:51Z"), live, None, 2));
+        // Not until 20 s after the feed came back.
+        assert!(!lease_stale(&seen, at("2026-01-01T00:00:51Z"), at("2026-01-01T00:00:40Z"), other, 2));
+        // A new value, whatever it says, is a renewal seen now.
+        let renewed =
+            LeaseSeen::observe(Some(seen), &lease("1999-01-01T00:00:10Z"), at("2026-01-01T00:00:52Z"));
+        assert_eq!(renewed.unwrap().changed_at, Some(at("2026-01-01T00:00:52Z")));
+        assert_eq!(
+            LeaseSeen::observe(renewed, &lease("1999-01-01T00:00:10Z"), at("2026-01-01T00:01:00Z")),
+            renewed
+        );
+    }
+
+    #[test]
+    fn a_node_notready_long_after_it_registered_is_not_joining() {
+        let grace = Duration::from_secs(30);
+        let joining = node("n1").created("2026-01-01T00:00:00Z").ready("False").since("2026-01-01T00:00:02Z");
+        assert!(!plausibly_not_joining(&joining.build(), grace));
+        let fell = node("n1").created("2026-01-01T00:00:00Z").ready("False").since("2026-01-01T01:00:00Z");
+        assert!(plausibly_not_joining(&fell.build(), grace));
+        assert!(plausibly_not_joining(&node("n1").ready("Unknown").build(), grace));
+        assert!(!plausibly_not_joining(&node("n1").ready("False").build(), grace), "no creation time");
+    }
+
+    #[test]
+    fn an_owner_deleted_during_the_incident_is_owed_nothing() {
+        let owner = Owner { kind: OwnerKind::Deployment, namespace: "default".into(), name: "web".into() };
+        let before = verdict(&owner, &["web-abc-1".into()], Some(2), &[], "w2", false);
+        let after = reverdict(&before, &[], &[], &[], "w2", true);
+        assert_eq!(after.verdict, Verdict::NotApplicable);
+        assert_eq!(after.reason.as_deref(), Some("its Deployment was deleted during the incident"));
+        let web = crate::fixtures::deployment("default", "web", 2);
+        assert_eq!(reverdict(&before, &[&web], &[], &[], "w2", true).verdict, Verdict::NotRescheduled);
     }
 
     #[test]

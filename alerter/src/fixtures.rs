@@ -17,14 +17,21 @@ use k8s_openapi::{
 
 pub struct NodeBuilder {
     name: String,
+    created: Option<String>,
     ready: Option<(String, String)>,
 }
 
 pub fn node(name: &str) -> NodeBuilder {
-    NodeBuilder { name: name.into(), ready: None }
+    NodeBuilder { name: name.into(), created: None, ready: None }
 }
 
 impl NodeBuilder {
+    /// When the node registered (its creationTimestamp).
+    pub fn created(mut self, at: &str) -> Self {
+        self.created = Some(at.into());
+        self
+    }
+
     pub fn ready(mut self, status: &str) -> Self {
         self.ready = Some((status.into(), "2026-01-01T00:00:00Z".into()));
         self
@@ -39,7 +46,11 @@ impl NodeBuilder {
 
     pub fn build(self) -> Node {
         Node {
-            metadata: ObjectMeta { name: Some(self.name), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(self.name),
+                creation_timestamp: self.created.map(|at| Time(at.parse().unwrap())),
+                ..Default::default()
+            },
             status: Some(NodeStatus {
                 conditions: self.ready.map(|(status, at)| {
                     vec![NodeCondition {

@@ -72,6 +72,7 @@ async fn main() {
             suspect_after_renewals: config.suspect_after_renewals,
             verify_grace: config.verify_grace,
             verify_deadline: config.verify_deadline,
+            ..Settings::defaults(config.cluster.clone())
         },
         outbox: outbox.clone(),
         metrics: metrics.clone(),

@@ -1,6 +1,6 @@
 //! What the alerter says: notices about one incident of one node, and the
 //! per-owner verdict on its pods. These are the webhook's JSON payload (its
-//! schema, `docs/alerter-webhook.schema.json`, is generated from them) and
+//! schema, `alerter/webhook.schema.json`, is generated from them) and
 //! part of a `NodeIncident`'s status.
 
 use std::fmt;
@@ -101,17 +101,26 @@ pub enum NoticeKind {
     Rescheduled,
     /// The deadline passed with an owner short of its replicas.
     NotRescheduled,
-    /// The node is Ready again.
+    /// The node is Ready again, with a fresh Lease, and stayed so for the
+    /// stated time; or, for a `control-plane-unreachable` incident, the API
+    /// server answers again.
     Resolved,
+    /// The node was deleted and its rescheduling verdict is in: the incident is closed.
+    NodeDeleted,
+    /// The API server has not answered (or a watch has not synced) for a
+    /// while: node decisions are paused, nothing is said about the nodes.
+    ControlPlaneUnreachable,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 5] = [
+    pub const ALL: [NoticeKind; 7] = [
         NoticeKind::Suspect,
         NoticeKind::NodeDown,
         NoticeKind::Rescheduled,
         NoticeKind::NotRescheduled,
         NoticeKind::Resolved,
+        NoticeKind::NodeDeleted,
+        NoticeKind::ControlPlaneUnreachable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +130,8 @@ impl NoticeKind {
             NoticeKind::Rescheduled => "rescheduled",
             NoticeKind::NotRescheduled => "not-rescheduled",
             NoticeKind::Resolved => "resolved",
+            NoticeKind::NodeDeleted => "node-deleted",
+            NoticeKind::ControlPlaneUnreachable => "control-plane-unreachable",
         }
     }
 }
@@ -139,6 +150,7 @@ pub struct Notice {
     /// The `NodeIncident` this belongs to (`kubectl get nodeincidents`).
     pub incident: String,
     pub cluster: String,
+    /// The node; empty for a `control-plane-unreachable` incident.
     pub node: String,
     /// One line for people.
     pub summary: String,
@@ -159,6 +171,10 @@ pub struct Notice {
     /// The pods the node held, by owner, with their verdicts.
     #[serde(default)]
     pub owners: Vec<OwnerVerdict>,
+    /// How often the node came back and went down again within this
+    /// incident (it is one incident until the node stays up).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flaps: u32,
     /// The incident's trace (W3C trace id, hex), derived from the incident's
     /// name: every span of the incident, whichever replica made it, is in it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -181,6 +197,10 @@ pub fn incident_trace(incident: &str) -> ([u8; 16], [u8; 8]) {
 /// [`incident_trace`]'s trace id as 32 hex digits.
 pub fn incident_trace_id(incident: &str) -> String {
     incident_trace(incident).0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Notice {

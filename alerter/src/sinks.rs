@@ -61,7 +61,12 @@ fn alert_changes(kind: NoticeKind) -> (&'static [&'static str], &'static [&'stat
         NoticeKind::NodeDown => (&["VigilNodeDown"], &["VigilNodeSuspect"]),
         NoticeKind::NotRescheduled => (&["VigilPodsNotRescheduled"], &[]),
         NoticeKind::Rescheduled => (&[], &["VigilPodsNotRescheduled"]),
-        NoticeKind::Resolved => (&[], &["VigilNodeSuspect", "VigilNodeDown", "VigilPodsNotRescheduled"]),
+        NoticeKind::Resolved => (
+            &[],
+            &["VigilNodeSuspect", "VigilNodeDown", "VigilPodsNotRescheduled", "VigilControlPlaneUnreachable"],
+        ),
+        NoticeKind::NodeDeleted => (&[], &["VigilNodeSuspect", "VigilNodeDown", "VigilPodsNotRescheduled"]),
+        NoticeKind::ControlPlaneUnreachable => (&["VigilControlPlaneUnreachable"], &[]),
     }
 }
 
@@ -195,6 +200,7 @@ mod tests {
             detected_at: Some("2026-01-01T00:01:41Z".into()),
             seconds_to_rescheduled: None,
             owners: vec![],
+            flaps: 0,
             trace_id: String::new(),
         }
     }

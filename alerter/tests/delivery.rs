@@ -114,6 +114,7 @@ fn notice(kind: NoticeKind) -> Notice {
         detected_at: None,
         seconds_to_rescheduled: None,
         owners: vec![],
+        flaps: 0,
         trace_id: alerter::model::incident_trace_id("w2-1700000000"),
     }
 }
