@@ -217,7 +217,8 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
     let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
     let mut state: Option<Leader> = None;
     let mut tick = tokio::time::interval(TICK);
-    let mut feed = FeedClock { feed: Feed::Lost { since: Timestamp::now() } };
+    // Lost until the first turn finds the API server answering and the Lease watch delivering.
+    let mut feed_clock = FeedClock { feed: Feed::Lost { since: Timestamp::now() } };
     let mut collected = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -232,6 +233,16 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
         }
         ctx.heartbeat.beat();
         let now = Timestamp::now();
+        // Followed on every turn, leading or not, so that a replica taking
+        // over knows since when its view has been whole.
+        let contact = ctx.leadership.api_contact();
+        let answering = contact.is_some_and(|c| c.elapsed() < ctx.contact_window);
+        let watching = {
+            let watch = lease_watch.lock().expect("not poisoned");
+            watch.listed && !watch.broken
+        };
+        let last_contact = contact.map(|c| wall(c, now)).unwrap_or(now);
+        let feed = feed_clock.update(answering && watching, now, last_contact);
         let standing = ctx.leadership.standing();
         ctx.metrics.leader.set(ctx.leadership.leading() as i64);
         match standing {
@@ -256,13 +267,6 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
             }
         }
         let leader = state.as_mut().expect("restored above");
-        let contact = ctx.leadership.api_contact();
-        let answering = contact.is_some_and(|c| c.elapsed() < ctx.contact_window);
-        let watching = {
-            let watch = lease_watch.lock().expect("not poisoned");
-            watch.listed && !watch.broken
-        };
-        let last_contact = contact.map(|c| wall(c, now)).unwrap_or(now);
         let (nodes, leases, pods) = (stores.nodes.state(), stores.leases.state(), stores.pods.state());
         let (deployments, stateful_sets) = (stores.deployments.state(), stores.stateful_sets.state());
         let view = View {
@@ -271,7 +275,7 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
             pods: pods.iter().map(Arc::as_ref).collect(),
             deployments: deployments.iter().map(Arc::as_ref).collect(),
             stateful_sets: stateful_sets.iter().map(Arc::as_ref).collect(),
-            feed: feed.update(answering && watching, now, last_contact),
+            feed,
         };
         let changes = leader.tracker.observe(now, &view);
         for change in changes {
