@@ -53,11 +53,15 @@ fn default_grace() -> Duration {
 }
 
 /// How notices are delivered: retried with capped exponential backoff and
-/// jitter until delivered or expired.
+/// jitter (or after the receiver's `Retry-After`) until delivered, refused
+/// for good or expired; see [`crate::delivery`]. A field left out takes its
+/// default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DeliveryConfig {
-    /// One attempt's limit.
+    /// One attempt's limit: 15 s, the low end of what the Standard
+    /// Webhooks spec recommends (15 to 30 s), so a slow receiver is not
+    /// counted as down.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -67,16 +71,31 @@ pub struct DeliveryConfig {
     /// A notice not delivered by then is given up on, with a log line and a metric.
     #[serde(with = "humantime_serde")]
     pub expire_after: Duration,
+    /// How often Alertmanager is told again of the alerts still firing, as
+    /// Prometheus does (its `--rules.alert.resend-delay`, 1 m); each post's
+    /// `endsAt` is four of these ahead, so an alert outlives three lost
+    /// re-sends and resolves by itself only if the alerter is gone.
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             expire_after: Duration::from_secs(3600),
+            resend_interval: Duration::from_secs(60),
         }
+    }
+}
+
+impl DeliveryConfig {
+    /// How long a firing alert posted now stays firing in Alertmanager
+    /// without another post.
+    pub fn firing_for(&self) -> Duration {
+        self.resend_interval.saturating_mul(4)
     }
 }
 
@@ -265,6 +284,12 @@ impl Config {
         if d.timeout.is_zero() || d.expire_after < d.timeout {
             return Err(error("delivery.expireAfter", "must be at least one attempt's timeout"));
         }
+        if d.resend_interval.is_zero() {
+            return Err(error(
+                "delivery.resendInterval",
+                "0 would post to Alertmanager without pause; use e.g. 1m (Prometheus's resend delay)",
+            ));
+        }
         for (i, sink) in self.sinks.iter().enumerate() {
             if sink.name.is_empty() || self.sinks[..i].iter().any(|s| s.name == sink.name) {
                 return Err(error(
@@ -375,6 +400,19 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "sinks[0].alertmanager.basicAuth.username");
+    }
+
+    #[test]
+    fn a_delivery_section_may_give_some_fields_and_a_zero_resend_interval_is_refused() {
+        let text = r#"{"cluster": "vigil", "sinks": [], "delivery": {"expireAfter": "2h"}}"#;
+        let config = Config::from_json(text, "cm").unwrap();
+        assert_eq!(config.delivery.expire_after, Duration::from_secs(7200));
+        assert_eq!(config.delivery.timeout, Duration::from_secs(15));
+        assert_eq!(config.delivery.resend_interval, Duration::from_secs(60));
+        assert_eq!(config.delivery.firing_for(), Duration::from_secs(240));
+        let text = r#"{"cluster": "vigil", "sinks": [], "delivery": {"resendInterval": "0s"}}"#;
+        let err = Config::from_json(text, "cm").unwrap_err();
+        assert_eq!(err.field, "delivery.resendInterval");
     }
 
     #[test]

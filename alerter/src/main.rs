@@ -51,13 +51,16 @@ async fn main() {
         std::process::exit(1)
     });
     let metrics = Arc::new(Metrics::default());
+    let (leading_tx, leading) = tokio::sync::watch::channel(false);
+    // Nothing is sent unless this replica leads, asked right before each request.
+    let leads = leading.clone();
     let (outbox, records) = Outbox::new(
         sinks,
         config.delivery.clone(),
         config.generator_url.clone().unwrap_or_default(),
         metrics.clone(),
+        Arc::new(move || *leads.borrow()),
     );
-    let (leading_tx, leading) = tokio::sync::watch::channel(false);
     let elector = Elector {
         api: kube::Api::namespaced(client.clone(), &args.namespace),
         name: args.lease.clone(),

@@ -34,6 +34,9 @@ pub struct Metrics {
     /// From a node seen down to every owner back.
     pub time_to_rescheduled: Histogram,
     pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Re-sends of firing alerts to an Alertmanager sink, by outcome (one of
+    /// [`RESEND_OUTCOMES`]): counted here, not kept in the incident.
+    pub resends: Family<DeliveryLabels, Counter>,
     pub pending: Family<SinkLabels, Gauge>,
     /// 1 while this replica is the leader.
     pub leader: Gauge,
@@ -50,6 +53,7 @@ impl Default for Metrics {
         let detection_latency = Family::<SinkLabels, Histogram>::new_with_constructor(seconds);
         let time_to_rescheduled = seconds();
         let deliveries = Family::<DeliveryLabels, Counter>::default();
+        let resends = Family::<DeliveryLabels, Counter>::default();
         let pending = Family::<SinkLabels, Gauge>::default();
         let leader = Gauge::default();
         let open_incidents = Gauge::default();
@@ -65,6 +69,11 @@ impl Default for Metrics {
             time_to_rescheduled.clone(),
         );
         registry.register("deliveries", "Delivery attempts' outcomes, by sink", deliveries.clone());
+        registry.register(
+            "alertmanager_resends",
+            "Re-sends of the alerts still firing to Alertmanager, by sink and outcome",
+            resends.clone(),
+        );
         registry.register("pending_deliveries", "Notices not delivered yet, by sink", pending.clone());
         registry.register("leader", "1 while this replica leads", leader.clone());
         registry.register("open_incidents", "Incidents not resolved", open_incidents.clone());
@@ -75,6 +84,7 @@ impl Default for Metrics {
             detection_latency,
             time_to_rescheduled,
             deliveries,
+            resends,
             pending,
             leader,
             open_incidents,
@@ -84,6 +94,10 @@ impl Default for Metrics {
 
 /// The outcomes a delivery attempt counts as.
 pub const OUTCOMES: [&str; 4] = ["delivered", "retried", "expired", "rejected"];
+
+/// The outcomes a re-send to Alertmanager counts as (a failed one is not
+/// retried: the next interval's re-send is its retry).
+pub const RESEND_OUTCOMES: [&str; 2] = ["delivered", "failed"];
 
 impl Metrics {
     /// Every series the alerter can count, at zero, for these sinks: a
@@ -99,6 +113,15 @@ impl Metrics {
             }
             drop(self.pending.get_or_create(&SinkLabels { sink: sink.clone() }));
             drop(self.detection_latency.get_or_create(&SinkLabels { sink: sink.clone() }));
+        }
+    }
+
+    /// The re-send series of these Alertmanager sinks, at zero.
+    pub fn initialize_resends(&self, alertmanagers: &[String]) {
+        for sink in alertmanagers {
+            for outcome in RESEND_OUTCOMES {
+                drop(self.resends.get_or_create(&DeliveryLabels { sink: sink.clone(), outcome }));
+            }
         }
     }
 }
@@ -117,6 +140,7 @@ mod tests {
     fn every_series_starts_at_zero_so_the_first_incident_is_an_increase() {
         let metrics = Metrics::default();
         metrics.initialize(&["webhook".into(), "alertmanager".into()]);
+        metrics.initialize_resends(&["alertmanager".into()]);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
         for kind in ["suspect", "node-down", "rescheduled", "not-rescheduled", "resolved"] {
@@ -130,6 +154,13 @@ mod tests {
                 format!("vigil_alerter_deliveries_total{{sink=\"alertmanager\",outcome=\"{outcome}\"}} 0");
             assert!(text.contains(&line), "{text}");
         }
+        for outcome in RESEND_OUTCOMES {
+            let line = format!(
+                "vigil_alerter_alertmanager_resends_total{{sink=\"alertmanager\",outcome=\"{outcome}\"}} 0"
+            );
+            assert!(text.contains(&line), "{text}");
+        }
+        assert!(!text.contains("resends_total{sink=\"webhook\""), "{text}");
         assert!(text.contains("vigil_alerter_pending_deliveries{sink=\"webhook\"} 0"), "{text}");
         assert!(text.contains("vigil_alerter_detection_latency_seconds_count{sink=\"webhook\"} 0"), "{text}");
     }

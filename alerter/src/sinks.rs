@@ -3,16 +3,23 @@
 //!   (`webhook-id` is the notice's idempotency key, `webhook-timestamp` the
 //!   attempt's second, `webhook-signature` `v1,` and the base64 HMAC-SHA256 of
 //!   `id.timestamp.body` under the secret's key);
-//! - Slack: an incoming-webhook message;
+//! - Slack: an incoming-webhook message, within Slack's limits (sections of
+//!   at most 3,000 characters, at most 50 blocks, the `text` bounded);
 //! - Alertmanager: `POST /api/v2/alerts` with one alert per condition, firing
-//!   (`endsAt` a day ahead, so it stays firing without re-sends) or resolved
-//!   (`endsAt` now), so routing, grouping and silences work as usual.
+//!   or resolved (`endsAt` now), so routing, grouping and silences work as
+//!   usual. As Prometheus does, what is firing is posted again every
+//!   `delivery.resendInterval` ([`resend`]) with `endsAt` four intervals
+//!   ahead: an Alertmanager that restarted (and lost its alerts) has them
+//!   back within an interval, and an alert whose sender is gone resolves by
+//!   itself after four. Alertmanager replicas do not share alerts they are
+//!   sent (their gossip shares silences and notification logs), so each
+//!   replica is a sink of its own, as Prometheus sends to every one.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use k8s_openapi::jiff::{Timestamp, ToSpan};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -70,10 +77,20 @@ fn alert_changes(kind: NoticeKind) -> (&'static [&'static str], &'static [&'stat
     }
 }
 
-/// The alerts a notice posts to Alertmanager.
-pub fn alerts(notice: &Notice, now: Timestamp, generator_url: &str) -> Vec<Alert> {
-    let (firing, resolved) = alert_changes(notice.kind);
-    let starts_at = notice.detected_at.clone().unwrap_or_else(|| notice.time.clone());
+/// The conditions still firing once `kind` is the incident's latest notice:
+/// what is re-sent to Alertmanager until the next notice. Not only what the
+/// notice itself starts: after `not-rescheduled` the node is still down.
+pub fn still_firing(kind: NoticeKind) -> &'static [&'static str] {
+    match kind {
+        NoticeKind::Suspect => &["VigilNodeSuspect"],
+        NoticeKind::NodeDown | NoticeKind::Rescheduled => &["VigilNodeDown"],
+        NoticeKind::NotRescheduled => &["VigilNodeDown", "VigilPodsNotRescheduled"],
+        NoticeKind::Resolved => &[],
+    }
+}
+
+/// One alert of `notice`'s incident, ending at `ends_at`.
+fn alert(notice: &Notice, name: &str, ends_at: String, generator_url: &str) -> Alert {
     let description = notice
         .owners
         .iter()
@@ -86,7 +103,7 @@ pub fn alerts(notice: &Notice, now: Timestamp, generator_url: &str) -> Vec<Alert
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let alert = |name: &str, ends_at: String| Alert {
+    Alert {
         labels: BTreeMap::from([
             ("alertname".into(), name.into()),
             ("cluster".into(), notice.cluster.clone()),
@@ -96,52 +113,137 @@ pub fn alerts(notice: &Notice, now: Timestamp, generator_url: &str) -> Vec<Alert
         ]),
         annotations: BTreeMap::from([
             ("summary".into(), notice.summary.clone()),
-            ("description".into(), description.clone()),
+            ("description".into(), description),
         ]),
-        starts_at: starts_at.clone(),
+        starts_at: notice.detected_at.clone().unwrap_or_else(|| notice.time.clone()),
         ends_at,
         generator_url: generator_url.into(),
-    };
-    let day_ahead = now.checked_add(24.hours()).unwrap_or(now).to_string();
+    }
+}
+
+/// `now + firing_for`, as Alertmanager's `endsAt`.
+fn ends_at(now: Timestamp, firing_for: Duration) -> String {
+    let firing_for = SignedDuration::try_from(firing_for).unwrap_or(SignedDuration::MAX);
+    now.checked_add(firing_for).unwrap_or(now).to_string()
+}
+
+/// The alerts a notice posts to Alertmanager: those it starts, firing for
+/// `firing_for` (four re-send intervals: the re-sends keep them firing),
+/// and those it ends, resolved now.
+pub fn alerts(notice: &Notice, now: Timestamp, generator_url: &str, firing_for: Duration) -> Vec<Alert> {
+    let (firing, resolved) = alert_changes(notice.kind);
+    let until = ends_at(now, firing_for);
     firing
         .iter()
-        .map(|name| alert(name, day_ahead.clone()))
-        .chain(resolved.iter().map(|name| alert(name, now.to_string())))
+        .map(|name| alert(notice, name, until.clone(), generator_url))
+        .chain(resolved.iter().map(|name| alert(notice, name, now.to_string(), generator_url)))
         .collect()
 }
 
-/// A Slack message: the summary, and each owner's verdict.
+/// The alerts re-sent while `latest` is its incident's latest notice: every
+/// condition [`still_firing`], firing for another `firing_for`.
+pub fn firing_alerts(
+    latest: &Notice,
+    now: Timestamp,
+    generator_url: &str,
+    firing_for: Duration,
+) -> Vec<Alert> {
+    let until = ends_at(now, firing_for);
+    still_firing(latest.kind).iter().map(|name| alert(latest, name, until.clone(), generator_url)).collect()
+}
+
+/// Slack's limits (its Block Kit reference): a section's text holds at most
+/// 3,000 characters and a message at most 50 blocks, or Slack answers 400;
+/// the top-level `text` (what notifications show) is cut by Slack at 40,000
+/// characters and best kept under 4,000.
+pub const SLACK_SECTION_CHARS: usize = 3000;
+pub const SLACK_MAX_BLOCKS: usize = 50;
+pub const SLACK_TEXT_CHARS: usize = 4000;
+
+/// `text` in at most `max` characters (not bytes: Slack counts
+/// characters), cut on a character and ending with how much was left out.
+pub fn cut_chars(text: &str, max: usize) -> String {
+    let total = text.chars().count();
+    if total <= max {
+        return text.to_owned();
+    }
+    let note = |left: usize| format!("… ({left} more characters left out)");
+    // A note for fewer characters is never longer than this one.
+    let keep = max.saturating_sub(note(total).chars().count());
+    let mut cut: String = text.chars().take(keep).collect();
+    cut += &note(total - keep);
+    cut
+}
+
+fn section(text: &str) -> serde_json::Value {
+    serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+/// A Slack message: the summary, and each owner's verdict, within Slack's
+/// limits: owners packed into sections of at most 3,000 characters, a line
+/// too long for one cut, and past the 50th block a line saying how many
+/// owners are not shown (the `NodeIncident` has them all).
 pub fn slack_message(notice: &Notice) -> serde_json::Value {
     let owners: Vec<String> = notice
         .owners
         .iter()
         .filter(|o| o.verdict != Verdict::NotApplicable || notice.kind == NoticeKind::NodeDown)
         .map(|o| {
-            format!(
+            let line = format!(
                 "• {} ({} pods): {:?}{}",
                 o.owner,
                 o.pods.len(),
                 o.verdict,
                 o.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
-            )
+            );
+            cut_chars(&line, SLACK_SECTION_CHARS)
         })
         .collect();
     let text = format!("*[{}] {}*: {}", notice.cluster, notice.kind.as_str(), notice.summary);
-    let mut blocks = vec![serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})];
-    if !owners.is_empty() {
-        blocks.push(
-            serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": owners.join("\n")}}),
-        );
+    // Each chunk: its text, its length in characters, its owners.
+    let mut chunks: Vec<(String, usize, usize)> = vec![];
+    for line in &owners {
+        let length = line.chars().count();
+        match chunks.last_mut() {
+            Some((chunk, chars, count)) if *chars + 1 + length <= SLACK_SECTION_CHARS => {
+                chunk.push('\n');
+                chunk.push_str(line);
+                *chars += 1 + length;
+                *count += 1;
+            }
+            _ => chunks.push((line.clone(), length, 1)),
+        }
     }
-    serde_json::json!({ "text": text, "blocks": blocks })
+    // One block for the summary; past the limit, the last one says what is missing.
+    let room = SLACK_MAX_BLOCKS - 1;
+    let mut blocks = vec![section(&cut_chars(&text, SLACK_SECTION_CHARS))];
+    if chunks.len() > room {
+        let shown: usize = chunks[..room - 1].iter().map(|c| c.2).sum();
+        blocks.extend(chunks[..room - 1].iter().map(|c| section(&c.0)));
+        blocks.push(section(&format!(
+            "…and {} more owners, not shown (Slack takes {SLACK_MAX_BLOCKS} blocks): `kubectl get nodeincident {} -o yaml` has them all",
+            owners.len() - shown,
+            notice.incident
+        )));
+    } else {
+        blocks.extend(chunks.iter().map(|c| section(&c.0)));
+    }
+    serde_json::json!({ "text": cut_chars(&text, SLACK_TEXT_CHARS), "blocks": blocks })
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("notices serialize")
 }
 
-/// The request that delivers `notice` to `sink` now.
-pub fn request(sink: &Sink, notice: &Notice, now: Timestamp, generator_url: &str) -> Request {
+/// The request that delivers `notice` to `sink` now; Alertmanager's firing
+/// alerts stay firing for `firing_for`.
+pub fn request(
+    sink: &Sink,
+    notice: &Notice,
+    now: Timestamp,
+    generator_url: &str,
+    firing_for: Duration,
+) -> Request {
     match &sink.target {
         Target::Webhook { url, key } => {
             let body = json(notice);
@@ -168,9 +270,28 @@ pub fn request(sink: &Sink, notice: &Notice, now: Timestamp, generator_url: &str
             url: alerts_url.clone(),
             headers: vec![("content-type", "application/json".into())],
             basic_auth: auth.clone(),
-            body: json(&alerts(notice, now, generator_url)),
+            body: json(&alerts(notice, now, generator_url, firing_for)),
         },
     }
+}
+
+/// The re-send of what is still firing while `latest` is its incident's
+/// latest notice: for an Alertmanager sink with something firing, else None.
+pub fn resend(
+    sink: &Sink,
+    latest: &Notice,
+    now: Timestamp,
+    generator_url: &str,
+    firing_for: Duration,
+) -> Option<Request> {
+    let Target::Alertmanager { alerts_url, auth } = &sink.target else { return None };
+    let alerts = firing_alerts(latest, now, generator_url, firing_for);
+    (!alerts.is_empty()).then(|| Request {
+        url: alerts_url.clone(),
+        headers: vec![("content-type", "application/json".into())],
+        basic_auth: auth.clone(),
+        body: json(&alerts),
+    })
 }
 
 #[cfg(test)]
@@ -229,19 +350,136 @@ mod tests {
     #[test]
     fn alertmanager_gets_firing_then_resolved_alerts() {
         let now: Timestamp = "2026-01-01T00:02:00Z".parse().unwrap();
-        let down = alerts(&notice(NoticeKind::NodeDown), now, "http://prometheus:9090/");
+        let four_minutes = Duration::from_secs(240);
+        let down = alerts(&notice(NoticeKind::NodeDown), now, "http://prometheus:9090/", four_minutes);
         let names: Vec<(&str, &str)> =
             down.iter().map(|a| (a.labels["alertname"].as_str(), a.ends_at.as_str())).collect();
         assert_eq!(
             names,
-            [("VigilNodeDown", "2026-01-02T00:02:00Z"), ("VigilNodeSuspect", "2026-01-01T00:02:00Z")]
+            [("VigilNodeDown", "2026-01-01T00:06:00Z"), ("VigilNodeSuspect", "2026-01-01T00:02:00Z")]
         );
         assert_eq!(down[0].labels["node"], "w2");
         assert_eq!(down[0].starts_at, "2026-01-01T00:01:41Z");
-        let resolved = alerts(&notice(NoticeKind::Resolved), now, "");
+        let resolved = alerts(&notice(NoticeKind::Resolved), now, "", four_minutes);
         assert!(resolved.iter().all(|a| a.ends_at == "2026-01-01T00:02:00Z"));
         assert!(resolved.iter().any(|a| a.labels["alertname"] == "VigilNodeDown"));
         let json = serde_json::to_value(&resolved[0]).unwrap();
         assert!(json.get("generatorURL").is_none() && json.get("startsAt").is_some());
+    }
+
+    #[test]
+    fn what_is_still_firing_is_resent_and_nothing_once_resolved() {
+        let now: Timestamp = "2026-01-01T00:02:00Z".parse().unwrap();
+        let minute = Duration::from_secs(60);
+        let firing = |kind| -> Vec<(String, String)> {
+            firing_alerts(&notice(kind), now, "", minute)
+                .into_iter()
+                .map(|a| (a.labels["alertname"].clone(), a.ends_at))
+                .collect()
+        };
+        let until = "2026-01-01T00:03:00Z".to_owned();
+        assert_eq!(firing(NoticeKind::Suspect), [("VigilNodeSuspect".into(), until.clone())]);
+        // After not-rescheduled the node is still down: both stay firing.
+        assert_eq!(
+            firing(NoticeKind::NotRescheduled),
+            [("VigilNodeDown".into(), until.clone()), ("VigilPodsNotRescheduled".into(), until.clone())]
+        );
+        assert_eq!(firing(NoticeKind::Rescheduled), [("VigilNodeDown".into(), until)]);
+        assert!(firing(NoticeKind::Resolved).is_empty());
+        let am = Sink {
+            name: "am".into(),
+            target: Target::Alertmanager {
+                alerts_url: "http://am:9093/api/v2/alerts".parse().unwrap(),
+                auth: None,
+            },
+        };
+        assert!(resend(&am, &notice(NoticeKind::Resolved), now, "", minute).is_none());
+        let body = resend(&am, &notice(NoticeKind::NodeDown), now, "", minute).unwrap().body;
+        let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(posted[0]["labels"]["alertname"], "VigilNodeDown");
+        let slack = Sink { name: "s".into(), target: Target::Slack { url: "http://s/".parse().unwrap() } };
+        assert!(resend(&slack, &notice(NoticeKind::NodeDown), now, "", minute).is_none());
+    }
+
+    fn owner(name: String, reason: Option<String>) -> crate::model::OwnerVerdict {
+        crate::model::OwnerVerdict {
+            owner: crate::model::Owner {
+                kind: crate::model::OwnerKind::Deployment,
+                namespace: "default".into(),
+                name,
+            },
+            pods: vec!["p".into()],
+            desired: Some(1),
+            ready_elsewhere: 0,
+            verdict: Verdict::NotRescheduled,
+            reason,
+            placements: vec![],
+        }
+    }
+
+    /// Every section's text and the `text` within Slack's limits, in characters.
+    fn within_slack_limits(message: &serde_json::Value) -> Vec<String> {
+        let blocks = message["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= SLACK_MAX_BLOCKS, "{} blocks", blocks.len());
+        assert!(message["text"].as_str().unwrap().chars().count() <= SLACK_TEXT_CHARS);
+        blocks
+            .iter()
+            .map(|b| {
+                let text = b["text"]["text"].as_str().unwrap().to_owned();
+                assert!(text.chars().count() <= SLACK_SECTION_CHARS, "{} characters", text.chars().count());
+                text
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slack_messages_stay_within_slacks_limits() {
+        // About 10,000 characters of owners, in 2-byte characters (Slack counts characters).
+        let mut down = notice(NoticeKind::NotRescheduled);
+        down.owners = (0..100).map(|i| owner(format!("{i:03}-{}", "é".repeat(80)), None)).collect();
+        let texts = within_slack_limits(&slack_message(&down));
+        let owners_text: usize = texts[1..].iter().map(|t| t.chars().count()).sum();
+        assert!(owners_text > 9_000, "{owners_text}");
+        assert!(texts.len() >= 5, "packed into several sections: {}", texts.len());
+        for i in 0..100 {
+            assert_eq!(texts.iter().filter(|t| t.contains(&format!("{i:03}-"))).count(), 1, "owner {i}");
+        }
+
+        // One owner whose reason alone is 10,000 characters, and a summary as long.
+        let mut long = notice(NoticeKind::NotRescheduled);
+        long.summary = "s".repeat(10_000);
+        long.owners = vec![owner("web".into(), Some("r".repeat(10_000)))];
+        let message = slack_message(&long);
+        let texts = within_slack_limits(&message);
+        assert!(
+            texts[1].starts_with("• Deployment default/web (1 pods): NotRescheduled, rrr"),
+            "{}",
+            &texts[1][..80]
+        );
+        assert!(texts[1].ends_with("more characters left out)"), "{}", &texts[1][2900..]);
+        let text = message["text"].as_str().unwrap();
+        let (kept, note) = text.rsplit_once("… (").unwrap();
+        let left: usize = note.split(' ').next().unwrap().parse().unwrap();
+        let full = format!("*[vigil] not-rescheduled*: {}", long.summary).chars().count();
+        assert_eq!(kept.chars().count() + left, full, "what is kept and what is left out make the whole");
+
+        // More owners than 50 blocks hold: the last block says how many are not shown.
+        let mut many = notice(NoticeKind::NotRescheduled);
+        many.owners = (0..2000).map(|i| owner(format!("{i:04}-{}", "x".repeat(200)), None)).collect();
+        let texts = within_slack_limits(&slack_message(&many));
+        assert_eq!(texts.len(), SLACK_MAX_BLOCKS);
+        let shown = texts[1..SLACK_MAX_BLOCKS - 1].iter().map(|t| t.lines().count()).sum::<usize>();
+        let last = texts.last().unwrap();
+        assert!(last.contains(&format!("…and {} more owners", 2000 - shown)), "{last}");
+        assert!(last.contains("w2-100"), "{last}");
+    }
+
+    #[test]
+    fn cutting_counts_characters_and_says_how_many_were_left_out() {
+        assert_eq!(cut_chars("short", 10), "short");
+        let cut = cut_chars(&"é".repeat(100), 40);
+        assert!((38..=40).contains(&cut.chars().count()), "{cut}");
+        let kept = cut.chars().take_while(|c| *c == 'é').count();
+        assert!(cut.ends_with(&format!("… ({} more characters left out)", 100 - kept)), "{cut}");
     }
 }
