@@ -325,7 +325,7 @@ impl Leader {
         let list = incidents.list(&ListParams::default()).await.map_err(kube_err("list nodeincidents"))?;
         let mut statuses = BTreeMap::new();
         let mut versions = BTreeMap::new();
-        let mut open = vec![];
+        let mut known = vec![];
         let sinks = ctx.outbox.sink_names();
         let now = Timestamp::now();
         for item in list.items {
@@ -334,9 +334,12 @@ impl Leader {
                 versions.insert(name.clone(), version);
             }
             let status = item.status.unwrap_or_default();
-            // Tracker::new leaves the resolved ones out.
+            // Tracker::new continues the open ones; the closed ones keep their names taken.
             if let Some(incident) = status.incident.clone() {
-                open.push(incident);
+                if !incident.phase.closed() {
+                    ctx.outbox.firing(&name, status.notices.last());
+                }
+                known.push(incident);
             }
             for notice in &status.notices {
                 for sink in &sinks {
@@ -351,12 +354,12 @@ impl Leader {
                     ctx.outbox.enqueue(Some(sink), notice, attempts, left);
                 }
             }
-            ctx.outbox.firing(&name, &status.notices);
             statuses.insert(name, (item.spec.node.clone(), status));
         }
-        tracing::info!(open = open.len(), "leading: state rebuilt from the NodeIncidents");
+        let tracker = Tracker::new(ctx.settings.clone(), known);
+        tracing::info!(open = tracker.open().count(), "leading: state rebuilt from the NodeIncidents");
         Ok(Leader {
-            tracker: Tracker::new(ctx.settings.clone(), open),
+            tracker,
             statuses,
             versions,
             dirty: BTreeSet::new(),
@@ -403,7 +406,7 @@ impl Leader {
             tracing::info!(incident = %name, node = %incident.node, kind = notice.kind.as_str(), summary = %notice.summary, "notice");
             // Queued first: the Event is for people, the notice is what is owed.
             ctx.outbox.enqueue(None, &notice, 0, ctx.outbox.expiry());
-            ctx.outbox.firing(&name, &status.notices);
+            ctx.outbox.firing(&name, Some(&notice));
             if ctx.leadership.leading() {
                 publish(recorder, &notice).await;
             }

@@ -79,9 +79,10 @@ use crate::{
     sinks,
 };
 
-/// Whether sending is allowed now (the controller passes "this replica
-/// leads"). Asked immediately before every request.
-pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Whether sending `notice` is allowed now (the controller passes "this
+/// replica leads", or for a control-plane incident "it led when the API
+/// server stopped answering"). Asked immediately before every request.
+pub type Gate = Arc<dyn Fn(&Notice) -> bool + Send + Sync>;
 
 /// How often a closed gate is asked again while items wait.
 pub const GATE_POLL: Duration = Duration::from_millis(500);
@@ -363,7 +364,6 @@ impl Outbox {
         let mut resend_at = Instant::now() + self.config.resend_interval;
         loop {
             let now = Instant::now();
-            let open = (self.gate)();
             let mut wake_at = None;
             let mut gated = false;
             {
@@ -374,7 +374,7 @@ impl Outbox {
                     let Some(head) = lane.front().filter(|_| !busy.contains(incident)) else { continue };
                     if head.next_at > now {
                         wake_at = earliest(wake_at, head.next_at);
-                    } else if !open {
+                    } else if !(self.gate)(&head.notice) {
                         gated = true;
                     } else {
                         let job = Job {
@@ -389,21 +389,23 @@ impl Outbox {
                     }
                 }
                 if alertmanager && resend_at <= now {
-                    if open {
+                    // Under the lanes' lock: a notice queued after this
+                    // waits for the re-send, so it is never overtaken.
+                    let firing = self.firing.lock().expect("not poisoned").clone();
+                    let (open, closed): (Vec<_>, Vec<_>) =
+                        firing.into_iter().partition(|(_, latest)| (self.gate)(latest));
+                    if closed.is_empty() {
                         resend_at = now + self.config.resend_interval;
-                        // Under the lanes' lock: a notice queued after this
-                        // waits for the re-send, so it is never overtaken.
-                        let firing = self.firing.lock().expect("not poisoned").clone();
-                        for (incident, latest) in firing {
-                            if busy.contains(&incident) || by_incident.contains_key(&incident) {
-                                continue;
-                            }
-                            busy.insert(incident.clone());
-                            let task = running.spawn(self.clone().resend(queue.clone(), latest));
-                            holding.insert(task.id(), incident);
-                        }
                     } else {
                         gated = true;
+                    }
+                    for (incident, latest) in open {
+                        if busy.contains(&incident) || by_incident.contains_key(&incident) {
+                            continue;
+                        }
+                        busy.insert(incident.clone());
+                        let task = running.spawn(self.clone().resend(queue.clone(), latest));
+                        holding.insert(task.id(), incident);
                     }
                 }
             }
@@ -462,7 +464,7 @@ impl Outbox {
             &self.generator_url,
             self.config.firing_for(),
         );
-        if !(self.gate)() {
+        if !(self.gate)(notice) {
             return;
         }
         let outcome = if Instant::now() >= job.expires_at {
@@ -573,7 +575,7 @@ impl Outbox {
             return;
         };
         let span = tracing::debug_span!("resend", vigil.incident = %latest.incident, vigil.sink = %sink);
-        if !(self.gate)() {
+        if !(self.gate)(&latest) {
             return;
         }
         let failed = match self.post(&request, &span).send().instrument(span.clone()).await {

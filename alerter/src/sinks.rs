@@ -85,7 +85,8 @@ pub fn still_firing(kind: NoticeKind) -> &'static [&'static str] {
         NoticeKind::Suspect => &["VigilNodeSuspect"],
         NoticeKind::NodeDown | NoticeKind::Rescheduled => &["VigilNodeDown"],
         NoticeKind::NotRescheduled => &["VigilNodeDown", "VigilPodsNotRescheduled"],
-        NoticeKind::Resolved => &[],
+        NoticeKind::Resolved | NoticeKind::NodeDeleted => &[],
+        NoticeKind::ControlPlaneUnreachable => &["VigilControlPlaneUnreachable"],
     }
 }
 

@@ -138,7 +138,7 @@ fn start_sink(
     sink: Sink,
     expire_after: Duration,
 ) -> (Arc<Outbox>, mpsc::UnboundedReceiver<Record>, Arc<Metrics>) {
-    start(sink, DeliveryConfig { expire_after, ..config() }, Arc::new(|| true))
+    start(sink, DeliveryConfig { expire_after, ..config() }, Arc::new(|_: &Notice| true))
 }
 
 /// Quick retries; an attempt's timeout of 2 s.
@@ -488,7 +488,7 @@ async fn eventually(within: Duration, done: impl Fn() -> bool) -> bool {
 async fn an_incident_that_keeps_failing_does_not_delay_another_on_the_same_sink() {
     spans_get_ids();
     let (url, hits) = replying(|id, _| status(if id.starts_with("a-1/") { 500 } else { 204 })).await;
-    let (outbox, mut records, _) = start(webhook(url), config(), Arc::new(|| true));
+    let (outbox, mut records, _) = start(webhook(url), config(), Arc::new(|_: &Notice| true));
     let started = Instant::now();
     outbox.enqueue(None, &notice_of("a-1", NoticeKind::NodeDown), 0, outbox.expiry());
     outbox.enqueue(None, &notice_of("a-1", NoticeKind::Resolved), 0, outbox.expiry());
@@ -517,7 +517,7 @@ async fn a_429_is_retried_no_sooner_than_its_retry_after() {
         _ => status(204),
     })
     .await;
-    let (outbox, mut records, _) = start(webhook(url), config(), Arc::new(|| true));
+    let (outbox, mut records, _) = start(webhook(url), config(), Arc::new(|_: &Notice| true));
     outbox.enqueue(None, &notice(NoticeKind::NodeDown), 0, outbox.expiry());
     let all = finals(&mut records, 1).await;
     let last = &all.last().expect("a record").delivery;
@@ -536,7 +536,7 @@ async fn a_retry_after_beyond_the_expiry_expires_the_notice_then_without_another
     let (url, hits) =
         replying(|_, _| Reply { status: 503, retry_after: Some("3600"), delay: Duration::ZERO }).await;
     let config = DeliveryConfig { expire_after: Duration::from_millis(600), ..config() };
-    let (outbox, mut records, _) = start(webhook(url), config, Arc::new(|| true));
+    let (outbox, mut records, _) = start(webhook(url), config, Arc::new(|_: &Notice| true));
     let started = Instant::now();
     outbox.enqueue(None, &notice(NoticeKind::NodeDown), 0, outbox.expiry());
     let all = finals(&mut records, 1).await;
@@ -550,7 +550,7 @@ async fn a_retry_after_beyond_the_expiry_expires_the_notice_then_without_another
 async fn unauthorized_forbidden_and_not_found_are_retried_until_delivered() {
     spans_get_ids();
     let (url, hits) = replying(|_, before| status([401, 403, 404, 204][before.min(3)])).await;
-    let (outbox, mut records, _) = start(webhook(url), config(), Arc::new(|| true));
+    let (outbox, mut records, _) = start(webhook(url), config(), Arc::new(|_: &Notice| true));
     outbox.enqueue(None, &notice(NoticeKind::NodeDown), 0, outbox.expiry());
     let all = finals(&mut records, 1).await;
     let states: Vec<(DeliveryState, u32)> =
@@ -568,7 +568,7 @@ async fn an_id_queued_again_is_sent_once() {
     let gate = Arc::new(AtomicBool::new(false));
     let open = gate.clone();
     let (outbox, mut records, metrics) =
-        start(webhook(url), config(), Arc::new(move || open.load(Ordering::SeqCst)));
+        start(webhook(url), config(), Arc::new(move |_: &Notice| open.load(Ordering::SeqCst)));
     outbox.enqueue(None, &notice(NoticeKind::NodeDown), 0, outbox.expiry());
     outbox.enqueue(None, &notice(NoticeKind::NodeDown), 3, outbox.expiry());
     let text = vigil_telemetry::encode(&metrics.registry);
@@ -588,7 +588,7 @@ async fn nothing_is_sent_while_the_gate_is_closed() {
     let gate = Arc::new(AtomicBool::new(false));
     let open = gate.clone();
     let (outbox, mut records, metrics) =
-        start(webhook(url), config(), Arc::new(move || open.load(Ordering::SeqCst)));
+        start(webhook(url), config(), Arc::new(move |_: &Notice| open.load(Ordering::SeqCst)));
     outbox.enqueue(None, &notice(NoticeKind::NodeDown), 0, outbox.expiry());
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(hits.lock().unwrap().is_empty(), "sent while the gate was closed");
@@ -618,7 +618,7 @@ async fn a_clear_during_an_attempt_leaves_what_is_queued_after_it_alone() {
             _ => status(204),
         })
         .await;
-        let (outbox, mut records, metrics) = start(webhook(url), config(), Arc::new(|| true));
+        let (outbox, mut records, metrics) = start(webhook(url), config(), Arc::new(|_: &Notice| true));
         outbox.enqueue(None, &notice(NoticeKind::NodeDown), 0, outbox.expiry());
         assert!(eventually(Duration::from_secs(2), || hits.lock().unwrap().len() == 1).await);
         // Leadership lost and won again while the request is on its way: the
@@ -660,7 +660,7 @@ async fn alertmanager_is_told_again_while_the_alert_fires_and_no_more_once_it_st
     let gate = Arc::new(AtomicBool::new(true));
     let open = gate.clone();
     let config = DeliveryConfig { resend_interval: Duration::from_millis(300), ..config() };
-    let (outbox, mut records, metrics) = start(sink, config, Arc::new(move || open.load(Ordering::SeqCst)));
+    let (outbox, mut records, metrics) = start(sink, config, Arc::new(move |_: &Notice| open.load(Ordering::SeqCst)));
     let down = notice(NoticeKind::NodeDown);
     outbox.enqueue(None, &down, 0, outbox.expiry());
     outbox.firing(&down.incident, Some(&down));
