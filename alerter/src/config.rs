@@ -36,6 +36,16 @@ pub struct Config {
     /// A fixed rescheduling deadline from detection instead.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub verify_deadline: Option<Duration>,
+    /// How long the API server may not answer (or the kubelets' Lease
+    /// watch stay broken) before that is an incident of its own,
+    /// `control-plane-unreachable`; meanwhile nothing is decided about nodes.
+    #[serde(default = "default_control_plane_after", with = "humantime_serde")]
+    pub control_plane_after: Duration,
+    /// How long a node that was down must stay Ready, its Lease renewed,
+    /// before its incident is resolved: a node that flaps within it stays
+    /// one incident, with a flap count.
+    #[serde(default = "default_stable_for", with = "humantime_serde")]
+    pub stable_for: Duration,
     #[serde(default)]
     pub delivery: DeliveryConfig,
     pub sinks: Vec<SinkConfig>,
@@ -50,6 +60,14 @@ fn default_renewals() -> u32 {
 
 fn default_grace() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_control_plane_after() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_stable_for() -> Duration {
+    Duration::from_secs(20)
 }
 
 /// How notices are delivered: retried with capped exponential backoff and
