@@ -19,12 +19,16 @@ pub mod leader;
 pub mod metrics;
 /// Notices and verdicts: the webhook's payload.
 pub mod model;
+/// How long closed NodeIncidents are kept, and which to delete.
+pub mod retention;
 /// What each kind of sink receives: signed webhooks, Slack, Alertmanager.
 pub mod sinks;
 /// The incident as one trace: detection, notices, deliveries, verification.
 pub mod trace;
 /// One incident per node, driven by reflector snapshots.
 pub mod tracker;
+/// Watched objects cut down to what the decisions read.
+pub mod trim;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

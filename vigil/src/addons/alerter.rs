@@ -192,7 +192,7 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
         vec![
             rule("", &["nodes", "pods"], &["list", "watch"], &[]),
             rule("apps", &["deployments", "statefulsets"], &["list", "watch"], &[]),
-            rule(GROUP, &["nodeincidents"], &["list", "create"], &[]),
+            rule(GROUP, &["nodeincidents"], &["list", "create", "delete"], &[]),
             rule(GROUP, &["nodeincidents/status"], &["patch"], &[]),
         ],
     );
@@ -509,7 +509,7 @@ mod tests {
                 "pods[]:list,watch",
                 "deployments[]:list,watch",
                 "statefulsets[]:list,watch",
-                "nodeincidents[]:list,create",
+                "nodeincidents[]:list,create,delete",
                 "nodeincidents/status[]:patch",
                 "leases[]:list,watch",
                 "leases[]:create",
