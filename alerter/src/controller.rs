@@ -32,7 +32,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     runtime::{
         WatchStreamExt,
         events::{Event, EventType, Recorder, Reporter},
@@ -129,7 +129,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().modify(trim).reflect(writer);
+    let stream = watcher(api, trim::watch_config()).modify(trim).default_backoff().reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -285,25 +285,22 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
         leader.flush(&ctx, &incidents).await;
         if collected.elapsed() >= COLLECT_EVERY && ctx.leadership.leading() {
             collected = tokio::time::Instant::now();
-            collect(&ctx, &incidents, now).await;
+            collect(&ctx, &incidents, leader, now).await;
         }
     }
 }
 
-/// Deletes the closed incidents past their retention.
-async fn collect(ctx: &Context, incidents: &Api<NodeIncident>, now: Timestamp) {
-    let list = match incidents.list(&ListParams::default()).await {
-        Ok(list) => list,
-        Err(e) => return tracing::warn!(error = %e, "cannot list the NodeIncidents to collect old ones"),
-    };
-    for name in retention::to_delete(&list.items, now, &ctx.retention) {
-        if !ctx.leadership.leading() {
-            return;
+/// Deletes the closed incidents past their retention, and forgets them.
+async fn collect(ctx: &Context, incidents: &Api<NodeIncident>, leader: &mut Leader, now: Timestamp) {
+    match retention::sweep(incidents, &ctx.retention, now).await {
+        Ok(deleted) => {
+            for name in deleted {
+                tracing::info!(incident = %name, "deleted: closed and past its retention");
+                leader.statuses.remove(&name);
+                leader.versions.remove(&name);
+            }
         }
-        match incidents.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(incident = %name, "deleted: closed and past its retention"),
-            Err(e) => tracing::warn!(incident = %name, error = %e, "cannot delete an old NodeIncident"),
-        }
+        Err(e) => tracing::warn!(error = %e, "cannot collect the old NodeIncidents; trying again later"),
     }
 }
 

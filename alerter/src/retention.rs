@@ -51,15 +51,16 @@ struct Closed<'a> {
     cappable: bool,
 }
 
-/// Whether `incident` is closed, and since when. An incident Resolved
-/// without a resolution time (never written so) counts from its creation;
+/// Whether `incident` is closed (resolved, or its node deleted), and since
+/// when. An incident closed without a time (never written so) counts from its creation;
 /// with neither, as closed since ever.
 fn closed(incident: &NodeIncident) -> Option<Closed<'_>> {
     let name = incident.metadata.name.as_deref()?;
     let created = incident.metadata.creation_timestamp.as_ref().map(|t| t.0);
     match incident.status.as_ref().and_then(|s| s.incident.as_ref()) {
-        Some(i) if i.phase == Phase::Resolved => {
-            let resolved = i.resolved_at.as_deref().and_then(|t| t.parse().ok());
+        Some(i) if i.phase.closed() => {
+            let closed_at = i.resolved_at.as_deref().or(i.deleted_at.as_deref());
+            let resolved = closed_at.and_then(|t| t.parse().ok());
             Some(Closed { at: resolved.or(created).unwrap_or(Timestamp::MIN), name, cappable: true })
         }
         Some(_) => None,
