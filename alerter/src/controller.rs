@@ -28,12 +28,14 @@ use kube::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
+use vigil_telemetry::admin::Heartbeat;
 use tracing::Instrument as _;
 
 use crate::{
     crd::{Delivery, DeliveryState, NodeIncident, NodeIncidentSpec, NodeIncidentStatus},
     delivery::{Outbox, Record},
+    leader::{Leadership, Standing},
     metrics::{KindLabels, Metrics},
     model::{Notice, NoticeKind},
     tracker::{Change, Settings, Tracker, View},
@@ -67,7 +69,9 @@ pub struct Context {
     pub settings: Settings,
     pub outbox: Arc<Outbox>,
     pub metrics: Arc<Metrics>,
-    pub leading: watch::Receiver<bool>,
+    pub leadership: Leadership,
+    /// Beaten once per turn of the loop; `/live` fails when it stops.
+    pub heartbeat: Heartbeat,
     /// Who publishes the Events (the pod's name).
     pub reporter: Reporter,
 }
@@ -132,10 +136,11 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
     let mut state: Option<Leader> = None;
     let mut tick = tokio::time::interval(TICK);
     loop {
+        ctx.heartbeat.beat();
         tokio::select! {
             () = changed.notified() => {}
             _ = tick.tick() => {}
-            _ = ctx.leading.changed() => {}
+            () = ctx.leadership.changed() => {}
             Some(record) = records.recv() => {
                 if let Some(leader) = state.as_mut() {
                     leader.record(&incidents, record).await;
@@ -143,10 +148,12 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
                 continue;
             }
         }
-        let leading = *ctx.leading.borrow();
+        let standing = ctx.leadership.standing();
+        let leading = standing == Standing::Leading;
         ctx.metrics.leader.set(leading as i64);
         if !leading {
-            if state.take().is_some() {
+            // Paused (the API unreachable, nobody else seen holding it) keeps the state.
+            if matches!(standing, Standing::Following(_)) && state.take().is_some() {
                 ctx.outbox.clear();
             }
             continue;
