@@ -29,8 +29,8 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{Notify, mpsc};
-use vigil_telemetry::admin::Heartbeat;
 use tracing::Instrument as _;
+use vigil_telemetry::admin::Heartbeat;
 
 use crate::{
     crd::{Delivery, DeliveryState, NodeIncident, NodeIncidentSpec, NodeIncidentStatus},

@@ -221,7 +221,13 @@ impl Observer {
     /// The decision, from the Lease as just read at local instant `now`.
     /// The holder's lease duration is its own (`leaseDurationSeconds`),
     /// `fallback` when it states none.
-    pub fn decide(&mut self, lease: Option<&Lease>, identity: &str, now: Instant, fallback: Duration) -> Action {
+    pub fn decide(
+        &mut self,
+        lease: Option<&Lease>,
+        identity: &str,
+        now: Instant,
+        fallback: Duration,
+    ) -> Action {
         let Some(lease) = lease else {
             self.seen = None;
             return Action::Acquire;
@@ -571,7 +577,10 @@ mod tests {
         // A replica that just started knows nothing of the holder's past: it waits D.
         let mut observer = Observer::default();
         let now = Instant::now();
-        assert_eq!(observer.decide(Some(&lease("a", hours(-100), 3)), "b", now, D), Action::Follow("a".into()));
+        assert_eq!(
+            observer.decide(Some(&lease("a", hours(-100), 3)), "b", now, D),
+            Action::Follow("a".into())
+        );
     }
 
     #[test]

@@ -63,10 +63,6 @@ impl Store {
         self.lease = Some(lease.clone());
         lease
     }
-
-    fn holder(&self) -> Option<String> {
-        self.lease.as_ref()?.spec.as_ref()?.holder_identity.clone()
-    }
 }
 
 /// What a front does to each request before the store sees it.
@@ -336,7 +332,8 @@ async fn a_released_lease_is_taken_by_the_standby_at_once() {
     let mut a = start(client_a, "a", t);
     assert!(when(Duration::from_secs(2), || a.leadership.leading()).await.is_some(), "a never led");
     let b = start(client_b, "b", t);
-    let following = when(Duration::from_secs(2), || b.leadership.standing() == Standing::Following(Some("a".into())));
+    let following =
+        when(Duration::from_secs(2), || b.leadership.standing() == Standing::Following(Some("a".into())));
     assert!(following.await.is_some(), "b does not follow a: {:?}", b.leadership.standing());
     a.release.take().unwrap().send(()).unwrap();
     (&mut a.task).await.unwrap();
