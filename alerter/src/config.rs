@@ -48,6 +48,9 @@ pub struct Config {
     pub stable_for: Duration,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// How long closed NodeIncidents are kept, and how many at most.
+    #[serde(default)]
+    pub retention: crate::retention::Retention,
     pub sinks: Vec<SinkConfig>,
     /// Where notices link to (Alertmanager's `generatorURL`), e.g. Prometheus's UI.
     #[serde(default, skip_serializing_if = "Option::is_none")]

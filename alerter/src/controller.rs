@@ -355,12 +355,7 @@ impl Leader {
         }
         let tracker = Tracker::new(ctx.settings.clone(), known);
         tracing::info!(open = tracker.open().count(), "leading: state rebuilt from the NodeIncidents");
-        Ok(Leader {
-            tracker,
-            statuses,
-            versions,
-            dirty: BTreeSet::new(),
-        })
+        Ok(Leader { tracker, statuses, versions, dirty: BTreeSet::new() })
     }
 
     /// Keeps the change in the incident's status (written by [`Leader::flush`]),
@@ -440,11 +435,12 @@ impl Leader {
                 }
                 Err(e) => {
                     tracing::warn!(incident = %name, error = %e, "cannot write the NodeIncident yet; retrying");
-                    if let Err(kube::Error::Api(s)) = &e
+                    if let kube::Error::Api(s) = &e
                         && s.code == 409
                         && let Ok(current) = incidents.get(&name).await
                     {
-                        self.versions.insert(name.clone(), current.metadata.resource_version.unwrap_or_default());
+                        self.versions
+                            .insert(name.clone(), current.metadata.resource_version.unwrap_or_default());
                     }
                     self.dirty.insert(name);
                 }

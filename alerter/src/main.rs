@@ -1,15 +1,21 @@
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, fmt::Display, net::SocketAddr, sync::Arc, time::Duration};
 
 use alerter::{
     config::Config,
     controller::{self, Context},
     delivery::Outbox,
-    leader::Elector,
+    leader::{Elector, Timings},
     metrics::Metrics,
+    model::Notice,
     tracker::Settings,
 };
 use clap::Parser;
 use kube::runtime::events::Reporter;
+use tokio::task::JoinError;
+use vigil_telemetry::admin::Heartbeat;
+
+/// The controller's loop turns every second; this long without a turn, it is stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(30);
 
 /// Watches Nodes; tells when one goes down and whether its pods came back.
 #[derive(Parser)]
@@ -25,7 +31,9 @@ struct Args {
     identity: String,
     #[arg(long, env = "ALERTER_LEASE", default_value = "vigil-alerter")]
     lease: String,
-    /// How long a leader's renewal counts; a standby takes over after it.
+    /// How long a standby waits, after it last saw the Lease change, before
+    /// it takes over (whole seconds). The leader renews every quarter of it
+    /// and stops acting two thirds of it after its last renewal was sent.
     #[arg(long, env = "ALERTER_LEASE_DURATION", default_value = "8s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
     /// Admin port: /metrics, /live, /ready, PUT /log-level.
@@ -40,66 +48,118 @@ fn usage_error(message: impl std::fmt::Display) -> ! {
     std::process::exit(64)
 }
 
+/// One line on why a supervised task ended: none of them ends on its own.
+fn ended<E: Display>(what: &str, joined: Result<Result<(), E>, JoinError>) -> String {
+    match joined {
+        Ok(Ok(())) => format!("the {what} stopped"),
+        Ok(Err(e)) => format!("the {what} failed: {e}"),
+        Err(e) if e.is_panic() => format!("the {what} panicked"),
+        Err(_) => format!("the {what} was cancelled"),
+    }
+}
+
+fn infallible(joined: Result<(), JoinError>) -> Result<Result<(), Infallible>, JoinError> {
+    joined.map(Ok)
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let telemetry = vigil_telemetry::init("alerter", &args.log).unwrap_or_else(|e| usage_error(e));
     let config = Config::load(&args.config).unwrap_or_else(|e| usage_error(e));
     let sinks = config.sinks().unwrap_or_else(|e| usage_error(e));
+    let timings = Timings::for_lease_duration(args.lease_duration).unwrap_or_else(|e| usage_error(e));
     let client = kube::Client::try_default().await.unwrap_or_else(|e| {
         eprintln!("alerter: no Kubernetes API to talk to: {e} (in a pod it uses its ServiceAccount; elsewhere KUBECONFIG)");
         std::process::exit(1)
     });
     let metrics = Arc::new(Metrics::default());
-    let (leading_tx, leading) = tokio::sync::watch::channel(false);
-    // Nothing is sent unless this replica leads, asked right before each request.
-    let leads = leading.clone();
+    let (elector, leadership) = Elector::new(
+        kube::Api::namespaced(client.clone(), &args.namespace),
+        args.lease.clone(),
+        args.identity.clone(),
+        timings,
+    );
+    // Notices about nodes go out while this replica leads; those of a
+    // control-plane incident (no node) also while it is cut off from the
+    // API server, if it led when that began: nobody else can have taken
+    // the Lease then, and the page is about that very outage.
+    let gate = leadership.clone();
     let (outbox, records) = Outbox::new(
         sinks,
         config.delivery.clone(),
         config.generator_url.clone().unwrap_or_default(),
         metrics.clone(),
-        Arc::new(move || *leads.borrow()),
+        Arc::new(
+            move |notice: &Notice| {
+                if notice.node.is_empty() { gate.led_when_contact_lost() } else { gate.leading() }
+            },
+        ),
     );
-    let elector = Elector {
-        api: kube::Api::namespaced(client.clone(), &args.namespace),
-        name: args.lease.clone(),
-        identity: args.identity.clone(),
-        duration: args.lease_duration,
-        retry: args.lease_duration / 4,
-    };
+    let heartbeat = Heartbeat::new(STUCK_AFTER);
     let context = Context {
         client,
         settings: Settings {
-            cluster: config.cluster.clone(),
             suspect_after_renewals: config.suspect_after_renewals,
             verify_grace: config.verify_grace,
             verify_deadline: config.verify_deadline,
+            control_plane_after: config.control_plane_after,
+            stable_for: config.stable_for,
             ..Settings::defaults(config.cluster.clone())
         },
         outbox: outbox.clone(),
         metrics: metrics.clone(),
-        leading,
+        leadership,
+        heartbeat: heartbeat.clone(),
+        // The elector's requests answer within its renew deadline when the
+        // API server is there at all.
+        contact_window: timings.renew_deadline,
+        retention: config.retention,
         reporter: Reporter { controller: "vigil-alerter".into(), instance: Some(args.identity.clone()) },
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .unwrap_or_else(|e| usage_error(format!("cannot listen on {}: {e}", args.listen)));
-    tracing::info!(admin = %args.listen, sinks = ?outbox.sink_names(), identity = %args.identity, "starting");
-    let admin = vigil_telemetry::admin::serve(
-        listener,
-        vigil_telemetry::admin::router_with_metrics(telemetry.log_level.clone(), metrics),
-        vigil_telemetry::shutdown_signal(),
+    tracing::info!(admin = %args.listen, sinks = ?outbox.sink_names(), identity = %args.identity, ?timings, "starting");
+    let admin_router = vigil_telemetry::admin::router_with_metrics_and_heartbeat(
+        telemetry.log_level.clone(),
+        metrics,
+        heartbeat,
     );
-    tokio::spawn(elector.run(leading_tx));
-    tokio::spawn(outbox.run());
-    tokio::select! {
-        served = admin => served.unwrap_or_else(|e| usage_error(e)),
-        ran = controller::run(context, records) => {
-            if let Err(e) = ran {
-                eprintln!("alerter: {e}");
-                std::process::exit(1);
+    // The admin port serves until the process exits: through shutdown too.
+    let mut admin =
+        tokio::spawn(vigil_telemetry::admin::serve(listener, admin_router, std::future::pending()));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let mut elector = tokio::spawn(elector.run(async {
+        let _ = released.await;
+    }));
+    let mut outbox = tokio::spawn(outbox.run());
+    let mut controller = tokio::spawn(controller::run(context, records));
+    // Each task runs for the process's life; if one ends, the process ends
+    // with it, and the kubelet starts a whole one again.
+    let failure = tokio::select! {
+        joined = &mut elector => ended("leader elector", infallible(joined)),
+        joined = &mut outbox => ended("outbox", infallible(joined)),
+        joined = &mut controller => ended("controller", joined),
+        joined = &mut admin => ended("admin server", joined),
+        () = vigil_telemetry::shutdown_signal() => {
+            // Stop acting first, then hand the Lease over: the standby takes
+            // over at once instead of after the lease duration.
+            controller.abort();
+            outbox.abort();
+            let _ = controller.await;
+            let _ = outbox.await;
+            let _ = release.send(());
+            let bound = timings.request_timeout * 4;
+            if tokio::time::timeout(bound, elector).await.is_err() {
+                tracing::warn!(?bound, "the Lease was not released in time; the standby takes it once it expires");
             }
+            tracing::info!("stopped");
+            return;
         }
-    }
+    };
+    tracing::error!("{failure}");
+    drop(telemetry);
+    eprintln!("alerter: {failure}; exiting so that the kubelet restarts it");
+    std::process::exit(1);
 }

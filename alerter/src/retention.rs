@@ -16,7 +16,7 @@ use kube::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{crd::NodeIncident, tracker::Phase};
+use crate::crd::NodeIncident;
 
 /// The retention the alerter applies unless configured otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

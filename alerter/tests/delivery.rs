@@ -660,7 +660,8 @@ async fn alertmanager_is_told_again_while_the_alert_fires_and_no_more_once_it_st
     let gate = Arc::new(AtomicBool::new(true));
     let open = gate.clone();
     let config = DeliveryConfig { resend_interval: Duration::from_millis(300), ..config() };
-    let (outbox, mut records, metrics) = start(sink, config, Arc::new(move |_: &Notice| open.load(Ordering::SeqCst)));
+    let (outbox, mut records, metrics) =
+        start(sink, config, Arc::new(move |_: &Notice| open.load(Ordering::SeqCst)));
     let down = notice(NoticeKind::NodeDown);
     outbox.enqueue(None, &down, 0, outbox.expiry());
     outbox.firing(&down.incident, Some(&down));

@@ -1,14 +1,21 @@
 //! The admin endpoints every deployable serves on a port of its own, apart
 //! from its data path (linkerd's admin server): `GET /live`, `GET /ready`
 //! and `PUT /log-level`. A deployable merges its own routes (`/metrics`)
-//! into [`router`].
+//! into [`router`]. One whose main loop can get stuck passes a
+//! [`Heartbeat`] ([`router_with_metrics_and_heartbeat`]), and `/live` fails
+//! when the loop stops beating it, so the kubelet restarts it.
 //!
 //! The port is reachable from every pod of the cluster, so changing the log
 //! level is allowed from loopback only: `kubectl port-forward` and
 //! `kubectl exec` arrive there, other pods do not. Serve the router with
 //! [`serve`], which gives handlers the peer's address.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -18,6 +25,7 @@ use axum::{
     routing::{get, put},
 };
 use prometheus_client::registry::Registry;
+use tokio::time::Instant;
 
 use crate::LogLevelHandle;
 
@@ -44,12 +52,59 @@ async fn put_log_level(
     }
 }
 
+/// A main loop's sign of life: the loop calls [`Heartbeat::beat`] once per
+/// turn, and `/live` answers 503 once no beat came for `stale_after`. The
+/// first beat arms it: before the loop first turns, the process is waiting
+/// on something a restart would not bring back sooner (its API server).
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    last: Arc<Mutex<Option<Instant>>>,
+    stale_after: Duration,
+}
+
+impl Heartbeat {
+    pub fn new(stale_after: Duration) -> Self {
+        Heartbeat { last: Arc::new(Mutex::new(None)), stale_after }
+    }
+
+    pub fn beat(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Why the loop counts as stuck (one line), if it does.
+    pub fn stuck(&self) -> Option<String> {
+        let last = (*self.last.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let silent = last.elapsed();
+        (silent >= self.stale_after).then(|| {
+            format!(
+                "the main loop has not turned for {}s (stale after {}s)",
+                silent.as_secs(),
+                self.stale_after.as_secs()
+            )
+        })
+    }
+}
+
 /// `/live` and `/ready` answer while the process serves: liveness never
-/// depends on what the deployable talks to, and it is ready once its
-/// listeners are bound, which is when this router starts serving.
+/// depends on what the deployable talks to (only, with a heartbeat, on its
+/// own loop turning), and it is ready once its listeners are bound, which
+/// is when this router starts serving.
 pub fn router(handle: LogLevelHandle) -> Router {
+    router_with_heartbeat(handle, None)
+}
+
+fn router_with_heartbeat(handle: LogLevelHandle, heartbeat: Option<Heartbeat>) -> Router {
+    let live = move || {
+        let stuck = heartbeat.as_ref().and_then(Heartbeat::stuck);
+        async move {
+            match stuck {
+                Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+                None => (StatusCode::OK, "ok\n".to_owned()),
+            }
+        }
+    };
     Router::new()
-        .route("/live", get(|| async { "ok\n" }))
+        .route("/live", get(live))
         .route("/ready", get(|| async { "ok\n" }))
         .route("/log-level", put(put_log_level))
         .with_state(handle)
@@ -71,6 +126,18 @@ pub fn router_with_metrics<M: AsRef<Registry> + Send + Sync + 'static>(
     metrics: Arc<M>,
 ) -> Router {
     Router::new().route("/metrics", get(get_metrics::<M>)).with_state(metrics).merge(router(handle))
+}
+
+/// [`router_with_metrics`] whose `/live` fails once `heartbeat` goes stale.
+pub fn router_with_metrics_and_heartbeat<M: AsRef<Registry> + Send + Sync + 'static>(
+    handle: LogLevelHandle,
+    metrics: Arc<M>,
+    heartbeat: Heartbeat,
+) -> Router {
+    Router::new()
+        .route("/metrics", get(get_metrics::<M>))
+        .with_state(metrics)
+        .merge(router_with_heartbeat(handle, Some(heartbeat)))
 }
 
 /// Serves an admin router on its own port until `shutdown` resolves: with
@@ -120,5 +187,35 @@ mod tests {
         let (code, text) = put_from("[::1]:40000", "web=loud").await;
         assert_eq!(code, 400, "a bad filter is refused naming it: {text}");
         assert!(text.contains("web=loud"));
+    }
+
+    async fn live(app: Router) -> (u16, String) {
+        let app = app.layer(MockConnectInfo("127.0.0.1:40000".parse::<SocketAddr>().unwrap()));
+        let response = app.oneshot(Request::get("/live").body(Body::empty()).unwrap()).await.unwrap();
+        let code = response.status().as_u16();
+        let text =
+            String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        (code, text)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_fails_once_the_heartbeat_goes_stale() {
+        let (_layer, handle) = reload::Layer::<Targets, tracing_subscriber::Registry>::new(Targets::new());
+        let heartbeat = Heartbeat::new(Duration::from_secs(30));
+        let app = router_with_heartbeat(handle.clone(), Some(heartbeat.clone()));
+        // Not armed before the first beat, however long start-up takes.
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert_eq!(live(app.clone()).await, (200, "ok\n".into()));
+        heartbeat.beat();
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(live(app.clone()).await.0, 200);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let (code, text) = live(app.clone()).await;
+        assert_eq!(code, 503, "{text}");
+        assert_eq!(text, "the main loop has not turned for 31s (stale after 30s)\n");
+        heartbeat.beat();
+        assert_eq!(live(app).await.0, 200);
+        // Without a heartbeat, `/live` answers while the process serves.
+        assert_eq!(live(router(handle)).await, (200, "ok\n".into()));
     }
 }

@@ -170,7 +170,11 @@ pub fn config(spec: &ClusterSpec) -> Config {
         stable_for: std::time::Duration::from_secs(20),
         // Half of Prometheus's default: an Alertmanager restarted (every
         // configuration change restarts it) has the alerts back within 30 s.
-        delivery: DeliveryConfig { resend_interval: std::time::Duration::from_secs(30), ..DeliveryConfig::default() },
+        delivery: DeliveryConfig {
+            resend_interval: std::time::Duration::from_secs(30),
+            ..DeliveryConfig::default()
+        },
+        retention: Default::default(),
         sinks,
         generator_url: Some(format!(
             "http://{}:{}/",
