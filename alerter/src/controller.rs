@@ -66,6 +66,10 @@ const TICK: Duration = Duration::from_secs(1);
 const NOTE_BYTES: usize = 1000;
 /// How often closed incidents past their retention are deleted.
 const COLLECT_EVERY: Duration = Duration::from_secs(600);
+/// The longest the loop waits on one request of its own (a status write,
+/// an Event, the list that rebuilds its state): a hung API server must not
+/// stop it from turning, or it could neither notice the outage nor stay live.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -152,6 +156,16 @@ where
         }
     });
     store
+}
+
+/// `request`, or an error once it has not answered within `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service(format!("no answer within {limit:?}").into())))
 }
 
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -292,7 +306,7 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
 
 /// Deletes the closed incidents past their retention, and forgets them.
 async fn collect(ctx: &Context, incidents: &Api<NodeIncident>, leader: &mut Leader, now: Timestamp) {
-    match retention::sweep(incidents, &ctx.retention, now).await {
+    match bounded(REQUEST_TIMEOUT * 6, retention::sweep(incidents, &ctx.retention, now)).await {
         Ok(deleted) => {
             for name in deleted {
                 tracing::info!(incident = %name, "deleted: closed and past its retention");
@@ -319,7 +333,9 @@ impl Leader {
     /// its attempts so far, under the same idempotency key, and what is
     /// firing is handed to the Alertmanager sinks to keep re-sending.
     async fn restore(ctx: &Context, incidents: &Api<NodeIncident>) -> Result<Self, Error> {
-        let list = incidents.list(&ListParams::default()).await.map_err(kube_err("list nodeincidents"))?;
+        let list = bounded(REQUEST_TIMEOUT, incidents.list(&ListParams::default()))
+            .await
+            .map_err(kube_err("list nodeincidents"))?;
         let mut statuses = BTreeMap::new();
         let mut versions = BTreeMap::new();
         let mut known = vec![];
@@ -399,8 +415,10 @@ impl Leader {
             // Queued first: the Event is for people, the notice is what is owed.
             ctx.outbox.enqueue(None, &notice, 0, ctx.outbox.expiry());
             ctx.outbox.firing(&name, Some(&notice));
-            if ctx.leadership.leading() {
-                publish(recorder, &notice).await;
+            if ctx.leadership.leading()
+                && tokio::time::timeout(REQUEST_TIMEOUT, publish(recorder, &notice)).await.is_err()
+            {
+                tracing::warn!(node = %notice.node, "the Event was not published: no answer in time");
             }
         }
         .instrument(span)
@@ -429,7 +447,10 @@ impl Leader {
                 continue;
             }
             let Some((node, status)) = self.statuses.get(&name) else { continue };
-            match write(incidents, &name, node, status, self.versions.get(&name)).await {
+            let written =
+                bounded(REQUEST_TIMEOUT, write(incidents, &name, node, status, self.versions.get(&name)))
+                    .await;
+            match written {
                 Ok(version) => {
                     self.versions.insert(name, version);
                 }
@@ -437,7 +458,7 @@ impl Leader {
                     tracing::warn!(incident = %name, error = %e, "cannot write the NodeIncident yet; retrying");
                     if let kube::Error::Api(s) = &e
                         && s.code == 409
-                        && let Ok(current) = incidents.get(&name).await
+                        && let Ok(current) = bounded(REQUEST_TIMEOUT, incidents.get(&name)).await
                     {
                         self.versions
                             .insert(name.clone(), current.metadata.resource_version.unwrap_or_default());
@@ -454,6 +475,8 @@ impl Leader {
                 || dirty.contains(name)
                 || status.deliveries.iter().any(|d| d.state == DeliveryState::Pending)
         });
+        let statuses = &self.statuses;
+        self.versions.retain(|name, _| statuses.contains_key(name));
     }
 }
 
