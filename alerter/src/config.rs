@@ -43,7 +43,10 @@ pub struct Config {
     pub control_plane_after: Duration,
     /// How long a node that was down must stay Ready, its Lease renewed,
     /// before its incident is resolved: a node that flaps within it stays
-    /// one incident, with a flap count.
+    /// one incident, with a flap count. Also how long a node newly down
+    /// just after the view became whole (a control-plane outage ending,
+    /// the alerter starting) is held before it is paged: the node
+    /// controller marks nodes Unknown for the outage's own silence.
     #[serde(default = "default_stable_for", with = "humantime_serde")]
     pub stable_for: Duration,
     #[serde(default)]

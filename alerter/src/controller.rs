@@ -70,6 +70,10 @@ const COLLECT_EVERY: Duration = Duration::from_secs(600);
 /// an Event, the list that rebuilds its state): a hung API server must not
 /// stop it from turning, or it could neither notice the outage nor stay live.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the reflectors may take to list everything at start. Past it
+/// the process ends (and the kubelet restarts it): its elector could
+/// otherwise hold the Lease for a controller that never acts.
+const FIRST_LIST_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,7 +84,7 @@ pub enum Error {
         source: kube::Error,
     },
     #[error(
-        "a watch stopped before its first list (is the API server reachable, and may the alerter list {0}?)"
+        "the watch of {0} did not complete its first list within 2 minutes (is the API server reachable, and may the alerter list and watch {0}?)"
     )]
     Watch(&'static str),
 }
@@ -193,6 +197,11 @@ impl FeedClock {
     }
 }
 
+/// Whether a reflector's first list completed by `deadline`.
+async fn listed<E>(deadline: tokio::time::Instant, ready: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(tokio::time::timeout_at(deadline, ready).await, Ok(Ok(())))
+}
+
 /// `instant` as a wall-clock time (for the tracker, which reasons in Timestamps).
 fn wall(instant: tokio::time::Instant, now: Timestamp) -> Timestamp {
     let ago = SignedDuration::try_from(instant.elapsed()).unwrap_or(SignedDuration::ZERO);
@@ -215,12 +224,13 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
         deployments: reflect(Api::all(client.clone()), trim::deployment, changed.clone(), None),
         stateful_sets: reflect(Api::all(client.clone()), trim::stateful_set, changed.clone(), None),
     };
+    let deadline = tokio::time::Instant::now() + FIRST_LIST_TIMEOUT;
     for (store_ready, what) in [
-        (stores.nodes.wait_until_ready().await.is_ok(), "nodes"),
-        (stores.leases.wait_until_ready().await.is_ok(), "leases in kube-node-lease"),
-        (stores.pods.wait_until_ready().await.is_ok(), "pods"),
-        (stores.deployments.wait_until_ready().await.is_ok(), "deployments"),
-        (stores.stateful_sets.wait_until_ready().await.is_ok(), "statefulsets"),
+        (listed(deadline, stores.nodes.wait_until_ready()).await, "nodes"),
+        (listed(deadline, stores.leases.wait_until_ready()).await, "leases in kube-node-lease"),
+        (listed(deadline, stores.pods.wait_until_ready()).await, "pods"),
+        (listed(deadline, stores.deployments.wait_until_ready()).await, "deployments"),
+        (listed(deadline, stores.stateful_sets.wait_until_ready()).await, "statefulsets"),
     ] {
         if !store_ready {
             return Err(Error::Watch(what));
@@ -261,9 +271,16 @@ pub async fn run(mut ctx: Context, mut records: mpsc::UnboundedReceiver<Record>)
         ctx.metrics.leader.set(ctx.leadership.leading() as i64);
         match standing {
             Standing::Following(holder) => {
-                if state.take().is_some() {
+                if let Some(mut leader) = state.take() {
                     tracing::info!(holder = ?holder, "deposed: another replica holds the Lease; its queue is dropped (it rebuilds it from the NodeIncidents)");
                     ctx.outbox.clear();
+                    // A control-plane incident paged while cut off is known
+                    // to no other replica: this one closes it (the gate lets
+                    // that resolved out).
+                    if let Some(notice) = leader.tracker.close_outage(now).and_then(|c| c.notice) {
+                        tracing::info!(incident = %notice.incident, "the API server answers again: the control-plane incident paged while cut off is resolved");
+                        ctx.outbox.enqueue(None, &notice, 0, ctx.outbox.expiry());
+                    }
                 }
                 continue;
             }
@@ -493,13 +510,14 @@ async fn write(
         Some(version) => version.clone(),
         None => {
             let object = NodeIncident::new(name, NodeIncidentSpec { node: node.to_owned() });
-            match incidents.create(&PostParams::default(), &object).await {
-                Ok(created) => created.metadata.resource_version.unwrap_or_default(),
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    incidents.get(name).await?.metadata.resource_version.unwrap_or_default()
-                }
-                Err(e) => return Err(e),
-            }
+            // A 409 (it exists) goes back to the caller, which reads its
+            // version and writes on a later turn, once leadership is checked again.
+            incidents
+                .create(&PostParams::default(), &object)
+                .await?
+                .metadata
+                .resource_version
+                .unwrap_or_default()
         }
     };
     #[derive(Debug, Serialize)]

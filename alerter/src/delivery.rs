@@ -54,7 +54,7 @@
 //! holds a sink's URL (a webhook's path or query is often its secret).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -334,12 +334,21 @@ impl Outbox {
     }
 
     /// Forgets every queued notice and what is firing (this replica stopped
-    /// leading; the new leader takes them over from the incidents' status).
-    /// An attempt on its way finishes, and its outcome touches nothing.
+    /// leading; the new leader takes them over from the incidents' status),
+    /// but a control-plane incident's resolved: only the replica that paged
+    /// it while cut off knows of it. An attempt on its way finishes, and its
+    /// outcome touches nothing.
     pub fn clear(&self) {
+        let owed_by_us =
+            |item: &Item| item.notice.node.is_empty() && item.notice.kind == NoticeKind::Resolved;
         for queue in &self.queues {
-            let dropped: usize =
-                std::mem::take(&mut queue.lanes().by_incident).values().map(VecDeque::len).sum();
+            let mut dropped = 0;
+            queue.lanes().by_incident.retain(|_, lane| {
+                let before = lane.len();
+                lane.retain(owed_by_us);
+                dropped += before - lane.len();
+                !lane.is_empty()
+            });
             self.metrics
                 .pending
                 .get_or_create(&SinkLabels { sink: queue.sink.name.clone() })
@@ -349,9 +358,13 @@ impl Outbox {
     }
 
     /// Delivers, sink by sink, until the process ends.
+    /// Aborting it (or dropping it) stops every sink's attempts with it.
     pub async fn run(self: Arc<Self>) {
-        let tasks = self.queues.iter().cloned().map(|queue| tokio::spawn(self.clone().drive(queue)));
-        futures::future::join_all(tasks).await;
+        let mut sinks = JoinSet::new();
+        for queue in self.queues.iter().cloned() {
+            sinks.spawn(self.clone().drive(queue));
+        }
+        while sinks.join_next().await.is_some() {}
     }
 
     /// One sink: starts an attempt for every incident whose head is due and
@@ -362,6 +375,9 @@ impl Outbox {
         // Which incident each running task holds.
         let mut holding: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut resend_at = Instant::now() + self.config.resend_interval;
+        // Firing incidents whose re-send came due while their gate was
+        // closed: sent when it opens, not before the next interval for the rest.
+        let mut deferred: HashSet<String> = HashSet::new();
         loop {
             let now = Instant::now();
             let mut wake_at = None;
@@ -388,18 +404,25 @@ impl Outbox {
                         holding.insert(task.id(), incident.clone());
                     }
                 }
-                if alertmanager && resend_at <= now {
+                let due = resend_at <= now;
+                if alertmanager && (due || !deferred.is_empty()) {
                     // Under the lanes' lock: a notice queued after this
                     // waits for the re-send, so it is never overtaken.
                     let firing = self.firing.lock().expect("not poisoned").clone();
-                    let (open, closed): (Vec<_>, Vec<_>) =
-                        firing.into_iter().partition(|(_, latest)| (self.gate)(latest));
-                    if closed.is_empty() {
+                    if due {
+                        deferred = firing.keys().cloned().collect();
                         resend_at = now + self.config.resend_interval;
-                    } else {
-                        gated = true;
                     }
-                    for (incident, latest) in open {
+                    deferred.retain(|incident| firing.contains_key(incident));
+                    for (incident, latest) in firing {
+                        if !deferred.contains(&incident) {
+                            continue;
+                        }
+                        if !(self.gate)(&latest) {
+                            gated = true;
+                            continue;
+                        }
+                        deferred.remove(&incident);
                         if busy.contains(&incident) || by_incident.contains_key(&incident) {
                             continue;
                         }

@@ -211,10 +211,11 @@ pub enum Action {
     Follow(String),
 }
 
-/// Observed time: the Lease's record as last seen, and the local instant it last changed.
+/// Observed time: the Lease's record as last seen (None: seen deleted),
+/// and the local instant it last changed.
 #[derive(Debug, Default)]
 pub struct Observer {
-    seen: Option<(Record, Instant)>,
+    seen: Option<(Option<Record>, Instant)>,
 }
 
 impl Observer {
@@ -229,15 +230,27 @@ impl Observer {
         fallback: Duration,
     ) -> Action {
         let Some(lease) = lease else {
-            self.seen = None;
-            return Action::Acquire;
+            // None ever seen (a first start): take it. Deleted under a
+            // holder that may act until its renew deadline: a change like
+            // any other, waited out for a lease duration.
+            let gone_at = match &self.seen {
+                None => return Action::Acquire,
+                Some((None, at)) => *at,
+                Some((Some(_), _)) => now,
+            };
+            self.seen = Some((None, gone_at));
+            return if now.duration_since(gone_at) >= fallback {
+                Action::Acquire
+            } else {
+                Action::Follow(String::new())
+            };
         };
         let record = Record::of(lease);
         let changed_at = match &self.seen {
-            Some((seen, at)) if *seen == record => *at,
+            Some((Some(seen), at)) if *seen == record => *at,
             _ => now,
         };
-        self.seen = Some((record.clone(), changed_at));
+        self.seen = Some((Some(record.clone()), changed_at));
         if record.holder == identity {
             return Action::Renew;
         }
@@ -255,6 +268,12 @@ impl Observer {
         } else {
             Action::Follow(record.holder)
         }
+    }
+
+    /// The Lease could not be read: a holder's renewals may have gone
+    /// unseen meanwhile, so its silence is counted again from the next look.
+    pub fn lost_sight(&mut self) {
+        self.seen = None;
     }
 }
 
@@ -328,13 +347,18 @@ impl Elector {
             match self.write(ours, false).await {
                 // Renewed, or no answer / a server error: try again next period on the same footing.
                 Outcome::Done(()) | Outcome::Unanswered | Outcome::Refused(500..) => return,
-                // 409 / 404: someone wrote or deleted it: read it and decide.
+                // Deleted: whoever creates it next leads; stop acting now.
+                Outcome::Refused(404) => self.lose(None),
+                // 409: someone wrote it (or our last write landed unseen): read it and decide.
                 Outcome::Refused(_) => self.ours = None,
             }
         }
         let current = match self.request(self.api.get_opt(&self.name)).await {
             Outcome::Done(current) => current,
-            Outcome::Refused(_) | Outcome::Unanswered => return,
+            Outcome::Refused(_) | Outcome::Unanswered => {
+                self.observer.lost_sight();
+                return;
+            }
         };
         if let Some(holder) = self.deposed_by(current.as_ref()) {
             // Somebody else held it since our last write: let the controller
@@ -347,7 +371,8 @@ impl Elector {
         match self.observer.decide(current.as_ref(), &self.identity, Instant::now(), fallback) {
             Action::Follow(holder) => {
                 tracing::debug!(%holder, "following");
-                self.lose(Some(holder));
+                // An empty holder: the Lease was just deleted, holder unknown.
+                self.lose((!holder.is_empty()).then_some(holder));
             }
             action => {
                 let acquire = action == Action::Acquire;
@@ -561,6 +586,38 @@ mod tests {
                 "second {second}"
             );
         }
+    }
+
+    #[test]
+    fn a_deleted_lease_is_waited_out_like_a_silent_holder() {
+        let mut observer = Observer::default();
+        let start = Instant::now();
+        assert_eq!(
+            observer.decide(Some(&lease("a", hours(0), 1)), "b", start, D),
+            Action::Follow("a".into())
+        );
+        // `kubectl delete lease`: "a" may act until its renew deadline.
+        let gone = start + Duration::from_secs(1);
+        assert_eq!(observer.decide(None, "b", gone, D), Action::Follow(String::new()));
+        assert_eq!(
+            observer.decide(None, "b", gone + D - Duration::from_millis(1), D),
+            Action::Follow(String::new())
+        );
+        assert_eq!(observer.decide(None, "b", gone + D, D), Action::Acquire);
+    }
+
+    #[test]
+    fn a_failed_look_restarts_the_holders_clock() {
+        let mut observer = Observer::default();
+        let start = Instant::now();
+        let frozen = lease("a", hours(0), 1);
+        assert_eq!(observer.decide(Some(&frozen), "b", start, D), Action::Follow("a".into()));
+        // The API server did not answer for longer than D: the holder's
+        // renewals may have failed as ours did; its silence counts from now.
+        observer.lost_sight();
+        let back = start + 2 * D;
+        assert_eq!(observer.decide(Some(&frozen), "b", back, D), Action::Follow("a".into()));
+        assert_eq!(observer.decide(Some(&frozen), "b", back + D, D), Action::Acquire);
     }
 
     #[test]

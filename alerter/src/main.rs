@@ -6,7 +6,7 @@ use alerter::{
     delivery::Outbox,
     leader::{Elector, Timings},
     metrics::Metrics,
-    model::Notice,
+    model::{Notice, NoticeKind},
     tracker::Settings,
 };
 use clap::Parser;
@@ -82,19 +82,20 @@ async fn main() {
     );
     // Notices about nodes go out while this replica leads; those of a
     // control-plane incident (no node) also while it is cut off from the
-    // API server, if it led when that began: nobody else can have taken
-    // the Lease then, and the page is about that very outage.
+    // API server, if it led when that began (the page is about that very
+    // outage), and its resolved always: a replica deposed after paging it
+    // is the only one that knows of it.
     let gate = leadership.clone();
     let (outbox, records) = Outbox::new(
         sinks,
         config.delivery.clone(),
         config.generator_url.clone().unwrap_or_default(),
         metrics.clone(),
-        Arc::new(
-            move |notice: &Notice| {
-                if notice.node.is_empty() { gate.led_when_contact_lost() } else { gate.leading() }
-            },
-        ),
+        Arc::new(move |notice: &Notice| match (notice.node.is_empty(), notice.kind) {
+            (true, NoticeKind::Resolved) => true,
+            (true, _) => gate.led_when_contact_lost(),
+            (false, _) => gate.leading(),
+        }),
     );
     let heartbeat = Heartbeat::new(STUCK_AFTER);
     let context = Context {

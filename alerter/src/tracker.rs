@@ -48,7 +48,8 @@ pub struct Settings {
     pub control_plane_after: Duration,
     /// How long a node that came back must stay Ready, with its Lease
     /// renewed, before its incident is resolved; going down again within it
-    /// is a flap of the same incident.
+    /// is a flap of the same incident. Also how long after the view
+    /// became whole a node newly down is held before it is paged.
     pub stable_for: Duration,
     /// A NotReady node this alerter never saw Ready counts as down when its
     /// Ready condition changed more than this after it registered
@@ -327,6 +328,20 @@ impl Tracker {
         self.say(&mut incident, NoticeKind::Resolved, now, changes);
     }
 
+    /// Closes the open control-plane incident, if one was paged: for a
+    /// replica deposed after paging it while cut off (only its own view
+    /// was cut off: another replica led meanwhile and knows nothing of it).
+    pub fn close_outage(&mut self, now: Timestamp) -> Option<Change> {
+        let mut incident = self.outage.take()?;
+        let mut changes = vec![];
+        if incident.notices.contains(&NoticeKind::ControlPlaneUnreachable) {
+            incident.phase = Phase::Resolved;
+            incident.resolved_at = Some(rfc3339(now));
+            self.say(&mut incident, NoticeKind::Resolved, now, &mut changes);
+        }
+        changes.pop()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn observe_node(
         &mut self,
@@ -355,6 +370,18 @@ impl Tracker {
         let down_reason = if deleted { "Deleted" } else { readiness.as_str() };
 
         let Some(mut incident) = self.incidents.remove(name) else {
+            // Just after the view became whole again, a node newly down is
+            // most likely the silence's doing: its kubelet could not reach
+            // the API server either, and the node controller marks it
+            // Unknown once the API server is back, Ready again at the
+            // kubelet's next status update. Like the node controller's own
+            // full-disruption mode, that is the control plane's incident;
+            // a node still down after `stable_for` is reported then, named
+            // as it would have been at once.
+            let settling = seconds(live_since, now) < self.settings.stable_for.as_secs_f64();
+            if down && counts && !deleted && settling {
+                return;
+            }
             if down && counts {
                 // A deleted node leaves no condition to name the outage after.
                 let evidence = since.or(seen.map(|s| s.renew_time)).unwrap_or(now);
@@ -696,8 +723,9 @@ mod tests {
         at("2026-01-01T00:00:00Z") + SignedDuration::from_secs_f64(seconds)
     }
 
+    /// Live since a minute before the sequences start: past the settling after it became so.
     fn live() -> Feed {
-        Feed::Live { since: after(0.0) }
+        Feed::Live { since: after(-60.0) }
     }
 
     fn kinds(changes: &[Change]) -> Vec<NoticeKind> {
@@ -972,6 +1000,27 @@ mod tests {
         assert_eq!(tracker.open().count(), 0);
     }
 
+    /// Only the leader's own view was cut off: another replica took the
+    /// Lease. The deposed one closes the incident it paged.
+    #[test]
+    fn a_deposed_replica_closes_the_outage_it_paged() {
+        let mut tracker = Tracker::new(settings(), vec![]);
+        let nodes = [ready("w1")];
+        let lost = Feed::Lost { since: after(1.0) };
+        tracker.observe(after(0.0), &view(live(), &nodes, &[], &[], &[]));
+        assert_eq!(
+            kinds(&tracker.observe(after(12.0), &view(lost, &nodes, &[], &[], &[]))),
+            [NoticeKind::ControlPlaneUnreachable]
+        );
+        let closed = tracker.close_outage(after(30.0)).unwrap();
+        assert_eq!(
+            closed.notice.map(|n| (n.kind, n.incident)),
+            Some((NoticeKind::Resolved, "control-plane-1767225601000".to_owned()))
+        );
+        assert_eq!(tracker.open().count(), 0);
+        assert!(tracker.close_outage(after(31.0)).is_none());
+    }
+
     /// A Lease watch that stops delivering without an error (the feed
     /// still says live): every Lease stops at once, which no node does.
     #[test]
@@ -1003,7 +1052,38 @@ mod tests {
         assert_eq!(observe(&mut tracker, 2.0, lost, &unknown), []);
         assert_eq!(observe(&mut tracker, 5.0, lost, &unknown), []);
         let back = Feed::Live { since: after(6.0) };
-        assert_eq!(observe(&mut tracker, 6.0, back, &unknown), [NoticeKind::NodeDown]);
+        // Held while the view settles; still down after `stable_for`, reported.
+        assert_eq!(observe(&mut tracker, 6.0, back, &unknown), []);
+        assert_eq!(observe(&mut tracker, 25.5, back, &unknown), []);
+        let said = tracker.observe(after(26.0), &view(back, &unknown, &[], &[], &[]));
+        let said: Vec<(NoticeKind, String)> =
+            notices(&said).into_iter().map(|n| (n.kind, n.incident)).collect();
+        assert_eq!(said, [(NoticeKind::NodeDown, "w1-1767225602000".to_owned())]);
+    }
+
+    /// After a 15 s freeze with an 8 s node-monitor grace, the node
+    /// controller marks every node Unknown once the API server is back;
+    /// each kubelet's next status update makes it Ready again.
+    #[test]
+    fn the_node_controllers_unknowns_after_a_silence_page_no_node() {
+        let mut tracker = Tracker::new(settings(), vec![]);
+        let names = ["cp", "w1", "w2"];
+        let all_ready: Vec<Node> = names.iter().map(|n| ready(n)).collect();
+        let unknown: Vec<Node> =
+            names.iter().map(|n| node(n).ready("Unknown").since("2026-01-01T00:00:33Z").build()).collect();
+        let mut said = vec![];
+        for tick in 0..90 {
+            let t = tick as f64 + 0.5;
+            let feed = match t {
+                t if t < 10.0 => live(),
+                t if t < 25.0 => Feed::Lost { since: after(10.0) },
+                _ => Feed::Live { since: after(25.0) },
+            };
+            let nodes = if (33.0..36.0).contains(&t) { &unknown } else { &all_ready };
+            said.extend(kinds(&tracker.observe(after(t), &view(feed, nodes, &[], &[], &[]))));
+        }
+        assert_eq!(said, [NoticeKind::ControlPlaneUnreachable, NoticeKind::Resolved]);
+        assert_eq!(tracker.open().count(), 0);
     }
 
     /// A kubelet whose clock is 10 s behind the alerter's, renewing every

@@ -709,3 +709,33 @@ async fn alertmanager_is_told_again_while_the_alert_fires_and_no_more_once_it_st
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(hits.lock().unwrap().len(), stopped, "sent again after it stopped firing");
 }
+
+/// Cut off from the API server, the leader's node incidents are gated shut
+/// while its control-plane incident is not: the open one is re-sent once
+/// an interval, not each time the shut one is looked at again.
+#[tokio::test]
+async fn a_gated_incident_does_not_hurry_the_re_sends_of_another() {
+    spans_get_ids();
+    let (base, hits) = replying(|_, _| status(200)).await;
+    let sink = Sink {
+        name: "am".into(),
+        target: Target::Alertmanager { alerts_url: base.join("api/v2/alerts").unwrap(), auth: None },
+    };
+    let config = DeliveryConfig { resend_interval: Duration::from_millis(400), ..config() };
+    let (outbox, _records, _) = start(sink, config, Arc::new(|n: &Notice| n.node.is_empty()));
+    let down = notice_of("w2-1", NoticeKind::NodeDown);
+    let outage =
+        Notice { node: String::new(), ..notice_of("control-plane-1", NoticeKind::ControlPlaneUnreachable) };
+    outbox.firing(&down.incident, Some(&down));
+    outbox.firing(&outage.incident, Some(&outage));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let hits = hits.lock().unwrap();
+    let posts = hits.len();
+    // Due at 0.4, 0.8, 1.2, 1.6 and 2.0 s.
+    assert!((4..=6).contains(&posts), "{posts} posts in 2.1 s, each interval 400 ms");
+    for hit in hits.iter() {
+        let names: Vec<&str> =
+            hit.body.as_array().unwrap().iter().map(|a| a["labels"]["alertname"].as_str().unwrap()).collect();
+        assert_eq!(names, ["VigilControlPlaneUnreachable"], "the gated incident was sent");
+    }
+}

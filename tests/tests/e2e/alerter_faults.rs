@@ -1,8 +1,8 @@
 //! The alerter under faults (issue 24), on the shared cluster:
 //! - the API server frozen for 15 s (SIGSTOP, then SIGCONT) is one
 //!   `control-plane-unreachable` incident, opened and resolved, and no node
-//!   is suspect: a silent control plane is not three dead nodes (what the
-//!   node controller does after the freeze is reported as it happened);
+//!   is suspect or down: a silent control plane is not three dead nodes,
+//!   nor are the Unknowns the node controller marks after it;
 //! - Alertmanager restarted while a node is held down shows the alert
 //!   firing again afterwards: the alerter re-sends firing alerts, as
 //!   Prometheus does, rather than posting them once.
@@ -88,7 +88,9 @@ pub async fn a_frozen_api_server_is_one_control_plane_incident(c: &Cluster) -> R
         Ok::<_, kube::Error>(list.items.iter().all(node_ready).then_some(()))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Past the alerter's `stableFor` (20 s): a node held as newly down
+    // after the outage and still down would be paged by then.
+    tokio::time::sleep(Duration::from_secs(25)).await;
 
     let received = alerter.received();
     let received = &received[already..];
@@ -99,21 +101,11 @@ pub async fn a_frozen_api_server_is_one_control_plane_incident(c: &Cluster) -> R
     ensure!(distinct == [incident.clone()], "one control-plane incident expected, got {opened:?}");
     let suspects = of_kind(received, "suspect");
     ensure!(suspects.is_empty(), "the freeze made nodes suspect: {suspects:?}");
-    // With `tuned` timings (an 8 s grace) the node controller itself may
-    // mark every node Unknown once the API server is back, and the alerter
-    // reports what the cluster did. Those incidents must close before the
-    // next check: each node's `resolved` (after `stableFor`).
-    let down: Vec<String> = of_kind(received, "node-down").into_iter().map(|(_, node)| node).collect();
-    if !down.is_empty() {
-        eprintln!("the node controller marked {down:?} down after the freeze");
-    }
-    for node in &down {
-        until_some(format!("resolved about {node}"), Duration::from_secs(120), || async {
-            let seen = notices(&alerter.received()[already..], node, &key)?;
-            Ok::<_, anyhow::Error>(seen.iter().any(|s| s.kind == "resolved" && s.accepted).then_some(()))
-        })
-        .await?;
-    }
+    // With `tuned` timings (an 8 s grace) the node controller may mark
+    // nodes Unknown once the API server is back, for the kubelets' updates
+    // it missed; that is the same outage, not a node's.
+    let down = of_kind(received, "node-down");
+    ensure!(down.is_empty(), "the freeze paged nodes down: {down:?}");
     // Every request about it is signed as the others are.
     for node in c.nodes().iter().map(|n| n.name.clone()) {
         notices(received, &node, &key)?;
