@@ -52,6 +52,7 @@ use crate::{
     metrics::{KindLabels, Metrics},
     model::{Notice, NoticeKind},
     retention,
+    takeover::{self, Owed, Takeover},
     tracker::{Change, Feed, Settings, Tracker, View},
     trim,
 };
@@ -353,38 +354,14 @@ impl Leader {
         let list = bounded(REQUEST_TIMEOUT, incidents.list(&ListParams::default()))
             .await
             .map_err(kube_err("list nodeincidents"))?;
-        let mut statuses = BTreeMap::new();
-        let mut versions = BTreeMap::new();
-        let mut known = vec![];
-        let sinks = ctx.outbox.sink_names();
-        let now = Timestamp::now();
-        for item in list.items {
-            let name = item.metadata.name.clone().unwrap_or_default();
-            if let Some(version) = item.metadata.resource_version.clone() {
-                versions.insert(name.clone(), version);
-            }
-            let status = item.status.unwrap_or_default();
-            // Tracker::new continues the open ones; the closed ones keep their names taken.
-            if let Some(incident) = status.incident.clone() {
-                if !incident.phase.closed() {
-                    ctx.outbox.firing(&name, status.notices.last());
-                }
-                known.push(incident);
-            }
-            for notice in &status.notices {
-                for sink in &sinks {
-                    let record = status.deliveries.iter().find(|d| d.sink == *sink && d.key == notice.id);
-                    if record.is_some_and(|d| d.state != DeliveryState::Pending) {
-                        continue;
-                    }
-                    let sent: Timestamp = notice.time.parse().unwrap_or(now);
-                    let left = ctx.outbox.expiry().saturating_sub(now.duration_since(sent).unsigned_abs());
-                    let attempts = record.map(|d| d.attempts).unwrap_or(0);
-                    tracing::info!(incident = %name, sink = %sink, key = %notice.id, attempts, "taking over an undelivered notice");
-                    ctx.outbox.enqueue(Some(sink), notice, attempts, left);
-                }
-            }
-            statuses.insert(name, (item.spec.node.clone(), status));
+        let Takeover { known, statuses, versions, firing, owed } =
+            takeover::take_over(list.items, &ctx.outbox.sink_names(), ctx.outbox.expiry(), Timestamp::now());
+        for (name, latest) in &firing {
+            ctx.outbox.firing(name, Some(latest));
+        }
+        for Owed { sink, notice, attempts, expires_in } in &owed {
+            tracing::info!(incident = %notice.incident, sink = %sink, key = %notice.id, attempts, "taking over an undelivered notice");
+            ctx.outbox.enqueue(Some(sink), notice, *attempts, *expires_in);
         }
         let tracker = Tracker::new(ctx.settings.clone(), known);
         tracing::info!(open = tracker.open().count(), "leading: state rebuilt from the NodeIncidents");

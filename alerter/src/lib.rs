@@ -23,6 +23,8 @@ pub mod model;
 pub mod retention;
 /// What each kind of sink receives: signed webhooks, Slack, Alertmanager.
 pub mod sinks;
+/// What a new leader takes over from the NodeIncidents.
+pub mod takeover;
 /// The incident as one trace: detection, notices, deliveries, verification.
 pub mod trace;
 /// One incident per node, driven by reflector snapshots.
