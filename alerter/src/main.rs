@@ -164,3 +164,14 @@ async fn main() {
     eprintln!("alerter: {failure}; exiting so that the kubelet restarts it");
     std::process::exit(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own checks of the definition (conflicting names, bad defaults, env fallbacks).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Args::command().debug_assert();
+    }
+}

@@ -97,3 +97,14 @@ async fn main() {
     let result = tokio::try_join!(metrics, admin);
     result.unwrap_or_else(|e| usage_error(e));
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own checks of the definition (conflicting names, bad defaults, env fallbacks).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Args::command().debug_assert();
+    }
+}

@@ -235,3 +235,14 @@ pub enum NodeAction {
     /// Put an isolated node back on the network, as it was.
     Reconnect { node: String },
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own checks of the definition (conflicting names, bad defaults, env fallbacks).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
