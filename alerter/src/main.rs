@@ -13,6 +13,7 @@ use clap::Parser;
 use kube::runtime::events::Reporter;
 use tokio::task::JoinError;
 use vigil_telemetry::admin::Heartbeat;
+use vigil_telemetry::usage_error;
 
 /// The controller's loop turns every second; this long without a turn, it is stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(30);
@@ -41,11 +42,6 @@ struct Args {
     listen: SocketAddr,
     #[arg(long, env = "ALERTER_LOG", default_value = "info")]
     log: String,
-}
-
-fn usage_error(message: impl std::fmt::Display) -> ! {
-    eprintln!("alerter: {message}");
-    std::process::exit(64)
 }
 
 /// One line on why a supervised task ended: none of them ends on its own.

@@ -10,6 +10,7 @@ use auth_proxy::{
     serve::{limits, serve},
 };
 use clap::Parser;
+use vigil_telemetry::usage_error;
 
 /// HTTP Basic authentication in front of a server in the same pod.
 #[derive(Parser)]
@@ -25,11 +26,6 @@ struct Args {
     admin_listen: SocketAddr,
     #[arg(long, env = "AUTH_PROXY_LOG", default_value = "info")]
     log: String,
-}
-
-fn usage_error(message: impl std::fmt::Display) -> ! {
-    eprintln!("auth-proxy: {message}");
-    std::process::exit(64)
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> tokio::net::TcpListener {

@@ -6,6 +6,7 @@ use node_exporter::{
     scrape::{Scraper, Source},
     server,
 };
+use vigil_telemetry::usage_error;
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -46,11 +47,6 @@ struct Args {
     cache: Duration,
     #[arg(long, env = "NODE_EXPORTER_LOG", default_value = "info")]
     log: String,
-}
-
-fn usage_error(message: impl std::fmt::Display) -> ! {
-    eprintln!("node-exporter: {message}");
-    std::process::exit(64)
 }
 
 #[tokio::main(flavor = "current_thread")]

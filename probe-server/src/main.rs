@@ -9,6 +9,7 @@ use probe_server::{
     server::{self, ProbeState},
 };
 use vigil_telemetry::serve::{self, Limits};
+use vigil_telemetry::usage_error;
 
 /// The sidecar kubelet's probes call. Flags and environment override the file.
 #[derive(Parser)]
@@ -37,11 +38,6 @@ struct Args {
     /// kubelet's next probe) displaces the oldest waiting for a request.
     #[arg(long, env = "PROBE_MAX_CONNECTIONS", default_value_t = serve::MAX_SMALL_CONNECTIONS)]
     max_connections: usize,
-}
-
-fn usage_error(message: impl std::fmt::Display) -> ! {
-    eprintln!("probe-server: {message}");
-    std::process::exit(64)
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> tokio::net::TcpListener {

@@ -69,6 +69,7 @@ fn a_bad_configuration_is_refused_naming_the_field() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("configuration field workload.failure_threshold"), "{stderr}");
+    assert!(stderr.starts_with("probe-server: "), "one line naming the program: {stderr}");
 }
 
 #[test]

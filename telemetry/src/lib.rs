@@ -116,6 +116,18 @@ impl<S> TraceExport<S> {
     }
 }
 
+/// Ends the process on a bad command line, configuration or address: one
+/// line, `<program>: <message>` (the program as it was invoked), and exit
+/// status 64 (EX_USAGE), which the e2e's bad-input checks look for.
+pub fn usage_error(message: impl std::fmt::Display) -> ! {
+    let program = std::env::args_os()
+        .next()
+        .and_then(|p| std::path::Path::new(&p).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    eprintln!("{program}: {message}");
+    std::process::exit(64)
+}
+
 /// An error and its causes, as one line (`a: b: c`): what a log line or a
 /// report shows when the outer message alone ("error sending request")
 /// hides the cause.
