@@ -42,12 +42,9 @@ pub fn ready_pods_by_node(pods: &[Pod]) -> BTreeMap<String, usize> {
 }
 
 /// The pod's Ready condition is True (so it is running and passes its
-/// readiness probes), and it is not being deleted.
-pub fn pod_ready(pod: &Pod) -> bool {
-    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
-    pod.metadata.deletion_timestamp.is_none()
-        && is_true(conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())), "Ready")
-}
+/// readiness probes), and it is not being deleted: the alerter's own test,
+/// so the CLI and the alerter never disagree on it.
+pub use alerter::decide::pod_ready;
 
 /// The Deployment's current generation has `want` updated, ready replicas and no others.
 pub fn deployment_rolled_out(deployment: Option<&Deployment>, want: i32) -> Result<(), String> {
