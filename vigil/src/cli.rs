@@ -64,7 +64,7 @@ pub enum Command {
     /// Print, or write, the kustomize layout of the workload and MetalLB (what `up` applies).
     Manifests {
         /// Write the files under this directory (the repository's `manifests/`) instead of printing.
-        #[arg(long)]
+        #[arg(long, env = "VIGIL_MANIFESTS_WRITE")]
         write: Option<PathBuf>,
         #[command(flatten)]
         build: BuildArgs,
@@ -74,7 +74,7 @@ pub enum Command {
     #[command(args_conflicts_with_subcommands = true)]
     Dashboards {
         /// Write the files under this directory (the repository's `dashboards/`) instead of printing.
-        #[arg(long)]
+        #[arg(long, env = "VIGIL_DASHBOARDS_WRITE")]
         write: Option<PathBuf>,
         /// The labels of cAdvisor's series the rules select (as `vigil up --cadvisor-labels`).
         #[arg(long, env = "VIGIL_CADVISOR_LABELS", default_value = defaults::CADVISOR_LABELS)]
@@ -142,7 +142,7 @@ pub struct UpArgs {
     #[arg(long, env = "VIGIL_CLUSTER_ONLY")]
     pub cluster_only: bool,
     /// Print what `up` did as JSON on stdout (steps with timings, addresses).
-    #[arg(long)]
+    #[arg(long, env = "VIGIL_JSON")]
     pub json: bool,
     /// How fast a dead node is noticed and its pods moved: upstream's timings, or tuned ones.
     #[arg(long, env = "VIGIL_FAILOVER", value_enum, default_value_t = Failover::default())]
@@ -185,10 +185,10 @@ pub enum DashboardsAction {
     /// queries against the cluster's Prometheus (variables set to All).
     Render {
         /// Where the SVGs go (default: the cache directory's `dashboards/`).
-        #[arg(long)]
+        #[arg(long, env = "VIGIL_RENDER_OUT")]
         out: Option<PathBuf>,
         /// The window drawn: the last N minutes.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, env = "VIGIL_RENDER_MINUTES", default_value_t = 60)]
         minutes: u32,
     },
 }
@@ -196,10 +196,10 @@ pub enum DashboardsAction {
 #[derive(Debug, Args)]
 pub struct DrillArgs {
     /// How to break the node.
-    #[arg(long, value_enum, default_value_t = DrillFault::Kill)]
+    #[arg(long, env = "VIGIL_DRILL_FAULT", value_enum, default_value_t = DrillFault::Kill)]
     pub fault: DrillFault,
     /// The worker to break (default: the one holding the most web pods).
-    #[arg(long)]
+    #[arg(long, env = "VIGIL_DRILL_NODE")]
     pub node: Option<String>,
     /// Requests per second through the LoadBalancer while it runs.
     #[arg(long, env = "VIGIL_DRILL_RATE", default_value_t = 20)]
@@ -208,17 +208,17 @@ pub struct DrillArgs {
     #[arg(long, env = "VIGIL_DRILL_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
     /// Where the report goes (default: the cache's `drills/`).
-    #[arg(long)]
+    #[arg(long, env = "VIGIL_DRILL_REPORT_DIR")]
     pub report_dir: Option<PathBuf>,
     /// Print the report as JSON (each step in seconds since the fault).
-    #[arg(long)]
+    #[arg(long, env = "VIGIL_JSON")]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Machine-readable output, including the addresses of what vigil deployed.
-    #[arg(long)]
+    #[arg(long, env = "VIGIL_JSON")]
     pub json: bool,
 }
 
@@ -244,5 +244,25 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    /// What the README promises: every option of every subcommand can come
+    /// from the environment too.
+    #[test]
+    fn every_option_has_an_environment_fallback() {
+        fn missing(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !arg.is_positional() && !builtin && arg.get_env().is_none() {
+                    out.push(format!("{path} --{}", arg.get_long().unwrap_or(arg.get_id().as_str())));
+                }
+            }
+            for sub in command.get_subcommands() {
+                missing(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut out = vec![];
+        missing(&super::Cli::command(), "vigil", &mut out);
+        assert!(out.is_empty(), "options without an environment fallback: {out:?}");
     }
 }
