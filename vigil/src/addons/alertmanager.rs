@@ -55,6 +55,7 @@ pub const ADDON: Addon = Addon {
         url: |ip| format!("http://{ip}:{PORT}/"),
         check: Check::Gated("api/v2/status"),
         hint: "Alertmanager (the alerter's alerts: VigilNodeDown, ...)",
+        load_balancer_index: LOAD_BALANCER_INDEX,
     }),
     manifests: Manifests::Generated { dir: NAMESPACE },
     timeout: ROLLOUT,

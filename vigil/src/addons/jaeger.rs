@@ -63,6 +63,7 @@ pub const ADDON: Addon = Addon {
         url: |ip| format!("http://{ip}:{QUERY_PORT}/"),
         check: Check::Gated("api/services"),
         hint: "Jaeger query API (traces: /api/traces/<id>); OTLP/HTTP on port 4318",
+        load_balancer_index: LOAD_BALANCER_INDEX,
     }),
     manifests: Manifests::Generated { dir: NAMESPACE },
     timeout: ROLLOUT,

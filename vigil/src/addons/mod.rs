@@ -81,6 +81,9 @@ pub struct Address {
     pub check: Check,
     /// What `up` prints next to the URL.
     pub hint: &'static str,
+    /// Its place in the LoadBalancer pool ([`ClusterSpec::load_balancer_ip`]),
+    /// where MetalLB pins its Service: each add-on's own, which a test checks.
+    pub load_balancer_index: u32,
 }
 
 /// A check from the host, the way a user would try it.
@@ -387,5 +390,26 @@ pub fn field_env(name: &str, path: &str) -> k8s_openapi::api::core::v1::EnvVar {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn every_load_balancer_address_is_its_own_and_in_the_pool() {
+        let indices: Vec<(u32, &str)> =
+            ADDONS.iter().filter_map(|a| Some((a.address.as_ref()?.load_balancer_index, a.name))).collect();
+        assert!(indices.len() >= 4, "{indices:?}");
+        let mut sorted = indices.clone();
+        sorted.sort();
+        sorted.dedup_by_key(|(i, _)| *i);
+        assert_eq!(sorted.len(), indices.len(), "two add-ons share a LoadBalancer address: {indices:?}");
+        let spec = ClusterSpec::default();
+        let (_, last) = spec.load_balancer_range();
+        for (index, name) in &indices {
+            assert!(spec.load_balancer_ip(*index) <= last, "{name}'s address {index} is past the pool");
+        }
     }
 }

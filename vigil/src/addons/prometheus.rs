@@ -87,6 +87,7 @@ pub const ADDON: Addon = Addon {
         url: |ip| format!("http://{ip}:{PORT}/"),
         check: Check::Gated("api/v1/status/buildinfo"),
         hint: "Prometheus (container_cpu_usage_seconds_total, ...)",
+        load_balancer_index: LOAD_BALANCER_INDEX,
     }),
     manifests: Manifests::Generated { dir: NAMESPACE },
     timeout: ROLLOUT,

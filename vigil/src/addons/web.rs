@@ -58,6 +58,7 @@ pub const ADDON: Addon = Addon {
         url,
         check: Check::BodyStartsWith("I'm "),
         hint: "the web service behind the load balancer (or open it in a browser)",
+        load_balancer_index: LOAD_BALANCER_INDEX,
     }),
     manifests: Manifests::Generated { dir: "web" },
     timeout: ROLLOUT,
