@@ -57,7 +57,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Dashboards { action: Some(DashboardsAction::Render { out, minutes }), .. } => {
             let provider = provider::connect().await?;
-            let spec = provider.existing(&name).await?;
+            let spec = provider::existing(provider.as_ref(), &name).await?;
             let client = match admin_client(provider.as_ref(), &spec).await {
                 Some(client) => client.map_err(anyhow::Error::msg)?,
                 None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Down => down(&name, &kubeconfig, &progress).await?,
         Command::Drill(args) => {
             let provider = provider::connect().await?;
-            let spec = provider.existing(&name).await?;
+            let spec = provider::existing(provider.as_ref(), &name).await?;
             let client = match admin_client(provider.as_ref(), &spec).await {
                 Some(client) => client.map_err(anyhow::Error::msg)?,
                 None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
@@ -134,7 +134,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status(args) => {
             let provider = provider::connect().await?;
-            let spec = provider.existing(&name).await?;
+            let spec = provider::existing(provider.as_ref(), &name).await?;
             let containers = provider.list_nodes(&name).await?;
             let client = admin_client(provider.as_ref(), &spec).await;
             let credentials = crate::password_file::existing(
@@ -151,19 +151,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Export { what: ExportWhat::Logs { dir } } => {
             let provider = provider::connect().await?;
-            let spec = provider.existing(&name).await?;
+            let spec = provider::existing(provider.as_ref(), &name).await?;
             let export = export_logs(provider.as_ref(), &spec, &dir, &progress).await?;
             print_stdout(&format!("{}\n", export.folder.join("index.md").display()))?;
         }
         Command::Kubeconfig => {
             let provider = provider::connect().await?;
-            let spec = provider.existing(&name).await?;
+            let spec = provider::existing(provider.as_ref(), &name).await?;
             let admin = read_admin_conf(provider.as_ref(), &spec).await?;
             print_stdout(&kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?))?;
         }
         Command::Node { action } => {
             let provider = provider::connect().await?;
-            let spec = provider.existing(&name).await?;
+            let spec = provider::existing(provider.as_ref(), &name).await?;
             let (fault, node) = match action {
                 NodeAction::Stop { node } => (Fault::Power(Power::Stop), node),
                 NodeAction::Kill { node } => (Fault::Power(Power::Kill), node),
@@ -208,7 +208,11 @@ pub struct Options {
 pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> Result<Report> {
     let cache = options.cache.as_path();
     let provider = provider::connect().await?;
-    // Cheap checks first: a clashing subnet should not wait for a long build.
+    // Cheap checks first: a clashing subnet or a cluster made with other
+    // choices should not wait for a long build.
+    if let Some(saved) = provider::saved(provider.as_ref(), &spec.name).await {
+        crate::saved_spec::check(&saved, spec)?;
+    }
     provider.preflight(spec).await?;
     let docker = crate::docker::connect().await?;
     let node_image = build::ensure_node_image(&docker, &spec.image_repository, cache, progress).await?;

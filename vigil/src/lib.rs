@@ -41,6 +41,8 @@ pub mod private;
 pub mod progress;
 /// Node providers: the traits, node-level helpers, and the Docker implementation.
 pub mod provider;
+/// The spec a cluster was made with, saved on its nodes and in it.
+pub mod saved_spec;
 /// `vigil status`.
 pub mod status;
 /// Bootstrap tokens and the CA pin.

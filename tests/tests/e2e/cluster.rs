@@ -76,6 +76,59 @@ pub async fn up_again_changes_nothing(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// The cluster remembers what it was made with, on every node and in a
+/// ConfigMap, without the notice receivers' URLs; a second `up` asking for
+/// another pod network and other failover timings is refused at once, naming
+/// both and the flags that keep the cluster, and changes nothing.
+pub async fn a_second_up_with_other_choices_is_refused(c: &Cluster) -> Result<()> {
+    use vigil::saved_spec::{CONFIG_MAP, CONFIG_MAP_KEY, CONFIG_MAP_NAMESPACE, NODE_PATH, Saved};
+    let expected = Saved::of(&c.spec);
+    let webhooks: Vec<&String> =
+        c.spec.alerting.webhook.iter().chain(&c.spec.alerting.alertmanager_webhook).collect();
+    ensure!(webhooks.len() == 2, "the test cluster has both receivers");
+
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(c.client.clone(), CONFIG_MAP_NAMESPACE);
+    let in_cluster = || async {
+        let map = config_maps.get(CONFIG_MAP).await?;
+        let text = map.data.unwrap_or_default().remove(CONFIG_MAP_KEY).context("no cluster.json key")?;
+        anyhow::Ok(text)
+    };
+    let text = in_cluster().await?;
+    ensure!(
+        webhooks.iter().all(|w| !text.contains(w.as_str())),
+        "a receiver's URL is in the ConfigMap: {text}"
+    );
+    ensure!(Saved::from_json(&text)? == expected, "the ConfigMap holds {text}");
+    for machine in c.provider.list_nodes(&c.spec.name).await? {
+        let node = c.provider.node(&machine.name);
+        let text = vigil::provider::nodeutils::read_file(node.as_ref(), NODE_PATH).await?;
+        ensure!(Saved::from_json(&text)? == expected, "{} holds {text}", machine.name);
+    }
+    let existing = vigil::provider::existing(c.provider.as_ref(), &c.spec.name).await?;
+    ensure!(existing == expected.spec, "existing() gave {existing:?}");
+
+    let other = vigil::cluster::ClusterSpec {
+        pod_subnet: "10.245.0.0/16".parse()?,
+        failover: vigil::cluster::Failover::Upstream,
+        ..c.spec.clone()
+    };
+    let started = std::time::Instant::now();
+    let message =
+        format!("{:#}", up(&other).await.err().context("an up with another pod network went ahead")?);
+    for part in [
+        "pod network is 10.244.0.0/16 (this `up` asks for 10.245.0.0/16)",
+        "failover timings is tuned (this `up` asks for upstream)",
+        "run `vigil --name vigil-e2e up --pod-subnet 10.244.0.0/16 --failover tuned`",
+        "`vigil --name vigil-e2e down` first",
+    ] {
+        ensure!(message.contains(part), "{part:?} is not in the refusal: {message}");
+    }
+    ensure!(started.elapsed() < Duration::from_secs(30), "refused only after {:?}", started.elapsed());
+    ensure!(in_cluster().await? == text, "the refused up changed the saved spec");
+    Ok(())
+}
+
 pub async fn nodes_are_ready(c: &Cluster) -> Result<()> {
     let nodes = Api::<Node>::all(c.client.clone()).list(&ListParams::default()).await?.items;
     ensure!(nodes.len() == 3, "expected 3 nodes, found {}", nodes.len());

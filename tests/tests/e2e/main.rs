@@ -84,6 +84,7 @@ fn main() {
         plain!(cli::a_cluster_that_does_not_exist_is_named_as_such),
         plain!(cli::a_name_that_is_not_a_dns_label_is_refused),
         on_cluster!(cluster::up_again_changes_nothing),
+        on_cluster!(cluster::a_second_up_with_other_choices_is_refused),
         on_cluster!(cluster::nodes_are_ready),
         on_cluster!(cluster::system_pods_run),
         on_cluster!(cluster::pod_network_and_dns),

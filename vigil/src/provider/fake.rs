@@ -235,7 +235,7 @@ impl NodeProvider for FakeProvider {
             .collect())
     }
 
-    async fn existing(&self, name: &str) -> Result<ClusterSpec> {
+    async fn discover(&self, name: &str) -> Result<ClusterSpec> {
         match self.list_nodes(name).await?.is_empty() {
             true => Err(Error::NoSuchCluster(name.into())),
             false => Ok(ClusterSpec { name: name.into(), ..ClusterSpec::default() }),

@@ -235,9 +235,11 @@ pub trait NodeProvider: Send + Sync {
     /// The cluster's machines, control plane first.
     async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>>;
 
-    /// What an existing cluster was created with (node network, number of
-    /// workers), read back from the machines; fails when there is none.
-    async fn existing(&self, name: &str) -> Result<ClusterSpec>;
+    /// What the machines of an existing cluster tell of it (its node
+    /// network, its number of workers), for a cluster an older vigil made
+    /// without saving its spec; fails when there is none. [`existing`]
+    /// prefers the spec saved on the nodes.
+    async fn discover(&self, name: &str) -> Result<ClusterSpec>;
 
     fn node(&self, name: &str) -> Arc<dyn Node>;
 
@@ -256,6 +258,37 @@ pub trait NodeProvider: Send + Sync {
 /// provider that plans none).
 pub fn control_plane(provider: &dyn NodeProvider, spec: &ClusterSpec) -> Option<Arc<dyn Node>> {
     provider.plan(spec).into_iter().find(|n| n.role == Role::ControlPlane).map(|n| provider.node(&n.name))
+}
+
+/// The cluster `name` as it was made: the spec `up` saved on its nodes (the
+/// first that answers, control plane first), or what the provider can tell
+/// from the machines of a cluster made before vigil saved it. Fails when no
+/// machine of that cluster exists.
+pub async fn existing(provider: &dyn NodeProvider, name: &str) -> Result<ClusterSpec> {
+    let discovered = provider.discover(name).await?;
+    Ok(saved(provider, name).await.map(|saved| saved.spec).unwrap_or(discovered))
+}
+
+/// The spec saved on the nodes of `cluster`, if one answers with it.
+pub async fn saved(provider: &dyn NodeProvider, cluster: &str) -> Option<crate::saved_spec::Saved> {
+    for machine in provider.list_nodes(cluster).await.ok()? {
+        let node = provider.node(&machine.name);
+        let Ok(text) = nodeutils::read_file(node.as_ref(), crate::saved_spec::NODE_PATH).await else {
+            continue;
+        };
+        match crate::saved_spec::Saved::from_json(&text) {
+            Ok(saved) if saved.spec.name == cluster => return Some(saved),
+            Ok(saved) => tracing::warn!(
+                node = machine.name,
+                saved = saved.spec.name,
+                "a node of another cluster's spec"
+            ),
+            Err(error) => {
+                tracing::warn!(node = machine.name, %error, path = crate::saved_spec::NODE_PATH, "unreadable saved spec")
+            }
+        }
+    }
+    None
 }
 
 /// Breaks or mends `node` of `spec`: power through the provider, the network

@@ -21,6 +21,7 @@ mod join;
 mod kubeconfig;
 mod provision;
 mod ready;
+mod saved_spec;
 #[cfg(test)]
 mod tests;
 
@@ -142,6 +143,7 @@ pub fn steps(scope: Scope) -> Vec<Box<dyn Step>> {
         Box::new(provision::Provision::ControlPlane),
         Box::new(provision::Provision::Workers),
         Box::new(init::KubeadmInit),
+        Box::new(saved_spec::SaveSpec),
         Box::new(kubeconfig::MergeKubeconfig),
         Box::new(cni::PodNetwork),
         Box::new(join::KubeadmJoin),

@@ -1,7 +1,8 @@
 //! The machines: the control plane first (with the node network), so that
 //! `kubeadm init` can start on it while the workers are still being
 //! created. A step ends when every one of its machines has booted:
-//! systemd is up and containerd answers.
+//! systemd is up and containerd answers. Each then holds the cluster's spec
+//! (`saved_spec`), which a later `vigil` reads back.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::{
     poll,
     progress::Line,
     provider::{NodeSpec, nodeutils},
+    saved_spec::{self, Saved},
 };
 
 pub const CONTROL_PLANE: &str = "provision control plane";
@@ -65,6 +67,15 @@ impl Step for Provision {
         ctx.provider.provision(&ctx.spec, &nodes, &ctx.node_image).await?;
         line.update("booting");
         futures::future::try_join_all(nodes.iter().map(|n| wait_for_boot(ctx, n))).await?;
+        line.update("saving the cluster spec");
+        let saved = Saved::of(&ctx.spec).to_json();
+        futures::future::try_join_all(nodes.iter().map(|n| async {
+            let node = ctx.node(n);
+            node.copy_in(saved_spec::NODE_PATH, saved.as_bytes(), 0o600)
+                .await
+                .map_err(|e| ctx.node_step(node.as_ref(), "saving the cluster spec", e))
+        }))
+        .await?;
         Ok(Outcome::Done(format!("{} booted", nodes.len())))
     }
 }

@@ -16,7 +16,7 @@ use super::*;
 use crate::{
     cluster::ClusterSpec,
     progress::Progress,
-    provider::{NodeSpec, fake::FakeProvider},
+    provider::{NodeProvider, NodeSpec, fake::FakeProvider},
 };
 
 /// A request the mocked API server saw: method and path with query.
@@ -243,6 +243,48 @@ async fn the_cluster_comes_up_and_the_token_is_deleted_after_the_joins() {
         approvals[0]
             .starts_with("/apis/certificates.k8s.io/v1/certificatesigningrequests/ours-pending/approval")
     );
+}
+
+#[tokio::test]
+async fn every_node_and_the_cluster_hold_the_spec_it_was_made_with() {
+    let harness = Harness::new();
+    let (report, seen) = harness.up().await;
+    report.unwrap();
+    let saved = crate::saved_spec::Saved::of(&ClusterSpec::default());
+    let state = harness.provider.state.lock().unwrap();
+    for node in ["vigil-control-plane", "vigil-worker", "vigil-worker2"] {
+        let text = &state.files[node][crate::saved_spec::NODE_PATH];
+        assert_eq!(crate::saved_spec::Saved::from_json(text).unwrap(), saved, "{node}");
+        assert_eq!(state.modes[&(node.to_owned(), crate::saved_spec::NODE_PATH.to_owned())], 0o600);
+    }
+    let applied = seen.lock().unwrap().iter().any(|(method, path)| {
+        *method == Method::PATCH
+            && path.starts_with("/api/v1/namespaces/kube-system/configmaps/vigil-cluster?")
+    });
+    assert!(applied, "the ConfigMap was not applied");
+}
+
+#[tokio::test]
+async fn existing_prefers_the_saved_spec_and_skips_nodes_without_one() {
+    let provider = FakeProvider::default();
+    let spec = ClusterSpec { pod_subnet: "10.50.0.0/16".parse().unwrap(), workers: 2, ..Default::default() };
+    let nodes = provider.plan(&spec);
+    provider.provision(&spec, &nodes, "image").await.unwrap();
+    // Made by an older vigil: only what the machines tell.
+    let discovered = crate::provider::existing(&provider, "vigil").await.unwrap();
+    assert_eq!(discovered.pod_subnet, ClusterSpec::default().pod_subnet);
+
+    // The control plane's copy is unreadable; a worker's answers.
+    let cp = provider.node("vigil-control-plane");
+    cp.copy_in(crate::saved_spec::NODE_PATH, b"{not json", 0o600).await.unwrap();
+    let saved = crate::saved_spec::Saved::of(&spec).to_json();
+    provider
+        .node("vigil-worker2")
+        .copy_in(crate::saved_spec::NODE_PATH, saved.as_bytes(), 0o600)
+        .await
+        .unwrap();
+    assert_eq!(crate::provider::existing(&provider, "vigil").await.unwrap(), spec);
+    assert!(crate::provider::existing(&provider, "other").await.is_err(), "no machine, no cluster");
 }
 
 #[tokio::test]

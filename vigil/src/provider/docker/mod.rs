@@ -259,7 +259,7 @@ impl NodeProvider for DockerProvider {
         Ok(nodes)
     }
 
-    async fn existing(&self, name: &str) -> Result<ClusterSpec> {
+    async fn discover(&self, name: &str) -> Result<ClusterSpec> {
         let machines = self.list_nodes(name).await?;
         if machines.is_empty() {
             return Err(Error::NoSuchCluster(name.into()));
