@@ -1,7 +1,8 @@
 //! What every vigil deployable sets up the same way: logging (tracing, with a
 //! filter that can be changed at runtime), trace export (OTLP, from the
 //! standard OpenTelemetry variables), its admin endpoints, the signals it
-//! stops on, and the OpenMetrics encoding of its registry.
+//! stops on, and the OpenMetrics encoding of its registry; and reading the
+//! text format back.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -10,6 +11,7 @@ pub mod otel;
 pub mod serve;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text_format;
 pub mod trace_http;
 
 use std::sync::OnceLock;

@@ -340,7 +340,7 @@ async fn variant(
             name(failover),
             r.node,
             if r.announcing_node.as_deref() == Some(&r.node) { " (MetalLB's announcer)" } else { "" },
-            r.verdict.as_deref().unwrap_or("no verdict"),
+            r.verdict.map_or("no verdict", drill::Verdict::as_str),
             r.milestones
                 .iter()
                 .filter_map(|m| Some(format!("{} {:.1} s", m.name, m.seconds?)))
@@ -367,8 +367,9 @@ async fn variant(
 }
 
 fn table(variants: &[Variant]) {
-    let goals: [(&str, Option<f64>); 9] = [
+    let goals: [(&str, Option<f64>); 10] = [
         (drill::LEASE_STALE, None),
+        (drill::ADDRESS_MOVED, None),
         (drill::NOT_READY, None),
         (drill::FIRST_NOTIFICATION, Some(15.0)),
         (drill::NODE_DOWN, None),

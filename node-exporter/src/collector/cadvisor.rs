@@ -8,24 +8,12 @@
 
 use std::collections::BTreeMap;
 
+use vigil_telemetry::text_format::{self, Line};
+
 use super::Error;
 use crate::sample::{ContainerId, DiskUsage, Runtime, Samples};
 
 const NAME: &str = "kubelet";
-
-/// One sample line of the text exposition format.
-#[derive(Debug, PartialEq)]
-pub struct Line<'a> {
-    pub name: &'a str,
-    pub labels: Vec<(&'a str, String)>,
-    pub value: f64,
-}
-
-impl Line<'_> {
-    pub fn label(&self, key: &str) -> &str {
-        self.labels.iter().find(|(k, _)| *k == key).map_or("", |(_, v)| v.as_str())
-    }
-}
 
 /// The families read, and nothing else: the endpoint writes about sixty,
 /// and a line of another family is skipped before its labels are parsed.
@@ -53,63 +41,7 @@ fn parse_error(message: String) -> Error {
 
 /// The lines of `text` whose family is one of [`FAMILIES`].
 pub fn parse(text: &str) -> Result<Vec<Line<'_>>, Error> {
-    let mut lines = vec![];
-    for (number, raw) in text.lines().enumerate() {
-        if raw.starts_with('#') || raw.trim().is_empty() {
-            continue;
-        }
-        let name_end = raw.find(['{', ' ']).unwrap_or(raw.len());
-        let name = &raw[..name_end];
-        if !FAMILIES.contains(&name) {
-            continue;
-        }
-        let line = parse_line(name, &raw[name_end..])
-            .map_err(|m| parse_error(format!("line {}: {m}: {raw}", number + 1)))?;
-        lines.push(line);
-    }
-    Ok(lines)
-}
-
-/// `rest` is what follows the metric name: `{labels} value [timestamp]`.
-fn parse_line<'a>(name: &'a str, rest: &'a str) -> Result<Line<'a>, String> {
-    let mut labels = vec![];
-    let mut rest = rest;
-    if let Some(body) = rest.strip_prefix('{') {
-        rest = body;
-        loop {
-            rest = rest.trim_start_matches([' ', ',']);
-            if let Some(after) = rest.strip_prefix('}') {
-                rest = after;
-                break;
-            }
-            let eq = rest.find('=').ok_or("a label without '='")?;
-            let key = rest[..eq].trim();
-            let quoted = rest[eq + 1..].strip_prefix('"').ok_or("a label value without quotes")?;
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let end = loop {
-                match chars.next() {
-                    Some((i, '"')) => break i,
-                    Some((_, '\\')) => match chars.next() {
-                        Some((_, 'n')) => value.push('\n'),
-                        Some((_, c)) => value.push(c),
-                        None => return Err("an unterminated escape".into()),
-                    },
-                    Some((_, c)) => value.push(c),
-                    None => return Err("an unterminated label value".into()),
-                }
-            };
-            labels.push((key, value));
-            rest = &quoted[end + 1..];
-        }
-    }
-    let value = rest.split_whitespace().next().ok_or("no value")?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse::<f64>().map_err(|e| format!("value {v}: {e}"))?,
-    };
-    Ok(Line { name, labels, value })
+    text_format::parse(text, &FAMILIES).map_err(|e| parse_error(e.to_string()))
 }
 
 type ContainerKey = (String, String, String);

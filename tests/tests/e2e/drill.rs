@@ -86,8 +86,18 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
     alerter.script.lock().expect("not poisoned").extend([500, 500, 500]);
 
     let (report, _files) = run_drill(c, &node).await?;
-    ensure!(report.verdict.as_deref() == Some("rescheduled"), "the verdict is not rescheduled: {report:?}");
+    ensure!(
+        report.verdict == Some(drill::Verdict::Rescheduled),
+        "the verdict is not rescheduled: {report:?}"
+    );
     ensure!(report.milestone(drill::ALL_READY).is_some(), "3/3 web pods never Ready elsewhere: {report:?}");
+    // MetalLB's speakers named the announcer; if it was the broken node, the address moved.
+    let announcer = report.announcing_node.as_deref().context("no announcer before the fault")?;
+    ensure!(
+        (announcer == node) == report.milestone(drill::ADDRESS_MOVED).is_some(),
+        "announced from {announcer}, broke {node}, address moved: {:?}",
+        report.milestone(drill::ADDRESS_MOVED)
+    );
     // The report embeds the failover dashboard over the drill's window.
     let folder = std::path::PathBuf::from(report.report.clone().context("no report folder")?);
     let drawn = dashboards::failover().panels.iter().filter(|p| p.kind == "timeseries").count();
@@ -200,7 +210,7 @@ pub async fn the_node_holding_prometheus_is_not_rescheduled_and_says_why(c: &Clu
 
     let (report, _files) = run_drill(c, &node).await?;
     ensure!(
-        report.verdict.as_deref() == Some("not-rescheduled"),
+        report.verdict == Some(drill::Verdict::NotRescheduled),
         "the verdict is not not-rescheduled: {report:?}"
     );
     let name = report.incident.clone().context("the drill saw no NodeIncident")?;

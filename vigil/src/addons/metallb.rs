@@ -34,6 +34,31 @@ const POOL: &str = "vigil-node-network";
 const SPEAKER: &str = "speaker";
 const MANIFEST_NAME: &str = "metallb-native.yaml";
 
+/// The speakers' metrics port (upstream's `--port=7472`).
+pub const SPEAKER_METRICS_PORT: u16 = 7472;
+/// The speaker pods' labels in upstream's manifest.
+pub const SPEAKER_SELECTOR: &str = "app=metallb,component=speaker";
+/// The family in which a speaker says which addresses it announces.
+const ANNOUNCED: &str = "metallb_speaker_announced";
+
+/// The nodes a speaker's metrics say announce `service` (`namespace/name`)
+/// in L2 mode. Read from the speakers rather than from MetalLB's
+/// ServiceL2Status, which v0.15.2 can leave missing after an address
+/// moves (the new announcer's speaker patches the old node's object,
+/// whose node is immutable, and the old one's deletes it), or from its
+/// `nodeAssigned` Events, whose text is not an interface and whose old
+/// and new announcer can carry the same second.
+pub fn announced_from(
+    metrics: &str,
+    service: &str,
+) -> Result<Vec<String>, vigil_telemetry::text_format::ParseError> {
+    Ok(vigil_telemetry::text_format::parse(metrics, &[ANNOUNCED])?
+        .iter()
+        .filter(|l| l.label("service") == service && l.label("protocol") == "layer2" && l.value == 1.0)
+        .map(|l| l.label("node").to_owned())
+        .collect())
+}
+
 pub const ADDON: Addon = Addon {
     name: NAME,
     title: "MetalLB (L2), with an address pool on the node network",
@@ -272,5 +297,16 @@ mod tests {
         assert_eq!(pool["spec"]["addresses"][0], "172.29.0.128-172.29.0.254");
         assert_eq!(upstream::gvk(&objects[1]).unwrap().kind, "L2Advertisement");
         assert_eq!(upstream::gvk(&objects[1]).unwrap().group, "metallb.io");
+    }
+
+    #[test]
+    fn the_announcer_is_the_speaker_that_says_so_for_that_service() {
+        let metrics = "# TYPE metallb_speaker_announced gauge\n\
+            metallb_speaker_announced{ip=\"172.29.0.128\",node=\"w1\",protocol=\"layer2\",service=\"default/web\"} 1\n\
+            metallb_speaker_announced{ip=\"172.29.0.129\",node=\"w1\",protocol=\"layer2\",service=\"monitoring/prometheus\"} 1\n\
+            metallb_speaker_announced{ip=\"172.29.0.130\",node=\"w1\",protocol=\"layer2\",service=\"default/old\"} 0\n";
+        assert_eq!(announced_from(metrics, "default/web").unwrap(), ["w1"]);
+        assert!(announced_from(metrics, "default/old").unwrap().is_empty(), "0: no longer announced");
+        assert!(announced_from(metrics, "default/other").unwrap().is_empty());
     }
 }

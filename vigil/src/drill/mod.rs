@@ -5,25 +5,27 @@
 //! delivered, the pods evicted, their replacements scheduled, 3/3 Ready
 //! elsewhere, `rescheduled` delivered; the requests that failed and when the
 //! last one did. Then the node is restored and the drill waits for
-//! `resolved`. Everything is watched (kube-runtime watchers), nothing polled.
+//! `resolved`. Everything is watched (kube-runtime watchers) but MetalLB's
+//! announcer, which only its speakers' metrics tell (asked every second);
+//! what the watches see becomes the report in [`timeline`], a pure function.
 
 pub mod load;
 mod report;
+pub mod timeline;
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use alerter::crd::{DeliveryState, NodeIncident};
+use alerter::crd::NodeIncident;
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
         coordination::v1::Lease,
-        core::v1::{Event, Node, Pod},
+        core::v1::{Node, Pod},
     },
     jiff::Timestamp,
 };
@@ -34,11 +36,16 @@ use kube::{
 };
 pub use load::Requests;
 use serde::Serialize;
+pub use timeline::{
+    ADDRESS_MOVED, ALL_READY, EVICTED, FIRST_NOTIFICATION, LEASE_STALE, Milestone, NODE_DOWN, NOT_READY,
+    NOT_RESCHEDULED, RESCHEDULED, RESOLVED, SCHEDULED, Verdict,
+};
+use timeline::{Seen, Timeline};
 
 use crate::{
-    addons::{alerter as alerter_addon, web},
+    addons::{alerter as alerter_addon, metallb, web},
     cluster::ClusterSpec,
-    conditions::{daemon_set_rolled_out, node_ready, pod_ready, ready_condition, ready_pods_by_node},
+    conditions::{daemon_set_rolled_out, node_ready, ready_pods_by_node},
     poll::until,
     progress::Progress,
     provider::{self, Fault, NodeProvider, Power},
@@ -119,15 +126,6 @@ pub struct Options {
     pub report_dir: PathBuf,
 }
 
-/// One moment of the timeline, in seconds from the fault.
-#[derive(Debug, Clone, Serialize)]
-pub struct Milestone {
-    pub name: &'static str,
-    pub seconds: Option<f64>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub detail: String,
-}
-
 /// What the drill found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -137,8 +135,8 @@ pub struct Report {
     /// When the fault happened (RFC 3339).
     pub fault_at: String,
     pub milestones: Vec<Milestone>,
-    /// `rescheduled` or `not-rescheduled`, as the alerter decided.
-    pub verdict: Option<String>,
+    /// As the alerter decided; none before the timeout.
+    pub verdict: Option<Verdict>,
     pub incident: Option<String>,
     pub requests: Requests,
     /// From the moment the drill's watch saw the node NotReady to the
@@ -176,34 +174,9 @@ impl Report {
     }
 }
 
-/// The milestones, in the order they are expected.
-pub const LEASE_STALE: &str = "Lease stale";
-pub const NOT_READY: &str = "NotReady";
-pub const FIRST_NOTIFICATION: &str = "first notification delivered";
-pub const NODE_DOWN: &str = "node-down delivered";
-pub const EVICTED: &str = "pods evicted";
-pub const SCHEDULED: &str = "replacements scheduled";
-pub const ALL_READY: &str = "3/3 Ready elsewhere";
-pub const RESCHEDULED: &str = "rescheduled delivered";
-pub const NOT_RESCHEDULED: &str = "not-rescheduled delivered";
-pub const RESOLVED: &str = "resolved delivered";
-
-/// Seconds from `fault` to `t`.
-fn since(fault: Timestamp, t: Timestamp) -> f64 {
-    t.duration_since(fault).as_secs_f64()
-}
-
-fn parse(t: &str) -> Option<Timestamp> {
-    t.parse().ok()
-}
-
-/// When the kubelet last renewed its Lease, against the fault.
-fn renewal_detail(seconds: f64) -> String {
-    if seconds < 0.0 {
-        format!("last renewed {:.1} s before the fault", -seconds)
-    } else {
-        format!("last renewed {seconds:.1} s after the fault")
-    }
+/// Seconds from `fault` to now.
+fn since(fault: Timestamp) -> f64 {
+    Timestamp::now().duration_since(fault).as_secs_f64()
 }
 
 /// The worker holding the most Ready web pods (or `wanted`, if it holds any).
@@ -216,19 +189,54 @@ fn victim(pods: &[Pod], wanted: Option<&str>) -> Result<String, Error> {
     }
 }
 
-/// The node MetalLB's speaker announces the web address from (its latest
-/// `nodeAssigned` Event on the Service).
+/// How often the drill asks MetalLB's speakers who announces `web`, and
+/// how long one may take to answer.
+const ANNOUNCER_POLL: Duration = Duration::from_secs(1);
+
+/// The nodes MetalLB's speakers say announce the `web` address (one, once
+/// settled), read through the API server's pod proxy. A speaker that does
+/// not answer within [`ANNOUNCER_POLL`] (on a dead node) says nothing.
+pub async fn announcers(client: &Client) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), metallb::NAMESPACE);
+    let Ok(speakers) = pods.list(&ListParams::default().labels(metallb::SPEAKER_SELECTOR)).await else {
+        return vec![];
+    };
+    let service = format!("{}/{}", web::NAMESPACE, web::NAME);
+    let asks = speakers.items.into_iter().filter_map(|p| p.metadata.name).map(|speaker| {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{speaker}:{}/proxy/metrics",
+            metallb::NAMESPACE,
+            metallb::SPEAKER_METRICS_PORT
+        );
+        let service = &service;
+        async move {
+            let request = http::Request::get(path).body(vec![]).ok()?;
+            let text = tokio::time::timeout(ANNOUNCER_POLL, client.request_text(request)).await.ok()?.ok()?;
+            metallb::announced_from(&text, service).ok()
+        }
+    });
+    let mut nodes: Vec<String> =
+        futures::future::join_all(asks).await.into_iter().flatten().flatten().collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
+/// The node MetalLB announces the `web` address from.
 pub async fn announcing_node(client: &Client) -> Option<String> {
-    let events: Api<Event> = Api::namespaced(client.clone(), web::NAMESPACE);
-    let fields = format!("involvedObject.kind=Service,involvedObject.name={}", web::NAME);
-    let list = events.list(&ListParams::default().fields(&fields)).await.ok()?;
-    let latest = list
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("nodeAssigned"))
-        .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))?;
-    // "announcing from node \"vigil-worker\" with protocol \"layer2\""
-    latest.message?.split('"').nth(1).map(str::to_owned)
+    announcers(client).await.into_iter().next()
+}
+
+/// Asks the speakers every [`ANNOUNCER_POLL`] until `answers` is dropped.
+async fn poll_announcers(client: Client, answers: tokio::sync::mpsc::Sender<Vec<String>>) {
+    let mut tick = tokio::time::interval(ANNOUNCER_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if answers.send(announcers(&client).await).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The node the alerter's leader runs on (the holder of its Lease is a pod).
@@ -299,17 +307,6 @@ pub async fn run(
     let selector = ListParams::default().labels(&format!("app={}", web::NAME));
     let before = pods.list(&selector).await.map_err(kube_err("list the web pods"))?.items;
     let node = victim(&before, options.node.as_deref())?;
-    let old_pods: Vec<String> = before.iter().filter_map(|p| p.metadata.name.clone()).collect();
-    // What the node runs now (not pods already on their way out): their
-    // deletion is the eviction.
-    let held: Vec<String> = before
-        .iter()
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
-        })
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
     let announcing = announcing_node(&client).await;
     let alerter_leader = alerter_leader_node(&client).await;
 
@@ -326,195 +323,81 @@ pub async fn run(
     );
     let fault_at = Timestamp::now();
     let fault_offset = load_started.elapsed();
+    let mut timeline = Timeline::new(&node, fault_at, &before, web::REPLICAS as usize, announcing.clone());
     let inject = tracing::info_span!("phase", otel.name = "inject fault", k8s.node.name = %node, vigil.fault = ?options.fault);
     provider::fault(provider.as_ref(), spec, &node, options.fault.fault()).await?;
     drop(inject);
     tracing::info!(%node, fault = ?options.fault, "fault injected");
     let observe = phase("observe failover");
 
-    let mut milestones: BTreeMap<&'static str, (f64, String)> = BTreeMap::new();
-    let mut verdict: Option<String> = None;
-    let mut incident_name: Option<String> = None;
-    let deadline = tokio::time::Instant::now() + options.timeout;
-
     let nodes: Api<Node> = Api::all(client.clone());
     let incidents: Api<NodeIncident> = Api::all(client.clone());
-    let node_config = watcher::Config::default().fields(&format!("metadata.name={node}"));
-    let mut node_events =
-        std::pin::pin!(watcher(nodes.clone(), node_config).default_backoff().applied_objects());
+    let mut node_events = std::pin::pin!(
+        watcher(nodes, watcher::Config::default().fields(&format!("metadata.name={node}")))
+            .default_backoff()
+            .applied_objects()
+    );
     let mut pod_events = std::pin::pin!(
         watcher(pods.clone(), watcher::Config::default().labels(&format!("app={}", web::NAME)))
             .default_backoff()
             .applied_objects()
     );
-    let mut incident_events = std::pin::pin!(
-        watcher(incidents.clone(), watcher::Config::default()).default_backoff().applied_objects()
-    );
-    let mut web_pods: BTreeMap<String, Pod> = BTreeMap::new();
-    let mut not_ready_seen: Option<f64> = None;
-    let mark = |milestones: &mut BTreeMap<&'static str, (f64, String)>,
-                name: &'static str,
-                at: f64,
-                detail: String| {
-        if !milestones.contains_key(name) {
-            tracing::info!(milestone = name, seconds = at, %detail, "drill");
-            milestones.insert(name, (at, detail));
-        }
-    };
-    let done = |milestones: &BTreeMap<&'static str, (f64, String)>| {
-        (milestones.contains_key(ALL_READY) && milestones.contains_key(RESCHEDULED))
-            || milestones.contains_key(NOT_RESCHEDULED)
-    };
-    while !done(&milestones) && tokio::time::Instant::now() < deadline {
-        tokio::select! {
+    let mut incident_events =
+        std::pin::pin!(watcher(incidents, watcher::Config::default()).default_backoff().applied_objects());
+    // MetalLB says who announces only in its speakers' metrics: asked, not watched.
+    let (announcer_tx, mut announcer_rx) = tokio::sync::mpsc::channel(1);
+    let announcer_poll = tokio::spawn(poll_announcers(client.clone(), announcer_tx));
+    // Whatever the watches deliver, until the failover is over or the time is up.
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    while !timeline.failover_done() {
+        let seen = tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
-            Some(Ok(n)) = node_events.next() => {
-                if let Some(c) = ready_condition(&n).filter(|c| c.status != "True")
-                    && let Some(t) = c.last_transition_time.as_ref().map(|t| t.0).filter(|t| *t >= fault_at)
-                {
-                    not_ready_seen.get_or_insert_with(|| since(fault_at, Timestamp::now()));
-                    mark(&mut milestones, NOT_READY, since(fault_at, t), format!("Ready {}", c.status));
-                }
-            }
-            Some(Ok(p)) = pod_events.next() => {
-                let now = since(fault_at, Timestamp::now());
-                let name = p.metadata.name.clone().unwrap_or_default();
-                let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
-                if held.contains(&name) && p.metadata.deletion_timestamp.is_some() {
-                    mark(&mut milestones, EVICTED, now, name.clone());
-                }
-                if !old_pods.contains(&name)
-                    && let Some(other) = on.as_ref().filter(|n| **n != node)
-                {
-                    mark(&mut milestones, SCHEDULED, now, format!("{name} on {other}"));
-                }
-                web_pods.insert(name, p);
-                let ready_elsewhere: Vec<String> = web_pods
-                    .values()
-                    .filter(|p| pod_ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node.as_str()))
-                    .filter_map(|p| p.metadata.name.clone())
-                    .collect();
-                if ready_elsewhere.len() >= web::REPLICAS as usize && milestones.contains_key(EVICTED) {
-                    mark(&mut milestones, ALL_READY, now, ready_elsewhere.join(", "));
-                }
-            }
-            Some(Ok(i)) = incident_events.next() => {
-                if i.spec.node != node {
-                    continue;
-                }
-                let Some(status) = i.status.as_ref() else { continue };
-                let Some(incident) = status.incident.as_ref() else { continue };
-                if parse(&incident.started_at).is_none_or(|t| t < fault_at) {
-                    continue;
-                }
-                incident_name = i.metadata.name.clone();
-                if let Some(renewed) = incident.lease_renewed_at.as_deref().and_then(parse) {
-                    let suspect = status.notices.iter().find(|n| n.kind == alerter::model::NoticeKind::Suspect);
-                    if let Some(t) = suspect.and_then(|n| parse(&n.time)) {
-                        mark(&mut milestones, LEASE_STALE, since(fault_at, t), renewal_detail(since(fault_at, renewed)));
-                    }
-                }
-                let delivered = |kind: Option<&str>| {
-                    status
-                        .deliveries
-                        .iter()
-                        .filter(|d| d.state == DeliveryState::Delivered && kind.is_none_or(|k| d.notice.as_str() == k))
-                        .filter_map(|d| Some((d.delivered_at.as_deref().and_then(parse)?, d.notice.as_str(), d.sink.clone())))
-                        .min_by_key(|(t, _, _)| *t)
-                };
-                if let Some((t, kind, sink)) = delivered(None) {
-                    mark(&mut milestones, FIRST_NOTIFICATION, since(fault_at, t), format!("{kind} to {sink}"));
-                }
-                if let Some((t, _, sink)) = delivered(Some("node-down")) {
-                    mark(&mut milestones, NODE_DOWN, since(fault_at, t), format!("to {sink}"));
-                }
-                if let Some((t, _, sink)) = delivered(Some("rescheduled")) {
-                    verdict = Some("rescheduled".into());
-                    mark(&mut milestones, RESCHEDULED, since(fault_at, t), format!("to {sink}"));
-                }
-                if let Some((t, _, sink)) = delivered(Some("not-rescheduled")) {
-                    verdict = Some("not-rescheduled".into());
-                    let reasons: Vec<String> = incident
-                        .owners
-                        .iter()
-                        .filter(|o| o.verdict == alerter::model::Verdict::NotRescheduled)
-                        .filter_map(|o| Some(format!("{}: {}", o.owner, o.reason.as_ref()?)))
-                        .collect();
-                    mark(&mut milestones, NOT_RESCHEDULED, since(fault_at, t), format!("to {sink}: {}", reasons.join("; ")));
-                }
-            }
-        }
+            Some(Ok(n)) = node_events.next() => Seen::Node(Box::new(n)),
+            Some(Ok(p)) = pod_events.next() => Seen::Pod(Box::new(p)),
+            Some(Ok(i)) = incident_events.next() => Seen::NodeIncident(Box::new(i)),
+            Some(nodes) = announcer_rx.recv() => Seen::Announcers(nodes),
+        };
+        timeline.observe(since(fault_at), seen);
     }
     drop(observe);
+    announcer_poll.abort();
     let _ = stop_tx.send(true);
     let samples = load.await.unwrap_or_default();
     let requests = load::summarize(&samples, fault_offset);
-    line.done_with(format!("verdict {}", verdict.as_deref().unwrap_or("none before the timeout")));
+    line.done_with(match timeline.verdict() {
+        Some(verdict) => format!("verdict {verdict}"),
+        None => "no verdict before the timeout".into(),
+    });
 
     // Put the node back and wait for the alerter to say so.
     let line = progress.line(format!("restoring {node}, waiting for resolved"));
     let restore = phase("restore and wait for resolved");
     provider::fault(provider.as_ref(), spec, &node, options.fault.restore()).await?;
     let resolve_deadline = tokio::time::Instant::now() + options.timeout;
-    // Without an incident there is nothing that could be resolved.
-    while incident_name.is_some()
-        && tokio::time::Instant::now() < resolve_deadline
-        && !milestones.contains_key(RESOLVED)
-    {
+    while timeline.awaits_resolved() {
         tokio::select! {
             () = tokio::time::sleep_until(resolve_deadline) => break,
-            Some(Ok(i)) = incident_events.next() => {
-                if i.metadata.name != incident_name {
-                    continue;
-                }
-                let resolved = i.status.as_ref().into_iter().flat_map(|s| &s.deliveries).filter(|d| {
-                    d.state == DeliveryState::Delivered && d.notice == alerter::model::NoticeKind::Resolved
-                }).filter_map(|d| d.delivered_at.as_deref().and_then(parse)).min();
-                if let Some(t) = resolved {
-                    mark(&mut milestones, RESOLVED, since(fault_at, t), String::new());
-                }
-            }
+            Some(Ok(i)) = incident_events.next() => timeline.observe(since(fault_at), Seen::NodeIncident(Box::new(i))),
         }
     }
     drop(restore);
-    if milestones.contains_key(RESOLVED) {
+    if timeline.resolved() {
         line.done();
     } else {
         line.done_with("no resolved notice before the timeout");
     }
-    let order = [
-        LEASE_STALE,
-        NOT_READY,
-        FIRST_NOTIFICATION,
-        NODE_DOWN,
-        EVICTED,
-        SCHEDULED,
-        ALL_READY,
-        RESCHEDULED,
-        NOT_RESCHEDULED,
-        RESOLVED,
-    ];
+    let incident = timeline.incident().map(str::to_owned);
     let report = Report {
         cluster: spec.name.clone(),
         node: node.clone(),
         fault: format!("{:?}", options.fault).to_lowercase(),
         fault_at: fault_at.to_string(),
-        milestones: order
-            .iter()
-            .map(|name| {
-                let found = milestones.get(name);
-                Milestone {
-                    name,
-                    seconds: found.map(|(s, _)| *s),
-                    detail: found.map(|(_, d)| d.clone()).unwrap_or_default(),
-                }
-            })
-            .collect(),
-        verdict,
-        incident_trace_id: incident_name.as_deref().map(alerter::model::incident_trace_id),
-        incident: incident_name,
+        milestones: timeline.milestones(),
+        verdict: timeline.verdict(),
+        incident_trace_id: incident.as_deref().map(alerter::model::incident_trace_id),
+        incident,
         requests,
-        detection_seconds: milestones.get(NODE_DOWN).zip(not_ready_seen).map(|((down, _), seen)| down - seen),
+        detection_seconds: timeline.detection_seconds(),
         announcing_node: announcing,
         alerter_leader_node: alerter_leader,
         report: None,
@@ -577,7 +460,7 @@ pub fn summary(report: &Report) -> String {
         "drill: {} {} -> {}\n",
         report.fault,
         report.node,
-        report.verdict.as_deref().unwrap_or("no verdict before the timeout")
+        report.verdict.map_or("no verdict before the timeout", Verdict::as_str)
     );
     for m in report.milestones.iter().filter(|m| m.seconds.is_some()) {
         out += &format!("  {:>7.1} s  {}  {}\n", m.seconds.unwrap_or_default(), m.name, m.detail);

@@ -4,7 +4,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use super::{Error, Report};
+use super::{Error, Report, Verdict};
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 40.0;
@@ -40,7 +40,7 @@ pub fn svg(report: &Report) -> String {
         report.fault,
         report.node,
         report.cluster,
-        report.verdict.as_deref().unwrap_or("none")
+        report.verdict.map_or("none", Verdict::as_str)
     );
     let _ = writeln!(out, r#"<text x="{LEFT}" y="24" font-size="15">{}</text>"#, escape(&title));
     let peak =
@@ -118,7 +118,7 @@ pub fn markdown(report: &Report) -> String {
         report.node,
         report.cluster,
         report.fault_at,
-        report.verdict.as_deref().unwrap_or("none before the timeout"),
+        report.verdict.map_or("none before the timeout", Verdict::as_str),
         report
             .incident
             .as_deref()
@@ -209,7 +209,7 @@ mod tests {
             fault: "kill".into(),
             fault_at: "2026-01-01T00:00:00Z".into(),
             milestones: vec![m(super::super::NOT_READY, Some(11.0)), m(super::super::NOT_RESCHEDULED, None)],
-            verdict: Some("rescheduled".into()),
+            verdict: Some(Verdict::Rescheduled),
             incident: Some("vigil-worker-1".into()),
             requests: Requests {
                 total: 100,
