@@ -83,7 +83,7 @@ pub async fn down(spec: &ClusterSpec) -> Result<()> {
 
 /// The provider `vigil` chooses on this machine.
 pub async fn provider() -> Result<Arc<dyn NodeProvider>> {
-    Ok(vigil::provider::connect().await?)
+    Ok(vigil::provider::connect(&vigil::provider::Machines::default()).await?)
 }
 
 /// A client through the context `up` merged into the kubeconfig.

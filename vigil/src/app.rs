@@ -16,7 +16,7 @@ use crate::{
     cluster::{ClusterSpec, defaults},
     drill, kubeconfig,
     progress::Progress,
-    provider::{self, Fault, NodeProvider, Power, nodeutils},
+    provider::{self, Fault, Machines, NodeArtefact, NodeProvider, Power, nodeutils},
     status,
     up::{self, Context, Deployables, Plan, Report, Scope},
 };
@@ -56,7 +56,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Dashboards { action: Some(DashboardsAction::Render { out, minutes }), .. } => {
-            let provider = provider::connect().await?;
+            let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let client = match admin_client(provider.as_ref(), &spec).await {
                 Some(client) => client.map_err(anyhow::Error::msg)?,
@@ -107,7 +107,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Down => down(&name, &kubeconfig, &progress).await?,
         Command::Drill(args) => {
-            let provider = provider::connect().await?;
+            let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let client = match admin_client(provider.as_ref(), &spec).await {
                 Some(client) => client.map_err(anyhow::Error::msg)?,
@@ -133,7 +133,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status(args) => {
-            let provider = provider::connect().await?;
+            let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let containers = provider.list_nodes(&name).await?;
             let client = admin_client(provider.as_ref(), &spec).await;
@@ -150,19 +150,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Export { what: ExportWhat::Logs { dir } } => {
-            let provider = provider::connect().await?;
+            let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let export = export_logs(provider.as_ref(), &spec, &dir, &progress).await?;
             print_stdout(&format!("{}\n", export.folder.join("index.md").display()))?;
         }
         Command::Kubeconfig => {
-            let provider = provider::connect().await?;
+            let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let admin = read_admin_conf(provider.as_ref(), &spec).await?;
             print_stdout(&kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?))?;
         }
         Command::Node { action } => {
-            let provider = provider::connect().await?;
+            let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let (fault, node) = match action {
                 NodeAction::Stop { node } => (Fault::Power(Power::Stop), node),
@@ -207,7 +207,7 @@ pub struct Options {
 /// add-ons, and prints what to do next.
 pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> Result<Report> {
     let cache = options.cache.as_path();
-    let provider = provider::connect().await?;
+    let provider = provider::connect(&Machines::default()).await?;
     // Cheap checks first: a clashing subnet or a cluster made with other
     // choices should not wait for a long build.
     if let Some(saved) = provider::saved(provider.as_ref(), &spec.name).await {
@@ -215,7 +215,9 @@ pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> R
     }
     provider.preflight(spec).await?;
     let docker = crate::docker::connect().await?;
-    let node_image = build::ensure_node_image(&docker, &spec.image_repository, cache, progress).await?;
+    let node_artefact = NodeArtefact {
+        image: build::ensure_node_image(&docker, &spec.image_repository, cache, progress).await?,
+    };
     let deployables = match options.scope {
         Scope::Everything => Some(Deployables {
             images: build::workload::ensure(&docker, &spec.image_repository, cache, progress).await?,
@@ -230,7 +232,7 @@ pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> R
         progress.clone(),
         logs.clone(),
         options.kubeconfig.clone(),
-        node_image,
+        node_artefact,
         deployables,
     );
     let plan = Plan::new(up::steps(options.scope));
@@ -329,7 +331,7 @@ async fn admin_client(
 
 /// Removes the cluster's machines, volumes, network and kubeconfig entries.
 pub async fn down(name: &str, kubeconfig: &Path, progress: &Progress) -> Result<()> {
-    let provider = provider::connect().await?;
+    let provider = provider::connect(&Machines::default()).await?;
     let line = progress.line(format!("removing cluster {name}"));
     let removed = provider.delete_cluster(name).await?;
     let had_context = kubeconfig::remove_from_file(kubeconfig, name)?;

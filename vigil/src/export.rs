@@ -26,7 +26,7 @@ use crate::{
     conditions::pod_ready,
     private::PrivateDir,
     progress::Progress,
-    provider::{Node, NodeProvider},
+    provider::{MachineState, Node, NodeProvider},
     up::ADMIN_CONF,
 };
 
@@ -132,7 +132,7 @@ pub async fn logs(
             )?,
             Err(e) => export.missing(format!("node {name}: inspect output: {e}")),
         }
-        if machine.state != "running" {
+        if machine.state != MachineState::Running {
             export.missing(format!(
                 "node {name} is {}: its journals cannot be read until it runs",
                 machine.state
@@ -326,9 +326,9 @@ mod tests {
                 .contains("| [nodes/w1/kubelet.log](nodes/w1/kubelet.log) | kubelet journal of w1 | 10 |")
         );
         assert!(complete.contains("Everything was collected."));
-        export.missing.push("node w2 is exited: its journals cannot be read until it runs".into());
+        export.missing.push("node w2 is stopped: its journals cannot be read until it runs".into());
         let partial = export.index("c", "t");
-        assert!(partial.contains("## Not collected\n\n- node w2 is exited"), "{partial}");
+        assert!(partial.contains("## Not collected\n\n- node w2 is stopped"), "{partial}");
     }
 
     fn mode(path: &Path) -> u32 {
@@ -340,7 +340,14 @@ mod tests {
     async fn an_export_is_readable_by_its_owner_only() {
         let provider = crate::provider::fake::FakeProvider::default();
         let spec = ClusterSpec::default();
-        provider.provision(&spec, &provider.plan(&spec), "node-image").await.unwrap();
+        provider
+            .provision(
+                &spec,
+                &provider.plan(&spec),
+                &crate::provider::NodeArtefact { image: "node-image".into() },
+            )
+            .await
+            .unwrap();
         let root = tempfile::tempdir().unwrap();
         let no_api = Err("no API server in this test".to_owned());
         let export = logs(&provider, &spec, no_api, root.path(), &Progress::default()).await.unwrap();
@@ -356,7 +363,14 @@ mod tests {
     async fn a_link_planted_at_the_export_folder_is_refused() {
         let provider = crate::provider::fake::FakeProvider::default();
         let spec = ClusterSpec::default();
-        provider.provision(&spec, &provider.plan(&spec), "node-image").await.unwrap();
+        provider
+            .provision(
+                &spec,
+                &provider.plan(&spec),
+                &crate::provider::NodeArtefact { image: "node-image".into() },
+            )
+            .await
+            .unwrap();
         let root = tempfile::tempdir().unwrap();
         let elsewhere = root.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();

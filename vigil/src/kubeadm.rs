@@ -7,16 +7,23 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::{cluster::ClusterSpec, provider::NodeSpec, token::BootstrapToken};
+use crate::{
+    cluster::ClusterSpec,
+    provider::{NodeSpec, ProviderInfo},
+    token::BootstrapToken,
+};
 
 /// The API server's secure port inside each node.
 pub const API_SERVER_PORT: u16 = 6443;
 /// containerd's CRI socket inside the node image.
 pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
-/// Phases vigil skips: preflight checks kernel modules and system
-/// verification that do not apply inside a node container (this host has no
-/// /lib/modules and a cgroup v1 hierarchy kubeadm would warn about).
-const SKIPPED_PHASES: &[&str] = &["preflight"];
+/// The phases vigil skips on machines that share the host's kernel:
+/// preflight checks kernel modules and system verification that do not
+/// apply inside a node container (this host has no /lib/modules and a
+/// cgroup v1 hierarchy kubeadm would warn about).
+fn skipped_phases(info: &ProviderInfo) -> Vec<&'static str> {
+    if info.shares_host_kernel { vec!["preflight"] } else { vec![] }
+}
 
 /// The directory on the control plane that holds [`patches`].
 pub const PATCHES_DIR: &str = "/etc/vigil/kubeadm-patches";
@@ -148,6 +155,7 @@ struct InitConfiguration {
     #[serde(rename = "localAPIEndpoint")]
     local_api_endpoint: ApiEndpoint,
     node_registration: NodeRegistration,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     skip_phases: Vec<&'static str>,
     patches: Patches,
 }
@@ -190,7 +198,8 @@ struct ClusterConfiguration {
     scheduler: ControlPlaneComponent,
 }
 
-/// The node-container adaptations kind makes, and why.
+/// The kubelet's settings: kind's node-container adaptations where the
+/// provider's machines share the host, and why.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct KubeletConfiguration {
@@ -200,8 +209,10 @@ struct KubeletConfiguration {
     cgroup_driver: &'static str,
     /// A cgroup of its own, created by the node entrypoint, so pods do not
     /// land next to the node's systemd services.
-    cgroup_root: &'static str,
-    /// Swap on the host is visible in every node; the kubelet must not refuse it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_root: Option<String>,
+    /// Swap on the host is visible in every node container; the kubelet
+    /// must not refuse it there. A real host's swap is its own (refused).
     fail_swap_on: bool,
     /// 1.34 still runs on cgroup v1 when told so; say it explicitly.
     fail_cgroup_v1: bool,
@@ -211,8 +222,10 @@ struct KubeletConfiguration {
     /// fill. kind sets 100 for the same reasons.
     #[serde(rename = "imageGCHighThresholdPercent")]
     image_gc_high_threshold_percent: u8,
-    /// Disk-pressure eviction on, at [`EVICTION_HARD`]'s absolute amounts.
-    eviction_hard: std::collections::BTreeMap<&'static str, &'static str>,
+    /// Disk-pressure eviction at [`EVICTION_HARD`]'s absolute amounts on a
+    /// shared host; the kubelet's own thresholds on a machine of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eviction_hard: Option<std::collections::BTreeMap<&'static str, &'static str>>,
     /// How often the kubelet computes its node's status (and posts it when it changed).
     node_status_update_frequency: String,
     /// How often it posts its status when nothing changed. Set, because
@@ -242,7 +255,9 @@ struct KubeProxyConfiguration {
     type_meta: TypeMeta,
     /// This kernel has no IPVS; iptables mode works with its nf_tables backend.
     mode: &'static str,
-    conntrack: Conntrack,
+    /// Only on a shared host: kube-proxy's own sizing elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conntrack: Option<Conntrack>,
 }
 
 #[derive(Debug, Serialize)]
@@ -266,6 +281,7 @@ struct JoinConfiguration {
     type_meta: TypeMeta,
     discovery: Discovery,
     node_registration: NodeRegistration,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     skip_phases: Vec<&'static str>,
 }
 
@@ -332,6 +348,7 @@ const NODE_STATUS_REPORT_FREQUENCY: &str = "5m";
 /// The config for `kubeadm init --config` on the control plane.
 pub fn init_config(
     spec: &ClusterSpec,
+    info: &ProviderInfo,
     control_plane: &NodeSpec,
     token: &BootstrapToken,
     token_ttl: std::time::Duration,
@@ -349,7 +366,7 @@ pub fn init_config(
         }],
         local_api_endpoint: ApiEndpoint { advertise_address: control_plane.ip, bind_port: API_SERVER_PORT },
         node_registration: node_registration(&control_plane.name, control_plane.ip),
-        skip_phases: SKIPPED_PHASES.to_vec(),
+        skip_phases: skipped_phases(info),
         patches: Patches { directory: PATCHES_DIR },
     };
     let cluster = ClusterConfiguration {
@@ -394,11 +411,11 @@ pub fn init_config(
     let kubelet = KubeletConfiguration {
         type_meta: TypeMeta { api_version: "kubelet.config.k8s.io/v1beta1", kind: "KubeletConfiguration" },
         cgroup_driver: "systemd",
-        cgroup_root: "/kubelet",
-        fail_swap_on: false,
+        cgroup_root: info.kubelet_cgroup_root.clone(),
+        fail_swap_on: !info.shares_host_kernel,
         fail_cgroup_v1: false,
         image_gc_high_threshold_percent: 100,
-        eviction_hard: EVICTION_HARD.into_iter().collect(),
+        eviction_hard: info.shares_host_kernel.then(|| EVICTION_HARD.into_iter().collect()),
         server_tls_bootstrap: true,
         node_status_update_frequency: format!("{}s", timings.node_status_update_seconds),
         node_status_report_frequency: NODE_STATUS_REPORT_FREQUENCY,
@@ -410,7 +427,7 @@ pub fn init_config(
             kind: "KubeProxyConfiguration",
         },
         mode: "iptables",
-        conntrack: Conntrack { max_per_core: 0 },
+        conntrack: info.shares_host_kernel.then_some(Conntrack { max_per_core: 0 }),
     };
     to_yaml_documents(&[value(&init), value(&cluster), value(&kubelet), value(&proxy)])
 }
@@ -419,6 +436,7 @@ pub fn init_config(
 /// pinned to the cluster CA's public key hash.
 pub fn join_config(
     spec: &ClusterSpec,
+    info: &ProviderInfo,
     control_plane: &NodeSpec,
     worker: &NodeSpec,
     token: &BootstrapToken,
@@ -435,7 +453,7 @@ pub fn join_config(
             },
         },
         node_registration: node_registration(&worker.name, worker.ip),
-        skip_phases: SKIPPED_PHASES.to_vec(),
+        skip_phases: skipped_phases(info),
     };
     to_yaml_documents(&[value(&join)])
 }
@@ -443,6 +461,38 @@ pub fn join_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the Docker provider says of its machines.
+    fn node_containers() -> ProviderInfo {
+        ProviderInfo { shares_host_kernel: true, kubelet_cgroup_root: Some("/kubelet".into()) }
+    }
+
+    #[test]
+    fn machines_of_their_own_keep_kubeadms_and_the_kubelets_defaults() {
+        let (spec, nodes) = plan();
+        let host = ProviderInfo { shares_host_kernel: false, kubelet_cgroup_root: None };
+        let init = init_config(&spec, &host, &nodes[0], &token(), std::time::Duration::from_secs(60));
+        let docs: Vec<serde_yaml::Value> =
+            init.split("---\n").map(|d| serde_yaml::from_str(d).unwrap()).collect();
+        assert!(docs[0].get("skipPhases").is_none(), "preflight runs on a real host");
+        assert!(docs[2].get("cgroupRoot").is_none() && docs[2].get("evictionHard").is_none());
+        assert_eq!(docs[2]["failSwapOn"], serde_yaml::Value::Bool(true));
+        assert!(docs[3].get("conntrack").is_none(), "kube-proxy sizes conntrack itself");
+        let join = join_config(&spec, &host, &nodes[0], &nodes[1], &token(), "sha256:00");
+        assert!(!join.contains("skipPhases"), "{join}");
+        // The node containers' config says each adaptation.
+        let shared =
+            init_config(&spec, &node_containers(), &nodes[0], &token(), std::time::Duration::from_secs(60));
+        for part in [
+            "- preflight",
+            "cgroupRoot: /kubelet",
+            "failSwapOn: false",
+            "maxPerCore: 0",
+            "nodefs.available: 1Gi",
+        ] {
+            assert!(shared.contains(part), "{part} not in {shared}");
+        }
+    }
 
     fn token() -> BootstrapToken {
         "abcdef.0123456789abcdef".parse().unwrap()
@@ -458,14 +508,15 @@ mod tests {
 
     fn plan() -> (ClusterSpec, Vec<NodeSpec>) {
         let spec = ClusterSpec::default();
-        let nodes = crate::provider::docker::DockerProvider::plan_for(&spec);
+        let nodes = crate::provider::numbered_plan(&spec);
         (spec, nodes)
     }
 
     #[test]
     fn init_config_matches_golden_file() {
         let (spec, nodes) = plan();
-        let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(900));
+        let rendered =
+            init_config(&spec, &node_containers(), &nodes[0], &token(), std::time::Duration::from_secs(900));
         crate::golden::assert_golden("kubeadm-init.yaml", &rendered);
     }
 
@@ -479,7 +530,13 @@ mod tests {
         for (failover, grace, toleration, lease, update) in cases {
             let (mut spec, nodes) = plan();
             spec.failover = failover;
-            let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(60));
+            let rendered = init_config(
+                &spec,
+                &node_containers(),
+                &nodes[0],
+                &token(),
+                std::time::Duration::from_secs(60),
+            );
             let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
                 .map(|d| serde_yaml::Value::deserialize(d).unwrap())
                 .collect();
@@ -505,7 +562,8 @@ mod tests {
 
     fn init_documents() -> Vec<serde_yaml::Value> {
         let (spec, nodes) = plan();
-        let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(60));
+        let rendered =
+            init_config(&spec, &node_containers(), &nodes[0], &token(), std::time::Duration::from_secs(60));
         serde_yaml::Deserializer::from_str(&rendered)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect()
@@ -563,14 +621,15 @@ mod tests {
     fn join_config_matches_golden_file() {
         let (spec, nodes) = plan();
         let hash = "sha256:0d8e0f1f4a1b5e6f2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293";
-        let rendered = join_config(&spec, &nodes[0], &nodes[1], &token(), hash);
+        let rendered = join_config(&spec, &node_containers(), &nodes[0], &nodes[1], &token(), hash);
         crate::golden::assert_golden("kubeadm-join.yaml", &rendered);
     }
 
     #[test]
     fn every_document_is_typed() {
         let (spec, nodes) = plan();
-        let rendered = init_config(&spec, &nodes[0], &token(), std::time::Duration::from_secs(60));
+        let rendered =
+            init_config(&spec, &node_containers(), &nodes[0], &token(), std::time::Duration::from_secs(60));
         let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&rendered)
             .map(|doc| {
                 let v = serde_yaml::Value::deserialize(doc).unwrap();

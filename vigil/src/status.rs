@@ -45,7 +45,7 @@ pub struct Addresses {
 pub struct NodeStatus {
     pub name: String,
     pub role: String,
-    pub container: String,
+    pub machine: crate::provider::MachineState,
     pub ip: Option<String>,
     /// The node's Ready condition as the API reports it (None: unknown).
     pub ready: Option<bool>,
@@ -122,7 +122,7 @@ pub async fn collect(
                     .and_then(|n| Some(n.status.as_ref()?.node_info.as_ref()?.kubelet_version.clone())),
                 name: c.name,
                 role: c.role.as_str().into(),
-                container: c.state,
+                machine: c.state,
                 ip: c.ip,
             }
         })
@@ -182,7 +182,7 @@ impl Status {
             ),
             None => "Prometheus, Alertmanager and Jaeger: no password file (`vigil up` writes it)\n".into(),
         };
-        out += "\nNODE                     ROLE           CONTAINER  IP             READY\n";
+        out += "\nNODE                     ROLE           MACHINE    IP             READY\n";
         for n in &self.nodes {
             let ready = match n.ready {
                 Some(true) => "Ready",
@@ -193,7 +193,7 @@ impl Status {
                 "{:<24} {:<14} {:<10} {:<14} {}\n",
                 n.name,
                 n.role,
-                n.container,
+                n.machine.to_string(),
                 n.ip.as_deref().unwrap_or("-"),
                 ready
             );
@@ -222,16 +222,15 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::docker::DockerProvider;
 
     #[tokio::test]
     async fn without_an_api_the_status_still_shows_the_machines_and_why() {
         let spec = ClusterSpec::default();
-        let plan = DockerProvider::plan_for(&spec);
+        let plan = crate::provider::numbered_plan(&spec);
         let machines = vec![NodeInfo {
             name: "vigil-control-plane".into(),
             role: Role::ControlPlane,
-            state: "exited".into(),
+            state: crate::provider::MachineState::Stopped,
             ip: None,
         }];
         let credentials = HostCredentials {
@@ -249,10 +248,11 @@ mod tests {
         assert_eq!(json["addresses"]["web"], serde_json::Value::Null);
         assert!(json["addresses"].as_object().unwrap().contains_key("prometheus"));
         assert_eq!(json["nodes"][0]["ready"], serde_json::Value::Null);
+        assert_eq!(json["nodes"][0]["machine"], "stopped");
         let text = status.render();
         assert!(text.contains("user vigil, password in /home/u/.config/vigil/vigil/api-password"), "{text}");
         assert!(
-            text.contains("vigil-control-plane      control-plane  exited     -              unknown"),
+            text.contains("vigil-control-plane      control-plane  stopped    -              unknown"),
             "{text}"
         );
         assert!(text.contains("(API not reachable: the control plane is not running)"), "{text}");

@@ -25,7 +25,7 @@ fn is_address(endpoint: &str, jaeger: (&str, u16)) -> bool {
 /// The `Authorization` header for the cluster `name`'s Jaeger, when
 /// `endpoint` is that Jaeger's OTLP address and the password file is there.
 async fn cluster_header(name: &str, endpoint: &str) -> Option<(String, String)> {
-    let provider = crate::provider::connect().await.ok()?;
+    let provider = crate::provider::connect(&crate::provider::Machines::default()).await.ok()?;
     let spec = crate::provider::existing(provider.as_ref(), name).await.ok()?;
     let host = spec.load_balancer_ip(jaeger::LOAD_BALANCER_INDEX).to_string();
     if !is_address(endpoint, (&host, jaeger::OTLP_PORT)) {

@@ -49,7 +49,7 @@ pub async fn kill_and_start(c: &Cluster) -> Result<()> {
     fault(provider, spec, &victim, Fault::Power(Power::Kill)).await?;
     let state =
         provider.list_nodes(&spec.name).await?.into_iter().find(|n| n.name == victim).map(|n| n.state);
-    ensure!(state.as_deref() == Some("exited"), "{victim} is {state:?} after kill");
+    ensure!(state == Some(vigil::provider::MachineState::Stopped), "{victim} is {state:?} after kill");
     let killed_at = Timestamp::now();
     dead_node_export(c, &victim).await?;
     fault(provider, spec, &victim, Fault::Power(Power::Start)).await?;
@@ -86,7 +86,7 @@ async fn dead_node_export(c: &Cluster, dead: &str) -> Result<()> {
         "no inspect output of the dead node {dead}"
     );
     ensure!(
-        index.contains("## Not collected") && index.contains(&format!("node {dead} is exited")),
+        index.contains("## Not collected") && index.contains(&format!("node {dead} is stopped")),
         "the index does not say what the dead node {dead} kept from the export:\n{index}"
     );
     Ok(())

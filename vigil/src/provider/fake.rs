@@ -11,7 +11,10 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{CommandError, Error, Node, NodeInfo, NodeProvider, NodeSpec, Output, Power, Removed, Result};
+use super::{
+    CommandError, Error, Fault, MachineState, Node, NodeArtefact, NodeInfo, NodeProvider, NodeSpec, Output,
+    ProviderInfo, Removed, Result,
+};
 use crate::cluster::{ClusterSpec, Role};
 
 /// A real cluster CA (captured from a vigil cluster), so the CA pin can be computed.
@@ -203,15 +206,19 @@ impl NodeProvider for FakeProvider {
         "fake"
     }
 
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo { shares_host_kernel: true, kubelet_cgroup_root: Some("/kubelet".into()) }
+    }
+
     fn plan(&self, spec: &ClusterSpec) -> Vec<NodeSpec> {
-        super::docker::DockerProvider::plan_for(spec)
+        super::numbered_plan(spec)
     }
 
     async fn preflight(&self, _: &ClusterSpec) -> Result<()> {
         Ok(())
     }
 
-    async fn provision(&self, _: &ClusterSpec, nodes: &[NodeSpec], _: &str) -> Result<()> {
+    async fn provision(&self, _: &ClusterSpec, nodes: &[NodeSpec], _: &NodeArtefact) -> Result<()> {
         let mut state = self.state.lock().unwrap();
         for node in nodes {
             state.log.push((node.name.clone(), "provision".into()));
@@ -229,7 +236,7 @@ impl NodeProvider for FakeProvider {
             .map(|m| NodeInfo {
                 name: m.clone(),
                 role: if m.ends_with("control-plane") { Role::ControlPlane } else { Role::Worker },
-                state: "running".into(),
+                state: MachineState::Running,
                 ip: None,
             })
             .collect())
@@ -250,8 +257,8 @@ impl NodeProvider for FakeProvider {
         Ok(serde_json::json!({ "Name": node, "Provider": "fake" }).to_string())
     }
 
-    async fn power(&self, node: &str, power: Power) -> Result<()> {
-        self.state.lock().unwrap().log.push((node.into(), format!("power {power:?}")));
+    async fn fault(&self, node: &str, fault: Fault) -> Result<()> {
+        self.state.lock().unwrap().log.push((node.into(), format!("fault {}", fault.name())));
         Ok(())
     }
 

@@ -7,8 +7,13 @@
 //! loading, the network partition, log hints) is in [`nodeutils`].
 //!
 //! A new provider is one module implementing both traits plus the type that
-//! describes its machines (Docker: a node network; SSH: an inventory), and
-//! one arm in [`connect`].
+//! describes its machines (Docker: a node network; SSH: an inventory), a
+//! variant of [`Machines`] and one arm in [`connect`]. What it tells the rest
+//! of vigil about its machines is typed here: [`ProviderInfo`] (read by the
+//! kubeadm configuration, as kind's `Provider.Info()`), [`MachineState`], the
+//! [`NodeArtefact`] it makes machines from, and its faults, which it causes
+//! out of band ([`NodeProvider::fault`]: a partition made over SSH would cut
+//! the very connection that has to mend it).
 
 pub mod docker;
 #[cfg(test)]
@@ -58,6 +63,10 @@ impl fmt::Display for CommandError {
 /// A provider operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The provider cannot be used at all (its engine, its inventory); the
+    /// message names the cause and the fix.
+    #[error(transparent)]
+    Unavailable(BoxError),
     /// The provider's API refused a request or could not be reached.
     #[error("{provider}: {what}")]
     Backend {
@@ -81,11 +90,9 @@ pub enum Error {
         "network {name} exists with subnet {actual}, not {wanted}: run `vigil down` first, or use --subnet {actual}"
     )]
     NetworkMismatch { name: String, actual: String, wanted: ipnet::Ipv4Net },
-    /// Not enough room for the nodes' disks.
-    #[error(
-        "only {free_gib:.1} GiB free in {dir}; the new nodes need about {need_gib} GiB: free some space (`docker system prune`)"
-    )]
-    Disk { dir: String, free_gib: f64, need_gib: u64 },
+    /// Not enough room for the nodes' disks; `fix` says how to make some, in the provider's terms.
+    #[error("only {free_gib:.1} GiB free in {dir}; the new nodes need about {need_gib} GiB: {fix}")]
+    Disk { dir: String, free_gib: f64, need_gib: u64, fix: &'static str },
     /// A fault hook's command failed on the node.
     #[error("{fault} {node} failed")]
     Fault {
@@ -98,9 +105,7 @@ pub enum Error {
     #[error("no node named {name} in cluster {cluster} (nodes: {known}); `vigil status` lists them")]
     UnknownNode { name: String, cluster: String, known: String },
     /// Nothing of the named cluster exists.
-    #[error(
-        "there is no cluster named {0:?} (no node labelled io.vigil.cluster={0}): `vigil up --name {0}` creates it"
-    )]
+    #[error("there is no cluster named {0:?} (no machine of it exists): `vigil up --name {0}` creates it")]
     NoSuchCluster(String),
     /// Creating or starting one machine failed.
     #[error("node {node}: {step} failed; its log: {log_hint}")]
@@ -169,10 +174,84 @@ pub fn copy_in_script(path: &str, mode: u32) -> String {
 pub struct NodeInfo {
     pub name: String,
     pub role: Role,
-    /// Running, exited, ... as the provider reports it.
-    pub state: String,
+    pub state: MachineState,
     /// The address on the cluster network; None while the machine has none.
     pub ip: Option<String>,
+}
+
+/// Whether a machine runs, as its provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineState {
+    Running,
+    /// Powered off, or never started: commands cannot reach it.
+    Stopped,
+    /// Anything else the provider reports (paused, restarting, ...), in its words.
+    Other(String),
+}
+
+impl fmt::Display for MachineState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MachineState::Running => "running",
+            MachineState::Stopped => "stopped",
+            MachineState::Other(state) => state,
+        })
+    }
+}
+
+impl Serialize for MachineState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// What kind of machine a provider makes, as far as kubeadm's and the
+/// kubelet's settings care (kind's `Provider.Info()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderInfo {
+    /// Containers that share the host's kernel, disk and memory: kubeadm's
+    /// preflight (kernel modules, system verification) does not apply,
+    /// kube-proxy leaves the host-wide conntrack table alone, the kubelet
+    /// tolerates the host's swap and evicts at absolute disk amounts (its
+    /// percentages would measure the host's whole disk).
+    pub shares_host_kernel: bool,
+    /// The cgroup the kubelet puts pods under, when the machine gives it one
+    /// of its own (a node container's, made by its entrypoint); None: the
+    /// kubelet's default.
+    pub kubelet_cgroup_root: Option<String>,
+}
+
+/// What vigil's build made for the machines: the node image, whose root
+/// filesystem holds every binary and unit a node runs (kubelet, kubeadm,
+/// kubectl, containerd, runc, the CNI plugins) and names the containerd
+/// state with the cluster's images preloaded. Node containers run it; a
+/// provider for real hosts copies its files out and imports the images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeArtefact {
+    pub image: String,
+}
+
+/// Which machines a cluster is made of: what [`connect`] is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Machines {
+    /// Node containers on the local Docker Engine (`DOCKER_HOST`, or its socket).
+    #[default]
+    NodeContainers,
+}
+
+/// Machines numbered on the node network: addresses from its lower half,
+/// after the gateway, the control plane first, then the workers. The upper
+/// half is the cluster's LoadBalancer range. For providers whose machines
+/// take the addresses vigil gives them.
+pub fn numbered_plan(spec: &ClusterSpec) -> Vec<NodeSpec> {
+    let control_plane =
+        NodeSpec { name: spec.control_plane_name(), role: Role::ControlPlane, ip: spec.node_network_host(1) };
+    let workers = (0..spec.workers).map(|i| NodeSpec {
+        name: spec.worker_name(i),
+        role: Role::Worker,
+        ip: spec.node_network_host(2 + i as u32),
+    });
+    std::iter::once(control_plane).chain(workers).collect()
 }
 
 /// What `down` removed, for its report.
@@ -219,6 +298,9 @@ pub trait NodeProvider: Send + Sync {
     /// The provider's name, for messages.
     fn name(&self) -> &'static str;
 
+    /// What its machines are, for the kubeadm and kubelet configuration.
+    fn info(&self) -> ProviderInfo;
+
     /// The machines of `spec`: names, roles, and the addresses this
     /// provider gives them. Control plane first.
     fn plan(&self, spec: &ClusterSpec) -> Vec<NodeSpec>;
@@ -230,7 +312,7 @@ pub trait NodeProvider: Send + Sync {
     /// Creates the machines of `nodes` that do not exist yet (and the
     /// network they share) and starts those that are stopped. Safe to call
     /// again, and for a part of the plan at a time.
-    async fn provision(&self, spec: &ClusterSpec, nodes: &[NodeSpec], node_image: &str) -> Result<()>;
+    async fn provision(&self, spec: &ClusterSpec, nodes: &[NodeSpec], artefact: &NodeArtefact) -> Result<()>;
 
     /// The cluster's machines, control plane first.
     async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>>;
@@ -243,7 +325,9 @@ pub trait NodeProvider: Send + Sync {
 
     fn node(&self, name: &str) -> Arc<dyn Node>;
 
-    async fn power(&self, node: &str, power: Power) -> Result<()>;
+    /// Breaks or mends `node` out of band: its power, or its network cut
+    /// off (and restored) without relying on that network.
+    async fn fault(&self, node: &str, fault: Fault) -> Result<()>;
 
     /// What the provider knows of a machine (its state, image, mounts,
     /// addresses), as JSON: `docker inspect` for node containers. Readable
@@ -291,8 +375,7 @@ pub async fn saved(provider: &dyn NodeProvider, cluster: &str) -> Option<crate::
     None
 }
 
-/// Breaks or mends `node` of `spec`: power through the provider, the network
-/// partition through the node itself (any transport).
+/// Breaks or mends `node` of `spec`, through its provider.
 pub async fn fault(provider: &dyn NodeProvider, spec: &ClusterSpec, node: &str, fault: Fault) -> Result<()> {
     let planned = provider.plan(spec);
     if !planned.iter().any(|n| n.name == node) {
@@ -300,18 +383,16 @@ pub async fn fault(provider: &dyn NodeProvider, spec: &ClusterSpec, node: &str, 
         return Err(Error::UnknownNode { name: node.into(), cluster: spec.name.clone(), known });
     }
     tracing::info!(node, fault = fault.name(), "fault hook");
-    let as_fault = |source| Error::Fault { node: node.into(), fault: fault.name(), source: Box::new(source) };
-    match fault {
-        Fault::Power(power) => provider.power(node, power).await,
-        Fault::Isolate => nodeutils::isolate(provider.node(node).as_ref()).await.map_err(as_fault),
-        Fault::Reconnect => nodeutils::reconnect(provider.node(node).as_ref()).await.map_err(as_fault),
-    }
+    provider.fault(node, fault).await
 }
 
-/// The provider for this machine: node containers on the local Docker
-/// Engine. The one place a provider is chosen.
-pub async fn connect() -> Result<Arc<dyn NodeProvider>, crate::docker::Error> {
-    Ok(Arc::new(docker::DockerProvider::new(crate::docker::connect().await?)))
+/// The provider of `machines`. The one place a provider is chosen.
+pub async fn connect(machines: &Machines) -> Result<Arc<dyn NodeProvider>, crate::docker::Error> {
+    match machines {
+        Machines::NodeContainers => {
+            Ok(Arc::new(docker::DockerProvider::new(crate::docker::connect().await?)))
+        }
+    }
 }
 
 #[cfg(test)]

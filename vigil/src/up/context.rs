@@ -17,7 +17,7 @@ use crate::{
     build::workload::Images,
     cluster::{ClusterSpec, Role},
     progress::Progress,
-    provider::{BoxError, CommandError, Node, NodeProvider, NodeSpec, nodeutils},
+    provider::{BoxError, CommandError, Node, NodeArtefact, NodeProvider, NodeSpec, nodeutils},
     token::BootstrapToken,
 };
 
@@ -44,7 +44,7 @@ pub struct Context {
     pub logs: PathBuf,
     /// The user's kubeconfig, which receives the cluster's context.
     pub kubeconfig: PathBuf,
-    pub node_image: String,
+    pub node_artefact: NodeArtefact,
     /// None with `--cluster-only`.
     pub deployables: Option<Deployables>,
     /// The token this run's joins use (created by init, or by the join step).
@@ -73,7 +73,7 @@ impl Context {
         progress: Progress,
         logs: PathBuf,
         kubeconfig: PathBuf,
-        node_image: String,
+        node_artefact: NodeArtefact,
         deployables: Option<Deployables>,
     ) -> Self {
         Context {
@@ -83,7 +83,7 @@ impl Context {
             progress,
             logs,
             kubeconfig,
-            node_image,
+            node_artefact,
             deployables,
             token: BootstrapToken::generate(),
             state: State::default(),

@@ -145,7 +145,7 @@ mod tests {
     use super::*;
 
     fn nodes() -> Vec<NodeSpec> {
-        crate::provider::docker::DockerProvider::plan_for(&crate::cluster::ClusterSpec::default())
+        crate::provider::numbered_plan(&crate::cluster::ClusterSpec::default())
     }
 
     fn fixture(name: &str) -> Vec<u8> {

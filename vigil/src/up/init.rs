@@ -60,7 +60,8 @@ impl Step for KubeadmInit {
                     .await
                     .map_err(|e| ctx.node_step(cp.as_ref(), "writing kubeadm's patches", e))?;
             }
-            let config = kubeadm::init_config(&ctx.spec, cp_spec, &ctx.token, TOKEN_TTL);
+            let config =
+                kubeadm::init_config(&ctx.spec, &ctx.provider.info(), cp_spec, &ctx.token, TOKEN_TTL);
             cp.copy_in(KUBEADM_CONFIG, config.as_bytes(), 0o600)
                 .await
                 .map_err(|e| ctx.node_step(cp.as_ref(), "writing the kubeadm config", e))?;

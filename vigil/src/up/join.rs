@@ -137,7 +137,14 @@ async fn join_one(ctx: &Context, worker: &NodeSpec, ca_hash: &str) -> Result<()>
     }
     // The token reaches kubeadm in a file only root on the node can read,
     // never on its command line, and the file goes once the join is over.
-    let config = kubeadm::join_config(&ctx.spec, ctx.control_plane(), worker, &ctx.token, ca_hash);
+    let config = kubeadm::join_config(
+        &ctx.spec,
+        &ctx.provider.info(),
+        ctx.control_plane(),
+        worker,
+        &ctx.token,
+        ca_hash,
+    );
     node.copy_in(init::KUBEADM_CONFIG, config.as_bytes(), 0o600)
         .await
         .map_err(|e| ctx.node_step(node.as_ref(), "writing the kubeadm config", e))?;

@@ -162,7 +162,7 @@ impl Harness {
             Progress::default(),
             self.dir.path().join("logs"),
             self.dir.path().join("kubeconfig"),
-            "node-image".into(),
+            crate::provider::NodeArtefact { image: "node-image".into() },
             None,
         );
         let state = self.provider.state.clone();
@@ -269,7 +269,10 @@ async fn existing_prefers_the_saved_spec_and_skips_nodes_without_one() {
     let provider = FakeProvider::default();
     let spec = ClusterSpec { pod_subnet: "10.50.0.0/16".parse().unwrap(), workers: 2, ..Default::default() };
     let nodes = provider.plan(&spec);
-    provider.provision(&spec, &nodes, "image").await.unwrap();
+    provider
+        .provision(&spec, &nodes, &crate::provider::NodeArtefact { image: "image".into() })
+        .await
+        .unwrap();
     // Made by an older vigil: only what the machines tell.
     let discovered = crate::provider::existing(&provider, "vigil").await.unwrap();
     assert_eq!(discovered.pod_subnet, ClusterSpec::default().pod_subnet);
@@ -433,7 +436,7 @@ fn toy_context(dir: &std::path::Path) -> Context {
         Progress::default(),
         dir.join("logs"),
         dir.join("kubeconfig"),
-        String::new(),
+        crate::provider::NodeArtefact { image: String::new() },
         None,
     )
 }

@@ -145,12 +145,11 @@ pub fn create_body(spec: &ClusterSpec, node: &NodeSpec, image: &str) -> Containe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::docker::DockerProvider;
 
     #[test]
     fn container_flags_replace_privileged() {
         let spec = ClusterSpec::default();
-        let worker = &DockerProvider::plan_for(&spec)[1];
+        let worker = &crate::provider::numbered_plan(&spec)[1];
         let body = create_body(&spec, worker, "img");
         let host = body.host_config.unwrap();
         assert_eq!(host.privileged, None);

@@ -21,7 +21,10 @@ use bollard::{
 pub use container::nested_runtime_host_config;
 pub use exec::DockerNode;
 
-use super::{Error, Node, NodeInfo, NodeProvider, NodeSpec, Power, Removed, Result};
+use super::{
+    Error, Fault, MachineState, Node, NodeArtefact, NodeInfo, NodeProvider, NodeSpec, Power, ProviderInfo,
+    Removed, Result, nodeutils,
+};
 use crate::{
     build::node::STATE_VOLUME_LABEL,
     cluster::{ClusterSpec, Role},
@@ -37,6 +40,17 @@ fn backend(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Er
     move |source| Error::Backend { provider: PROVIDER, what, source: Box::new(source) }
 }
 
+/// Docker's container states, as the rest of vigil reads them.
+fn machine_state(state: Option<bollard::models::ContainerSummaryStateEnum>) -> MachineState {
+    use bollard::models::ContainerSummaryStateEnum as Docker;
+    match state {
+        Some(Docker::RUNNING) => MachineState::Running,
+        Some(Docker::CREATED | Docker::EXITED | Docker::DEAD) => MachineState::Stopped,
+        Some(other) => MachineState::Other(other.to_string()),
+        None => MachineState::Other("unknown".into()),
+    }
+}
+
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
@@ -49,23 +63,6 @@ pub struct DockerProvider {
 impl DockerProvider {
     pub fn new(docker: Docker) -> Self {
         DockerProvider { docker }
-    }
-
-    /// Node addresses come from the lower half of the node network, after
-    /// the gateway: the control plane first, then the workers. The upper
-    /// half is the cluster's LoadBalancer range.
-    pub fn plan_for(spec: &ClusterSpec) -> Vec<NodeSpec> {
-        let control_plane = NodeSpec {
-            name: spec.control_plane_name(),
-            role: Role::ControlPlane,
-            ip: spec.node_network_host(1),
-        };
-        let workers = (0..spec.workers).map(|i| NodeSpec {
-            name: spec.worker_name(i),
-            role: Role::Worker,
-            ip: spec.node_network_host(2 + i as u32),
-        });
-        std::iter::once(control_plane).chain(workers).collect()
     }
 
     /// The node's container if it exists; one with the node's name must be ours.
@@ -183,8 +180,16 @@ impl NodeProvider for DockerProvider {
         PROVIDER
     }
 
+    /// kind's adaptations: containers on the host's kernel, the kubelet in a
+    /// cgroup of its own that the node entrypoint makes.
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo { shares_host_kernel: true, kubelet_cgroup_root: Some("/kubelet".into()) }
+    }
+
+    /// The node network is a Docker network vigil makes: it gives each
+    /// container the address planned for it.
     fn plan(&self, spec: &ClusterSpec) -> Vec<NodeSpec> {
-        Self::plan_for(spec)
+        super::numbered_plan(spec)
     }
 
     async fn preflight(&self, spec: &ClusterSpec) -> Result<()> {
@@ -209,16 +214,17 @@ impl NodeProvider for DockerProvider {
                     dir: format!("Docker's data directory {dir}"),
                     free_gib,
                     need_gib,
+                    fix: "free some space (`docker system prune`)",
                 });
             }
         }
         Ok(())
     }
 
-    async fn provision(&self, spec: &ClusterSpec, nodes: &[NodeSpec], node_image: &str) -> Result<()> {
+    async fn provision(&self, spec: &ClusterSpec, nodes: &[NodeSpec], artefact: &NodeArtefact) -> Result<()> {
         network::ensure(&self.docker, spec).await?;
         let results =
-            futures::future::join_all(nodes.iter().map(|n| self.ensure_node(spec, n, node_image))).await;
+            futures::future::join_all(nodes.iter().map(|n| self.ensure_node(spec, n, &artefact.image))).await;
         results.into_iter().collect()
     }
 
@@ -248,7 +254,7 @@ impl NodeProvider for DockerProvider {
                         .map(|n| n.trim_start_matches('/').to_owned())
                         .unwrap_or_default(),
                     role,
-                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    state: machine_state(c.state),
                     ip,
                 }
             })
@@ -285,7 +291,18 @@ impl NodeProvider for DockerProvider {
         Ok(serde_json::to_string_pretty(&inspect).unwrap_or_default())
     }
 
-    async fn power(&self, node: &str, power: Power) -> Result<()> {
+    /// Power through Docker's API; the partition through `docker exec`,
+    /// which does not use the node's network.
+    async fn fault(&self, node: &str, fault: Fault) -> Result<()> {
+        let as_fault =
+            |source| Error::Fault { node: node.into(), fault: fault.name(), source: Box::new(source) };
+        let power = match fault {
+            Fault::Power(power) => power,
+            Fault::Isolate => return nodeutils::isolate(self.node(node).as_ref()).await.map_err(as_fault),
+            Fault::Reconnect => {
+                return nodeutils::reconnect(self.node(node).as_ref()).await.map_err(as_fault);
+            }
+        };
         let what = format!("{power:?} {node}").to_lowercase();
         match power {
             Power::Stop => self
@@ -387,7 +404,7 @@ mod tests {
     #[test]
     fn nodes_sit_below_the_load_balancer_range() {
         let spec = ClusterSpec::default();
-        let plan: Vec<_> = DockerProvider::plan_for(&spec)
+        let plan: Vec<_> = crate::provider::numbered_plan(&spec)
             .iter()
             .map(|n| (n.name.clone(), n.role, n.ip.to_string()))
             .collect();
@@ -404,7 +421,7 @@ mod tests {
         small.validate().unwrap();
         let (lb_first, _) = small.load_balancer_range();
         assert!(
-            DockerProvider::plan_for(&small)
+            crate::provider::numbered_plan(&small)
                 .iter()
                 .all(|n| n.ip < lb_first && n.ip > network::gateway(&small))
         );
