@@ -15,6 +15,8 @@ pub mod cli;
 pub mod cluster;
 /// What "ready" means for nodes, pods, rollouts, claims and Services.
 pub mod conditions;
+/// Free disk space, and the error when there is too little.
+pub mod disk;
 /// The one place vigil connects to Docker Engine (the build's image store and the Docker provider).
 pub mod docker;
 /// `vigil drill`: break a node under load and record what follows.

@@ -57,11 +57,8 @@ pub enum Error {
     )]
     NoMirror,
     /// Too little free space for the build.
-    #[error(
-        "only {free_gib:.1} GiB free under {}; the build needs about {need_gib} GiB: free some space (`docker system prune`, or remove {})",
-        path.display(), path.display()
-    )]
-    Disk { path: PathBuf, free_gib: f64, need_gib: u64 },
+    #[error(transparent)]
+    Disk(#[from] crate::disk::LowDisk),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -595,22 +592,8 @@ pub(crate) async fn all_tags_current(docker: &Docker, recipe: &Recipe) -> bool {
 
 /// Fails early, naming the path and the shortfall, rather than half-way through a build.
 pub fn check_disk(path: &Path, need_gib: u64) -> Result<()> {
-    let probe = path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    let stat = free_bytes(probe).map_err(|e| Error::io(probe, e))?;
-    let free_gib = stat as f64 / (1u64 << 30) as f64;
-    if free_gib < need_gib as f64 {
-        return Err(Error::Disk { path: probe.to_owned(), free_gib, need_gib });
-    }
+    let place = |p: &Path| p.display().to_string();
+    let fix = |p: &Path| format!("free some space (`docker system prune`, or remove {})", p.display());
+    crate::disk::check(path, need_gib, "the build", place, fix).map_err(|e| Error::io(path, e))??;
     Ok(())
-}
-
-/// Free bytes on the filesystem holding `path`, from `df` (no unsafe statvfs call).
-pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    let out = std::process::Command::new("df").arg("--output=avail").arg("-B1").arg(path).output()?;
-    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).ok_or_else(|| {
-        std::io::Error::other(format!(
-            "cannot read free space from df: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    })
 }

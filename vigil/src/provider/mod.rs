@@ -90,9 +90,9 @@ pub enum Error {
         "network {name} exists with subnet {actual}, not {wanted}: run `vigil down` first, or use --subnet {actual}"
     )]
     NetworkMismatch { name: String, actual: String, wanted: ipnet::Ipv4Net },
-    /// Not enough room for the nodes' disks; `fix` says how to make some, in the provider's terms.
-    #[error("only {free_gib:.1} GiB free in {dir}; the new nodes need about {need_gib} GiB: {fix}")]
-    Disk { dir: String, free_gib: f64, need_gib: u64, fix: &'static str },
+    /// Not enough room for the nodes' disks; its fix is in the provider's terms.
+    #[error(transparent)]
+    Disk(crate::disk::LowDisk),
     /// A fault hook's command failed on the node.
     #[error("{fault} {node} failed")]
     Fault {

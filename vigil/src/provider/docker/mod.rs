@@ -206,16 +206,17 @@ impl NodeProvider for DockerProvider {
             let info = self.docker.info().await.map_err(backend("docker info"))?;
             let dir = info.docker_root_dir.unwrap_or_else(|| "/var/lib/docker".into());
             // Each new node's /var receives the unpacked preloaded images.
-            let need_gib = 2 * fresh as u64;
-            let free = crate::build::free_bytes(std::path::Path::new(&dir)).unwrap_or(u64::MAX);
-            let free_gib = free as f64 / (1u64 << 30) as f64;
-            if free_gib < need_gib as f64 {
-                return Err(Error::Disk {
-                    dir: format!("Docker's data directory {dir}"),
-                    free_gib,
-                    need_gib,
-                    fix: "free some space (`docker system prune`)",
-                });
+            // Docker's directory may be on another host (DOCKER_HOST): unknown is not short.
+            let here = std::path::Path::new(&dir).exists();
+            let checked = crate::disk::check(
+                std::path::Path::new(&dir),
+                2 * fresh as u64,
+                "the new nodes",
+                |_| format!("Docker's data directory {dir}"),
+                |_| "free some space (`docker system prune`)".into(),
+            );
+            if let (true, Ok(Err(low))) = (here, checked) {
+                return Err(Error::Disk(low));
             }
         }
         Ok(())
