@@ -181,15 +181,7 @@ pub fn affected(pods: &[&Pod], node: &str) -> BTreeMap<Owner, Vec<String>> {
     owners
 }
 
-/// The pod's Ready condition is True and it is not being deleted.
-pub fn pod_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+pub use alerter_api::pod_ready;
 
 /// How many replicas an owner wants, from the objects the alerter watches.
 pub fn desired(owner: &Owner, deployments: &[&Deployment], stateful_sets: &[&StatefulSet]) -> Option<i32> {

@@ -3,12 +3,11 @@
 //! nodes, and when the node is back, to webhooks, Slack and Alertmanager.
 #![forbid(unsafe_code)]
 
-/// The configuration file, and the secrets it names.
-pub mod config;
+/// The configuration, the custom resource and the notices: the API crate's.
+pub use alerter_api::{config, crd, model};
+
 /// The loop: reflectors, the tracker, incidents, Events, notices.
 pub mod controller;
-/// `NodeIncident`, the custom resource each incident is kept in.
-pub mod crd;
 /// Pure decisions over cluster objects: readiness, staleness, owners, verdicts.
 pub mod decide;
 /// Delivery queues with retries, backoff and expiry.
@@ -17,8 +16,6 @@ pub mod delivery;
 pub mod leader;
 /// The alerter's Prometheus metrics.
 pub mod metrics;
-/// Notices and verdicts: the webhook's payload.
-pub mod model;
 /// How long closed NodeIncidents are kept, and which to delete.
 pub mod retention;
 /// What each kind of sink receives: signed webhooks, Slack, Alertmanager.

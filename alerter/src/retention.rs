@@ -14,33 +14,10 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, Preconditions},
 };
-use serde::{Deserialize, Serialize};
 
 use crate::crd::NodeIncident;
 
-/// The retention the alerter applies unless configured otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Retention {
-    /// A closed incident is deleted once resolved this long ago. A week: the
-    /// span of an on-call rotation, long enough for the review of last
-    /// week's pages.
-    #[serde(with = "humantime_serde")]
-    pub keep_for: Duration,
-    /// At most this many closed incidents are kept (the oldest go first):
-    /// 500 stay well under a megabyte or two of status, even for a cluster
-    /// whose nodes flap all week.
-    pub keep_at_most: usize,
-}
-
-pub const DEFAULT_KEEP_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
-pub const DEFAULT_KEEP_AT_MOST: usize = 500;
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention { keep_for: DEFAULT_KEEP_FOR, keep_at_most: DEFAULT_KEEP_AT_MOST }
-    }
-}
+pub use alerter_api::config::{DEFAULT_KEEP_AT_MOST, DEFAULT_KEEP_FOR, Retention};
 
 /// One closed incident: when it closed, and whether the cap may take it.
 struct Closed<'a> {

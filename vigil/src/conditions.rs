@@ -44,7 +44,7 @@ pub fn ready_pods_by_node(pods: &[Pod]) -> BTreeMap<String, usize> {
 /// The pod's Ready condition is True (so it is running and passes its
 /// readiness probes), and it is not being deleted: the alerter's own test,
 /// so the CLI and the alerter never disagree on it.
-pub use alerter::decide::pod_ready;
+pub use alerter_api::pod_ready;
 
 /// The Deployment's current generation has `want` updated, ready replicas and no others.
 pub fn deployment_rolled_out(deployment: Option<&Deployment>, want: i32) -> Result<(), String> {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use alerter::{
+use alerter_api::{
     config::{BasicAuthConfig, Config, DeliveryConfig, SinkConfig, SinkKind},
     crd::{GROUP, NodeIncident},
 };

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alerter::crd::NodeIncident;
+use alerter_api::crd::NodeIncident;
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
@@ -394,7 +394,7 @@ pub async fn run(
         fault_at: fault_at.to_string(),
         milestones: timeline.milestones(),
         verdict: timeline.verdict(),
-        incident_trace_id: incident.as_deref().map(alerter::model::incident_trace_id),
+        incident_trace_id: incident.as_deref().map(alerter_api::model::incident_trace_id),
         incident,
         requests,
         detection_seconds: timeline.detection_seconds(),

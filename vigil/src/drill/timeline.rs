@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use alerter::{
+use alerter_api::{
     crd::{DeliveryState, NodeIncident},
     model::NoticeKind,
 };
@@ -270,7 +270,7 @@ impl Timeline {
             let reasons: Vec<String> = incident
                 .owners
                 .iter()
-                .filter(|o| o.verdict == alerter::model::Verdict::NotRescheduled)
+                .filter(|o| o.verdict == alerter_api::model::Verdict::NotRescheduled)
                 .filter_map(|o| Some(format!("{}: {}", o.owner, o.reason.as_ref()?)))
                 .collect();
             self.mark(NOT_RESCHEDULED, self.since_fault(t), format!("to {sink}: {}", reasons.join("; ")));

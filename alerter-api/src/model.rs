@@ -1,6 +1,6 @@
 //! What the alerter says: notices about one incident of one node, and the
 //! per-owner verdict on its pods. These are the webhook's JSON payload (its
-//! schema, `alerter/webhook.schema.json`, is generated from them) and
+//! schema, `alerter-api/webhook.schema.json`, is generated from them) and
 //! part of a `NodeIncident`'s status.
 
 use std::fmt;
@@ -209,7 +209,7 @@ impl Notice {
     }
 }
 
-/// The webhook payload's JSON Schema (`alerter/webhook.schema.json`).
+/// The webhook payload's JSON Schema (`alerter-api/webhook.schema.json`).
 pub fn webhook_schema() -> String {
     serde_json::to_string_pretty(&schemars::schema_for!(Notice)).expect("schemas serialize") + "\n"
 }

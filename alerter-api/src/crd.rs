@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    incident::Incident,
     model::{Notice, NoticeKind},
-    tracker::Incident,
 };
 
 pub const GROUP: &str = "vigil.local";

@@ -53,7 +53,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// How long closed NodeIncidents are kept, and how many at most.
     #[serde(default)]
-    pub retention: crate::retention::Retention,
+    pub retention: Retention,
     pub sinks: Vec<SinkConfig>,
     /// Where notices link to (Alertmanager's `generatorURL`), e.g. Prometheus's UI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,7 +78,7 @@ fn default_stable_for() -> Duration {
 
 /// How notices are delivered: retried with capped exponential backoff and
 /// jitter (or after the receiver's `Retry-After`) until delivered, refused
-/// for good or expired; see [`crate::delivery`]. A field left out takes its
+/// for good or expired (the alerter's `delivery`). A field left out takes its
 /// default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -184,9 +184,9 @@ pub struct Sink {
 /// Slack's URLs, the signing key and the password are left out.
 #[derive(Clone)]
 pub enum Target {
-    Webhook { url: reqwest::Url, key: Vec<u8> },
-    Slack { url: reqwest::Url },
-    Alertmanager { alerts_url: reqwest::Url, auth: Option<BasicAuth> },
+    Webhook { url: url::Url, key: Vec<u8> },
+    Slack { url: url::Url },
+    Alertmanager { alerts_url: url::Url, auth: Option<BasicAuth> },
 }
 
 impl std::fmt::Debug for Target {
@@ -228,9 +228,9 @@ impl std::fmt::Debug for BasicAuth {
 }
 
 /// An http(s) URL with a host; `text` (not a secret) is quoted in the error.
-fn http_url(field: &str, text: &str) -> Result<reqwest::Url, Error> {
+fn http_url(field: &str, text: &str) -> Result<url::Url, Error> {
     let url =
-        reqwest::Url::parse(text.trim()).map_err(|e| error(field, format!("{text:?} is not a URL: {e}")))?;
+        url::Url::parse(text.trim()).map_err(|e| error(field, format!("{text:?} is not a URL: {e}")))?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
         _ => Err(error(field, format!("{text:?} is not an http(s) URL with a host"))),
@@ -239,9 +239,9 @@ fn http_url(field: &str, text: &str) -> Result<reqwest::Url, Error> {
 
 /// An http(s) URL with a host, read from the secret file `path`: the error
 /// names the file, never what it holds.
-fn secret_url(field: &str, path: &PathBuf) -> Result<reqwest::Url, Error> {
+fn secret_url(field: &str, path: &PathBuf) -> Result<url::Url, Error> {
     let text = read_secret(field, path)?;
-    let url = reqwest::Url::parse(&text)
+    let url = url::Url::parse(&text)
         .map_err(|e| error(field, format!("{} does not hold a URL: {e}", path.display())))?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
@@ -400,6 +400,30 @@ fn refuse_removed_fields(value: &serde_json::Value) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The retention the alerter applies unless configured otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// A closed incident is deleted once resolved this long ago. A week: the
+    /// span of an on-call rotation, long enough for the review of last
+    /// week's pages.
+    #[serde(with = "humantime_serde")]
+    pub keep_for: Duration,
+    /// At most this many closed incidents are kept (the oldest go first):
+    /// 500 stay well under a megabyte or two of status, even for a cluster
+    /// whose nodes flap all week.
+    pub keep_at_most: usize,
+}
+
+pub const DEFAULT_KEEP_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_KEEP_AT_MOST: usize = 500;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { keep_for: DEFAULT_KEEP_FOR, keep_at_most: DEFAULT_KEEP_AT_MOST }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,27 @@
+//! What the alerter shares with its readers and writers: the `NodeIncident`
+//! custom resource, the notices and verdicts (the webhook's payload, whose
+//! JSON Schema is generated from them), the configuration file's types, and
+//! what Ready means for a pod. The CLI reads and writes these without
+//! linking the alerter's runtime.
+#![forbid(unsafe_code)]
+
+/// The configuration file, and the secrets it names.
+pub mod config;
+/// `NodeIncident`, the custom resource each incident is kept in.
+pub mod crd;
+/// One incident, as stored in a `NodeIncident`'s status.
+pub mod incident;
+/// Notices and verdicts: the webhook's payload.
+pub mod model;
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// The pod's Ready condition is True and it is not being deleted.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
