@@ -387,10 +387,11 @@ pub async fn fault(provider: &dyn NodeProvider, spec: &ClusterSpec, node: &str, 
 }
 
 /// The provider of `machines`. The one place a provider is chosen.
-pub async fn connect(machines: &Machines) -> Result<Arc<dyn NodeProvider>, crate::docker::Error> {
+pub async fn connect(machines: &Machines) -> Result<Arc<dyn NodeProvider>> {
+    let unavailable = |source: crate::docker::Error| Error::Unavailable(Box::new(source));
     match machines {
         Machines::NodeContainers => {
-            Ok(Arc::new(docker::DockerProvider::new(crate::docker::connect().await?)))
+            Ok(Arc::new(docker::DockerProvider::new(crate::docker::connect().await.map_err(unavailable)?)))
         }
     }
 }
