@@ -233,13 +233,22 @@ pub async fn pod_network_and_dns(c: &Cluster) -> Result<()> {
 
     // From the other worker: the pod IP directly (pod network across nodes),
     // then DNS for the API server's Service and this Service, then the
-    // Service by name (DNS + kube-proxy).
+    // Service by name (DNS + kube-proxy). The Service is seconds old: the
+    // worker's kube-proxy programs it once its endpoints are published, so
+    // the last is tried up to ten times, a second apart (seen once in CI:
+    // the first try came before the rules).
     let script = format!(
         "set -e
          echo direct: $(socat -T5 - TCP:{server_ip}:8080 </dev/null)
          echo kubernetes: $(getent hosts kubernetes.default | cut -d' ' -f1)
          echo service: $(getent hosts echo | cut -d' ' -f1)
-         echo via-service: $(socat -T5 - TCP:echo:80 </dev/null)"
+         for try in 1 2 3 4 5 6 7 8 9 10; do
+           answer=$(socat -T2 - TCP:echo:80 </dev/null || true)
+           [ \"$answer\" = 'pong from echo' ] && break
+           sleep 1
+         done
+         echo tries: $try
+         echo via-service: $answer"
     );
     let client_pod = pod("probe", &worker_b, &script, "Never");
     let (phase, logs) = run_to_completion(client, NAMESPACE, client_pod, Duration::from_secs(120)).await?;
