@@ -338,16 +338,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_export_is_readable_by_its_owner_only() {
-        let provider = crate::provider::fake::FakeProvider::default();
         let spec = ClusterSpec::default();
-        provider
-            .provision(
-                &spec,
-                &provider.plan(&spec),
-                &crate::provider::NodeArtefact { image: "node-image".into() },
-            )
-            .await
-            .unwrap();
+        let provider = crate::provider::fake::FakeProvider::with_machines(&spec);
         let root = tempfile::tempdir().unwrap();
         let no_api = Err("no API server in this test".to_owned());
         let export = logs(&provider, &spec, no_api, root.path(), &Progress::default()).await.unwrap();
@@ -361,16 +353,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_link_planted_at_the_export_folder_is_refused() {
-        let provider = crate::provider::fake::FakeProvider::default();
         let spec = ClusterSpec::default();
-        provider
-            .provision(
-                &spec,
-                &provider.plan(&spec),
-                &crate::provider::NodeArtefact { image: "node-image".into() },
-            )
-            .await
-            .unwrap();
+        let provider = crate::provider::fake::FakeProvider::with_machines(&spec);
         let root = tempfile::tempdir().unwrap();
         let elsewhere = root.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();

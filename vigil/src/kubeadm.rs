@@ -462,11 +462,6 @@ pub fn join_config(
 mod tests {
     use super::*;
 
-    /// What the Docker provider says of its machines.
-    fn node_containers() -> ProviderInfo {
-        ProviderInfo { shares_host_kernel: true, kubelet_cgroup_root: Some("/kubelet".into()) }
-    }
-
     #[test]
     fn machines_of_their_own_keep_kubeadms_and_the_kubelets_defaults() {
         let (spec, nodes) = plan();
@@ -481,8 +476,13 @@ mod tests {
         let join = join_config(&spec, &host, &nodes[0], &nodes[1], &token(), "sha256:00");
         assert!(!join.contains("skipPhases"), "{join}");
         // The node containers' config says each adaptation.
-        let shared =
-            init_config(&spec, &node_containers(), &nodes[0], &token(), std::time::Duration::from_secs(60));
+        let shared = init_config(
+            &spec,
+            &ProviderInfo::node_containers(),
+            &nodes[0],
+            &token(),
+            std::time::Duration::from_secs(60),
+        );
         for part in [
             "- preflight",
             "cgroupRoot: /kubelet",
@@ -515,8 +515,13 @@ mod tests {
     #[test]
     fn init_config_matches_golden_file() {
         let (spec, nodes) = plan();
-        let rendered =
-            init_config(&spec, &node_containers(), &nodes[0], &token(), std::time::Duration::from_secs(900));
+        let rendered = init_config(
+            &spec,
+            &ProviderInfo::node_containers(),
+            &nodes[0],
+            &token(),
+            std::time::Duration::from_secs(900),
+        );
         crate::golden::assert_golden("kubeadm-init.yaml", &rendered);
     }
 
@@ -532,7 +537,7 @@ mod tests {
             spec.failover = failover;
             let rendered = init_config(
                 &spec,
-                &node_containers(),
+                &ProviderInfo::node_containers(),
                 &nodes[0],
                 &token(),
                 std::time::Duration::from_secs(60),
@@ -562,8 +567,13 @@ mod tests {
 
     fn init_documents() -> Vec<serde_yaml::Value> {
         let (spec, nodes) = plan();
-        let rendered =
-            init_config(&spec, &node_containers(), &nodes[0], &token(), std::time::Duration::from_secs(60));
+        let rendered = init_config(
+            &spec,
+            &ProviderInfo::node_containers(),
+            &nodes[0],
+            &token(),
+            std::time::Duration::from_secs(60),
+        );
         serde_yaml::Deserializer::from_str(&rendered)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect()
@@ -621,15 +631,21 @@ mod tests {
     fn join_config_matches_golden_file() {
         let (spec, nodes) = plan();
         let hash = "sha256:0d8e0f1f4a1b5e6f2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293";
-        let rendered = join_config(&spec, &node_containers(), &nodes[0], &nodes[1], &token(), hash);
+        let rendered =
+            join_config(&spec, &ProviderInfo::node_containers(), &nodes[0], &nodes[1], &token(), hash);
         crate::golden::assert_golden("kubeadm-join.yaml", &rendered);
     }
 
     #[test]
     fn every_document_is_typed() {
         let (spec, nodes) = plan();
-        let rendered =
-            init_config(&spec, &node_containers(), &nodes[0], &token(), std::time::Duration::from_secs(60));
+        let rendered = init_config(
+            &spec,
+            &ProviderInfo::node_containers(),
+            &nodes[0],
+            &token(),
+            std::time::Duration::from_secs(60),
+        );
         let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&rendered)
             .map(|doc| {
                 let v = serde_yaml::Value::deserialize(doc).unwrap();

@@ -67,6 +67,18 @@ pub struct FakeProvider {
 }
 
 impl FakeProvider {
+    /// A fake whose machines of `spec` exist, as after `up`'s provision steps.
+    pub fn with_machines(spec: &ClusterSpec) -> Self {
+        let provider = FakeProvider::default();
+        provider
+            .state
+            .lock()
+            .unwrap()
+            .machines
+            .extend(super::numbered_plan(spec).into_iter().map(|n| n.name));
+        provider
+    }
+
     /// Fails the next command on `node` that starts with `prefix`.
     pub fn fail_once(&self, node: &str, prefix: &str) {
         self.state.lock().unwrap().fail_once.push((node.into(), prefix.into()));
@@ -207,7 +219,7 @@ impl NodeProvider for FakeProvider {
     }
 
     fn info(&self) -> ProviderInfo {
-        ProviderInfo { shares_host_kernel: true, kubelet_cgroup_root: Some("/kubelet".into()) }
+        ProviderInfo::node_containers()
     }
 
     fn plan(&self, spec: &ClusterSpec) -> Vec<NodeSpec> {

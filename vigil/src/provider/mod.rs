@@ -221,6 +221,14 @@ pub struct ProviderInfo {
     pub kubelet_cgroup_root: Option<String>,
 }
 
+impl ProviderInfo {
+    /// Containers on the host's kernel whose entrypoint makes the kubelet a
+    /// cgroup of its own (`/kubelet`), as kind's node image does.
+    pub fn node_containers() -> Self {
+        ProviderInfo { shares_host_kernel: true, kubelet_cgroup_root: Some("/kubelet".into()) }
+    }
+}
+
 /// What vigil's build made for the machines: the node image, whose root
 /// filesystem holds every binary and unit a node runs (kubelet, kubeadm,
 /// kubectl, containerd, runc, the CNI plugins) and names the containerd

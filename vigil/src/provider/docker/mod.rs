@@ -183,7 +183,7 @@ impl NodeProvider for DockerProvider {
     /// kind's adaptations: containers on the host's kernel, the kubelet in a
     /// cgroup of its own that the node entrypoint makes.
     fn info(&self) -> ProviderInfo {
-        ProviderInfo { shares_host_kernel: true, kubelet_cgroup_root: Some("/kubelet".into()) }
+        ProviderInfo::node_containers()
     }
 
     /// The node network is a Docker network vigil makes: it gives each
