@@ -33,8 +33,9 @@ use kube::{
 };
 use vigil::{
     addons::node_exporter,
-    build::{ImageNames, go, workload},
+    build::{go, workload},
     cluster::ClusterSpec,
+    images::ImageNames,
     poll::until_some as wait_for,
     progress::Progress,
 };
@@ -317,7 +318,7 @@ async fn main() -> Result<()> {
     });
     let kubelet = host_pid(&node, "/usr/bin/kubelet")?;
 
-    let pause = ImageNames { repository: spec.image_repository.clone() }.pause();
+    let pause = ImageNames::new(&spec.image_repository).pause();
     remove_pause_pods(&client).await?;
     let mut results: BTreeMap<usize, [Measured; 2]> = BTreeMap::new();
     let mut kubelet_latency: BTreeMap<usize, f64> = BTreeMap::new();

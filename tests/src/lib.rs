@@ -22,9 +22,9 @@ use kube::{
 use vigil::{
     addons::web,
     app::Options,
-    build::ImageNames,
     cluster::ClusterSpec,
     conditions::{deployment_rolled_out, node_ready, pod_ready, ready_pods_by_node},
+    images::ImageNames,
     poll::{until, until_some},
     progress::Progress,
     provider::{NodeProvider, NodeSpec},
@@ -67,8 +67,20 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The images the build produces, for the test cluster's repository.
+/// The containers of the add-on table's pods on the test cluster, which
+/// the checks expect to find (scraped, traced) without naming them.
+pub fn addon_containers() -> Vec<vigil::addons::workloads::Container> {
+    let spec = test_spec();
+    let images = vigil::addons::crates().into_iter().map(|c| (c, images().version_tag(c))).collect();
+    vigil::addons::workloads::containers(&vigil::addons::Input {
+        spec: &spec,
+        images: &images,
+        api_server: None,
+    })
+}
+
 pub fn images() -> ImageNames {
-    ImageNames { repository: test_spec().image_repository }
+    ImageNames::new(test_spec().image_repository)
 }
 
 /// `vigil up` for `spec`, as the CLI runs it (cluster and every add-on).

@@ -11,10 +11,12 @@ use tracing::Instrument as _;
 
 use crate::{
     addons::ADDONS,
-    build::{self, ImageNames},
+    build,
     cli::{Cli, Command, DashboardsAction, ExportWhat, NodeAction},
     cluster::{ClusterSpec, defaults},
-    drill, kubeconfig,
+    drill,
+    images::ImageNames,
+    kubeconfig,
     progress::Progress,
     provider::{self, Fault, Machines, NodeArtefact, NodeProvider, Power, nodeutils},
     status,
@@ -90,8 +92,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Images { name: wanted, build } => {
-            let names = ImageNames { repository: build.image_repository.clone() };
-            let images = names.all();
+            let names = ImageNames::new(&build.image_repository);
+            let images = build::all_images(&names);
             match wanted {
                 Some(wanted) => {
                     let (_, image) = images.iter().find(|(name, _)| *name == wanted).with_context(|| {

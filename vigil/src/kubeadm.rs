@@ -522,7 +522,7 @@ mod tests {
             &token(),
             std::time::Duration::from_secs(900),
         );
-        crate::golden::assert_golden("kubeadm-init.yaml", &rendered);
+        vigil_host::assert_golden(env!("CARGO_MANIFEST_DIR"), "kubeadm-init.yaml", &rendered);
     }
 
     #[test]
@@ -633,7 +633,7 @@ mod tests {
         let hash = "sha256:0d8e0f1f4a1b5e6f2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293";
         let rendered =
             join_config(&spec, &ProviderInfo::node_containers(), &nodes[0], &nodes[1], &token(), hash);
-        crate::golden::assert_golden("kubeadm-join.yaml", &rendered);
+        vigil_host::assert_golden(env!("CARGO_MANIFEST_DIR"), "kubeadm-join.yaml", &rendered);
     }
 
     #[test]

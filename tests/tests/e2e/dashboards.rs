@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
-use vigil::{build::rootfs, cluster::ScrapeLabels, monitoring};
+use vigil::{cluster::ScrapeLabels, monitoring};
 use vigil_e2e::Cluster;
 
 use crate::{
@@ -30,7 +30,7 @@ fn repository_dir(dir: &str) -> std::path::PathBuf {
 
 /// promtool from the monitoring image, on the committed `dashboards/rules/`.
 fn promtool(args: &[&str]) -> Result<String> {
-    let image = rootfs::monitoring(&vigil_e2e::test_spec().image_repository).image;
+    let image = vigil_e2e::images().monitoring();
     let rules = repository_dir("dashboards/rules");
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "-v"])

@@ -20,8 +20,7 @@ use kube::{
 };
 use serde_json::Value;
 use vigil::{
-    addons::{local_path, node_exporter, prometheus},
-    build::rootfs,
+    addons::{kube_state_metrics, local_path, node_exporter, prometheus, prometheus::ANNOTATED_PODS_JOB},
     poll::until_some,
 };
 use vigil_e2e::Cluster;
@@ -66,7 +65,7 @@ async fn scrape(client: &Client, exporter_pod: &str) -> Result<String> {
 /// `promtool check metrics` (from the Prometheus image vigil built) on a
 /// scrape; its complaints, if any.
 fn promtool_check(text: &str) -> Result<String> {
-    let image = rootfs::monitoring(&vigil_e2e::test_spec().image_repository).image;
+    let image = vigil_e2e::images().monitoring();
     let mut child = Command::new("docker")
         .args([
             "run",
@@ -285,9 +284,21 @@ pub async fn prometheus_scrapes_every_component(c: &Cluster) -> Result<()> {
         "{graph} is not Prometheus's UI: {}",
         &page[..page.len().min(200)]
     );
-    let cadvisor_job = vigil_e2e::test_spec().cadvisor_labels.job().to_owned();
+    let spec = vigil_e2e::test_spec();
+    let cadvisor_job = spec.cadvisor_labels.job().to_owned();
+    let nodes = spec.workers + 1;
+    // Every container the add-on table's pods ask to be scraped for, with
+    // its replica count, and the two components with jobs of their own.
+    let mut wanted: Vec<(String, String, usize)> = vigil_e2e::addon_containers()
+        .into_iter()
+        .filter(|c| c.scraped_by_annotation)
+        .map(|c| (ANNOTATED_PODS_JOB.to_owned(), c.name, c.replicas.on(nodes)))
+        .collect();
+    ensure!(!wanted.is_empty(), "no container of the add-on table is scraped by annotation");
+    wanted.push((cadvisor_job, node_exporter::NAME.to_owned(), nodes));
+    wanted.push((kube_state_metrics::NAME.to_owned(), kube_state_metrics::NAME.to_owned(), 1));
     until_some(
-        "Prometheus targets up: web, probe-server (3 each) and the alerter (2) by annotation, node-exporter (3) under the cAdvisor job, kube-state-metrics",
+        &format!("Prometheus targets up: {wanted:?} (job, container, count)"),
         Duration::from_secs(60),
         || async {
             let up = query(&http, prometheus_url, "up == 1", None).await?;
@@ -297,14 +308,7 @@ pub async fn prometheus_scrapes_every_component(c: &Cluster) -> Result<()> {
                 let container = series["metric"]["kubernetes_container"].as_str().unwrap_or_default();
                 *by_job.entry((job.to_owned(), container.to_owned())).or_default() += 1;
             }
-            let wanted = [
-                ("kubernetes-pods", "web", 3),
-                ("kubernetes-pods", "probe-server", 3),
-                ("kubernetes-pods", "alerter", 2),
-                (cadvisor_job.as_str(), "node-exporter", 3),
-                ("kube-state-metrics", "kube-state-metrics", 1),
-            ];
-            let all = wanted.iter().all(|(job, c, n)| by_job.get(&((*job).to_owned(), (*c).to_owned())) >= Some(n));
+            let all = wanted.iter().all(|(job, c, n)| by_job.get(&(job.clone(), c.clone())) >= Some(n));
             if !all {
                 println!("targets up so far: {by_job:?}");
             }

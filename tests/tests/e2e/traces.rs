@@ -43,7 +43,12 @@ pub async fn a_traceparent_through_the_load_balancer_is_in_jaeger(c: &Cluster) -
 
 pub async fn every_component_exports_its_spans(c: &Cluster) -> Result<()> {
     let url = format!("{}api/services", c.jaeger_url()?);
-    let wanted = ["web", "probe-server", "node-exporter", "alerter"];
+    // Every container of the add-on table that exports spans under a service name.
+    let mut wanted: Vec<String> =
+        vigil_e2e::addon_containers().into_iter().filter_map(|c| c.traced_as).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    anyhow::ensure!(!wanted.is_empty(), "no container of the add-on table exports spans");
     let http = c.http()?;
     let mut services: Vec<String> = vec![];
     // probe-server and node-exporter trace a share of their requests: minutes at most.
@@ -55,7 +60,7 @@ pub async fn every_component_exports_its_spans(c: &Cluster) -> Result<()> {
             .flatten()
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect();
-        if wanted.iter().all(|w| services.iter().any(|s| s == w)) {
+        if wanted.iter().all(|w| services.contains(w)) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(5)).await;

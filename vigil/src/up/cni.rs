@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{Context, Outcome, Result, Step, init};
-use crate::{addons::flannel, build::ImageNames, kubeadm, progress::Line, versions};
+use crate::{addons::flannel, images::ImageNames, kubeadm, progress::Line, versions};
 
 pub const NAME: &str = "pod network";
 
@@ -24,7 +24,7 @@ impl Step for PodNetwork {
     }
 
     async fn run(&self, ctx: &Context, _: &Line) -> Result<Outcome> {
-        let image = ImageNames { repository: ctx.spec.image_repository.clone() }.flannel();
+        let image = ImageNames::new(&ctx.spec.image_repository).flannel();
         let api_server = (ctx.control_plane().ip, kubeadm::API_SERVER_PORT);
         ctx.applier()?.apply(&flannel::objects(&ctx.spec, &image, api_server)).await?;
         Ok(Outcome::done())

@@ -8,7 +8,6 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use async_trait::async_trait;
 use kube::Client;
 
 use super::{Error, Result};
@@ -17,16 +16,9 @@ use crate::{
     build::workload::Images,
     cluster::{ClusterSpec, Role},
     progress::Progress,
-    provider::{BoxError, CommandError, Node, NodeArtefact, NodeProvider, NodeSpec, nodeutils},
+    provider::{CommandError, ImageArchive, Node, NodeArtefact, NodeProvider, NodeSpec, nodeutils},
     token::BootstrapToken,
 };
-
-/// Where the deployables' images come from when a node lacks them: an
-/// archive of them (`docker save`), made at most once per `up`.
-#[async_trait]
-pub trait ImageArchive: Send + Sync {
-    async fn archive(&self, refs: &[String]) -> Result<Vec<u8>, BoxError>;
-}
 
 /// The deployables' images, and how to ship them to nodes.
 pub struct Deployables {

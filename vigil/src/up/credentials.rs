@@ -41,7 +41,7 @@ impl Step for Credentials {
         applier.create_missing(&credentials::generated()).await?;
         line.update("the span senders' header in every namespace that exports");
         let otlp = credentials::read(client, credentials::OTLP_SECRET).await?;
-        let copies: Vec<Object> = credentials::otlp_copies(&otlp).into_iter().map(Object::Secret).collect();
+        let copies: Vec<Object> = credentials::otlp_copies(&otlp).into_iter().map(Object::typed).collect();
         applier.apply(&copies).await?;
         let api = credentials::read_api(client).await?;
         let file = password_file::path(&self.dir, &ctx.spec.name);

@@ -32,11 +32,12 @@ use std::{
 };
 
 use async_trait::async_trait;
-pub use context::{Context, Deployables, ImageArchive, client_for};
+pub use context::{Context, Deployables, client_for};
 use futures::{StreamExt, stream::FuturesUnordered};
 pub use init::ADMIN_CONF;
 use serde::Serialize;
 use tracing::Instrument as _;
+pub use vigil_provider::ImageArchive;
 
 use crate::{
     addons::{self, ADDONS},

@@ -48,7 +48,7 @@ impl Step for SaveSpec {
     }
 
     async fn run(&self, ctx: &Context, _: &Line) -> Result<Outcome> {
-        ctx.applier()?.apply(&[Object::ConfigMap(config_map(&Saved::of(&ctx.spec)))]).await?;
+        ctx.applier()?.apply(&[Object::typed(config_map(&Saved::of(&ctx.spec)))]).await?;
         Ok(Outcome::done())
     }
 }
