@@ -26,7 +26,7 @@ use opentelemetry::{
     propagation::{Extractor, Injector, TextMapPropagator},
     trace::{Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState},
 };
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::WithHttpConfig;
 use opentelemetry_sdk::{
     Resource,
     error::{OTelSdkError, OTelSdkResult},
@@ -50,14 +50,25 @@ pub enum Settings {
     On(Config),
 }
 
+/// What vigil checked of the standard variables, and what it adds. The
+/// OpenTelemetry SDK reads the endpoint, headers, timeout and resource from
+/// the environment itself; vigil reads them first only to refuse a bad
+/// value with its fix, and to say where spans go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// The full URL spans are POSTed to (`.../v1/traces`).
+    /// The full URL spans are POSTed to (`.../v1/traces`), as the SDK resolves it.
     pub endpoint: String,
-    pub headers: Vec<(String, String)>,
+    /// A headers variable names headers (the SDK sends them).
+    pub headers_from_environment: bool,
+    /// Headers vigil adds to the environment's (the CLI's credentials for
+    /// its cluster's own Jaeger).
+    pub extra_headers: Vec<(String, String)>,
+    /// The export's deadline, which vigil's HTTP client enforces.
     pub timeout: Duration,
     pub service_name: String,
-    pub resource: Vec<(String, String)>,
+    /// Neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names the
+    /// service: the binary's name is given to the SDK.
+    pub service_name_defaulted: bool,
     pub sampler: SamplerChoice,
     pub queue: usize,
     pub batch: usize,
@@ -344,22 +355,27 @@ pub fn settings(var: impl Fn(&str) -> Option<String>, service: &str) -> Result<S
         Some(_) => millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 10_000)?,
         None => millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)?,
     };
-    let headers = match var("OTEL_EXPORTER_OTLP_TRACES_HEADERS") {
-        Some(h) => pairs("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &h)?,
-        None => pairs("OTEL_EXPORTER_OTLP_HEADERS", &var("OTEL_EXPORTER_OTLP_HEADERS").unwrap_or_default())?,
+    // The per-signal variable wins over the general one.
+    let (headers_variable, headers_text) = match var("OTEL_EXPORTER_OTLP_TRACES_HEADERS") {
+        Some(h) => ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", h),
+        None => ("OTEL_EXPORTER_OTLP_HEADERS", var("OTEL_EXPORTER_OTLP_HEADERS").unwrap_or_default()),
     };
-    let resource = pairs("OTEL_RESOURCE_ATTRIBUTES", &var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default())?;
-    let service_name = var("OTEL_SERVICE_NAME")
-        .or_else(|| resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
-        .unwrap_or_else(|| service.to_owned());
+    let headers = pairs(headers_variable, &headers_text)?;
+    let resource_text = var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let resource = pairs("OTEL_RESOURCE_ATTRIBUTES", &resource_text)?;
+    let named = var("OTEL_SERVICE_NAME")
+        .or_else(|| resource.iter().find(|(k, _)| *k == "service.name").map(|(_, v)| (*v).to_owned()));
+    let service_name_defaulted = named.is_none();
+    let service_name = named.unwrap_or_else(|| service.to_owned());
     let queue = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
     let batch = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.min(queue);
     Ok(Settings::On(Config {
         endpoint,
-        headers,
+        headers_from_environment: !headers.is_empty(),
+        extra_headers: vec![],
         timeout,
         service_name,
-        resource,
+        service_name_defaulted,
         sampler: sampler(var("OTEL_TRACES_SAMPLER"), var("OTEL_TRACES_SAMPLER_ARG"))?,
         queue,
         batch,
@@ -378,15 +394,16 @@ pub fn settings(var: impl Fn(&str) -> Option<String>, service: &str) -> Result<S
     }))
 }
 
-/// `k=v,k2=v2`, values percent-decoded as the specification says. A bad
-/// pair of a secret variable is named by its position, not its text.
-fn pairs(variable: &'static str, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+/// `k=v,k2=v2` (values still percent-encoded: the SDK decodes what it
+/// sends). A bad pair of a secret variable is named by its position, not
+/// its text.
+fn pairs<'a>(variable: &'static str, text: &'a str) -> Result<Vec<(&'a str, &'a str)>, ConfigError> {
     text.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .enumerate()
         .map(|(i, pair)| match pair.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), percent_decode(v.trim()))),
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim(), v.trim())),
             _ => Err(bad(
                 variable,
                 text,
@@ -399,24 +416,6 @@ fn pairs(variable: &'static str, text: &str) -> Result<Vec<(String, String)>, Co
             )),
         })
         .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn sampler(name: Option<String>, arg: Option<String>) -> Result<SamplerChoice, ConfigError> {
@@ -773,19 +772,23 @@ impl Drop for Tracing {
 }
 
 /// Builds the exporter and provider for `config` and makes them global.
+/// The SDK reads the endpoint, headers, timeout and resource from the
+/// environment (the variables [`settings`] checked).
 pub fn start(config: &Config) -> Result<Tracing, String> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(Client { timeout: config.timeout })
-        .with_endpoint(config.endpoint.clone())
-        .with_timeout(config.timeout)
-        .with_headers(config.headers.iter().cloned().collect::<HashMap<_, _>>())
-        .build()
-        .map_err(|e| format!("OTLP exporter for {}: {e}", config.endpoint))?;
-    let resource = Resource::builder_empty()
-        .with_attributes(config.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
-        .with_service_name(config.service_name.clone())
-        .build();
+        .with_http_client(Client { timeout: config.timeout });
+    if !config.extra_headers.is_empty() {
+        exporter = exporter.with_headers(config.extra_headers.iter().cloned().collect::<HashMap<_, _>>());
+    }
+    let exporter = exporter.build().map_err(|e| format!("OTLP exporter for {}: {e}", config.endpoint))?;
+    let resource = Resource::builder();
+    let resource = if config.service_name_defaulted {
+        resource.with_service_name(config.service_name.clone())
+    } else {
+        resource
+    };
+    let resource = resource.build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(ExportQueue::new(exporter, config.queue, config.batch, config.delay))
         .with_sampler(Decided(config.sampler.sampler()))
@@ -939,8 +942,8 @@ mod tests {
         assert_eq!(c.endpoint, "http://c.example:4318/custom");
         assert_eq!(c.service_name, "web-eu");
         assert_eq!(c.sampler, SamplerChoice::ParentBased(Box::new(SamplerChoice::Ratio(0.25))));
-        assert_eq!(c.headers, [("authorization".into(), "Bearer t".into()), ("x".into(), "1".into())]);
-        assert_eq!(c.resource, [("k8s.pod.name".to_owned(), "web-1".to_owned())]);
+        assert!(c.headers_from_environment && c.extra_headers.is_empty());
+        assert!(!c.service_name_defaulted);
         assert_eq!((c.queue, c.batch, c.timeout), (100, 100, Duration::from_millis(2500)));
     }
 

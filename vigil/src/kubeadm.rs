@@ -512,16 +512,21 @@ mod tests {
         (spec, nodes)
     }
 
+    /// The init configuration of `spec`'s control plane in a node container.
+    fn init_for(spec: &ClusterSpec, token_ttl: std::time::Duration) -> String {
+        let nodes = crate::provider::numbered_plan(spec);
+        init_config(spec, &ProviderInfo::node_containers(), &nodes[0], &token(), token_ttl)
+    }
+
+    fn documents(rendered: &str) -> Vec<serde_yaml::Value> {
+        serde_yaml::Deserializer::from_str(rendered)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect()
+    }
+
     #[test]
     fn init_config_matches_golden_file() {
-        let (spec, nodes) = plan();
-        let rendered = init_config(
-            &spec,
-            &ProviderInfo::node_containers(),
-            &nodes[0],
-            &token(),
-            std::time::Duration::from_secs(900),
-        );
+        let rendered = init_for(&ClusterSpec::default(), std::time::Duration::from_secs(900));
         vigil_host::assert_golden(env!("CARGO_MANIFEST_DIR"), "kubeadm-init.yaml", &rendered);
     }
 
@@ -533,18 +538,8 @@ mod tests {
             (crate::cluster::Failover::Upstream, "50s", "300", 40, "10s"),
         ];
         for (failover, grace, toleration, lease, update) in cases {
-            let (mut spec, nodes) = plan();
-            spec.failover = failover;
-            let rendered = init_config(
-                &spec,
-                &ProviderInfo::node_containers(),
-                &nodes[0],
-                &token(),
-                std::time::Duration::from_secs(60),
-            );
-            let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
-                .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-                .collect();
+            let spec = ClusterSpec { failover, ..ClusterSpec::default() };
+            let docs = documents(&init_for(&spec, std::time::Duration::from_secs(60)));
             let arg = |component: &str, name: &str| {
                 docs[1][component]["extraArgs"]
                     .as_sequence()
@@ -566,17 +561,7 @@ mod tests {
     }
 
     fn init_documents() -> Vec<serde_yaml::Value> {
-        let (spec, nodes) = plan();
-        let rendered = init_config(
-            &spec,
-            &ProviderInfo::node_containers(),
-            &nodes[0],
-            &token(),
-            std::time::Duration::from_secs(60),
-        );
-        serde_yaml::Deserializer::from_str(&rendered)
-            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-            .collect()
+        documents(&init_for(&ClusterSpec::default(), std::time::Duration::from_secs(60)))
     }
 
     #[test]
@@ -638,17 +623,9 @@ mod tests {
 
     #[test]
     fn every_document_is_typed() {
-        let (spec, nodes) = plan();
-        let rendered = init_config(
-            &spec,
-            &ProviderInfo::node_containers(),
-            &nodes[0],
-            &token(),
-            std::time::Duration::from_secs(60),
-        );
-        let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&rendered)
-            .map(|doc| {
-                let v = serde_yaml::Value::deserialize(doc).unwrap();
+        let kinds: Vec<String> = init_documents()
+            .iter()
+            .map(|v| {
                 assert!(v["apiVersion"].as_str().is_some());
                 v["kind"].as_str().unwrap().to_owned()
             })

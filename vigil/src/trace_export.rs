@@ -47,10 +47,10 @@ where
     let mut settings = otel::settings(|n| std::env::var(n).ok(), "vigil");
     let mut note = "";
     if let Ok(Settings::On(config)) = &mut settings
-        && config.headers.is_empty()
+        && !config.headers_from_environment
         && let Some(header) = cluster_header(name, &config.endpoint).await
     {
-        config.headers.push(header);
+        config.extra_headers.push(header);
         note = " with vigil's credentials";
     }
     vigil_telemetry::trace_export_from(settings, note)

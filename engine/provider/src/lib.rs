@@ -358,8 +358,12 @@ pub fn control_plane(provider: &dyn NodeProvider, spec: &ClusterSpec) -> Option<
 /// from the machines of a cluster made before vigil saved it. Fails when no
 /// machine of that cluster exists.
 pub async fn existing(provider: &dyn NodeProvider, name: &str) -> Result<ClusterSpec> {
-    let discovered = provider.discover(name).await?;
-    Ok(saved(provider, name).await.map(|saved| saved.spec).unwrap_or(discovered))
+    // The saved spec when a node has it; what the machines tell (and the
+    // provider's error when there are none) otherwise.
+    match saved(provider, name).await {
+        Some(saved) => Ok(saved.spec),
+        None => provider.discover(name).await,
+    }
 }
 
 /// The spec saved on the nodes of `cluster`, if one answers with it.
