@@ -215,7 +215,7 @@ impl NodeProvider for DockerProvider {
             let checked = vigil_host::disk::check(
                 std::path::Path::new(&dir),
                 2 * fresh as u64,
-                "the new nodes",
+                "making the new nodes",
                 |_| format!("Docker's data directory {dir}"),
                 |_| "free some space (`docker system prune`)".into(),
             );
