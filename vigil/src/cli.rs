@@ -246,7 +246,7 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 
-    /// What the README promises: every option of every subcommand can come
+    /// What docs/operate.md promises: every option of every subcommand can come
     /// from the environment too.
     #[test]
     fn every_option_has_an_environment_fallback() {

@@ -338,7 +338,7 @@ pub fn objects(spec: &ClusterSpec, image: &str) -> Vec<Object> {
                         Volume {
                             name: "secrets".into(),
                             // Made by `vigil up`; with `kubectl apply -k`, create it yourself
-                            // (the README says how) before configuring a webhook.
+                            // (docs/operate.md says how) before configuring a webhook.
                             secret: Some(SecretVolumeSource {
                                 secret_name: Some(NAME.into()),
                                 optional: Some(true),

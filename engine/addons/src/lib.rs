@@ -189,7 +189,7 @@ pub struct Addon {
 const ROLLOUT: Duration = Duration::from_secs(180);
 
 /// Every add-on, in the order `manifests/` lists them.
-pub static ADDONS: [Addon; 9] = [
+pub static ADDONS: &[Addon] = &[
     metallb::ADDON,
     web::ADDON,
     local_path::ADDON,

@@ -4,7 +4,7 @@
 //! --write` regenerates it and a unit test fails when the committed files
 //! are stale. Secrets are left out: the ones `vigil up` applies hold what
 //! its flags say (a webhook's URL) and the generated ones are made per
-//! cluster; with `kubectl apply -k`, create them yourself (the README says
+//! cluster; with `kubectl apply -k`, create them yourself (docs/operate.md says
 //! which).
 
 use std::{collections::BTreeMap, path::Path};
@@ -79,7 +79,7 @@ fn files_of(spec: &ClusterSpec) -> Vec<(String, String)> {
     // A namespace add-ons share is written once (kustomize refuses an object twice).
     let mut namespaces: Vec<String> = vec![];
     let mut vendored = vec![];
-    for addon in &ADDONS {
+    for addon in ADDONS {
         let dir = addon.manifests.dir();
         if !dirs.contains(&dir) {
             dirs.push(dir);

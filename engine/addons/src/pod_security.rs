@@ -171,7 +171,7 @@ mod tests {
         let input =
             crate::Input { spec: &spec, images: &images, api_server: Some(([172, 29, 0, 2].into(), 6443)) };
         let mut objects = crate::flannel::objects(&spec, "img/flannel", ([172, 29, 0, 2].into(), 6443));
-        for addon in &crate::ADDONS {
+        for addon in crate::ADDONS {
             objects.extend(addon.namespace.map(|n| n()));
             objects.extend((addon.objects)(&input).unwrap());
         }

@@ -47,7 +47,7 @@ pub struct Container {
 /// Every container of every add-on's pod templates, in table order.
 pub fn containers(input: &Input) -> Vec<Container> {
     let mut found = vec![];
-    for addon in &ADDONS {
+    for addon in ADDONS {
         let objects = (addon.objects)(input).unwrap_or_else(|e| panic!("{}: {e}", addon.name));
         for object in &objects {
             let workload = if let Some(d) = object.to_typed::<Deployment>() {

@@ -157,7 +157,7 @@ pub enum Failover {
     /// Seconds instead of minutes, at the cost of more Lease writes and a
     /// shorter tolerance for a stalled node; the default, since a busy
     /// machine did not set a node NotReady in the drill bench's 10 minutes
-    /// (the README's measurements).
+    /// (docs/develop.md, Benchmarks).
     #[default]
     Tuned,
 }

@@ -154,10 +154,10 @@ pub fn steps(scope: Scope) -> Vec<Box<dyn Step>> {
     if scope == Scope::Everything {
         steps.push(Box::new(images::LoadImages));
         steps.push(Box::new(credentials::Credentials { dir: crate::password_file::default_dir() }));
-        for addon in &ADDONS {
+        for addon in ADDONS {
             steps.push(Box::new(addon::Install(addon)));
         }
-        for addon in &ADDONS {
+        for addon in ADDONS {
             steps.push(Box::new(addon::Ready(addon)));
         }
     }

@@ -528,7 +528,7 @@ fn a_step_may_only_need_an_earlier_one() {
 fn every_addon_step_needs_what_its_addon_needs() {
     let plan = Plan::new(steps(Scope::Everything));
     let names = plan.names();
-    for addon in &ADDONS {
+    for addon in ADDONS {
         assert!(names.contains(&format!("install {}", addon.name)));
         assert!(names.contains(&format!("{} ready", addon.name)));
     }
