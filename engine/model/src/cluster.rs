@@ -241,6 +241,22 @@ impl Default for ClusterSpec {
     }
 }
 
+/// A network and what it is (`"pod network"`, a field's name).
+pub type NamedNetwork<'a> = (&'a str, Ipv4Net);
+
+/// Every pair of named networks of which one holds (part of) the other, in order.
+pub fn overlaps<'a>(networks: &[NamedNetwork<'a>]) -> Vec<(NamedNetwork<'a>, NamedNetwork<'a>)> {
+    let mut found = vec![];
+    for (i, a) in networks.iter().enumerate() {
+        for b in &networks[i + 1..] {
+            if a.1.contains(&b.1) || b.1.contains(&a.1) {
+                found.push((*a, *b));
+            }
+        }
+    }
+    found
+}
+
 /// Whether `name` can name a cluster: it ends up in container, network,
 /// volume and kubeconfig names, so it must be a short DNS label.
 pub fn validate_name(name: &str) -> Result<(), Error> {
@@ -267,14 +283,10 @@ impl ClusterSpec {
             ("pod network", self.pod_subnet),
             ("service network", self.service_subnet),
         ];
-        for (i, (a_name, a)) in ranges.iter().enumerate() {
-            for (b_name, b) in &ranges[i + 1..] {
-                if a.contains(b) || b.contains(a) {
-                    return Err(Error::Overlap { a_name, a: *a, b_name, b: *b });
-                }
-            }
+        match overlaps(&ranges).first() {
+            Some(&((a_name, a), (b_name, b))) => Err(Error::Overlap { a_name, a, b_name, b }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Nodes get addresses in the lower half of the node network (after the

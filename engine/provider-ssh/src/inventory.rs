@@ -34,7 +34,7 @@ use std::{
 use base64::Engine as _;
 use ipnet::{Ipv4AddrRange, Ipv4Net};
 use serde::Deserialize;
-use vigil_model::cluster::{Role, defaults, validate_name};
+use vigil_model::cluster::{Role, defaults, overlaps, validate_name};
 
 /// The inventory as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -251,16 +251,12 @@ fn check(inventory: &Inventory, paths: &Paths) -> Result<Vec<Machine>, Vec<Field
         ("pod_subnet", inventory.pod_subnet),
         ("service_subnet", inventory.service_subnet),
     ];
-    for (i, (a_name, a)) in networks.iter().enumerate() {
-        for (b_name, b) in &networks[i + 1..] {
-            if a.contains(b) || b.contains(a) {
-                error(
-                    (*b_name).into(),
-                    format!("{b} overlaps {a_name} {a}"),
-                    "choose pod and service networks that no host address falls in (e.g. 10.244.0.0/16 and 10.96.0.0/16)",
-                );
-            }
-        }
+    for ((a_name, a), (b_name, b)) in overlaps(&networks) {
+        error(
+            b_name.into(),
+            format!("{b} overlaps {a_name} {a}"),
+            "choose pod and service networks that no host address falls in (e.g. 10.244.0.0/16 and 10.96.0.0/16)",
+        );
     }
     let pool = inventory.load_balancer_pool;
     let network = inventory.network;
