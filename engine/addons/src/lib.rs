@@ -146,6 +146,31 @@ impl UpstreamImage {
     pub fn reference(&self, repository: &str) -> String {
         ImageNames::new(repository).upstream(self.name, self.version)
     }
+
+    /// For each of `images` that replaces an upstream one: the mapping that
+    /// rewrites upstream's objects to name the image built here.
+    pub fn mappings(images: &[UpstreamImage], repository: &str) -> Vec<upstream::ImageMapping<'static>> {
+        images
+            .iter()
+            .filter_map(|image| {
+                Some(upstream::ImageMapping { upstream: image.replaces?, built: image.reference(repository) })
+            })
+            .collect()
+    }
+
+    /// The same as kustomize's `images:` entries, for the committed manifests.
+    pub fn overrides(images: &[UpstreamImage], repository: &str) -> Vec<manifests::ImageOverride> {
+        images
+            .iter()
+            .filter_map(|image| {
+                Some(manifests::ImageOverride {
+                    name: image.replaces?.into(),
+                    new_name: format!("{repository}/{}", image.name),
+                    new_tag: image.version.into(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// How a one-binary image runs its binary (as upstream's image does).

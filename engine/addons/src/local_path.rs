@@ -6,15 +6,12 @@
 
 use kube::api::DynamicObject;
 
-use super::{
-    Addon, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, pod_security,
-    upstream::{self, ImageMapping},
-};
+use super::{Addon, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, pod_security, upstream};
 use vigil_model::images::ImageNames;
 
 use crate::{
     apply::Object,
-    manifests::{ImageOverride, Patch, documents, kustomization},
+    manifests::{Patch, documents, kustomization},
 };
 use vigil_model::cluster::ClusterSpec;
 use vigil_model::versions;
@@ -67,17 +64,12 @@ fn manifest_files(repository: &str, _: &ClusterSpec) -> Vec<(String, String)> {
     };
     let config = of_kind("ConfigMap");
     let namespace = of_kind("Namespace");
-    let image = ImageOverride {
-        name: "rancher/local-path-provisioner".into(),
-        new_name: format!("{repository}/local-path-provisioner"),
-        new_tag: versions::LOCAL_PATH.into(),
-    };
     vec![
         (
             "local-path/kustomization.yaml".into(),
             kustomization(
                 &[MANIFEST_NAME],
-                vec![image],
+                UpstreamImage::overrides(&[IMAGE], repository),
                 vec![Patch { path: "config.yaml" }, Patch { path: "namespace.yaml" }],
             ),
         ),
@@ -128,7 +120,7 @@ fn config(json: &str) -> Result<String, upstream::Error> {
 }
 
 pub fn objects(repository: &str, helper_image: &str) -> Result<Vec<DynamicObject>, upstream::Error> {
-    let images = [ImageMapping { upstream: "rancher/local-path-provisioner", built: image(repository) }];
+    let images = UpstreamImage::mappings(&[IMAGE], repository);
     let mut objects = upstream::parse(MANIFEST_NAME, MANIFEST, &images)?;
     for object in &mut objects {
         if object.types.as_ref().is_some_and(|t| t.kind == "Namespace") {

@@ -12,13 +12,10 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::{DynamicObject, ObjectMeta};
 use serde::Serialize;
 
-use super::{
-    Addon, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, api_server_env,
-    upstream::{self, ImageMapping},
-};
+use super::{Addon, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, api_server_env, upstream};
 use crate::{
     apply::Object,
-    manifests::{ImageOverride, documents, kustomization},
+    manifests::{documents, kustomization},
 };
 use vigil_model::cluster::ClusterSpec;
 
@@ -104,16 +101,7 @@ pub const ADDON: Addon = Addon {
 
 /// `metallb/`: upstream's manifest with kustomize's image overrides, and the pool.
 fn manifest_files(repository: &str, spec: &ClusterSpec) -> Vec<(String, String)> {
-    let overrides = IMAGES
-        .iter()
-        .filter_map(|image| {
-            Some(ImageOverride {
-                name: image.replaces?.into(),
-                new_name: format!("{repository}/{}", image.name),
-                new_tag: image.version.into(),
-            })
-        })
-        .collect();
+    let overrides = UpstreamImage::overrides(&IMAGES, repository);
     let pool: Vec<Object> = pool_objects(spec).into_iter().map(Object::dynamic).collect();
     vec![
         (
@@ -170,12 +158,7 @@ pub fn pinned_service(
 /// Upstream's objects with the images swapped, in upstream's order
 /// (namespace and CRDs first).
 pub fn native_objects(repository: &str) -> Result<Vec<DynamicObject>, upstream::Error> {
-    let images: Vec<_> = IMAGES
-        .iter()
-        .filter_map(|image| {
-            Some(ImageMapping { upstream: image.replaces?, built: image.reference(repository) })
-        })
-        .collect();
+    let images = UpstreamImage::mappings(&IMAGES, repository);
     upstream::parse(MANIFEST_NAME, NATIVE_MANIFEST, &images)
 }
 
