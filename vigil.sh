@@ -34,6 +34,8 @@ ensure_packages() {
   command -v iptables >/dev/null || missing+=(iptables)
   [[ -f /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
   command -v cc >/dev/null || missing+=(gcc)
+  # The SSH provider's tests run a real sshd on loopback.
+  [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
   if (( ${#missing[@]} )); then
     say "installing ${missing[*]} from Debian"
     apt_install "${missing[@]}"

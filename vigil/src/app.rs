@@ -163,6 +163,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let admin = read_admin_conf(provider.as_ref(), &spec).await?;
             print_stdout(&kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?))?;
         }
+        Command::Preflight { inventory } => preflight(&inventory).await?,
         Command::Node { action } => {
             let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
@@ -177,6 +178,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             provider::fault(provider.as_ref(), &spec, &node, fault).await?;
             line.done();
         }
+    }
+    Ok(())
+}
+
+/// Checks every host of the inventory and prints what is wrong with each;
+/// fails when a host cannot be reached or has a problem only its owner can mend.
+async fn preflight(path: &Path) -> Result<()> {
+    use vigil_provider_ssh::{hosts, inventory};
+    let (_, machines) = inventory::read(path)?;
+    let reports = hosts::Hosts::new(machines).preflight().await;
+    print_stdout(&hosts::render(&reports))?;
+    let not_ready: Vec<&str> = reports.iter().filter(|r| !r.ready()).map(|r| r.host.as_str()).collect();
+    if !not_ready.is_empty() {
+        anyhow::bail!(
+            "{} of {} hosts are not ready ({}): mend what is listed above as yours to do, then run `vigil preflight` again",
+            not_ready.len(),
+            reports.len(),
+            not_ready.join(", ")
+        );
     }
     Ok(())
 }

@@ -82,6 +82,13 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DashboardsAction>,
     },
+    /// Check the hosts of an inventory over SSH: the inventory itself, each host's key and
+    /// login, and what kubeadm needs of it (one line per problem, with its fix).
+    Preflight {
+        /// The inventory (YAML): the hosts, how each is reached, the cluster's networks.
+        #[arg(long, env = "VIGIL_INVENTORY")]
+        inventory: PathBuf,
+    },
     /// Fault hooks: stop, kill, start, isolate or reconnect a node.
     Node {
         #[command(subcommand)]

@@ -157,7 +157,7 @@ impl std::fmt::Display for FieldError {
 /// Everything wrong with an inventory file.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the inventory {}: {source}", path.display())]
+    #[error("cannot read the inventory {}: check the path given to --inventory (or VIGIL_INVENTORY)", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -208,6 +208,14 @@ pub fn load(path: &Path, paths: &Paths) -> Result<(Inventory, Vec<Machine>), Err
     let text =
         std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
     parse(&text, paths).map_err(|errors| Error::Invalid { path: path.to_owned(), errors })
+}
+
+/// Reads the inventory at `path` as its user wrote it: `~` is `$HOME`, and
+/// relative paths are relative to the file's folder.
+pub fn read(path: &Path) -> Result<(Inventory, Vec<Machine>), Error> {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    load(path, &Paths { home: &home, base })
 }
 
 /// Parses and checks an inventory; every problem found, not just the first.

@@ -1,0 +1,146 @@
+//! The hosts of an inventory, each reached over its own SSH connection;
+//! what the provider will be made of. So far: the preflight of every host
+//! at once, and its report.
+
+use std::{fmt::Write as _, sync::Arc, time::SystemTime};
+
+use vigil_model::cluster::Role;
+use vigil_provider::Node;
+
+use crate::{
+    inventory::Machine,
+    node::SshNode,
+    preflight::{self, Facts, Finding},
+    runbook::Runbook,
+};
+
+pub struct Hosts {
+    nodes: Vec<Arc<SshNode>>,
+    runbook: Runbook,
+}
+
+/// One host's preflight: its findings, or why it could not be checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostReport {
+    pub host: String,
+    pub address: std::net::Ipv4Addr,
+    pub role: Role,
+    pub outcome: Result<Vec<Finding>, String>,
+}
+
+impl HostReport {
+    /// Ready for `up`: reached, and nothing wrong that vigil cannot fix.
+    pub fn ready(&self) -> bool {
+        self.outcome.as_ref().is_ok_and(|found| found.iter().all(|f| f.vigil_fixes))
+    }
+}
+
+impl Hosts {
+    pub fn new(machines: Vec<Machine>) -> Self {
+        let runbook = Runbook::default();
+        let nodes = machines.into_iter().map(|m| Arc::new(SshNode::new(m, runbook.clone()))).collect();
+        Hosts { nodes, runbook }
+    }
+
+    pub fn runbook(&self) -> &Runbook {
+        &self.runbook
+    }
+
+    /// Every host checked at once, in the inventory's order.
+    pub async fn preflight(&self) -> Vec<HostReport> {
+        futures::future::join_all(self.nodes.iter().map(|node| preflight_host(node))).await
+    }
+}
+
+async fn preflight_host(node: &SshNode) -> HostReport {
+    let machine = node.machine();
+    let before = seconds(SystemTime::now());
+    let outcome = node.run(&["sh", "-c", preflight::SCRIPT], None).await;
+    // The host read its clock between these two instants.
+    let local_clock = (before + seconds(SystemTime::now())) / 2.0;
+    HostReport {
+        host: machine.name.clone(),
+        address: machine.address,
+        role: machine.role,
+        outcome: outcome
+            .map(|out| preflight::findings(&Facts::parse(&out.stdout), machine.role, local_clock))
+            .map_err(|e| e.cause.clone().unwrap_or_else(|| e.to_string())),
+    }
+}
+
+fn seconds(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The report as `vigil preflight` prints it: one line per host, then one
+/// per finding with its fix and who applies it.
+pub fn render(reports: &[HostReport]) -> String {
+    let mut out = String::new();
+    for report in reports {
+        let _ = write!(out, "{} ({}, {}): ", report.host, report.address, report.role.as_str());
+        match &report.outcome {
+            Err(cause) => {
+                let _ = writeln!(out, "not checked\n  - {cause}");
+            }
+            Ok(found) if found.is_empty() => out.push_str("ready\n"),
+            Ok(found) => {
+                let left = found.iter().filter(|f| !f.vigil_fixes).count();
+                let _ = writeln!(
+                    out,
+                    "{} to fix, {}",
+                    found.len(),
+                    if left == 0 { "all by `vigil up`".to_string() } else { format!("{left} by you") }
+                );
+                for finding in found {
+                    let who = if finding.vigil_fixes { "vigil up does this" } else { "yours to do" };
+                    let _ = writeln!(
+                        out,
+                        "  - {}: {}\n      fix ({who}): {}",
+                        finding.check, finding.problem, finding.fix
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(check: &'static str, vigil_fixes: bool) -> Finding {
+        Finding { check, problem: format!("{check} is wrong"), fix: format!("mend {check}"), vigil_fixes }
+    }
+
+    fn report(host: &str, outcome: Result<Vec<Finding>, String>) -> HostReport {
+        HostReport { host: host.into(), address: [192, 168, 56, 10].into(), role: Role::Worker, outcome }
+    }
+
+    #[test]
+    fn each_host_then_each_finding_with_its_fix_and_who_does_it() {
+        let reports = [
+            report("a", Ok(vec![])),
+            report("b", Ok(vec![finding("swap", true), finding("port", false)])),
+            report("c", Ok(vec![finding("sysctl", true)])),
+            report("d", Err("host d (192.168.56.10:22) cannot be reached: refused".into())),
+        ];
+        assert_eq!(
+            render(&reports),
+            "a (192.168.56.10, worker): ready
+b (192.168.56.10, worker): 2 to fix, 1 by you
+  - swap: swap is wrong
+      fix (vigil up does this): mend swap
+  - port: port is wrong
+      fix (yours to do): mend port
+c (192.168.56.10, worker): 1 to fix, all by `vigil up`
+  - sysctl: sysctl is wrong
+      fix (vigil up does this): mend sysctl
+d (192.168.56.10, worker): not checked
+  - host d (192.168.56.10:22) cannot be reached: refused
+"
+        );
+        let ready: Vec<bool> = reports.iter().map(HostReport::ready).collect();
+        assert_eq!(ready, [true, false, true, false]);
+    }
+}

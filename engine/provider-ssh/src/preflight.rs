@@ -1,0 +1,362 @@
+//! Preflight of a real host: one command gathers what kubeadm and the
+//! kubelet need of the machine ([`SCRIPT`]), [`Facts::parse`] reads its
+//! output, and [`findings`] turns it into one line per failure, each with
+//! its fix and whether vigil may apply that fix itself (swap off, kernel
+//! modules, sysctls) or the user must (a port in use, the clock, an init
+//! other than systemd).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use vigil_model::cluster::Role;
+
+/// Kernel modules the pod network and containerd need.
+pub const MODULES: [&str; 2] = ["overlay", "br_netfilter"];
+
+/// Sysctls kubeadm checks and the pod network needs, with their value.
+pub const SYSCTLS: [(&str, &str); 3] = [
+    ("net.ipv4.ip_forward", "1"),
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+];
+
+/// Ports the control plane's components listen on.
+pub const CONTROL_PLANE_PORTS: [u16; 5] = [6443, 2379, 2380, 10257, 10259];
+/// Ports every node's kubelet and kube-proxy listen on.
+pub const NODE_PORTS: [u16; 2] = [10250, 10256];
+
+/// A host's clock may be this far from the machine running vigil: beyond
+/// it, certificates vigil's CA signs may be "not yet valid" there.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
+
+/// Prints the facts, one section per `== name` line. POSIX sh and files
+/// every Linux has: nothing to install before the check.
+pub const SCRIPT: &str = r#"echo '== clock'; date +%s.%N
+echo '== swaps'; cat /proc/swaps
+echo '== modules'; cut -d' ' -f1 /proc/modules
+echo '== sysctl'; for k in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables; do printf '%s=%s\n' "$k" "$(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; done
+echo '== listening'; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
+echo '== init'; cat /proc/1/comm
+echo '== cgroupfs'; stat -fc %T /sys/fs/cgroup
+echo '== machine'; uname -m; nproc; grep MemTotal /proc/meminfo
+"#;
+
+/// What [`SCRIPT`] found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Facts {
+    /// Seconds since the epoch on the host, when it answered.
+    pub clock: Option<f64>,
+    /// Active swap devices or files.
+    pub swaps: Vec<String>,
+    pub modules: Vec<String>,
+    /// Each sysctl asked for, empty when the host has none (module not loaded).
+    pub sysctls: BTreeMap<String, String>,
+    /// TCP ports something listens on.
+    pub listening: Vec<u16>,
+    /// The name of PID 1.
+    pub init: String,
+    /// `cgroup2fs` for cgroup v2, `tmpfs` for v1.
+    pub cgroup_filesystem: String,
+    pub architecture: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+}
+
+impl Facts {
+    pub fn parse(output: &str) -> Facts {
+        let mut facts = Facts::default();
+        let mut section = "";
+        let mut machine_line = 0;
+        for line in output.lines() {
+            if let Some(name) = line.strip_prefix("== ") {
+                section = name.trim();
+                continue;
+            }
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            match section {
+                "clock" => facts.clock = line.parse().ok(),
+                // The header line names the columns; each other line is one swap.
+                "swaps" if !line.starts_with("Filename") => {
+                    facts.swaps.push(line.split_whitespace().next().unwrap_or_default().into())
+                }
+                "modules" => facts.modules.push(line.into()),
+                "sysctl" => {
+                    if let Some((key, value)) = line.split_once('=') {
+                        facts.sysctls.insert(key.into(), value.into());
+                    }
+                }
+                "listening" => {
+                    if let Some(port) = listening_port(line)
+                        && !facts.listening.contains(&port)
+                    {
+                        facts.listening.push(port);
+                    }
+                }
+                "init" => facts.init = line.into(),
+                "cgroupfs" => facts.cgroup_filesystem = line.into(),
+                "machine" => {
+                    match machine_line {
+                        0 => facts.architecture = line.into(),
+                        1 => facts.cpus = line.parse().unwrap_or(0),
+                        _ => {
+                            facts.memory_mib = line
+                                .split_whitespace()
+                                .nth(1)
+                                .and_then(|kib| kib.parse::<u64>().ok())
+                                .map_or(0, |kib| kib / 1024)
+                        }
+                    }
+                    machine_line += 1;
+                }
+                _ => {}
+            }
+        }
+        facts.listening.sort_unstable();
+        facts
+    }
+}
+
+/// The local port of a `/proc/net/tcp{,6}` line in state LISTEN (0A).
+fn listening_port(line: &str) -> Option<u16> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (local, state) = (fields.get(1)?, fields.get(3)?);
+    if *state != "0A" {
+        return None;
+    }
+    let (_, port) = local.rsplit_once(':')?;
+    u16::from_str_radix(port, 16).ok()
+}
+
+/// One thing wrong with a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub check: &'static str,
+    pub problem: String,
+    pub fix: String,
+    /// vigil applies the fix itself (`--fix`, or when `up` may change the host).
+    pub vigil_fixes: bool,
+}
+
+/// Everything wrong with a host of `role` whose facts are `facts`;
+/// `local_clock` is this machine's time when the host answered.
+pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
+    let mut found = vec![];
+    let mut add = |check, problem: String, fix: String, vigil_fixes| {
+        found.push(Finding { check, problem, fix, vigil_fixes })
+    };
+    if !facts.swaps.is_empty() {
+        add(
+            "swap",
+            format!("swap is on ({})", facts.swaps.join(", ")),
+            "swapoff -a, and comment out the swap lines of /etc/fstab".into(),
+            true,
+        );
+    }
+    for module in MODULES {
+        if !facts.modules.iter().any(|m| m == module) {
+            add(
+                "kernel module",
+                format!("the {module} module is not loaded"),
+                format!("modprobe {module}, and list it in /etc/modules-load.d/"),
+                true,
+            );
+        }
+    }
+    for (key, wanted) in SYSCTLS {
+        let value = facts.sysctls.get(key).map(String::as_str).unwrap_or("");
+        if value != wanted {
+            let shown = if value.is_empty() { "unset".to_string() } else { value.to_string() };
+            add(
+                "sysctl",
+                format!("{key} is {shown}, not {wanted}"),
+                format!("sysctl -w {key}={wanted}, and set it in /etc/sysctl.d/"),
+                true,
+            );
+        }
+    }
+    let ports: Vec<u16> = match role {
+        Role::ControlPlane => CONTROL_PLANE_PORTS.iter().chain(&NODE_PORTS).copied().collect(),
+        Role::Worker => NODE_PORTS.to_vec(),
+    };
+    for port in ports {
+        if facts.listening.contains(&port) {
+            add(
+                "port",
+                format!("port {port} is in use"),
+                format!(
+                    "stop what listens on it (ss -ltnp 'sport = :{port}'), or run `vigil down --inventory` if an earlier cluster holds it"
+                ),
+                false,
+            );
+        }
+    }
+    if facts.init != "systemd" {
+        add(
+            "init",
+            format!("PID 1 is {:?}, not systemd", facts.init),
+            "use a host whose init is systemd: vigil runs containerd and the kubelet as systemd units with the systemd cgroup driver".into(),
+            false,
+        );
+    }
+    if !matches!(facts.cgroup_filesystem.as_str(), "cgroup2fs" | "tmpfs") {
+        add(
+            "cgroups",
+            format!("/sys/fs/cgroup is {:?}, neither cgroup v2 nor v1", facts.cgroup_filesystem),
+            "boot a kernel with cgroups mounted by systemd".into(),
+            false,
+        );
+    }
+    match facts.clock {
+        Some(clock) if (clock - local_clock).abs() > MAX_CLOCK_SKEW.as_secs_f64() => add(
+            "clock",
+            format!("its clock is {:+.1} s from this machine's", clock - local_clock),
+            "synchronise the clocks (timedatectl set-ntp true on both)".into(),
+            false,
+        ),
+        Some(_) => {}
+        None => add(
+            "clock",
+            "it did not tell its time".into(),
+            "check that `date +%s.%N` works there".into(),
+            false,
+        ),
+    }
+    if facts.architecture != "x86_64" {
+        add(
+            "architecture",
+            format!("it is {}, and vigil builds for x86_64", facts.architecture),
+            "use x86_64 hosts".into(),
+            false,
+        );
+    }
+    if role == Role::ControlPlane && facts.cpus < 2 {
+        add(
+            "cpus",
+            format!("{} CPU; a control plane needs 2", facts.cpus),
+            "give the host 2 CPUs or more".into(),
+            false,
+        );
+    }
+    let memory_needed = if role == Role::ControlPlane { 1700 } else { 1000 };
+    if facts.memory_mib < memory_needed {
+        add(
+            "memory",
+            format!("{} MiB of memory; a {} needs {memory_needed} MiB", facts.memory_mib, role.as_str()),
+            "give the host more memory".into(),
+            false,
+        );
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the script printed on a freshly installed Debian 12 VM with
+    /// swap on and nothing set up (the ports: sshd on 22, and a stray
+    /// kubelet's 10250 over IPv6).
+    const FRESH_HOST: &str = "== clock
+1796518923.250000000
+== swaps
+Filename				Type		Size		Used		Priority
+/swap.img                               file		2097148		0		-2
+== modules
+ext4
+overlay
+== sysctl
+net.ipv4.ip_forward=0
+net.bridge.bridge-nf-call-iptables=
+net.bridge.bridge-nf-call-ip6tables=
+== listening
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 17721 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:0016 0200007F:B1C2 01 00000000:00000000 02:0009A5DC 00000000     0        0 0 2 0000000000000000 20 4 30 10 -1
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:2802 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+== init
+systemd
+== cgroupfs
+cgroup2fs
+== machine
+x86_64
+2
+MemTotal:        4026036 kB
+";
+
+    #[test]
+    fn facts_are_read_section_by_section() {
+        let facts = Facts::parse(FRESH_HOST);
+        assert_eq!(facts.clock, Some(1_796_518_923.25));
+        assert_eq!(facts.swaps, ["/swap.img"]);
+        assert_eq!(facts.modules, ["ext4", "overlay"]);
+        assert_eq!(facts.sysctls["net.ipv4.ip_forward"], "0");
+        assert_eq!(facts.sysctls["net.bridge.bridge-nf-call-iptables"], "");
+        // 0x16 = 22 and 0x2802 = 10242 listen; the established connection does not count.
+        assert_eq!(facts.listening, [22, 10242]);
+        assert_eq!((facts.init.as_str(), facts.cgroup_filesystem.as_str()), ("systemd", "cgroup2fs"));
+        assert_eq!((facts.architecture.as_str(), facts.cpus, facts.memory_mib), ("x86_64", 2, 3931));
+    }
+
+    #[test]
+    fn one_line_per_failure_with_who_fixes_it() {
+        let mut facts = Facts::parse(FRESH_HOST);
+        facts.listening.push(10250);
+        let found = findings(&facts, Role::Worker, 1_796_518_923.0);
+        let lines: Vec<(&str, &str, bool)> =
+            found.iter().map(|f| (f.check, f.problem.as_str(), f.vigil_fixes)).collect();
+        assert_eq!(
+            lines,
+            [
+                ("swap", "swap is on (/swap.img)", true),
+                ("kernel module", "the br_netfilter module is not loaded", true),
+                ("sysctl", "net.ipv4.ip_forward is 0, not 1", true),
+                ("sysctl", "net.bridge.bridge-nf-call-iptables is unset, not 1", true),
+                ("sysctl", "net.bridge.bridge-nf-call-ip6tables is unset, not 1", true),
+                ("port", "port 10250 is in use", false),
+            ]
+        );
+        assert!(found[0].fix.starts_with("swapoff -a"));
+        assert!(found[5].fix.contains("ss -ltnp 'sport = :10250'"));
+    }
+
+    #[test]
+    fn a_ready_host_has_no_finding_and_roles_differ() {
+        let mut facts = Facts::parse(FRESH_HOST);
+        facts.swaps.clear();
+        facts.modules.push("br_netfilter".into());
+        for (key, value) in SYSCTLS {
+            facts.sysctls.insert(key.into(), value.into());
+        }
+        assert_eq!(findings(&facts, Role::Worker, 1_796_518_924.0), []);
+        assert_eq!(findings(&facts, Role::ControlPlane, 1_796_518_924.0), []);
+        facts.listening.push(6443);
+        facts.memory_mib = 1500;
+        facts.cpus = 1;
+        assert_eq!(findings(&facts, Role::Worker, 1_796_518_924.0), [], "a worker needs neither");
+        let checks: Vec<&str> =
+            findings(&facts, Role::ControlPlane, 1_796_518_924.0).iter().map(|f| f.check).collect();
+        assert_eq!(checks, ["port", "cpus", "memory"]);
+    }
+
+    #[test]
+    fn skewed_clocks_init_and_missing_answers_are_findings() {
+        let mut facts = Facts::parse(FRESH_HOST);
+        facts.init = "init".into();
+        facts.cgroup_filesystem = "sysfs".into();
+        let found = findings(&facts, Role::Worker, 1_796_518_920.0);
+        let skew = found.iter().find(|f| f.check == "clock").expect("3.25 s of skew");
+        assert_eq!(skew.problem, "its clock is +3.2 s from this machine's");
+        assert!(found.iter().any(|f| f.check == "init" && !f.vigil_fixes));
+        assert!(found.iter().any(|f| f.check == "cgroups"));
+        assert!(
+            findings(&Facts::parse(FRESH_HOST), Role::Worker, 1_796_518_924.0)
+                .iter()
+                .all(|f| f.check != "clock")
+        );
+        let silent = findings(&Facts::default(), Role::Worker, 0.0);
+        assert!(silent.iter().any(|f| f.check == "clock" && f.problem == "it did not tell its time"));
+    }
+}
