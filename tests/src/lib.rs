@@ -4,6 +4,8 @@
 //! use vigil's own poller (`vigil::poll`). Everything talks to real Docker
 //! and a real API server.
 
+pub mod ssh_hosts;
+
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
@@ -66,7 +68,6 @@ pub fn cache_dir() -> PathBuf {
     vigil::build::default_cache_dir()
 }
 
-/// The images the build produces, for the test cluster's repository.
 /// The containers of the add-on table's pods on the test cluster, which
 /// the checks expect to find (scraped, traced) without naming them.
 pub fn addon_containers() -> Vec<vigil::addons::workloads::Container> {
@@ -79,6 +80,7 @@ pub fn addon_containers() -> Vec<vigil::addons::workloads::Container> {
     })
 }
 
+/// The images the build produces, for the test cluster's repository.
 pub fn images() -> ImageNames {
     ImageNames::new(test_spec().image_repository)
 }

@@ -33,11 +33,11 @@ use std::{
 
 use base64::Engine as _;
 use ipnet::{Ipv4AddrRange, Ipv4Net};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_model::cluster::{Role, defaults, overlaps, validate_name};
 
 /// The inventory as written.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inventory {
     #[serde(default = "default_name")]
@@ -54,7 +54,7 @@ pub struct Inventory {
 }
 
 /// How every host is reached unless it says otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshDefaults {
     pub user: Option<String>,
@@ -64,7 +64,7 @@ pub struct SshDefaults {
     pub known_hosts: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     pub address: Ipv4Addr,
@@ -120,6 +120,12 @@ impl std::str::FromStr for Pool {
             return Err(format!("{text:?} ends before it starts"));
         }
         Ok(Pool { first, last })
+    }
+}
+
+impl Serialize for Pool {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -506,6 +512,16 @@ hosts:
 
     fn fields(text: &str) -> Vec<String> {
         errors(text).into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn an_inventory_written_from_its_type_reads_back_the_same() {
+        let files = Files::new();
+        let (inventory, machines) = parse(&good(), &files.paths()).unwrap();
+        let written = serde_yaml::to_string(&inventory).unwrap();
+        assert!(written.contains("load_balancer_pool: 192.168.56.224-192.168.56.239\n"), "{written}");
+        let (again, machines_again) = parse(&written, &files.paths()).unwrap();
+        assert_eq!((again, machines_again), (inventory, machines));
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod drill;
 mod faults;
 mod hardening;
 mod monitoring;
+mod ssh_hosts;
 mod traces;
 mod workload;
 
@@ -83,6 +84,7 @@ fn main() {
         plain!(bad_input::a_network_name_that_is_not_ours_is_refused),
         plain!(cli::a_cluster_that_does_not_exist_is_named_as_such),
         plain!(cli::a_name_that_is_not_a_dns_label_is_refused),
+        plain!(ssh_hosts::preflight_reaches_bare_hosts_and_names_what_is_wrong),
         on_cluster!(cluster::up_again_changes_nothing),
         on_cluster!(cluster::a_second_up_with_other_choices_is_refused),
         on_cluster!(cluster::nodes_are_ready),

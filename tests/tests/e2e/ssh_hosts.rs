@@ -1,0 +1,81 @@
+//! Real hosts over SSH (issue 19), on bare hosts: containers with Debian
+//! 12, systemd and sshd only, on a network of their own, reached by vigil
+//! over SSH alone (`vigil_e2e::ssh_hosts`).
+
+use anyhow::{Context as _, Result, ensure};
+use clap::Parser as _;
+use vigil::{app, cli::Cli, provider::NodeProvider as _};
+use vigil_e2e::ssh_hosts::{BareHosts, ensure_image};
+use vigil_provider_ssh::{hosts::Hosts, inventory};
+
+async fn preflight(path: &std::path::Path) -> Result<()> {
+    let cli =
+        Cli::try_parse_from(["vigil", "preflight", "--inventory", path.to_str().context("a UTF-8 path")?])?;
+    app::run(cli).await
+}
+
+/// `vigil preflight` reaches three bare hosts over SSH (one checked against
+/// known_hosts, two pinned) and finds them ready; a port taken on one, a
+/// changed host key, a key the host does not accept and an address nothing
+/// answers at are each named with the host and the fix.
+pub async fn preflight_reaches_bare_hosts_and_names_what_is_wrong() -> Result<()> {
+    let image = ensure_image(&vigil_e2e::images().repository, &vigil_e2e::cache_dir()).await?;
+    let hosts = BareHosts::start(&image).await?;
+    let result = checks(&hosts).await;
+    hosts.remove().await?;
+    result
+}
+
+async fn checks(hosts: &BareHosts) -> Result<()> {
+    let good = hosts.inventory().await?;
+    let path = hosts.write("inventory.yaml", &good)?;
+    let (_, machines) = inventory::read(&path)?;
+    let checked = Hosts::new(machines.clone());
+    let reports = checked.preflight().await;
+    let text = vigil_provider_ssh::hosts::render(&reports);
+    for report in &reports {
+        ensure!(report.ready(), "a bare host is ready for vigil up:\n{text}");
+    }
+    ensure!(checked.runbook().steps().len() == 3, "one command per host");
+    preflight(&path).await.with_context(|| format!("vigil preflight on ready hosts:\n{text}"))?;
+
+    // Something of the owner's listens on the kubelet's port on one worker.
+    let worker = &hosts.nodes[1].name;
+    hosts.provider.node(worker).run(&["/usr/sbin/sshd", "-p", "10250"], None).await?;
+    let reports = Hosts::new(machines.clone()).preflight().await;
+    let taken = reports.iter().find(|r| &r.host == worker).context("the worker's report")?;
+    let found = taken.outcome.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(
+        found.iter().any(|f| f.check == "port" && f.problem == "port 10250 is in use" && !f.vigil_fixes),
+        "{found:?}"
+    );
+    let error = preflight(&path).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    ensure!(error.contains(&format!("1 of 3 hosts are not ready ({worker})")), "{error}");
+
+    // The other worker's pinned key is another host's; the control plane's
+    // user key is one it never saw; a third host is at an address nothing answers at.
+    let mut wrong = good.clone();
+    wrong.hosts[2].host_key = good.hosts[1].host_key.clone();
+    std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(hosts.dir.path().join("stranger"))
+        .status()?;
+    wrong.hosts[0].key = Some(hosts.dir.path().join("stranger"));
+    let mut gone = good.hosts[1].clone();
+    gone.address = hosts.spec.node_network_host(99);
+    gone.name = Some("gone".into());
+    wrong.hosts.push(gone);
+    let (_, machines) = inventory::read(&hosts.write("wrong.yaml", &wrong)?)?;
+    let reports = Hosts::new(machines).preflight().await;
+    let cause = |i: usize| reports[i].outcome.clone().err().unwrap_or_default();
+    ensure!(cause(0).contains("refused user root") && cause(0).contains("authorized_keys"), "{}", cause(0));
+    ensure!(cause(1).is_empty(), "the first worker is still reached: {}", cause(1));
+    ensure!(
+        cause(2).contains(&hosts.nodes[2].name)
+            && cause(2).contains("is not the one pinned in the inventory"),
+        "{}",
+        cause(2)
+    );
+    ensure!(cause(3).starts_with("host gone (") && cause(3).contains("cannot be reached"), "{}", cause(3));
+    Ok(())
+}
