@@ -163,7 +163,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let admin = read_admin_conf(provider.as_ref(), &spec).await?;
             print_stdout(&kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?))?;
         }
-        Command::Preflight { inventory } => preflight(&inventory).await?,
+        Command::Preflight { inventory, fix } => preflight(&inventory, fix, &progress).await?,
         Command::Node { action } => {
             let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
@@ -184,10 +184,22 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Checks every host of the inventory and prints what is wrong with each;
 /// fails when a host cannot be reached or has a problem only its owner can mend.
-async fn preflight(path: &Path) -> Result<()> {
+async fn preflight(path: &Path, fix: bool, progress: &Progress) -> Result<()> {
     use vigil_provider_ssh::{hosts, inventory};
     let (_, machines) = inventory::read(path)?;
-    let reports = hosts::Hosts::new(machines).preflight().await;
+    let checked = hosts::Hosts::new(machines);
+    let mut reports = checked.preflight().await;
+    if fix {
+        for (host, made) in checked.fix(&reports).await {
+            match made {
+                Ok(count) => {
+                    progress.info(format!("{host}: {count} change{} made", if count == 1 { "" } else { "s" }))
+                }
+                Err(e) => progress.info(format!("{host}: the changes failed: {e}")),
+            }
+        }
+        reports = checked.preflight().await;
+    }
     print_stdout(&hosts::render(&reports))?;
     let not_ready: Vec<&str> = reports.iter().filter(|r| !r.ready()).map(|r| r.host.as_str()).collect();
     if !not_ready.is_empty() {

@@ -88,6 +88,10 @@ pub enum Command {
         /// The inventory (YAML): the hosts, how each is reached, the cluster's networks.
         #[arg(long, env = "VIGIL_INVENTORY")]
         inventory: PathBuf,
+        /// Make the changes vigil may make (swap off, kernel modules, sysctls; now and at
+        /// every boot, in files of vigil's own), then check again.
+        #[arg(long, env = "VIGIL_PREFLIGHT_FIX")]
+        fix: bool,
     },
     /// Fault hooks: stop, kill, start, isolate or reconnect a node.
     Node {

@@ -31,7 +31,7 @@ pub struct HostReport {
 impl HostReport {
     /// Ready for `up`: reached, and nothing wrong that vigil cannot fix.
     pub fn ready(&self) -> bool {
-        self.outcome.as_ref().is_ok_and(|found| found.iter().all(|f| f.vigil_fixes))
+        self.outcome.as_ref().is_ok_and(|found| found.iter().all(|f| f.vigil_fixes()))
     }
 }
 
@@ -44,6 +44,23 @@ impl Hosts {
 
     pub fn runbook(&self) -> &Runbook {
         &self.runbook
+    }
+
+    /// Makes vigil's changes on every host whose report lists some, all
+    /// hosts at once: for each such host, how many changes, or why they
+    /// could not be made (the host and the failing command named).
+    pub async fn fix(&self, reports: &[HostReport]) -> Vec<(String, Result<usize, String>)> {
+        let work = self.nodes.iter().zip(reports).filter_map(|(node, report)| {
+            let found = report.outcome.as_ref().ok()?;
+            let script = preflight::changes_script(found)?;
+            let count = found.iter().filter(|f| f.vigil_fixes()).count();
+            Some(async move {
+                let made =
+                    node.run(&["sh", "-c", &script], None).await.map(|_| count).map_err(|e| e.to_string());
+                (report.host.clone(), made)
+            })
+        });
+        futures::future::join_all(work).await
     }
 
     /// Every host checked at once, in the inventory's order.
@@ -84,15 +101,16 @@ pub fn render(reports: &[HostReport]) -> String {
             }
             Ok(found) if found.is_empty() => out.push_str("ready\n"),
             Ok(found) => {
-                let left = found.iter().filter(|f| !f.vigil_fixes).count();
+                let left = found.iter().filter(|f| !f.vigil_fixes()).count();
                 let _ = writeln!(
                     out,
                     "{} to fix, {}",
                     found.len(),
-                    if left == 0 { "all by `vigil up`".to_string() } else { format!("{left} by you") }
+                    if left == 0 { "all by vigil".to_string() } else { format!("{left} by you") }
                 );
                 for finding in found {
-                    let who = if finding.vigil_fixes { "vigil up does this" } else { "yours to do" };
+                    let who =
+                        if finding.vigil_fixes() { "vigil does this with --fix" } else { "yours to do" };
                     let _ = writeln!(
                         out,
                         "  - {}: {}\n      fix ({who}): {}",
@@ -110,7 +128,8 @@ mod tests {
     use super::*;
 
     fn finding(check: &'static str, vigil_fixes: bool) -> Finding {
-        Finding { check, problem: format!("{check} is wrong"), fix: format!("mend {check}"), vigil_fixes }
+        let change = vigil_fixes.then_some(preflight::Change::SwapOff);
+        Finding { check, problem: format!("{check} is wrong"), fix: format!("mend {check}"), change }
     }
 
     fn report(host: &str, outcome: Result<Vec<Finding>, String>) -> HostReport {
@@ -130,12 +149,12 @@ mod tests {
             "a (192.168.56.10, worker): ready
 b (192.168.56.10, worker): 2 to fix, 1 by you
   - swap: swap is wrong
-      fix (vigil up does this): mend swap
+      fix (vigil does this with --fix): mend swap
   - port: port is wrong
       fix (yours to do): mend port
-c (192.168.56.10, worker): 1 to fix, all by `vigil up`
+c (192.168.56.10, worker): 1 to fix, all by vigil
   - sysctl: sysctl is wrong
-      fix (vigil up does this): mend sysctl
+      fix (vigil does this with --fix): mend sysctl
 d (192.168.56.10, worker): not checked
   - host d (192.168.56.10:22) cannot be reached: refused
 "

@@ -138,45 +138,89 @@ pub struct Finding {
     pub check: &'static str,
     pub problem: String,
     pub fix: String,
-    /// vigil applies the fix itself (`--fix`, or when `up` may change the host).
-    pub vigil_fixes: bool,
+    /// What vigil changes on the host to fix it (`vigil preflight --fix`);
+    /// None: the fix is the owner's.
+    pub change: Option<Change>,
+}
+
+impl Finding {
+    pub fn vigil_fixes(&self) -> bool {
+        self.change.is_some()
+    }
+}
+
+/// A change vigil makes to a host, now and for every boot after, in files
+/// of its own that `down --inventory` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Swap off, and the swap lines of `/etc/fstab` commented out.
+    SwapOff,
+    LoadModule(&'static str),
+    Sysctl(&'static str, &'static str),
+}
+
+/// Where vigil lists the modules a host loads at boot.
+pub const MODULES_FILE: &str = "/etc/modules-load.d/vigil.conf";
+/// Where vigil sets the sysctls a host applies at boot.
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-vigil.conf";
+/// What marks the fstab lines vigil commented out (`down` restores them).
+pub const FSTAB_MARK: &str = "#vigil-swap# ";
+
+impl Change {
+    /// The fix as the preflight's line says it.
+    pub fn describe(self) -> String {
+        match self {
+            Change::SwapOff => "swapoff -a, and comment out the swap lines of /etc/fstab".into(),
+            Change::LoadModule(module) => format!("modprobe {module}, and list it in {MODULES_FILE}"),
+            Change::Sysctl(key, value) => format!("sysctl -w {key}={value}, and set it in {SYSCTL_FILE}"),
+        }
+    }
+
+    /// The shell lines that make the change; each finds it made and does nothing.
+    fn script(self) -> String {
+        match self {
+            Change::SwapOff => format!(
+                "swapoff -a\nsed -i -e '/^[^#]/{{/[[:space:]]swap[[:space:]]/s/^/{FSTAB_MARK}/}}' /etc/fstab"
+            ),
+            Change::LoadModule(module) => format!(
+                "modprobe {module}\nmkdir -p /etc/modules-load.d\ngrep -qx {module} {MODULES_FILE} 2>/dev/null || echo {module} >> {MODULES_FILE}"
+            ),
+            Change::Sysctl(key, value) => format!(
+                "sysctl -qw {key}={value}\nmkdir -p /etc/sysctl.d\ngrep -qx '{key}={value}' {SYSCTL_FILE} 2>/dev/null || echo '{key}={value}' >> {SYSCTL_FILE}"
+            ),
+        }
+    }
+}
+
+/// One script making every change of `found`, stopping at the first that
+/// fails; None when there is none to make.
+pub fn changes_script(found: &[Finding]) -> Option<String> {
+    let lines: Vec<String> = found.iter().filter_map(|f| f.change).map(Change::script).collect();
+    (!lines.is_empty()).then(|| format!("set -eu\n{}\n", lines.join("\n")))
 }
 
 /// Everything wrong with a host of `role` whose facts are `facts`;
 /// `local_clock` is this machine's time when the host answered.
 pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
     let mut found = vec![];
-    let mut add = |check, problem: String, fix: String, vigil_fixes| {
-        found.push(Finding { check, problem, fix, vigil_fixes })
+    let mut add = |check, problem: String, fix: String, change: Option<Change>| {
+        found.push(Finding { check, problem, fix, change })
     };
+    let mut change =
+        |check, problem: String, change: Change| add(check, problem, change.describe(), Some(change));
     if !facts.swaps.is_empty() {
-        add(
-            "swap",
-            format!("swap is on ({})", facts.swaps.join(", ")),
-            "swapoff -a, and comment out the swap lines of /etc/fstab".into(),
-            true,
-        );
+        change("swap", format!("swap is on ({})", facts.swaps.join(", ")), Change::SwapOff);
     }
     for module in MODULES {
         if !facts.modules.iter().any(|m| m == module) {
-            add(
-                "kernel module",
-                format!("the {module} module is not loaded"),
-                format!("modprobe {module}, and list it in /etc/modules-load.d/"),
-                true,
-            );
+            change("kernel module", format!("the {module} module is not loaded"), Change::LoadModule(module));
         }
     }
     for (key, wanted) in SYSCTLS {
         let value = facts.sysctls.get(key).map(String::as_str).unwrap_or("");
         if value != wanted {
             let shown = if value.is_empty() { "unset".to_string() } else { value.to_string() };
-            add(
-                "sysctl",
-                format!("{key} is {shown}, not {wanted}"),
-                format!("sysctl -w {key}={wanted}, and set it in /etc/sysctl.d/"),
-                true,
-            );
+            change("sysctl", format!("{key} is {shown}, not {wanted}"), Change::Sysctl(key, wanted));
         }
     }
     let ports: Vec<u16> = match role {
@@ -191,7 +235,7 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
                 format!(
                     "stop what listens on it (ss -ltnp 'sport = :{port}'), or run `vigil down --inventory` if an earlier cluster holds it"
                 ),
-                false,
+                None,
             );
         }
     }
@@ -200,7 +244,7 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
             "init",
             format!("PID 1 is {:?}, not systemd", facts.init),
             "use a host whose init is systemd: vigil runs containerd and the kubelet as systemd units with the systemd cgroup driver".into(),
-            false,
+            None,
         );
     }
     if !matches!(facts.cgroup_filesystem.as_str(), "cgroup2fs" | "tmpfs") {
@@ -208,7 +252,7 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
             "cgroups",
             format!("/sys/fs/cgroup is {:?}, neither cgroup v2 nor v1", facts.cgroup_filesystem),
             "boot a kernel with cgroups mounted by systemd".into(),
-            false,
+            None,
         );
     }
     match facts.clock {
@@ -216,14 +260,14 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
             "clock",
             format!("its clock is {:+.1} s from this machine's", clock - local_clock),
             "synchronise the clocks (timedatectl set-ntp true on both)".into(),
-            false,
+            None,
         ),
         Some(_) => {}
         None => add(
             "clock",
             "it did not tell its time".into(),
             "check that `date +%s.%N` works there".into(),
-            false,
+            None,
         ),
     }
     if facts.architecture != "x86_64" {
@@ -231,7 +275,7 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
             "architecture",
             format!("it is {}, and vigil builds for x86_64", facts.architecture),
             "use x86_64 hosts".into(),
-            false,
+            None,
         );
     }
     if role == Role::ControlPlane && facts.cpus < 2 {
@@ -239,7 +283,7 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
             "cpus",
             format!("{} CPU; a control plane needs 2", facts.cpus),
             "give the host 2 CPUs or more".into(),
-            false,
+            None,
         );
     }
     let memory_needed = if role == Role::ControlPlane { 1700 } else { 1000 };
@@ -248,7 +292,7 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
             "memory",
             format!("{} MiB of memory; a {} needs {memory_needed} MiB", facts.memory_mib, role.as_str()),
             "give the host more memory".into(),
-            false,
+            None,
         );
     }
     found
@@ -309,7 +353,7 @@ MemTotal:        4026036 kB
         facts.listening.push(10250);
         let found = findings(&facts, Role::Worker, 1_796_518_923.0);
         let lines: Vec<(&str, &str, bool)> =
-            found.iter().map(|f| (f.check, f.problem.as_str(), f.vigil_fixes)).collect();
+            found.iter().map(|f| (f.check, f.problem.as_str(), f.vigil_fixes())).collect();
         assert_eq!(
             lines,
             [
@@ -345,6 +389,24 @@ MemTotal:        4026036 kB
     }
 
     #[test]
+    fn vigils_changes_are_one_script_that_finds_them_made() {
+        let mut facts = Facts::parse(FRESH_HOST);
+        facts.listening.push(10250);
+        let found = findings(&facts, Role::Worker, 1_796_518_923.0);
+        let script = changes_script(&found).expect("swap, a module and three sysctls");
+        assert!(script.starts_with("set -eu\nswapoff -a\n"), "{script}");
+        assert!(script.contains(&format!("s/^/{FSTAB_MARK}/")));
+        assert!(script.contains("modprobe br_netfilter\n"));
+        assert!(script.contains(
+            "grep -qx 'net.ipv4.ip_forward=1' /etc/sysctl.d/90-vigil.conf 2>/dev/null || echo 'net.ipv4.ip_forward=1' >> /etc/sysctl.d/90-vigil.conf"
+        ));
+        assert!(!script.contains("10250"), "a port is the owner's to free");
+        assert_eq!(found[0].fix, Change::SwapOff.describe());
+        let owners: Vec<Finding> = found.into_iter().filter(|f| !f.vigil_fixes()).collect();
+        assert_eq!(changes_script(&owners), None);
+    }
+
+    #[test]
     fn skewed_clocks_init_and_missing_answers_are_findings() {
         let mut facts = Facts::parse(FRESH_HOST);
         facts.init = "init".into();
@@ -352,7 +414,7 @@ MemTotal:        4026036 kB
         let found = findings(&facts, Role::Worker, 1_796_518_920.0);
         let skew = found.iter().find(|f| f.check == "clock").expect("3.25 s of skew");
         assert_eq!(skew.problem, "its clock is +3.2 s from this machine's");
-        assert!(found.iter().any(|f| f.check == "init" && !f.vigil_fixes));
+        assert!(found.iter().any(|f| f.check == "init" && !f.vigil_fixes()));
         assert!(found.iter().any(|f| f.check == "cgroups"));
         assert!(
             findings(&Facts::parse(FRESH_HOST), Role::Worker, 1_796_518_924.0)

@@ -4,18 +4,26 @@
 
 use anyhow::{Context as _, Result, ensure};
 use clap::Parser as _;
-use vigil::{app, cli::Cli, provider::NodeProvider as _};
+use vigil::{
+    app,
+    cli::Cli,
+    provider::{NodeProvider as _, nodeutils},
+};
 use vigil_e2e::ssh_hosts::{BareHosts, ensure_image};
 use vigil_provider_ssh::{hosts::Hosts, inventory};
 
-async fn preflight(path: &std::path::Path) -> Result<()> {
-    let cli =
-        Cli::try_parse_from(["vigil", "preflight", "--inventory", path.to_str().context("a UTF-8 path")?])?;
-    app::run(cli).await
+/// `vigil preflight --inventory PATH [--fix]`, as the CLI runs it.
+async fn preflight(path: &std::path::Path, fix: bool) -> Result<()> {
+    let mut args = vec!["vigil", "preflight", "--inventory", path.to_str().context("a UTF-8 path")?];
+    if fix {
+        args.push("--fix");
+    }
+    app::run(Cli::try_parse_from(args)?).await
 }
 
 /// `vigil preflight` reaches three bare hosts over SSH (one checked against
-/// known_hosts, two pinned) and finds them ready; a port taken on one, a
+/// known_hosts, two pinned) and finds them ready; forwarding turned off is
+/// set again by `--fix`, now and at boot; a port taken on one, a
 /// changed host key, a key the host does not accept and an address nothing
 /// answers at are each named with the host and the fix.
 pub async fn preflight_reaches_bare_hosts_and_names_what_is_wrong() -> Result<()> {
@@ -37,7 +45,25 @@ async fn checks(hosts: &BareHosts) -> Result<()> {
         ensure!(report.ready(), "a bare host is ready for vigil up:\n{text}");
     }
     ensure!(checked.runbook().steps().len() == 3, "one command per host");
-    preflight(&path).await.with_context(|| format!("vigil preflight on ready hosts:\n{text}"))?;
+    preflight(&path, false).await.with_context(|| format!("vigil preflight on ready hosts:\n{text}"))?;
+
+    // The control plane's forwarding turned off: vigil's to change, and `--fix` does.
+    let control_plane = hosts.provider.node(&hosts.nodes[0].name);
+    control_plane.run(&["sysctl", "-qw", "net.ipv4.ip_forward=0"], None).await?;
+    let reports = Hosts::new(machines.clone()).preflight().await;
+    let found = reports[0].outcome.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(
+        found.len() == 1 && found[0].problem == "net.ipv4.ip_forward is 0, not 1" && found[0].vigil_fixes(),
+        "{found:?}"
+    );
+    ensure!(reports[0].ready(), "vigil makes this change itself");
+    preflight(&path, true).await.context("vigil preflight --fix")?;
+    let forwarding = control_plane.run(&["cat", "/proc/sys/net/ipv4/ip_forward"], None).await?.stdout;
+    let persisted = nodeutils::read_file(control_plane.as_ref(), "/etc/sysctl.d/90-vigil.conf").await?;
+    ensure!(
+        forwarding.trim() == "1" && persisted == "net.ipv4.ip_forward=1\n",
+        "{forwarding:?} {persisted:?}"
+    );
 
     // Something of the owner's listens on the kubelet's port on one worker.
     let worker = &hosts.nodes[1].name;
@@ -46,10 +72,10 @@ async fn checks(hosts: &BareHosts) -> Result<()> {
     let taken = reports.iter().find(|r| &r.host == worker).context("the worker's report")?;
     let found = taken.outcome.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(
-        found.iter().any(|f| f.check == "port" && f.problem == "port 10250 is in use" && !f.vigil_fixes),
+        found.iter().any(|f| f.check == "port" && f.problem == "port 10250 is in use" && !f.vigil_fixes()),
         "{found:?}"
     );
-    let error = preflight(&path).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    let error = preflight(&path, false).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
     ensure!(error.contains(&format!("1 of 3 hosts are not ready ({worker})")), "{error}");
 
     // The other worker's pinned key is another host's; the control plane's
