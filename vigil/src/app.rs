@@ -163,7 +163,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let admin = read_admin_conf(provider.as_ref(), &spec).await?;
             print_stdout(&kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?))?;
         }
-        Command::Preflight { inventory, fix } => preflight(&inventory, fix, &progress).await?,
+        Command::Preflight { inventory, fix } => preflight(&inventory, fix, &cache, &progress).await?,
         Command::Node { action } => {
             let provider = provider::connect(&Machines::default()).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
@@ -184,9 +184,9 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Checks every host of the inventory and prints what is wrong with each;
 /// fails when a host cannot be reached or has a problem only its owner can mend.
-async fn preflight(path: &Path, fix: bool, progress: &Progress) -> Result<()> {
+async fn preflight(path: &Path, fix: bool, cache: &Path, progress: &Progress) -> Result<()> {
     use vigil_provider_ssh::{hosts, inventory};
-    let (_, machines) = inventory::read(path)?;
+    let (inventory, machines) = inventory::read(path)?;
     let checked = hosts::Hosts::new(machines);
     let mut reports = checked.preflight().await;
     if fix {
@@ -201,6 +201,15 @@ async fn preflight(path: &Path, fix: bool, progress: &Progress) -> Result<()> {
         reports = checked.preflight().await;
     }
     print_stdout(&hosts::render(&reports))?;
+    // Every command run on every host, beside the logs `up` keeps: what a
+    // student shows of what was done.
+    let logs = cache.join("logs").join(&inventory.name);
+    let runbook = logs.join("preflight-runbook.md");
+    let title = format!("vigil preflight{}: {}", if fix { " --fix" } else { "" }, path.display());
+    crate::private::ensure_dir(&logs)
+        .and_then(|()| crate::private::write(&runbook, checked.runbook().to_markdown(&title).as_bytes()))
+        .with_context(|| format!("writing the runbook {}", runbook.display()))?;
+    progress.info(format!("every command run on the hosts: {}", runbook.display()));
     let not_ready: Vec<&str> = reports.iter().filter(|r| !r.ready()).map(|r| r.host.as_str()).collect();
     if !not_ready.is_empty() {
         anyhow::bail!(

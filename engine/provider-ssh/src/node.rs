@@ -127,7 +127,13 @@ impl Node for SshNode {
             output: String::new(),
             cause: Some(cause),
         })?;
-        self.run_line(&line, &line, stdin).await
+        // A script is shown as the script, not as its quoted command line.
+        let shown = match argv {
+            ["sh", "-c", script] if self.machine.user == "root" => script.to_string(),
+            ["sh", "-c", script] => format!("# through sudo -n\n{script}"),
+            _ => line.clone(),
+        };
+        self.run_line(&line, &shown, stdin).await
     }
 
     /// The same script as every transport's, recorded as what it wrote:

@@ -169,6 +169,7 @@ async fn commands_run_with_their_stdin_output_and_exit_status() {
             &Outcome::Exited(0)
         ]
     );
+    assert_eq!(steps[0].command, "cat; echo to-stderr >&2", "a script is shown as the script");
     assert!(steps[1].command.starts_with("printf '%s|' 'a b'"), "{}", steps[1].command);
     assert_eq!(steps[3].command, format!("# write {} (6 bytes, mode 600)", file.display()));
     let book = runbook.to_markdown("test");

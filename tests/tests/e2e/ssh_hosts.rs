@@ -64,6 +64,14 @@ async fn checks(hosts: &BareHosts) -> Result<()> {
         forwarding.trim() == "1" && persisted == "net.ipv4.ip_forward=1\n",
         "{forwarding:?} {persisted:?}"
     );
+    // The runbook of that run: both checks of every host and the change, each with its exit status.
+    let runbook = vigil_e2e::cache_dir().join("logs").join(&good.name).join("preflight-runbook.md");
+    let runbook = std::fs::read_to_string(&runbook).with_context(|| format!("{}", runbook.display()))?;
+    ensure!(
+        runbook.starts_with("# vigil preflight --fix: ") && runbook.contains("7 commands, 0 failed"),
+        "{runbook}"
+    );
+    ensure!(runbook.contains("sysctl -qw net.ipv4.ip_forward=1"), "{runbook}");
 
     // Something of the owner's listens on the kubelet's port on one worker.
     let worker = &hosts.nodes[1].name;
