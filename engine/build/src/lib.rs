@@ -7,6 +7,7 @@
 
 pub mod debian;
 pub mod go;
+pub mod host;
 pub mod image;
 pub mod node;
 pub mod preload;
@@ -335,15 +336,11 @@ impl Plan {
             &self.node_rootfs.image,
             self.rootfs_keys.node.clone(),
             node::NodeBinaries {
-                kube: self.file(built, "kube", "/usr/local/bin/kube"),
-                containerd: self.file(built, "containerd", "/usr/local/bin/containerd"),
-                containerd_shim: self.file(
-                    built,
-                    "containerd-shim-runc-v2",
-                    "/usr/local/bin/containerd-shim-runc-v2",
-                ),
-                ctr: self.file(built, "ctr", "/usr/local/bin/ctr"),
-                flannel_cni: self.file(built, "flannel", "/opt/cni/bin/flannel"),
+                kube: self.file(built, "kube", node::paths::KUBE),
+                containerd: self.file(built, "containerd", node::paths::CONTAINERD),
+                containerd_shim: self.file(built, "containerd-shim-runc-v2", node::paths::CONTAINERD_SHIM),
+                ctr: self.file(built, "ctr", node::paths::CTR),
+                flannel_cni: self.file(built, "flannel", node::paths::FLANNEL_CNI),
             },
             self.names.pause(),
             &node::BuildInfo {

@@ -108,6 +108,46 @@ impl ContainerdConfig {
     }
 }
 
+/// Where the node image holds vigil's binaries, its units and containerd's
+/// configuration: what a real host is given too ([`host_paths`]).
+pub mod paths {
+    pub const KUBE: &str = "/usr/local/bin/kube";
+    pub const CONTAINERD: &str = "/usr/local/bin/containerd";
+    pub const CONTAINERD_SHIM: &str = "/usr/local/bin/containerd-shim-runc-v2";
+    pub const CTR: &str = "/usr/local/bin/ctr";
+    pub const FLANNEL_CNI: &str = "/opt/cni/bin/flannel";
+    /// The Kubernetes multi-call binary's names.
+    pub const KUBE_LINKS: [&str; 3] = ["/usr/bin/kubelet", "/usr/bin/kubeadm", "/usr/bin/kubectl"];
+    pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+    pub const UNITS: &str = "/etc/systemd/system";
+    pub const CONTAINERD_UNIT: &str = "/etc/systemd/system/containerd.service";
+    pub const KUBELET_UNIT: &str = "/etc/systemd/system/kubelet.service";
+    pub const KUBELET_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
+    /// Debian's runc and reference CNI plugins, from the node root filesystem.
+    pub const RUNC: &str = "/usr/sbin/runc";
+    pub const CNI_PLUGINS: &str = "/usr/lib/cni";
+}
+
+/// What a real host is given of the node image, unpacked at its root: the
+/// binaries, the links, containerd's configuration and the units (not the
+/// entrypoint, which repairs what a container lacks), and Debian's runc and
+/// CNI plugins.
+pub fn host_paths() -> Vec<&'static str> {
+    use paths::*;
+    let mut all = vec![KUBE, CONTAINERD, CONTAINERD_SHIM, CTR, FLANNEL_CNI];
+    all.extend(KUBE_LINKS);
+    all.extend([
+        CONTAINERD_CONFIG,
+        CONTAINERD_UNIT,
+        KUBELET_UNIT,
+        KUBELET_DROPIN,
+        RUNC,
+        CNI_PLUGINS,
+        BUILD_INFO,
+    ]);
+    all
+}
+
 /// Binaries the node image carries, by their build outputs.
 pub struct NodeBinaries {
     pub kube: ContextFile,
@@ -146,26 +186,22 @@ pub fn stage_recipe(
     sandbox_image: String,
     build_info: &BuildInfo<'_>,
 ) -> Recipe {
-    let units = "/etc/systemd/system";
-    let wants = "/etc/systemd/system/multi-user.target.wants";
+    let wants = format!("{}/multi-user.target.wants", paths::UNITS);
+    let [kubelet, kubeadm, kubectl] = paths::KUBE_LINKS;
     let files = vec![
         binaries.kube,
-        link("/usr/bin/kubelet", "/usr/local/bin/kube"),
-        link("/usr/bin/kubeadm", "/usr/local/bin/kube"),
-        link("/usr/bin/kubectl", "/usr/local/bin/kube"),
+        link(kubelet, paths::KUBE),
+        link(kubeadm, paths::KUBE),
+        link(kubectl, paths::KUBE),
         binaries.containerd,
         binaries.containerd_shim,
         binaries.ctr,
         binaries.flannel_cni,
         text("/usr/local/bin/entrypoint", sources::node::ENTRYPOINT, 0o755),
-        text("/etc/containerd/config.toml", &ContainerdConfig::new(sandbox_image).to_toml(), 0o644),
-        text(&format!("{units}/containerd.service"), sources::node::CONTAINERD_SERVICE, 0o644),
-        text(&format!("{units}/kubelet.service"), sources::node::KUBELET_SERVICE, 0o644),
-        text(
-            &format!("{units}/kubelet.service.d/10-kubeadm.conf"),
-            sources::node::KUBELET_KUBEADM_DROPIN,
-            0o644,
-        ),
+        text(paths::CONTAINERD_CONFIG, &ContainerdConfig::new(sandbox_image).to_toml(), 0o644),
+        text(paths::CONTAINERD_UNIT, sources::node::CONTAINERD_SERVICE, 0o644),
+        text(paths::KUBELET_UNIT, sources::node::KUBELET_SERVICE, 0o644),
+        text(paths::KUBELET_DROPIN, sources::node::KUBELET_KUBEADM_DROPIN, 0o644),
         link(&format!("{wants}/containerd.service"), "../containerd.service"),
         link(&format!("{wants}/kubelet.service"), "../kubelet.service"),
         text(BUILD_INFO, &serde_json::to_string_pretty(build_info).expect("serializes"), 0o644),

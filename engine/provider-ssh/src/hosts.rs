@@ -1,6 +1,7 @@
 //! The hosts of an inventory, each reached over its own SSH connection;
 //! what the provider will be made of. So far: the preflight of every host
-//! at once, and its report.
+//! at once and its report, vigil's fixes, and vigil's build installed and
+//! removed.
 
 use std::{fmt::Write as _, sync::Arc, time::SystemTime};
 
@@ -8,6 +9,7 @@ use vigil_model::cluster::Role;
 use vigil_provider::Node;
 
 use crate::{
+    install,
     inventory::Machine,
     node::SshNode,
     preflight::{self, Facts, Finding},
@@ -61,6 +63,24 @@ impl Hosts {
             })
         });
         futures::future::join_all(work).await
+    }
+
+    /// Installs vigil's build (`bundle`, see [`install`]) on every host at
+    /// once; for each, the bytes sent or why it failed.
+    pub async fn install(&self, bundle: &[u8]) -> Vec<(String, Result<usize, String>)> {
+        futures::future::join_all(self.nodes.iter().map(|node| async move {
+            let done = install::install(node.as_ref(), bundle).await.map(|()| bundle.len());
+            (node.name().to_owned(), done.map_err(|e| e.to_string()))
+        }))
+        .await
+    }
+
+    /// Removes vigil's build from every host; for each, the files removed.
+    pub async fn uninstall(&self) -> Vec<(String, Result<Vec<String>, String>)> {
+        futures::future::join_all(self.nodes.iter().map(|node| async move {
+            (node.name().to_owned(), install::uninstall(node.as_ref()).await.map_err(|e| e.to_string()))
+        }))
+        .await
     }
 
     /// Every host checked at once, in the inventory's order.

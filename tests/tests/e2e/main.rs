@@ -92,6 +92,7 @@ fn main() {
         on_cluster!(cluster::pod_network_and_dns),
         on_cluster!(cluster::join_token_is_dead),
         on_cluster!(build::root_filesystems_are_keyed_on_their_installed_packages),
+        plain!(ssh_hosts::vigils_build_installs_on_bare_hosts_and_uninstalls_cleanly),
         on_cluster!(workload::load_balancer_reaches_every_pod),
         on_cluster!(workload::a_hung_workload_is_restarted_by_its_liveness_probe),
         on_cluster!(workload::a_failing_dependency_takes_one_pod_out_of_the_service),

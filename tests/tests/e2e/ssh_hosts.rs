@@ -7,7 +7,7 @@ use clap::Parser as _;
 use vigil::{
     app,
     cli::Cli,
-    provider::{NodeProvider as _, nodeutils},
+    provider::{Node as _, NodeProvider as _, nodeutils},
 };
 use vigil_e2e::ssh_hosts::{BareHosts, ensure_image};
 use vigil_provider_ssh::{hosts::Hosts, inventory};
@@ -111,5 +111,60 @@ async fn checks(hosts: &BareHosts) -> Result<()> {
         cause(2)
     );
     ensure!(cause(3).starts_with("host gone (") && cause(3).contains("cannot be reached"), "{}", cause(3));
+    Ok(())
+}
+
+/// vigil's build reaches bare hosts over SSH alone: the node image's
+/// binaries, configuration and units and Debian's runc and CNI plugins
+/// (the hosts need no package repository), containerd running and the
+/// Kubernetes binaries of the build answering; then uninstall removes
+/// every file it added and stops containerd, as the host's owner sees.
+pub async fn vigils_build_installs_on_bare_hosts_and_uninstalls_cleanly() -> Result<()> {
+    let repository = vigil_e2e::images().repository;
+    let cache = vigil_e2e::cache_dir();
+    let docker = vigil::docker::connect().await?;
+    let progress = vigil::progress::Progress::default();
+    let node_image = vigil::build::ensure_node_image(&docker, &repository, &cache, &progress).await?;
+    let bundle = vigil::build::host::bundle(&docker, &node_image).await?;
+    let hosts = BareHosts::start(&ensure_image(&repository, &cache).await?).await?;
+    let result = install_checks(&hosts, &bundle).await;
+    hosts.remove().await?;
+    result
+}
+
+async fn install_checks(hosts: &BareHosts, bundle: &[u8]) -> Result<()> {
+    let (_, machines) = inventory::read(&hosts.write("inventory.yaml", &hosts.inventory().await?)?)?;
+    let over_ssh = Hosts::new(machines.clone());
+    for (host, sent) in over_ssh.install(bundle).await {
+        let sent = sent.map_err(|e| anyhow::anyhow!("installing on {host}: {e}"))?;
+        println!("{host}: {:.1} MiB sent", sent as f64 / (1024.0 * 1024.0));
+    }
+    for machine in &machines {
+        let node = vigil_provider_ssh::node::SshNode::new(machine.clone(), Default::default());
+        let version = node.run(&["kubeadm", "version", "-o", "short"], None).await?.stdout;
+        ensure!(version.trim() == vigil::versions::KUBERNETES, "{}: kubeadm {version}", machine.name);
+        let containerd = node.run(&["systemctl", "is-active", "containerd"], None).await?.stdout;
+        ensure!(containerd.trim() == "active", "{}: containerd {containerd}", machine.name);
+        node.run(&["runc", "--version"], None)
+            .await
+            .context("Debian's runc runs with the host's libraries")?;
+        node.run(&["test", "-x", "/usr/lib/cni/bridge"], None).await?;
+    }
+
+    let files = vigil_provider_ssh::install::files_of(bundle)?;
+    for (host, removed) in over_ssh.uninstall().await {
+        let removed = removed.map_err(|e| anyhow::anyhow!("uninstalling on {host}: {e}"))?;
+        ensure!(removed == files, "{host}: removed {} of {} files", removed.len(), files.len());
+    }
+    // What the owner sees on each host afterwards.
+    let script = format!(
+        "for f in {} {}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$f\"; fi; done; systemctl is-active containerd || true",
+        files.join(" "),
+        vigil_provider_ssh::install::INSTALLED_LIST
+    );
+    for node in &hosts.nodes {
+        let left = hosts.provider.node(&node.name).run(&["sh", "-c", &script], None).await?.stdout;
+        ensure!(left.trim() == "inactive", "{}: left behind: {left}", node.name);
+    }
     Ok(())
 }
