@@ -66,10 +66,10 @@ impl Hosts {
     }
 
     /// Installs vigil's build (`bundle`, see [`install`]) on every host at
-    /// once; for each, the bytes sent or why it failed.
-    pub async fn install(&self, bundle: &[u8]) -> Vec<(String, Result<usize, String>)> {
+    /// once; for each, what it installed and kept, or why it failed.
+    pub async fn install(&self, bundle: &[u8]) -> Vec<(String, Result<install::Installed, String>)> {
         futures::future::join_all(self.nodes.iter().map(|node| async move {
-            let done = install::install(node.as_ref(), bundle).await.map(|()| bundle.len());
+            let done = install::install(node.as_ref(), bundle).await;
             (node.name().to_owned(), done.map_err(|e| e.to_string()))
         }))
         .await

@@ -135,9 +135,18 @@ pub async fn vigils_build_installs_on_bare_hosts_and_uninstalls_cleanly() -> Res
 async fn install_checks(hosts: &BareHosts, bundle: &[u8]) -> Result<()> {
     let (_, machines) = inventory::read(&hosts.write("inventory.yaml", &hosts.inventory().await?)?)?;
     let over_ssh = Hosts::new(machines.clone());
-    for (host, sent) in over_ssh.install(bundle).await {
-        let sent = sent.map_err(|e| anyhow::anyhow!("installing on {host}: {e}"))?;
-        println!("{host}: {:.1} MiB sent", sent as f64 / (1024.0 * 1024.0));
+    // One host already has a runc of its own, as its package manager would have put it there.
+    let owners_host = &hosts.nodes[1].name;
+    let owner = hosts.provider.node(owners_host);
+    let own_runc = b"#!/bin/sh\necho \"the host's own runc\"\n";
+    owner.copy_in("/usr/sbin/runc", own_runc, 0o755).await?;
+    let files = vigil_provider_ssh::install::files_of(bundle)?;
+    for (host, installed) in over_ssh.install(bundle).await {
+        let installed = installed.map_err(|e| anyhow::anyhow!("installing on {host}: {e}"))?;
+        let kept: &[&str] = if &host == owners_host { &["/usr/sbin/runc"] } else { &[] };
+        ensure!(installed.kept == kept, "{host} kept {:?}", installed.kept);
+        ensure!(installed.files.len() + kept.len() == files.len(), "{host}: {installed:?}");
+        println!("{host}: {:.1} MiB sent", bundle.len() as f64 / (1024.0 * 1024.0));
     }
     for machine in &machines {
         let node = vigil_provider_ssh::node::SshNode::new(machine.clone(), Default::default());
@@ -145,18 +154,23 @@ async fn install_checks(hosts: &BareHosts, bundle: &[u8]) -> Result<()> {
         ensure!(version.trim() == vigil::versions::KUBERNETES, "{}: kubeadm {version}", machine.name);
         let containerd = node.run(&["systemctl", "is-active", "containerd"], None).await?.stdout;
         ensure!(containerd.trim() == "active", "{}: containerd {containerd}", machine.name);
-        node.run(&["runc", "--version"], None)
-            .await
-            .context("Debian's runc runs with the host's libraries")?;
+        let runc =
+            node.run(&["runc", "--version"], None).await.context("runc runs with the host's libraries")?;
+        ensure!(
+            (&machine.name == owners_host) == (runc.stdout == "the host's own runc\n"),
+            "{}: {:?}",
+            machine.name,
+            runc.stdout
+        );
         node.run(&["test", "-x", "/usr/lib/cni/bridge"], None).await?;
     }
 
-    let files = vigil_provider_ssh::install::files_of(bundle)?;
     for (host, removed) in over_ssh.uninstall().await {
         let removed = removed.map_err(|e| anyhow::anyhow!("uninstalling on {host}: {e}"))?;
-        ensure!(removed == files, "{host}: removed {} of {} files", removed.len(), files.len());
+        let expected = files.len() - usize::from(&host == owners_host);
+        ensure!(removed.len() == expected, "{host}: removed {} of {expected} files", removed.len());
     }
-    // What the owner sees on each host afterwards.
+    // What the owner sees on each host afterwards: nothing of vigil's, and their own runc.
     let script = format!(
         "for f in {} {}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then echo \"$f\"; fi; done; systemctl is-active containerd || true",
         files.join(" "),
@@ -164,7 +178,10 @@ async fn install_checks(hosts: &BareHosts, bundle: &[u8]) -> Result<()> {
     );
     for node in &hosts.nodes {
         let left = hosts.provider.node(&node.name).run(&["sh", "-c", &script], None).await?.stdout;
-        ensure!(left.trim() == "inactive", "{}: left behind: {left}", node.name);
+        let expected = if &node.name == owners_host { "/usr/sbin/runc\ninactive" } else { "inactive" };
+        ensure!(left.trim() == expected, "{}: left behind: {left}", node.name);
     }
+    let runc = owner.run(&["/usr/sbin/runc"], None).await?.stdout;
+    ensure!(runc.as_bytes() == b"the host's own runc\n", "the host's own runc is as it was: {runc:?}");
     Ok(())
 }
