@@ -53,10 +53,19 @@ fn hash_tree(k: KeyBuilder, root: &Path, rel: &Path) -> std::io::Result<KeyBuild
 
 /// What the images' build reads: the folders of the deployable crates and
 /// of the workspace crates they depend on (not the CLI, its engine or its
-/// tests, so a change there rebuilds no image), and the workspace's
-/// manifest and lockfile.
-fn inputs(workspace: &Path) -> Result<Vec<String>> {
-    let read = |path: PathBuf| -> Result<toml::Table> {
+/// tests, so a change there rebuilds no image), and of the workspace's
+/// manifest and lockfile only what these crates build with.
+struct Inputs {
+    /// The crates' folders, relative to the workspace.
+    dirs: Vec<String>,
+    /// The workspace's dependency table entries these crates inherit.
+    inherited: std::collections::BTreeSet<String>,
+    /// The workspace manifest (`Cargo.toml`), parsed.
+    root: toml::Value,
+}
+
+fn inputs(workspace: &Path) -> Result<Inputs> {
+    let read = |path: PathBuf| -> Result<toml::Value> {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         toml::from_str(&text)
             .map_err(|e| Error::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
@@ -66,8 +75,9 @@ fn inputs(workspace: &Path) -> Result<Vec<String>> {
         |value: Option<&toml::Value>| value.and_then(toml::Value::as_table).cloned().unwrap_or_default();
     let root_workspace = table(root.get("workspace"));
     let workspace_paths = table(root_workspace.get("dependencies"));
-    // Each member's package name, its folder and the folders of its path dependencies.
-    let mut members: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    // Each member's package name, its folder, the folders of its path
+    // dependencies and the workspace entries it inherits.
+    let mut members: BTreeMap<String, (String, Vec<String>, Vec<String>)> = BTreeMap::new();
     let member_dirs =
         root_workspace.get("members").and_then(toml::Value::as_array).cloned().unwrap_or_default();
     for dir in member_dirs.iter().filter_map(toml::Value::as_str) {
@@ -77,33 +87,99 @@ fn inputs(workspace: &Path) -> Result<Vec<String>> {
             .and_then(toml::Value::as_str)
             .unwrap_or(dir)
             .to_owned();
-        let dependencies = table(manifest.get("dependencies"))
-            .into_iter()
-            .filter_map(|(dependency, spec)| {
-                let spec = spec.as_table()?;
+        let mut paths = vec![];
+        let mut inherited = vec![];
+        // What a binary's build reads: its dependencies and build dependencies.
+        for section in ["dependencies", "build-dependencies"] {
+            for (dependency, spec) in table(manifest.get(section)) {
+                let Some(spec) = spec.as_table() else { continue };
                 if let Some(path) = spec.get("path").and_then(toml::Value::as_str) {
-                    return Some(normalise(&Path::new(dir).join(path)));
+                    paths.push(normalise(&Path::new(dir).join(path)));
+                    continue;
                 }
-                let inherited = spec.get("workspace").and_then(toml::Value::as_bool) == Some(true);
-                let path = workspace_paths.get(&dependency)?.get("path")?.as_str()?;
-                inherited.then(|| normalise(Path::new(path)))
-            })
-            .collect();
-        members.insert(name, (dir.to_owned(), dependencies));
+                if spec.get("workspace").and_then(toml::Value::as_bool) == Some(true) {
+                    if let Some(path) = workspace_paths.get(&dependency).and_then(|d| d.get("path")?.as_str())
+                    {
+                        paths.push(normalise(Path::new(path)));
+                    }
+                    inherited.push(dependency);
+                }
+            }
+        }
+        members.insert(name, (dir.to_owned(), paths, inherited));
     }
     let by_dir: BTreeMap<String, String> =
-        members.iter().map(|(name, (dir, _))| (normalise(Path::new(dir)), name.clone())).collect();
-    let mut inputs = std::collections::BTreeSet::new();
+        members.iter().map(|(name, (dir, _, _))| (normalise(Path::new(dir)), name.clone())).collect();
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut inherited = std::collections::BTreeSet::new();
     let mut pending: Vec<String> = vigil_addons::crates().into_iter().map(str::to_owned).collect();
     while let Some(name) = pending.pop() {
-        let Some((dir, dependencies)) = members.get(&name) else { continue };
-        if inputs.insert(normalise(Path::new(dir))) {
-            pending.extend(dependencies.iter().filter_map(|d| by_dir.get(d).cloned()));
+        let Some((dir, paths, from_workspace)) = members.get(&name) else { continue };
+        if dirs.insert(normalise(Path::new(dir))) {
+            inherited.extend(from_workspace.iter().cloned());
+            pending.extend(paths.iter().filter_map(|d| by_dir.get(d).cloned()));
         }
     }
-    let mut inputs: Vec<String> = inputs.into_iter().collect();
-    inputs.extend(["Cargo.toml".to_owned(), "Cargo.lock".to_owned()]);
-    Ok(inputs)
+    Ok(Inputs { dirs: dirs.into_iter().collect(), inherited, root })
+}
+
+/// Of the workspace manifest, what the deployables' build reads: the
+/// profiles, the resolver, the package defaults and lints, and the dependency entries
+/// they inherit (not the member list, nor another crate's dependencies).
+fn root_manifest_part(root: &toml::Value, inherited: &std::collections::BTreeSet<String>) -> String {
+    let mut part = toml::Table::new();
+    if let Some(profiles) = root.get("profile") {
+        part.insert("profile".into(), profiles.clone());
+    }
+    let workspace = root.get("workspace");
+    for key in ["resolver", "package", "lints"] {
+        if let Some(value) = workspace.and_then(|w| w.get(key)) {
+            part.insert(key.into(), value.clone());
+        }
+    }
+    let dependencies: toml::Table = workspace
+        .and_then(|w| w.get("dependencies"))
+        .and_then(toml::Value::as_table)
+        .map(|all| {
+            all.iter()
+                .filter(|(name, _)| inherited.contains(*name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    part.insert("dependencies".into(), toml::Value::Table(dependencies));
+    toml::to_string(&part).expect("a TOML table serializes")
+}
+
+/// Of the lockfile, the packages the `roots` build with (their closure
+/// through the lock's dependency lists), as one text.
+fn locked_closure(lock: &toml::Value, roots: &[&str]) -> String {
+    let packages: Vec<&toml::Value> =
+        lock.get("package").and_then(toml::Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let field =
+        |p: &toml::Value, key: &str| p.get(key).and_then(toml::Value::as_str).unwrap_or("").to_owned();
+    // A dependency is "name", "name version" or "name version (source)".
+    let matches = |p: &toml::Value, reference: &str| {
+        let mut words = reference.split(' ');
+        let name = words.next().unwrap_or("");
+        field(p, "name") == name && words.next().is_none_or(|version| field(p, "version") == version)
+    };
+    let mut chosen = std::collections::BTreeSet::new();
+    let mut pending: Vec<String> = roots.iter().map(|r| (*r).to_owned()).collect();
+    while let Some(reference) = pending.pop() {
+        for (index, package) in packages.iter().enumerate() {
+            if matches(package, &reference) && chosen.insert(index) {
+                let dependencies = package.get("dependencies").and_then(toml::Value::as_array);
+                pending.extend(
+                    dependencies.into_iter().flatten().filter_map(toml::Value::as_str).map(str::to_owned),
+                );
+            }
+        }
+    }
+    chosen
+        .into_iter()
+        .map(|i| toml::to_string(packages[i]).expect("a lock entry serializes") + "\n")
+        .collect()
 }
 
 /// A relative path without `.` and `..` parts.
@@ -123,11 +199,19 @@ fn normalise(path: &Path) -> String {
 
 /// The content key of the deployables' sources.
 pub fn sources_key(workspace: &Path) -> Result<String> {
-    inputs(workspace)?
+    let inputs = inputs(workspace)?;
+    let lock_path = workspace.join("Cargo.lock");
+    let lock_text = std::fs::read_to_string(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    let lock: toml::Value = toml::from_str(&lock_text)
+        .map_err(|e| Error::io(&lock_path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let k = KeyBuilder::new("workload")
+        .part(TARGET)
+        .part(root_manifest_part(&inputs.root, &inputs.inherited))
+        .part(locked_closure(&lock, &vigil_addons::crates()));
+    inputs
+        .dirs
         .iter()
-        .try_fold(KeyBuilder::new("workload").part(TARGET), |k, input| {
-            hash_tree(k, workspace, Path::new(input))
-        })
+        .try_fold(k, |k, dir| hash_tree(k, workspace, Path::new(dir)))
         .map(KeyBuilder::finish)
         .map_err(|e| Error::io(workspace, e))
 }
@@ -235,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_inputs_are_the_deployables_and_their_path_dependencies_only() {
-        let inputs = inputs(&workspace_dir()).unwrap();
+        let inputs = inputs(&workspace_dir()).unwrap().dirs;
         for name in vigil_addons::crates() {
             assert!(inputs.iter().any(|i| i == name), "{name} is not among the image inputs {inputs:?}");
         }
@@ -249,6 +333,76 @@ mod tests {
         for not_deployed in ["vigil", "tests", "engine/build", "engine/addons", "engine/model"] {
             assert!(!inputs.contains(&not_deployed.to_owned()), "{not_deployed} is in no image: {inputs:?}");
         }
+    }
+
+    const LOCK: &str = r#"
+[[package]]
+name = "web"
+version = "0.1.0"
+dependencies = ["tokio", "serde 1.0.2"]
+
+[[package]]
+name = "tokio"
+version = "1.0.0"
+dependencies = ["bytes"]
+
+[[package]]
+name = "bytes"
+version = "1.1.0"
+
+[[package]]
+name = "serde"
+version = "1.0.2"
+
+[[package]]
+name = "serde"
+version = "0.9.0"
+
+[[package]]
+name = "russh"
+version = "0.65.4"
+dependencies = ["bytes"]
+"#;
+
+    #[test]
+    fn the_lock_counts_only_what_the_deployables_build_with() {
+        let lock: toml::Value = toml::from_str(LOCK).unwrap();
+        let closure = locked_closure(&lock, &["web"]);
+        for wanted in ["name = \"web\"", "name = \"tokio\"", "name = \"bytes\"", "version = \"1.0.2\""] {
+            assert!(closure.contains(wanted), "{wanted} in {closure}");
+        }
+        assert!(!closure.contains("russh") && !closure.contains("0.9.0"), "{closure}");
+        // Another crate's new dependency leaves the key's part as it was.
+        let grown: toml::Value =
+            toml::from_str(&format!("{LOCK}\n[[package]]\nname = \"ssh-key\"\nversion = \"0.7.0\"\n"))
+                .unwrap();
+        assert_eq!(locked_closure(&grown, &["web"]), closure);
+    }
+
+    #[test]
+    fn the_workspace_manifest_counts_only_what_the_deployables_read() {
+        let root: toml::Value = toml::from_str(
+            r#"
+[workspace]
+members = ["web", "vigil"]
+[workspace.dependencies]
+tokio = "1"
+russh = "0.65"
+[profile.deploy]
+lto = "fat"
+"#,
+        )
+        .unwrap();
+        let inherited = ["tokio".to_owned()].into();
+        let part = root_manifest_part(&root, &inherited);
+        assert!(part.contains("tokio") && part.contains("lto = \"fat\""), "{part}");
+        assert!(!part.contains("russh") && !part.contains("members"), "{part}");
+        // The real workspace: the deployables inherit serde, not the SSH provider nor a test-only crate.
+        let real = inputs(&workspace_dir()).unwrap().inherited;
+        assert!(
+            real.contains("serde") && !real.contains("vigil-provider-ssh") && !real.contains("tempfile"),
+            "{real:?}"
+        );
     }
 
     #[test]
