@@ -75,7 +75,7 @@ pub async fn install(node: &dyn Node, bundle: &[u8]) -> Result<Installed, Comman
         output: String::new(),
         cause: Some(e.to_string()),
     })?;
-    let previous = listed(node).await;
+    let previous = listed(node).await?;
     let mut check = vec!["sh", "-c", EXISTING_SCRIPT, "sh"];
     check.extend(files.iter().map(String::as_str));
     let existing: Vec<String> = node.run(&check, None).await?.stdout.lines().map(str::to_owned).collect();
@@ -100,17 +100,18 @@ pub async fn install(node: &dyn Node, bundle: &[u8]) -> Result<Installed, Comman
     }
 }
 
-/// The files vigil's list on the host names (none when there is no list).
-async fn listed(node: &dyn Node) -> Vec<String> {
-    match vigil_provider::nodeutils::read_file(node, INSTALLED_LIST).await {
-        Ok(list) => list.lines().filter(|l| l.starts_with('/')).map(str::to_owned).collect(),
-        Err(_) => vec![],
-    }
+/// The files vigil's list on the host names: none when there is no list,
+/// an error when the host cannot be asked (counting vigil's own files as
+/// the host's would keep them there for ever).
+async fn listed(node: &dyn Node) -> Result<Vec<String>, CommandError> {
+    let script = format!("if [ -e {INSTALLED_LIST} ]; then cat {INSTALLED_LIST}; fi");
+    let list = node.run(&["sh", "-c", &script], None).await?.stdout;
+    Ok(list.lines().filter(|l| l.starts_with('/')).map(str::to_owned).collect())
 }
 
 /// Stops and removes what [`install`] added, by its list; says what it removed.
 pub async fn uninstall(node: &dyn Node) -> Result<Vec<String>, CommandError> {
-    let files = listed(node).await;
+    let files = listed(node).await?;
     if files.is_empty() {
         return Ok(files);
     }
