@@ -22,7 +22,7 @@ use serde_json::Value;
 use vigil::{
     addons::{alertmanager, node_exporter::NAMESPACE},
     conditions::{deployment_rolled_out, node_ready},
-    poll::until_some,
+    poll::{until, until_some},
 };
 use vigil_e2e::{Cluster, Received, node_running};
 
@@ -153,11 +153,22 @@ pub async fn alertmanager_restarted_keeps_a_held_down_node_firing(c: &Cluster) -
         let selector = format!("app.kubernetes.io/name={}", alertmanager::NAME);
         pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector)).await?;
         let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), NAMESPACE);
-        until_some("a new Alertmanager pod Ready", Duration::from_secs(120), || async {
-            let rolled = deployment_rolled_out(deployments.get_opt(alertmanager::NAME).await?.as_ref(), 1);
-            let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        // What the property needs is a new pod, however long it takes to
+        // start on a node busy with the held-down one's pods; the bound
+        // only ends a hung run, and its message says what each pod was doing.
+        until("a new Alertmanager pod Ready", Duration::from_secs(240), Duration::from_secs(1), || async {
+            let rolled = deployment_rolled_out(
+                deployments.get_opt(alertmanager::NAME).await.map_err(|e| e.to_string())?.as_ref(),
+                1,
+            );
+            let list =
+                pods.list(&ListParams::default().labels(&selector)).await.map_err(|e| e.to_string())?;
             let fresh = list.items.iter().all(|p| p.metadata.deletion_timestamp.is_none());
-            Ok::<_, kube::Error>((rolled.is_ok() && fresh).then_some(()))
+            if rolled.is_ok() && fresh {
+                return Ok(());
+            }
+            let states: Vec<String> = list.items.iter().map(pod_state).collect();
+            Err(format!("rolled out: {rolled:?}; pods: {}", states.join("; ")))
         })
         .await?;
         // Re-sent within the alerter's resend interval (vigil sets 30 s).
@@ -176,4 +187,30 @@ pub async fn alertmanager_restarted_keeps_a_held_down_node_firing(c: &Cluster) -
     })
     .await?;
     Ok(())
+}
+
+/// A pod as a person reads it in a timeout: name, node, phase, Ready,
+/// terminating, and each container waiting or not ready, with why.
+fn pod_state(pod: &Pod) -> String {
+    let status = pod.status.clone().unwrap_or_default();
+    let ready =
+        status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    let containers: Vec<String> = status
+        .container_statuses
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| {
+            let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.clone());
+            format!("{} not ready ({})", c.name, waiting.unwrap_or_else(|| "running".into()))
+        })
+        .collect();
+    format!(
+        "{} on {} {} ready={ready}{}{}",
+        pod.metadata.name.as_deref().unwrap_or("?"),
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("no node"),
+        status.phase.as_deref().unwrap_or("?"),
+        if pod.metadata.deletion_timestamp.is_some() { " terminating" } else { "" },
+        if containers.is_empty() { String::new() } else { format!(" [{}]", containers.join(", ")) }
+    )
 }
