@@ -92,7 +92,7 @@ impl Hosts {
 async fn preflight_host(node: &SshNode) -> HostReport {
     let machine = node.machine();
     let before = seconds(SystemTime::now());
-    let outcome = node.run(&["sh", "-c", preflight::SCRIPT], None).await;
+    let outcome = node.run(&["sh", "-c", &preflight::script()], None).await;
     // The host read its clock between these two instants.
     let local_clock = (before + seconds(SystemTime::now())) / 2.0;
     HostReport {

@@ -1,5 +1,5 @@
 //! Preflight of a real host: one command gathers what kubeadm and the
-//! kubelet need of the machine ([`SCRIPT`]), [`Facts::parse`] reads its
+//! kubelet need of the machine ([`script`]), [`Facts::parse`] reads its
 //! output, and [`findings`] turns it into one line per failure, each with
 //! its fix and whether vigil may apply that fix itself (swap off, kernel
 //! modules, sysctls) or the user must (a port in use, the clock, an init
@@ -9,8 +9,14 @@ use std::{collections::BTreeMap, time::Duration};
 
 use vigil_model::cluster::Role;
 
-/// Kernel modules the pod network and containerd need.
-pub const MODULES: [&str; 2] = ["overlay", "br_netfilter"];
+/// Kernel modules the pod network and containerd need, each with what
+/// shows the kernel has it built in (a kernel without module support has
+/// no `/proc/modules` at all): overlay as a filesystem, br_netfilter as its
+/// sysctls.
+pub const MODULES: [(&str, &str); 2] = [
+    ("overlay", "grep -qw overlay /proc/filesystems"),
+    ("br_netfilter", "[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]"),
+];
 
 /// Sysctls kubeadm checks and the pod network needs, with their value.
 pub const SYSCTLS: [(&str, &str); 3] = [
@@ -28,22 +34,34 @@ pub const NODE_PORTS: [u16; 2] = [10250, 10256];
 /// it, certificates vigil's CA signs may be "not yet valid" there.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
 
-/// Prints the facts, one section per `== name` line. POSIX sh and files
-/// every Linux has: nothing to install before the check. A module counts
-/// as there when the kernel has what it gives, loaded or built in (a
-/// kernel without module support has no `/proc/modules` at all): overlay
-/// as a filesystem, br_netfilter as its sysctls.
-pub const SCRIPT: &str = r#"echo '== clock'; date +%s.%N
+/// The script that prints the facts, one section per `== name` line. POSIX
+/// sh and files every Linux has: nothing to install before the check. A
+/// module counts as there when it is loaded or built in.
+pub fn script() -> String {
+    let modules: String = MODULES
+        .iter()
+        .map(|(module, built_in)| {
+            format!(
+                "if grep -q '^{module} ' /proc/modules 2>/dev/null || [ -d /sys/module/{module} ] || {built_in}; then echo {module}; fi\n"
+            )
+        })
+        .collect();
+    let sysctls: Vec<&str> = SYSCTLS.iter().map(|(key, _)| *key).collect();
+    format!(
+        r#"echo '== clock'; date +%s.%N
 echo '== swaps'; cat /proc/swaps
-echo '== modules'; for m in overlay br_netfilter; do grep -q "^$m " /proc/modules 2>/dev/null && echo $m; [ -d /sys/module/$m ] && echo $m; done; grep -qw overlay /proc/filesystems && echo overlay; [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo br_netfilter
-echo '== sysctl'; for k in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables; do printf '%s=%s\n' "$k" "$(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; done
+echo '== modules'
+{modules}echo '== sysctl'; for k in {sysctls}; do printf '%s=%s\n' "$k" "$(cat /proc/sys/$(echo $k | tr . /) 2>/dev/null)"; done
 echo '== listening'; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
 echo '== init'; cat /proc/1/comm
 echo '== cgroupfs'; stat -fc %T /sys/fs/cgroup
 echo '== machine'; uname -m; nproc; grep MemTotal /proc/meminfo
-"#;
+"#,
+        sysctls = sysctls.join(" ")
+    )
+}
 
-/// What [`SCRIPT`] found.
+/// What [`script`] found.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Facts {
     /// Seconds since the epoch on the host, when it answered.
@@ -144,6 +162,16 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A finding vigil fixes: its fix is the change's own description.
+    fn vigils(check: &'static str, problem: String, change: Change) -> Finding {
+        Finding { check, problem, fix: change.describe(), change: Some(change) }
+    }
+
+    /// A finding only the host's owner can fix.
+    fn owners(check: &'static str, problem: String, fix: String) -> Finding {
+        Finding { check, problem, fix, change: None }
+    }
+
     pub fn vigil_fixes(&self) -> bool {
         self.change.is_some()
     }
@@ -203,24 +231,31 @@ pub fn changes_script(found: &[Finding]) -> Option<String> {
 /// `local_clock` is this machine's time when the host answered.
 pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
     let mut found = vec![];
-    let mut add = |check, problem: String, fix: String, change: Option<Change>| {
-        found.push(Finding { check, problem, fix, change })
-    };
-    let mut change =
-        |check, problem: String, change: Change| add(check, problem, change.describe(), Some(change));
     if !facts.swaps.is_empty() {
-        change("swap", format!("swap is on ({})", facts.swaps.join(", ")), Change::SwapOff);
+        found.push(Finding::vigils(
+            "swap",
+            format!("swap is on ({})", facts.swaps.join(", ")),
+            Change::SwapOff,
+        ));
     }
-    for module in MODULES {
+    for (module, _) in MODULES {
         if !facts.modules.iter().any(|m| m == module) {
-            change("kernel module", format!("the {module} module is not loaded"), Change::LoadModule(module));
+            found.push(Finding::vigils(
+                "kernel module",
+                format!("the {module} module is not loaded"),
+                Change::LoadModule(module),
+            ));
         }
     }
     for (key, wanted) in SYSCTLS {
         let value = facts.sysctls.get(key).map(String::as_str).unwrap_or("");
         if value != wanted {
             let shown = if value.is_empty() { "unset".to_string() } else { value.to_string() };
-            change("sysctl", format!("{key} is {shown}, not {wanted}"), Change::Sysctl(key, wanted));
+            found.push(Finding::vigils(
+                "sysctl",
+                format!("{key} is {shown}, not {wanted}"),
+                Change::Sysctl(key, wanted),
+            ));
         }
     }
     let ports: Vec<u16> = match role {
@@ -229,71 +264,65 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
     };
     for port in ports {
         if facts.listening.contains(&port) {
-            add(
+            found.push(Finding::owners(
                 "port",
                 format!("port {port} is in use"),
                 format!(
                     "stop what listens on it (ss -ltnp 'sport = :{port}'), or run `vigil down --inventory` if an earlier cluster holds it"
                 ),
-                None,
-            );
+            ));
         }
     }
     if facts.init != "systemd" {
-        add(
+        found.push(Finding::owners(
             "init",
             format!("PID 1 is {:?}, not systemd", facts.init),
             "use a host whose init is systemd: vigil runs containerd and the kubelet as systemd units with the systemd cgroup driver".into(),
-            None,
-        );
+        ));
     }
     if !matches!(facts.cgroup_filesystem.as_str(), "cgroup2fs" | "tmpfs") {
-        add(
+        found.push(Finding::owners(
             "cgroups",
             format!("/sys/fs/cgroup is {:?}, neither cgroup v2 nor v1", facts.cgroup_filesystem),
             "boot a kernel with cgroups mounted by systemd".into(),
-            None,
-        );
+        ));
     }
     match facts.clock {
-        Some(clock) if (clock - local_clock).abs() > MAX_CLOCK_SKEW.as_secs_f64() => add(
-            "clock",
-            format!("its clock is {:+.1} s from this machine's", clock - local_clock),
-            "synchronise the clocks (timedatectl set-ntp true on both)".into(),
-            None,
-        ),
+        Some(clock) if (clock - local_clock).abs() > MAX_CLOCK_SKEW.as_secs_f64() => {
+            found.push(Finding::owners(
+                "clock",
+                format!("its clock is {:+.1} s from this machine's", clock - local_clock),
+                "synchronise the clocks (timedatectl set-ntp true on both)".into(),
+            ))
+        }
         Some(_) => {}
-        None => add(
+        None => found.push(Finding::owners(
             "clock",
             "it did not tell its time".into(),
             "check that `date +%s.%N` works there".into(),
-            None,
-        ),
+        )),
     }
     if facts.architecture != "x86_64" {
-        add(
+        found.push(Finding::owners(
             "architecture",
             format!("it is {}, and vigil builds for x86_64", facts.architecture),
             "use x86_64 hosts".into(),
-            None,
-        );
+        ));
     }
     if role == Role::ControlPlane && facts.cpus < 2 {
-        add(
+        found.push(Finding::owners(
             "cpus",
             format!("{} CPU; a control plane needs 2", facts.cpus),
             "give the host 2 CPUs or more".into(),
-            None,
-        );
+        ));
     }
     let memory_needed = if role == Role::ControlPlane { 1700 } else { 1000 };
     if facts.memory_mib < memory_needed {
-        add(
+        found.push(Finding::owners(
             "memory",
             format!("{} MiB of memory; a {} needs {memory_needed} MiB", facts.memory_mib, role.as_str()),
             "give the host more memory".into(),
-            None,
-        );
+        ));
     }
     found
 }
@@ -332,6 +361,20 @@ x86_64
 2
 MemTotal:        4026036 kB
 ";
+
+    #[test]
+    fn the_script_asks_for_every_module_and_sysctl_checked() {
+        let script = script();
+        for (module, built_in) in MODULES {
+            assert!(
+                script
+                    .contains(&format!("[ -d /sys/module/{module} ] || {built_in}; then echo {module}; fi"))
+            );
+        }
+        for (key, _) in SYSCTLS {
+            assert!(script.contains(key), "{key}");
+        }
+    }
 
     #[test]
     fn facts_are_read_section_by_section() {
