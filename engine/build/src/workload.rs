@@ -64,12 +64,15 @@ struct Inputs {
     root: toml::Value,
 }
 
+/// A TOML file (a Cargo manifest or lockfile), parsed.
+fn read_toml(path: &Path) -> Result<toml::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    toml::from_str(&text)
+        .map_err(|e| Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
 fn inputs(workspace: &Path) -> Result<Inputs> {
-    let read = |path: PathBuf| -> Result<toml::Value> {
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        toml::from_str(&text)
-            .map_err(|e| Error::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
-    };
+    let read = |path: PathBuf| read_toml(&path);
     let root = read(workspace.join("Cargo.toml"))?;
     let table =
         |value: Option<&toml::Value>| value.and_then(toml::Value::as_table).cloned().unwrap_or_default();
@@ -156,8 +159,9 @@ fn root_manifest_part(root: &toml::Value, inherited: &std::collections::BTreeSet
 fn locked_closure(lock: &toml::Value, roots: &[&str]) -> String {
     let packages: Vec<&toml::Value> =
         lock.get("package").and_then(toml::Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
-    let field =
-        |p: &toml::Value, key: &str| p.get(key).and_then(toml::Value::as_str).unwrap_or("").to_owned();
+    fn field<'a>(package: &'a toml::Value, key: &str) -> &'a str {
+        package.get(key).and_then(toml::Value::as_str).unwrap_or("")
+    }
     // A dependency is "name", "name version" or "name version (source)".
     let matches = |p: &toml::Value, reference: &str| {
         let mut words = reference.split(' ');
@@ -200,10 +204,7 @@ fn normalise(path: &Path) -> String {
 /// The content key of the deployables' sources.
 pub fn sources_key(workspace: &Path) -> Result<String> {
     let inputs = inputs(workspace)?;
-    let lock_path = workspace.join("Cargo.lock");
-    let lock_text = std::fs::read_to_string(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-    let lock: toml::Value = toml::from_str(&lock_text)
-        .map_err(|e| Error::io(&lock_path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let lock = read_toml(&workspace.join("Cargo.lock"))?;
     let k = KeyBuilder::new("workload")
         .part(TARGET)
         .part(root_manifest_part(&inputs.root, &inputs.inherited))
