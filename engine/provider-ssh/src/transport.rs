@@ -96,7 +96,6 @@ impl Connection {
         let config = Arc::new(client::Config {
             keepalive_interval: Some(KEEPALIVE),
             keepalive_max: KEEPALIVE_MAX,
-            nodelay: true,
             ..Default::default()
         });
         let verdict = Arc::new(Mutex::new(None));
@@ -105,6 +104,7 @@ impl Connection {
             let socket = tokio::net::TcpStream::connect((address, port))
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
+            // russh's `Config::nodelay` applies only to the sockets it opens itself.
             let _ = socket.set_nodelay(true);
             client::connect_stream(config, socket, checker).await.map_err(|e| {
                 // A refused host key ends the handshake with russh's own
