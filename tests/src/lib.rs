@@ -23,7 +23,7 @@ use kube::{
 };
 use vigil::{
     addons::web,
-    app::Options,
+    app::{Options, Target},
     cluster::ClusterSpec,
     conditions::{deployment_rolled_out, node_ready, pod_ready, ready_pods_by_node},
     images::ImageNames,
@@ -87,12 +87,23 @@ pub fn images() -> ImageNames {
 
 /// `vigil up` for `spec`, as the CLI runs it (cluster and every add-on).
 pub async fn up(spec: &ClusterSpec) -> Result<Report> {
-    let options = Options { cache: cache_dir(), kubeconfig: test_kubeconfig(), scope: Scope::Everything };
+    up_on(spec, Target::containers(&spec.name)).await
+}
+
+/// `vigil up` of `spec` on the machines of `target`.
+pub async fn up_on(spec: &ClusterSpec, target: Target) -> Result<Report> {
+    let options =
+        Options { cache: cache_dir(), kubeconfig: test_kubeconfig(), scope: Scope::Everything, target };
     vigil::app::up(spec, &options, &Progress::default()).await
 }
 
 pub async fn down(spec: &ClusterSpec) -> Result<()> {
-    vigil::app::down(&spec.name, &test_kubeconfig(), &Progress::default()).await
+    down_on(&Target::containers(&spec.name)).await.map(|_| ())
+}
+
+/// `vigil down` of the machines of `target`: what it removed and left.
+pub async fn down_on(target: &Target) -> Result<vigil::provider::Removed> {
+    vigil::app::down(target, &test_kubeconfig(), &cache_dir(), &Progress::default()).await
 }
 
 /// The provider `vigil` chooses on this machine.
@@ -127,13 +138,19 @@ impl Cluster {
     pub async fn create() -> Result<Self> {
         let spec = test_spec();
         down(&spec).await.context("vigil down before the tests")?;
-        let report = up(&spec).await.context("vigil up")?;
+        Self::up_on(spec, Target::containers(&test_spec().name)).await
+    }
+
+    /// `vigil up` of `spec` on the machines of `target`, for the checks.
+    pub async fn up_on(spec: ClusterSpec, target: Target) -> Result<Self> {
+        let provider = vigil::provider::connect(&target.machines).await?;
+        let report = up_on(&spec, target).await.context("vigil up")?;
         let (client, config) = client(&spec).await?;
         let host = report.credentials.clone().context("up reported no credentials")?;
         let password = vigil::password_file::read(&host.password_file)
             .with_context(|| format!("reading {}", host.password_file.display()))?;
         let credentials = vigil::addons::credentials::Credentials { username: host.username, password };
-        Ok(Cluster { provider: provider().await?, spec, report, credentials, client, config })
+        Ok(Cluster { provider, spec, report, credentials, client, config })
     }
 
     /// The one client for Prometheus, Alertmanager and Jaeger: vigil's

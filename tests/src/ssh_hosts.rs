@@ -24,13 +24,15 @@ use vigil_provider_ssh::inventory::{Host, Inventory, SshDefaults};
 /// What the hosts run before systemd (`tests/hosts/entrypoint`).
 const ENTRYPOINT: &str = include_str!("../hosts/entrypoint");
 
-/// Debian 12 with systemd and OpenSSH's server, and nothing else.
+/// Debian 12 with systemd and OpenSSH's server, and what every Debian
+/// install has besides (iproute2 and kmod are of priority `important`), and
+/// nothing else.
 pub fn rootfs(repository: &str) -> Rootfs {
     Rootfs {
         name: "ssh-host",
         suite: rootfs::SUITE,
         image: format!("{repository}/ssh-host-rootfs:{}", rootfs::SUITE),
-        packages: &["systemd", "systemd-sysv", "dbus", "openssh-server"],
+        packages: &["systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "kmod"],
         masked_units: &[
             // No consoles or udev in a container, as on the node.
             "getty@tty1.service",

@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 use crate::{
     addons::ADDONS,
     build,
-    cli::{Cli, Command, DashboardsAction, ExportWhat, NodeAction},
+    cli::{Cli, Command, DashboardsAction, ExportWhat, Global, NodeAction},
     cluster::{ClusterSpec, defaults},
     drill,
     images::ImageNames,
@@ -23,10 +23,54 @@ use crate::{
     up::{self, Context, Deployables, Plan, Report, Scope},
 };
 
+/// Which cluster a command is about: its machines and its name (an
+/// inventory's own name when there is one).
+pub struct Target {
+    pub machines: Machines,
+    pub name: String,
+    pub inventory: Option<(PathBuf, vigil_provider_ssh::inventory::Inventory)>,
+}
+
+impl Target {
+    /// The node containers of cluster `name`.
+    pub fn containers(name: &str) -> Target {
+        Target { machines: Machines::NodeContainers, name: name.into(), inventory: None }
+    }
+
+    /// The hosts of the inventory at `path`.
+    pub fn hosts(path: &Path) -> Result<Target> {
+        let (inventory, _) = vigil_provider_ssh::inventory::read(path)?;
+        Ok(Target {
+            machines: Machines::Inventory(path.to_path_buf()),
+            name: inventory.name.clone(),
+            inventory: Some((path.to_path_buf(), inventory)),
+        })
+    }
+
+    /// Reads (and checks) the inventory, when `--inventory` names one.
+    pub fn of(global: &Global) -> Result<Target> {
+        match &global.inventory {
+            None => Ok(Target::containers(&global.name)),
+            Some(path) => Target::hosts(path),
+        }
+    }
+
+    /// What names this cluster on vigil's command line, for the hints it prints.
+    pub fn flag(&self) -> String {
+        match &self.inventory {
+            Some((path, _)) => format!(" --inventory {}", path.display()),
+            None if self.name == defaults::NAME => String::new(),
+            None => format!(" --name {}", self.name),
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     let progress = Progress::default();
     let cache = cli.global.cache_dir.clone().unwrap_or_else(build::default_cache_dir);
-    let name = cli.global.name.clone();
+    let target = Target::of(&cli.global)?;
+    let machines = target.machines.clone();
+    let name = target.name.clone();
     let kubeconfig = cli.global.kubeconfig.clone().unwrap_or_else(kubeconfig::default_path);
     match cli.command {
         Command::Build(args) => {
@@ -35,10 +79,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             progress.info(format!("node image ready: {image}"));
         }
         Command::Up(args) => {
-            let spec = args.spec(&name);
+            let spec = match &target.inventory {
+                Some((_, inventory)) => inventory.spec(args.spec(&name)),
+                None => args.spec(&name),
+            };
             spec.validate()?;
             let scope = if args.cluster_only { Scope::ClusterOnly } else { Scope::Everything };
-            let report = up(&spec, &Options { cache, kubeconfig, scope }, &progress).await?;
+            let report = up(&spec, &Options { cache, kubeconfig, scope, target }, &progress).await?;
             if args.json {
                 print_stdout(&serde_json::to_string_pretty(&report)?)?;
             }
@@ -58,7 +105,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Dashboards { action: Some(DashboardsAction::Render { out, minutes }), .. } => {
-            let provider = provider::connect(&Machines::default()).await?;
+            let provider = provider::connect(&machines).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let client = match admin_client(provider.as_ref(), &spec).await {
                 Some(client) => client.map_err(anyhow::Error::msg)?,
@@ -107,9 +154,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Down => down(&name, &kubeconfig, &progress).await?,
+        Command::Down => {
+            down(&target, &kubeconfig, &cache, &progress).await?;
+        }
         Command::Drill(args) => {
-            let provider = provider::connect(&Machines::default()).await?;
+            let provider = provider::connect(&machines).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let client = match admin_client(provider.as_ref(), &spec).await {
                 Some(client) => client.map_err(anyhow::Error::msg)?,
@@ -135,7 +184,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status(args) => {
-            let provider = provider::connect(&Machines::default()).await?;
+            let provider = provider::connect(&machines).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let containers = provider.list_nodes(&name).await?;
             let client = admin_client(provider.as_ref(), &spec).await;
@@ -152,20 +201,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Export { what: ExportWhat::Logs { dir } } => {
-            let provider = provider::connect(&Machines::default()).await?;
+            let provider = provider::connect(&machines).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let export = export_logs(provider.as_ref(), &spec, &dir, &progress).await?;
             print_stdout(&format!("{}\n", export.folder.join("index.md").display()))?;
         }
         Command::Kubeconfig => {
-            let provider = provider::connect(&Machines::default()).await?;
+            let provider = provider::connect(&machines).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let admin = read_admin_conf(provider.as_ref(), &spec).await?;
             print_stdout(&kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?))?;
         }
-        Command::Preflight { inventory, fix } => preflight(&inventory, fix, &cache, &progress).await?,
+        Command::Preflight { fix } => {
+            let inventory = cli.global.inventory.as_deref().context(
+                "`vigil preflight` checks the hosts of an inventory: name it with --inventory FILE (or VIGIL_INVENTORY)",
+            )?;
+            preflight(inventory, fix, &cache, &progress).await?
+        }
         Command::Node { action } => {
-            let provider = provider::connect(&Machines::default()).await?;
+            let provider = provider::connect(&machines).await?;
             let spec = provider::existing(provider.as_ref(), &name).await?;
             let (fault, node) = match action {
                 NodeAction::Stop { node } => (Fault::Power(Power::Stop), node),
@@ -201,15 +255,9 @@ async fn preflight(path: &Path, fix: bool, cache: &Path, progress: &Progress) ->
         reports = checked.preflight().await;
     }
     print_stdout(&hosts::render(&reports))?;
-    // Every command run on every host, beside the logs `up` keeps: what a
-    // student shows of what was done.
-    let logs = cache.join("logs").join(&inventory.name);
-    let runbook = logs.join("preflight-runbook.md");
     let title = format!("vigil preflight{}: {}", if fix { " --fix" } else { "" }, path.display());
-    crate::private::ensure_dir(&logs)
-        .and_then(|()| crate::private::write(&runbook, checked.runbook().to_markdown(&title).as_bytes()))
-        .with_context(|| format!("writing the runbook {}", runbook.display()))?;
-    progress.info(format!("every command run on the hosts: {}", runbook.display()));
+    let logs = cache.join("logs").join(&inventory.name);
+    write_runbook(&logs, "preflight", &checked.runbook().to_markdown(&title), progress)?;
     let not_ready: Vec<&str> = reports.iter().filter(|r| !r.ready()).map(|r| r.host.as_str()).collect();
     if !not_ready.is_empty() {
         anyhow::bail!(
@@ -220,6 +268,27 @@ async fn preflight(path: &Path, fix: bool, cache: &Path, progress: &Progress) ->
         );
     }
     Ok(())
+}
+
+/// Every command run on every host, beside the logs `up` keeps
+/// (`<logs>/<command>-runbook.md`): what a student shows of what was done.
+fn write_runbook(logs: &Path, command: &str, markdown: &str, progress: &Progress) -> Result<PathBuf> {
+    let runbook = logs.join(format!("{command}-runbook.md"));
+    crate::private::ensure_dir(logs)
+        .and_then(|()| crate::private::write(&runbook, markdown.as_bytes()))
+        .with_context(|| format!("writing the runbook {}", runbook.display()))?;
+    progress.info(format!("every command run on the hosts: {}", runbook.display()));
+    Ok(runbook)
+}
+
+/// The provider's runbook of `command` (`vigil up`, ...), when it keeps one.
+fn save_provider_runbook(provider: &dyn NodeProvider, logs: &Path, command: &str, progress: &Progress) {
+    let title = format!("vigil {command}");
+    if let Some(markdown) = provider.runbook(&title)
+        && let Err(e) = write_runbook(logs, command, &markdown, progress)
+    {
+        progress.info(format!("{e:#}"));
+    }
 }
 
 /// The cluster's Prometheus, from its Service's LoadBalancer address.
@@ -244,13 +313,28 @@ pub struct Options {
     pub cache: PathBuf,
     pub kubeconfig: PathBuf,
     pub scope: Scope,
+    /// The machines, and how the hints `up` prints name the cluster.
+    pub target: Target,
 }
 
 /// Builds what is missing, creates or completes the cluster, deploys the
 /// add-ons, and prints what to do next.
 pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> Result<Report> {
+    let provider = provider::connect(&options.target.machines).await?;
+    let logs = options.cache.join("logs").join(&spec.name);
+    let result = up_on(provider.clone(), spec, options, &logs, progress).await;
+    save_provider_runbook(provider.as_ref(), &logs, "up", progress);
+    result
+}
+
+async fn up_on(
+    provider: Arc<dyn NodeProvider>,
+    spec: &ClusterSpec,
+    options: &Options,
+    logs: &Path,
+    progress: &Progress,
+) -> Result<Report> {
     let cache = options.cache.as_path();
-    let provider = provider::connect(&Machines::default()).await?;
     // Cheap checks first: a clashing subnet or a cluster made with other
     // choices should not wait for a long build.
     if let Some(saved) = provider::saved(provider.as_ref(), &spec.name).await {
@@ -268,12 +352,11 @@ pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> R
         }),
         Scope::ClusterOnly => None,
     };
-    let logs = cache.join("logs").join(&spec.name);
     let ctx = Context::new(
         spec.clone(),
         provider,
         progress.clone(),
-        logs.clone(),
+        logs.to_path_buf(),
         options.kubeconfig.clone(),
         node_artefact,
         deployables,
@@ -284,12 +367,11 @@ pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> R
             true => String::new(),
             false => format!(" (stopped with it: {})", failed.stopped.join(", ")),
         };
+        let flag = options.target.flag();
         anyhow::Error::new(failed.source).context(format!(
-            "`vigil up` stopped at step {}{stopped}; the nodes are left as they are: run `vigil up` again to resume, or `vigil down --name {}` to remove everything (logs in {}; `vigil export logs --name {}` collects the nodes' journals and the pods' logs)",
+            "`vigil up` stopped at step {}{stopped}; the nodes are left as they are: run `vigil{flag} up` again to resume, or `vigil{flag} down` to remove everything (logs in {}; `vigil{flag} export logs` collects the nodes' journals and the pods' logs)",
             failed.step,
-            spec.name,
             logs.display(),
-            spec.name
         ))
     })?;
     // Timings for the benchmark; the token is not serialized.
@@ -297,13 +379,13 @@ pub async fn up(spec: &ClusterSpec, options: &Options, progress: &Progress) -> R
         &logs.join("up-report.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     );
-    progress.info(summary(spec, &report));
+    let worker = ctx.workers().first().map_or_else(|| spec.worker_name(0), |n| n.name.clone());
+    progress.info(summary(spec, &report, &options.target.flag(), &worker));
     Ok(report)
 }
 
 /// What `up` prints at the end: what to curl and open, and what to try next.
-fn summary(spec: &ClusterSpec, report: &Report) -> String {
-    let flag = if spec.name == defaults::NAME { String::new() } else { format!(" --name {}", spec.name) };
+fn summary(spec: &ClusterSpec, report: &Report, flag: &str, worker: &str) -> String {
     let addresses: String = ADDONS
         .iter()
         .filter_map(|a| a.address.as_ref())
@@ -331,7 +413,7 @@ fn summary(spec: &ClusterSpec, report: &Report) -> String {
         spec.workers,
         spec.kubernetes_version,
         spec.kube_context(),
-        spec.worker_name(0),
+        worker,
     )
 }
 
@@ -372,9 +454,33 @@ async fn admin_client(
     Some(up::client_for(&admin).await.map_err(|e| e.to_string()))
 }
 
-/// Removes the cluster's machines, volumes, network and kubeconfig entries.
-pub async fn down(name: &str, kubeconfig: &Path, progress: &Progress) -> Result<()> {
-    let provider = provider::connect(&Machines::default()).await?;
+/// Removes the cluster's machines, volumes, network and kubeconfig entries
+/// (with an inventory: takes the cluster and vigil's build off the hosts,
+/// and says what it left).
+pub async fn down(
+    target: &Target,
+    kubeconfig: &Path,
+    cache: &Path,
+    progress: &Progress,
+) -> Result<provider::Removed> {
+    let name = target.name.as_str();
+    let provider = provider::connect(&target.machines).await?;
+    let logs = cache.join("logs").join(name);
+    let removed = remove(provider.as_ref(), name, kubeconfig, progress).await;
+    save_provider_runbook(provider.as_ref(), &logs, "down", progress);
+    let removed = removed?;
+    for left in &removed.left {
+        progress.info(format!("left: {left}"));
+    }
+    Ok(removed)
+}
+
+async fn remove(
+    provider: &dyn NodeProvider,
+    name: &str,
+    kubeconfig: &Path,
+    progress: &Progress,
+) -> Result<provider::Removed> {
     let line = progress.line(format!("removing cluster {name}"));
     let removed = provider.delete_cluster(name).await?;
     let had_context = kubeconfig::remove_from_file(kubeconfig, name)?;
@@ -393,5 +499,5 @@ pub async fn down(name: &str, kubeconfig: &Path, progress: &Progress) -> Result<
         },
         if had_password { ", its API password file removed" } else { "" }
     ));
-    Ok(())
+    Ok(removed)
 }

@@ -34,6 +34,10 @@ pub struct Global {
     /// The kubeconfig `up` merges the cluster's context into and `down` removes it from.
     #[arg(long, global = true, env = "KUBECONFIG", value_parser = first_path)]
     pub kubeconfig: Option<PathBuf>,
+    /// An inventory (YAML) of hosts reached over SSH: the cluster is made of them instead of
+    /// node containers, and takes the inventory's name.
+    #[arg(long, global = true, env = "VIGIL_INVENTORY")]
+    pub inventory: Option<PathBuf>,
     /// Log filter for vigil's own diagnostics (tracing syntax).
     #[arg(long, global = true, env = "VIGIL_LOG", default_value = "warn")]
     pub log: String,
@@ -55,7 +59,8 @@ pub enum Command {
     Build(BuildArgs),
     /// Create the cluster (building what is missing), or finish creating it.
     Up(UpArgs),
-    /// Remove every container, network and volume of the cluster, and its kubeconfig context.
+    /// Remove every container, network and volume of the cluster, and its kubeconfig context;
+    /// with --inventory, take the cluster and vigil's build off the hosts.
     Down,
     /// Show nodes and system pods.
     Status(StatusArgs),
@@ -82,12 +87,9 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DashboardsAction>,
     },
-    /// Check the hosts of an inventory over SSH: the inventory itself, each host's key and
-    /// login, and what kubeadm needs of it (one line per problem, with its fix).
+    /// Check the hosts of an inventory (--inventory) over SSH: the inventory itself, each
+    /// host's key and login, and what kubeadm needs of it (one line per problem, with its fix).
     Preflight {
-        /// The inventory (YAML): the hosts, how each is reached, the cluster's networks.
-        #[arg(long, env = "VIGIL_INVENTORY")]
-        inventory: PathBuf,
         /// Make the changes vigil may make (swap off, kernel modules, sysctls; now and at
         /// every boot, in files of vigil's own), then check again.
         #[arg(long, env = "VIGIL_PREFLIGHT_FIX")]
@@ -235,11 +237,13 @@ pub struct StatusArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeAction {
-    /// Stop the node container gracefully (systemd shuts down, as a powered-off machine would).
+    /// Stop the node container gracefully (systemd shuts down, as a powered-off machine would);
+    /// on a host of an inventory, stop its kubelet, pods and containerd.
     Stop { node: String },
-    /// Kill the node container at once (SIGKILL: a crashed machine).
+    /// Kill the node container at once (SIGKILL: a crashed machine); on a host of an
+    /// inventory, SIGKILL its kubelet, pods and containerd.
     Kill { node: String },
-    /// Start a stopped or killed node container again.
+    /// Start a stopped or killed node (container, or a host's Kubernetes) again.
     Start { node: String },
     /// Cut the node off the cluster network (every packet in or out dropped); it keeps running.
     Isolate { node: String },

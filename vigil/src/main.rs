@@ -8,7 +8,10 @@ use vigil::{app, cli::Cli};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands are traces when the OpenTelemetry variables name an endpoint.
-    let mut export = vigil::trace_export::trace_export(&cli.global.name).await;
+    let machines = app::Target::of(&cli.global).map(|t| (t.machines, t.name));
+    let (machines, name) =
+        machines.unwrap_or((vigil::provider::Machines::NodeContainers, cli.global.name.clone()));
+    let mut export = vigil::trace_export::trace_export(&machines, &name).await;
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

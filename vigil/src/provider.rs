@@ -1,5 +1,5 @@
 //! Where nodes come from: the traits and helpers of `vigil-provider`, the
-//! Docker provider, and the one place a provider is chosen.
+//! Docker and SSH providers, and the one place a provider is chosen.
 
 use std::sync::Arc;
 
@@ -8,10 +8,16 @@ pub use vigil_provider_docker as docker;
 
 /// The provider of `machines`. The one place a provider is chosen.
 pub async fn connect(machines: &Machines) -> Result<Arc<dyn NodeProvider>> {
-    let unavailable = |source: docker::engine::Error| Error::Unavailable(Box::new(source));
     match machines {
         Machines::NodeContainers => {
-            Ok(Arc::new(docker::DockerProvider::new(docker::engine::connect().await.map_err(unavailable)?)))
+            let docker = docker::engine::connect().await.map_err(|e| Error::Unavailable(Box::new(e)))?;
+            Ok(Arc::new(docker::DockerProvider::new(docker)))
+        }
+        Machines::Inventory(path) => {
+            let (inventory, machines) =
+                vigil_provider_ssh::inventory::read(path).map_err(|e| Error::Unavailable(Box::new(e)))?;
+            let payload = Arc::new(vigil_build::host::DockerPayload::default());
+            Ok(Arc::new(vigil_provider_ssh::SshProvider::new(inventory, machines, payload)))
         }
     }
 }

@@ -12,7 +12,10 @@ use vigil_telemetry::{
     otel::{self, Settings},
 };
 
-use crate::addons::{credentials, jaeger};
+use crate::{
+    addons::{credentials, jaeger},
+    provider::Machines,
+};
 
 /// Whether `endpoint` (a full URL) is `jaeger`'s `(host, port)`.
 fn is_address(endpoint: &str, jaeger: (&str, u16)) -> bool {
@@ -24,8 +27,8 @@ fn is_address(endpoint: &str, jaeger: (&str, u16)) -> bool {
 
 /// The `Authorization` header for the cluster `name`'s Jaeger, when
 /// `endpoint` is that Jaeger's OTLP address and the password file is there.
-async fn cluster_header(name: &str, endpoint: &str) -> Option<(String, String)> {
-    let provider = crate::provider::connect(&crate::provider::Machines::default()).await.ok()?;
+async fn cluster_header(machines: &Machines, name: &str, endpoint: &str) -> Option<(String, String)> {
+    let provider = crate::provider::connect(machines).await.ok()?;
     let spec = crate::provider::existing(provider.as_ref(), name).await.ok()?;
     let host = spec.load_balancer_ip(jaeger::LOAD_BALANCER_INDEX).to_string();
     if !is_address(endpoint, (&host, jaeger::OTLP_PORT)) {
@@ -40,7 +43,7 @@ async fn cluster_header(name: &str, endpoint: &str) -> Option<(String, String)> 
 /// Trace export for the cluster `name`, as `vigil_telemetry::trace_export`
 /// does it, with the cluster's credentials when its endpoint is that
 /// cluster's Jaeger and no headers variable names others.
-pub async fn trace_export<S>(name: &str) -> TraceExport<S>
+pub async fn trace_export<S>(machines: &Machines, name: &str) -> TraceExport<S>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync,
 {
@@ -48,7 +51,7 @@ where
     let mut note = "";
     if let Ok(Settings::On(config)) = &mut settings
         && !config.headers_from_environment
-        && let Some(header) = cluster_header(name, &config.endpoint).await
+        && let Some(header) = cluster_header(machines, name, &config.endpoint).await
     {
         config.extra_headers.push(header);
         note = " with vigil's credentials";

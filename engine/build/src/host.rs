@@ -15,37 +15,121 @@ use super::{Error, Result, node};
 /// The host bundle of `node_image`: every path of [`node::host_paths`],
 /// directories with their contents, links as links.
 pub async fn bundle(docker: &Docker, node_image: &str) -> Result<Vec<u8>> {
-    let docker_err = |what: String| move |source| Error::Docker { what, source };
-    // A container is never started: it only lets Docker read the image's files.
-    let body = ContainerCreateBody {
-        image: Some(node_image.into()),
-        entrypoint: Some(vec!["/bin/true".into()]),
-        ..Default::default()
-    };
-    let created = docker
-        .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
-        .await
-        .map_err(docker_err(format!("create a container of {node_image} to read its files")))?;
-    let result = collect(docker, &created.id).await;
-    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-    let _ = docker.remove_container(&created.id, Some(remove)).await;
+    let image = ImageFiles::open(docker, node_image).await?;
+    let result = async {
+        let mut out = tar::Builder::new(Vec::new());
+        for path in node::host_paths() {
+            let archive = image.download(path).await?;
+            reroot(&archive, path, &mut out).map_err(|e| Error::io(std::path::Path::new(path), e))?;
+        }
+        out.into_inner().map_err(|e| Error::io(std::path::Path::new("host bundle"), e))
+    }
+    .await;
+    image.close().await;
     result
 }
 
-async fn collect(docker: &Docker, container: &str) -> Result<Vec<u8>> {
-    let mut out = tar::Builder::new(Vec::new());
-    for path in node::host_paths() {
+/// The images a node's containerd holds from the start, as the node image's
+/// build information names them.
+pub async fn image_refs(docker: &Docker, node_image: &str) -> Result<Vec<String>> {
+    /// The part of [`node::BuildInfo`] read back.
+    #[derive(serde::Deserialize)]
+    struct BuildInfo {
+        images: Vec<String>,
+    }
+    let image = ImageFiles::open(docker, node_image).await?;
+    let archive = image.download(node::BUILD_INFO).await;
+    image.close().await;
+    let path = std::path::Path::new(node::BUILD_INFO);
+    let archive = archive?;
+    let mut entries = tar::Archive::new(archive.as_slice());
+    let mut text = String::new();
+    if let Some(entry) = entries.entries().map_err(|e| Error::io(path, e))?.next() {
+        std::io::Read::read_to_string(&mut entry.map_err(|e| Error::io(path, e))?, &mut text)
+            .map_err(|e| Error::io(path, e))?;
+    }
+    let info: BuildInfo = serde_json::from_str(&text)
+        .map_err(|e| Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    Ok(info.images)
+}
+
+/// The files of an image, read through a container that is never started.
+struct ImageFiles<'a> {
+    docker: &'a Docker,
+    image: String,
+    container: String,
+}
+
+impl<'a> ImageFiles<'a> {
+    async fn open(docker: &'a Docker, image: &str) -> Result<Self> {
+        let body = ContainerCreateBody {
+            image: Some(image.into()),
+            entrypoint: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+            .await
+            .map_err(|source| Error::Docker {
+                what: format!("create a container of {image} to read its files"),
+                source,
+            })?;
+        Ok(ImageFiles { docker, image: image.into(), container: created.id })
+    }
+
+    /// Docker's tar of `path` (its entries named from its last component).
+    async fn download(&self, path: &str) -> Result<Vec<u8>> {
         let options = DownloadFromContainerOptionsBuilder::default().path(path).build();
-        let archive: Vec<u8> = docker
-            .download_from_container(container, Some(options))
+        self.docker
+            .download_from_container(&self.container, Some(options))
             .map_ok(|chunk| chunk.to_vec())
             .try_concat()
             .await
-            .map_err(|source| Error::Docker { what: format!("read {path} from the node image"), source })?;
-        reroot(&archive, path, &mut out).map_err(|e| Error::io(std::path::Path::new(path), e))?;
+            .map_err(|source| Error::Docker { what: format!("read {path} from {}", self.image), source })
     }
-    out.into_inner().map_err(|e| Error::io(std::path::Path::new("host bundle"), e))
+
+    async fn close(self) {
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = self.docker.remove_container(&self.container, Some(remove)).await;
+    }
 }
+
+/// What the SSH provider copies to hosts, read from the local Docker
+/// Engine's node image and images. It connects on first use: commands that
+/// copy nothing (`status`, `down`) need no Docker Engine.
+#[derive(Default)]
+pub struct DockerPayload {
+    docker: tokio::sync::OnceCell<Docker>,
+}
+
+impl DockerPayload {
+    async fn docker(&self) -> std::result::Result<&Docker, BoxError> {
+        Ok(self.docker.get_or_try_init(vigil_provider_docker::engine::connect).await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl vigil_provider::HostPayload for DockerPayload {
+    async fn bundle(
+        &self,
+        artefact: &vigil_provider::NodeArtefact,
+    ) -> std::result::Result<Vec<u8>, BoxError> {
+        Ok(bundle(self.docker().await?, &artefact.image).await?)
+    }
+
+    async fn image_refs(
+        &self,
+        artefact: &vigil_provider::NodeArtefact,
+    ) -> std::result::Result<Vec<String>, BoxError> {
+        Ok(image_refs(self.docker().await?, &artefact.image).await?)
+    }
+
+    async fn images(&self, refs: &[String]) -> std::result::Result<Vec<u8>, BoxError> {
+        Ok(super::image::save_to_memory(self.docker().await?, refs).await?)
+    }
+}
+
+type BoxError = vigil_provider::BoxError;
 
 /// Docker's archive of `path` names its entries from the path's last
 /// component; the bundle names them from the root.

@@ -70,6 +70,11 @@ pub struct ClusterSpec {
     /// The labels Prometheus gives node-exporter's cAdvisor series.
     #[serde(default)]
     pub cadvisor_labels: ScrapeLabels,
+    /// LoadBalancer addresses named by the user (an inventory's pool, first
+    /// and last): None for the upper half of the node network, which vigil
+    /// keeps free when it numbers the nodes itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_pool: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 /// The scrape jobs Prometheus has besides the cAdvisor one.
@@ -237,6 +242,7 @@ impl Default for ClusterSpec {
             alerting: Alerting::default(),
             failover: Failover::default(),
             cadvisor_labels: ScrapeLabels::default(),
+            load_balancer_pool: None,
         }
     }
 }
@@ -290,9 +296,14 @@ impl ClusterSpec {
     }
 
     /// Nodes get addresses in the lower half of the node network (after the
-    /// gateway); the upper half is left for load-balancer addresses.
+    /// gateway); the upper half is left for load-balancer addresses. Hosts
+    /// with addresses of their own (and a pool named apart) are bounded by
+    /// the same 20.
     fn max_workers(&self) -> usize {
-        (self.node_subnet.hosts().count() / 2).saturating_sub(2).min(20)
+        match self.load_balancer_pool {
+            Some(_) => 20,
+            None => (self.node_subnet.hosts().count() / 2).saturating_sub(2).min(20),
+        }
     }
 
     /// The `n`th host address of the node network (0: the gateway).
@@ -312,8 +323,11 @@ impl ClusterSpec {
         }
     }
 
-    /// The second half of the node network, for LoadBalancer addresses.
+    /// The LoadBalancer addresses: the pool named, or the second half of the node network.
     pub fn load_balancer_range(&self) -> (Ipv4Addr, Ipv4Addr) {
+        if let Some(pool) = self.load_balancer_pool {
+            return pool;
+        }
         let hosts = self.node_subnet.hosts().count() as u32;
         (self.node_network_host(hosts / 2), self.node_network_host(hosts - 1))
     }

@@ -72,6 +72,8 @@ pub fn fixed_differences(saved: &ClusterSpec, wanted: &ClusterSpec) -> Vec<Diffe
         failover,
         alerting: _,
         cadvisor_labels: _,
+        // MetalLB's pool is applied again by every `up`.
+        load_balancer_pool: _,
     } = saved;
     let mut differences = Vec::new();
     let mut compare = |field, flag, saved: String, wanted: String| {

@@ -28,6 +28,8 @@ pub struct HostReport {
     pub address: std::net::Ipv4Addr,
     pub role: Role,
     pub outcome: Result<Vec<Finding>, String>,
+    /// The container manager the host runs in, if any (see [`Facts::container`]).
+    pub container: Option<String>,
 }
 
 impl HostReport {
@@ -46,6 +48,15 @@ impl Hosts {
 
     pub fn runbook(&self) -> &Runbook {
         &self.runbook
+    }
+
+    /// The hosts, in the inventory's order (the control plane first).
+    pub fn nodes(&self) -> &[Arc<SshNode>] {
+        &self.nodes
+    }
+
+    pub fn find(&self, name: &str) -> Option<&Arc<SshNode>> {
+        self.nodes.iter().find(|n| n.name() == name)
     }
 
     /// Makes vigil's changes on every host whose report lists some, all
@@ -89,19 +100,25 @@ impl Hosts {
     }
 }
 
-async fn preflight_host(node: &SshNode) -> HostReport {
+pub async fn preflight_host(node: &SshNode) -> HostReport {
     let machine = node.machine();
     let before = seconds(SystemTime::now());
     let outcome = node.run(&["sh", "-c", &preflight::script()], None).await;
     // The host read its clock between these two instants.
     let local_clock = (before + seconds(SystemTime::now())) / 2.0;
+    let (outcome, container) = match outcome {
+        Ok(out) => {
+            let facts = Facts::parse(&out.stdout);
+            (Ok(preflight::findings(&facts, machine.role, local_clock)), facts.container)
+        }
+        Err(e) => (Err(e.cause.clone().unwrap_or_else(|| e.to_string())), None),
+    };
     HostReport {
         host: machine.name.clone(),
         address: machine.address,
         role: machine.role,
-        outcome: outcome
-            .map(|out| preflight::findings(&Facts::parse(&out.stdout), machine.role, local_clock))
-            .map_err(|e| e.cause.clone().unwrap_or_else(|| e.to_string())),
+        outcome,
+        container,
     }
 }
 
@@ -153,7 +170,13 @@ mod tests {
     }
 
     fn report(host: &str, outcome: Result<Vec<Finding>, String>) -> HostReport {
-        HostReport { host: host.into(), address: [192, 168, 56, 10].into(), role: Role::Worker, outcome }
+        HostReport {
+            host: host.into(),
+            address: [192, 168, 56, 10].into(),
+            role: Role::Worker,
+            outcome,
+            container: None,
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::{
 use base64::Engine as _;
 use ipnet::{Ipv4AddrRange, Ipv4Net};
 use serde::{Deserialize, Serialize};
-use vigil_model::cluster::{Role, defaults, overlaps, validate_name};
+use vigil_model::cluster::{ClusterSpec, Role, defaults, overlaps, validate_name};
 
 /// The inventory as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -51,6 +51,23 @@ pub struct Inventory {
     #[serde(default)]
     pub ssh: SshDefaults,
     pub hosts: Vec<Host>,
+}
+
+impl Inventory {
+    /// The cluster these hosts make: `choices` (the user's other options:
+    /// alerting, failover, ...) with the inventory's name, networks, pool
+    /// and number of workers.
+    pub fn spec(&self, choices: ClusterSpec) -> ClusterSpec {
+        ClusterSpec {
+            name: self.name.clone(),
+            workers: self.hosts.iter().filter(|h| h.role == Role::Worker).count(),
+            node_subnet: self.network,
+            pod_subnet: self.pod_subnet,
+            service_subnet: self.service_subnet,
+            load_balancer_pool: Some((self.load_balancer_pool.first, self.load_balancer_pool.last)),
+            ..choices
+        }
+    }
 }
 
 /// How every host is reached unless it says otherwise.

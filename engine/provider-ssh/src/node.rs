@@ -69,6 +69,7 @@ impl SshNode {
             output,
             cause,
         };
+        let sent = stdin.as_ref().map_or(0, Vec::len);
         let started = std::time::SystemTime::now();
         let clock = Instant::now();
         let result = match self.connection().await {
@@ -89,6 +90,7 @@ impl SshNode {
             started,
             duration: clock.elapsed(),
             outcome: outcome.clone(),
+            sent,
         });
         let exit = result.map_err(|e| error(None, String::new(), Some(e.to_string())))?;
         let stdout = String::from_utf8_lossy(&exit.stdout).into_owned();

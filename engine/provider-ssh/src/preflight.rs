@@ -56,8 +56,11 @@ echo '== listening'; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
 echo '== init'; cat /proc/1/comm
 echo '== cgroupfs'; stat -fc %T /sys/fs/cgroup
 echo '== machine'; uname -m; nproc; grep MemTotal /proc/meminfo
+echo '== container'; systemd-detect-virt --container 2>/dev/null || true
+echo '== vigil'; if [ -e {installed} ]; then echo installed; fi
 "#,
-        sysctls = sysctls.join(" ")
+        sysctls = sysctls.join(" "),
+        installed = crate::install::INSTALLED_LIST,
     )
 }
 
@@ -80,6 +83,12 @@ pub struct Facts {
     pub architecture: String,
     pub cpus: u32,
     pub memory_mib: u64,
+    /// The container manager the host runs in (`docker`, `lxc`, ...), as
+    /// systemd tells it; None on a machine of its own (or a VM).
+    pub container: Option<String>,
+    /// vigil's build is installed (an earlier `up`): the ports its
+    /// components hold are no finding.
+    pub vigil_installed: bool,
 }
 
 impl Facts {
@@ -116,6 +125,8 @@ impl Facts {
                     }
                 }
                 "init" => facts.init = line.into(),
+                "container" if line != "none" => facts.container = Some(line.into()),
+                "vigil" => facts.vigil_installed = line == "installed",
                 "cgroupfs" => facts.cgroup_filesystem = line.into(),
                 "machine" => {
                     match machine_line {
@@ -259,6 +270,8 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
         }
     }
     let ports: Vec<u16> = match role {
+        // Held by the cluster an earlier `up` made here, which this one resumes.
+        _ if facts.vigil_installed => vec![],
         Role::ControlPlane => CONTROL_PLANE_PORTS.iter().chain(&NODE_PORTS).copied().collect(),
         Role::Worker => NODE_PORTS.to_vec(),
     };
@@ -360,6 +373,9 @@ cgroup2fs
 x86_64
 2
 MemTotal:        4026036 kB
+== container
+none
+== vigil
 ";
 
     #[test]
@@ -388,6 +404,23 @@ MemTotal:        4026036 kB
         assert_eq!(facts.listening, [22, 10242]);
         assert_eq!((facts.init.as_str(), facts.cgroup_filesystem.as_str()), ("systemd", "cgroup2fs"));
         assert_eq!((facts.architecture.as_str(), facts.cpus, facts.memory_mib), ("x86_64", 2, 3931));
+        assert_eq!((facts.container, facts.vigil_installed), (None, false), "a machine of its own");
+        let in_docker = FRESH_HOST
+            .replace("== container\nnone\n== vigil\n", "== container\ndocker\n== vigil\ninstalled\n");
+        let facts = Facts::parse(&in_docker);
+        assert_eq!((facts.container.as_deref(), facts.vigil_installed), (Some("docker"), true));
+    }
+
+    #[test]
+    fn the_ports_of_a_cluster_vigil_made_here_are_no_finding() {
+        let mut facts = Facts::parse(FRESH_HOST);
+        facts.listening.extend([6443, 10250]);
+        let ports = |facts: &Facts| {
+            findings(facts, Role::ControlPlane, 1_796_518_923.0).iter().filter(|f| f.check == "port").count()
+        };
+        assert_eq!(ports(&facts), 2);
+        facts.vigil_installed = true;
+        assert_eq!(ports(&facts), 0, "an earlier `up` of vigil's holds them: this one resumes");
     }
 
     #[test]

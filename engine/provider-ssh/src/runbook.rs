@@ -21,6 +21,8 @@ pub struct Step {
     pub started: SystemTime,
     pub duration: Duration,
     pub outcome: Outcome,
+    /// Bytes fed to it on stdin (a file, an archive): counted, never kept.
+    pub sent: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,12 +70,13 @@ fn render(title: &str, steps: &[Step]) -> String {
             hosts.push(&step.host);
         }
     }
-    out.push_str("| host | commands | failed | seconds |\n|---|---:|---:|---:|\n");
+    out.push_str("| host | commands | failed | seconds | MiB sent |\n|---|---:|---:|---:|---:|\n");
     for host in &hosts {
         let of_host: Vec<&Step> = steps.iter().filter(|s| s.host == *host).collect();
         let failed = of_host.iter().filter(|s| s.outcome != Outcome::Exited(0)).count();
         let seconds: f64 = of_host.iter().map(|s| s.duration.as_secs_f64()).sum();
-        let _ = writeln!(out, "| {host} | {} | {failed} | {seconds:.1} |", of_host.len());
+        let sent: usize = of_host.iter().map(|s| s.sent).sum();
+        let _ = writeln!(out, "| {host} | {} | {failed} | {seconds:.1} | {} |", of_host.len(), mib(sent));
     }
     out.push('\n');
     for (number, step) in steps.iter().enumerate() {
@@ -82,9 +85,10 @@ fn render(title: &str, steps: &[Step]) -> String {
             Outcome::Signalled(signal) => format!("killed by {signal}"),
             Outcome::NotRun(why) => format!("not run: {why}"),
         };
+        let sent = if step.sent > 0 { format!(" · {} sent", size(step.sent)) } else { String::new() };
         let _ = writeln!(
             out,
-            "## {}. {} · {} · {outcome} · {:.2} s\n",
+            "## {}. {} · {} · {outcome} · {:.2} s{sent}\n",
             number + 1,
             step.host,
             humantime::format_rfc3339_seconds(step.started),
@@ -94,6 +98,19 @@ fn render(title: &str, steps: &[Step]) -> String {
         let _ = writeln!(out, "{fence}sh\n{}\n{fence}\n", step.command.trim_end());
     }
     out
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A size as a person reads it: bytes, KiB or MiB.
+fn size(bytes: usize) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{} MiB", mib(bytes)),
+    }
 }
 
 /// A code fence longer than any run of backticks in `text`, so a command
@@ -114,6 +131,7 @@ mod tests {
             started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_518_923),
             duration: Duration::from_millis(seconds * 1000 + 250),
             outcome,
+            sent: 0,
         }
     }
 
@@ -123,16 +141,26 @@ mod tests {
         book.record(step("cp", "swapoff -a", 0, Outcome::Exited(0)));
         book.record(step("w1", "modprobe br_netfilter", 1, Outcome::Exited(1)));
         book.record(step("cp", "kubeadm init --config /etc/vigil/kubeadm.yaml", 40, Outcome::Exited(0)));
+        book.record(Step {
+            sent: 3 * 1024 * 1024,
+            ..step("w1", "ctr images import -", 2, Outcome::Exited(0))
+        });
+        book.record(Step {
+            sent: 300,
+            ..step("w1", "# write /etc/vigil/cluster.json", 0, Outcome::Exited(0))
+        });
         book.record(step("w1", "systemctl kill -s KILL kubelet", 0, Outcome::Signalled("KILL".into())));
         let text = book.to_markdown("vigil up: lab");
-        assert!(text.starts_with("# vigil up: lab\n\n4 commands, 2 failed, 42.0 s in all."), "{text}");
-        assert!(text.contains("| cp | 2 | 0 | 40.5 |\n| w1 | 2 | 2 | 1.5 |\n"), "{text}");
+        assert!(text.starts_with("# vigil up: lab\n\n6 commands, 2 failed, 44.5 s in all."), "{text}");
+        assert!(text.contains("| cp | 2 | 0 | 40.5 | 0.0 |\n| w1 | 4 | 2 | 4.0 | 3.0 |\n"), "{text}");
         let swapoff =
             text.find("## 1. cp · 2026-12-06T01:02:03Z · exit 0 · 0.25 s\n\n```sh\nswapoff -a\n```").unwrap();
         let modprobe = text.find("## 2. w1 · 2026-12-06T01:02:03Z · exit 1 · 1.25 s").unwrap();
         let init = text.find("## 3. cp").unwrap();
-        let kill = text.find("## 4. w1 · 2026-12-06T01:02:03Z · killed by KILL").unwrap();
-        assert!(swapoff < modprobe && modprobe < init && init < kill);
+        let import = text.find("## 4. w1 · 2026-12-06T01:02:03Z · exit 0 · 2.25 s · 3.0 MiB sent").unwrap();
+        let write = text.find("## 5. w1 · 2026-12-06T01:02:03Z · exit 0 · 0.25 s · 300 bytes sent").unwrap();
+        let kill = text.find("## 6. w1 · 2026-12-06T01:02:03Z · killed by KILL").unwrap();
+        assert!(swapoff < modprobe && modprobe < init && init < import && import < write && write < kill);
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl Node for FakeNode {
         Ok(())
     }
 
-    async fn run(&self, argv: &[&str], _stdin: Option<Vec<u8>>) -> Result<Output, CommandError> {
+    async fn run(&self, argv: &[&str], stdin: Option<Vec<u8>>) -> Result<Output, CommandError> {
         let command = argv.join(" ");
         let mut state = self.state.lock().unwrap();
         state.log.push((self.name.clone(), command.clone()));
@@ -206,10 +206,27 @@ impl Node for FakeNode {
                 state.images.entry(self.name.clone()).or_default().extend(importable);
                 ok("")
             }
-            ["dig", ..] => ok("10.96.0.1\n"),
+            // A DNS query over bash's /dev/udp: CoreDNS's answer, in od's hex.
+            ["bash", "-c", script, _] if script.contains("/dev/udp") => {
+                ok(&answer_api_service(&stdin.unwrap_or_default()))
+            }
             _ => ok(""),
         }
     }
+}
+
+/// The query's bytes made an answer (RFC 1035 §4.1): the response bit set,
+/// one A record for the name asked (a pointer to it), 10.96.0.1; as `od
+/// -An -tx1` prints it.
+fn answer_api_service(query: &[u8]) -> String {
+    let mut answer = query.to_vec();
+    if answer.len() < 12 {
+        return String::new();
+    }
+    answer[2] |= 0x80;
+    answer[6..8].copy_from_slice(&1u16.to_be_bytes());
+    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 10, 96, 0, 1]);
+    answer.iter().map(|b| format!(" {b:02x}")).collect()
 }
 
 #[async_trait]

@@ -240,12 +240,27 @@ pub struct NodeArtefact {
     pub image: String,
 }
 
+/// What a provider for real hosts copies onto them, taken from the node
+/// artefact (so a host runs exactly what a node container runs). Made by the
+/// caller, which holds the build: the provider never names Docker.
+#[async_trait]
+pub trait HostPayload: Send + Sync {
+    /// vigil's build as one tar rooted at `/`: binaries, configuration, units.
+    async fn bundle(&self, artefact: &NodeArtefact) -> std::result::Result<Vec<u8>, BoxError>;
+    /// The image references a node's containerd holds before any pod runs.
+    async fn image_refs(&self, artefact: &NodeArtefact) -> std::result::Result<Vec<String>, BoxError>;
+    /// Those images as one archive (`docker save`), for `ctr images import`.
+    async fn images(&self, refs: &[String]) -> std::result::Result<Vec<u8>, BoxError>;
+}
+
 /// Which machines a cluster is made of: what [`connect`] is given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Machines {
     /// Node containers on the local Docker Engine (`DOCKER_HOST`, or its socket).
     #[default]
     NodeContainers,
+    /// The hosts an inventory file lists, reached over SSH.
+    Inventory(std::path::PathBuf),
 }
 
 /// Machines numbered on the node network: addresses from its lower half,
@@ -269,6 +284,8 @@ pub struct Removed {
     pub machines: Vec<String>,
     pub volumes: Vec<String>,
     pub networks: Vec<String>,
+    /// What was found and left in place, and why (a host's own files, ...).
+    pub left: Vec<String>,
 }
 
 /// How a machine is powered off or on: the faults only the provider can cause.
@@ -345,6 +362,13 @@ pub trait NodeProvider: Send + Sync {
 
     /// Removes everything labelled as this cluster's, and nothing else.
     async fn delete_cluster(&self, cluster: &str) -> Result<Removed>;
+
+    /// Every command run on the machines so far, as a Markdown runbook
+    /// titled `title`, when the provider records them (SSH does: it is the
+    /// documentation of what was done to hosts the user owns).
+    fn runbook(&self, _title: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The control plane of `spec`, as the provider plans it (None only for a

@@ -26,17 +26,17 @@ use crate::alerting::{alertmanager_states, deduplicated, notices, receivers, web
 
 /// Long enough for the tuned timings' verdicts (under a minute) with room
 /// for a slow machine.
-const DRILL_TIMEOUT: Duration = Duration::from_secs(240);
+pub const DRILL_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// The node running Prometheus (and so holding its `local-path` volume).
-async fn prometheus_node(c: &Cluster) -> Result<String> {
+pub async fn prometheus_node(c: &Cluster) -> Result<String> {
     node_running(&c.client, NAMESPACE, prometheus::NAME).await
 }
 
 /// Spreads `web` again until `wanted` picks a worker (some placements leave
 /// the wanted one without a `web` pod, and the drill breaks only nodes
 /// holding one).
-async fn victim(c: &Cluster, wanted: impl Fn(&str) -> bool) -> Result<String> {
+pub async fn victim(c: &Cluster, wanted: impl Fn(&str) -> bool) -> Result<String> {
     let workers: Vec<String> = (0..c.spec.workers).map(|i| c.spec.worker_name(i)).collect();
     let mut placed = Default::default();
     for _ in 0..3 {

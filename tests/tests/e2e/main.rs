@@ -129,6 +129,8 @@ fn main() {
         on_cluster!(faults::isolate_and_reconnect),
         on_cluster!(faults::kill_and_start),
         on_cluster!(cluster::down_leaves_nothing_behind),
+        // After the local cluster is gone: the machine holds one cluster at a time.
+        plain!(ssh_hosts::the_cluster_and_suite_run_on_bare_hosts_and_down_leaves_them_clean),
     ];
     let enabled = std::env::var_os("VIGIL_E2E").is_some_and(|v| v == "1");
     if !enabled {

@@ -185,3 +185,133 @@ async fn install_checks(hosts: &BareHosts, bundle: &[u8]) -> Result<()> {
     ensure!(runc.as_bytes() == b"the host's own runc\n", "the host's own runc is as it was: {runc:?}");
     Ok(())
 }
+
+/// `vigil up --inventory` on three bare hosts, reached over SSH alone: the
+/// named checks of the local cluster pass on the result (nodes Ready, the
+/// system pods, the pod network across hosts and DNS, the LoadBalancer
+/// from this machine, node-exporter's series of every web pod in
+/// Prometheus, a drill with a verdict); the runbook lists every command;
+/// a second `up` copies nothing again; `down --inventory` leaves nothing of
+/// the cluster or of vigil on the hosts, as their owner lists it.
+pub async fn the_cluster_and_suite_run_on_bare_hosts_and_down_leaves_them_clean() -> Result<()> {
+    let image = ensure_image(&vigil_e2e::images().repository, &vigil_e2e::cache_dir()).await?;
+    let hosts = BareHosts::start(&image).await?;
+    let result = suite_checks(&hosts).await;
+    hosts.remove().await?;
+    result
+}
+
+async fn suite_checks(hosts: &BareHosts) -> Result<()> {
+    // One change for vigil to make, and for `down` to say it leaves in effect.
+    let control_plane = &hosts.nodes[0].name;
+    hosts.provider.node(control_plane).run(&["sysctl", "-qw", "net.ipv4.ip_forward=0"], None).await?;
+    let inventory = hosts.inventory().await?;
+    let path = hosts.write("inventory.yaml", &inventory)?;
+    let spec = inventory.spec(vigil::cluster::ClusterSpec {
+        failover: vigil::cluster::Failover::Tuned,
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let c = vigil_e2e::Cluster::up_on(spec.clone(), app::Target::hosts(&path)?).await?;
+    println!(
+        "vigil up --inventory (3 bare hosts, the whole suite): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let logs = vigil_e2e::cache_dir().join("logs").join(&inventory.name);
+    let runbook = std::fs::read_to_string(logs.join("up-runbook.md"))?;
+    for host in &hosts.nodes {
+        let summary = runbook
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} |", host.name)))
+            .with_context(|| format!("no summary line for {} in the runbook", host.name))?;
+        println!("runbook: {summary}");
+    }
+    for command in ["kubeadm init", "kubeadm join", "ctr --namespace k8s.io images import", "tar -x -p"] {
+        ensure!(runbook.contains(command), "the runbook has no {command:?}");
+    }
+
+    crate::cluster::nodes_are_ready(&c).await.context("nodes Ready")?;
+    crate::cluster::system_pods_run(&c).await.context("system pods")?;
+    crate::cluster::pod_network_and_dns(&c).await.context("pod network and DNS")?;
+    crate::workload::load_balancer_reaches_every_pod(&c).await.context("the LoadBalancer")?;
+    crate::monitoring::prometheus_sees_every_web_pod(&c).await.context("node-exporter's series")?;
+
+    // A second `up` finds everything done: nothing is copied again.
+    let again = std::time::Instant::now();
+    vigil_e2e::up_on(&spec, app::Target::hosts(&path)?).await.context("vigil up again")?;
+    let runbook = std::fs::read_to_string(logs.join("up-runbook.md"))?;
+    ensure!(!runbook.contains("images import") && !runbook.contains("tar -x -p"), "copied again:\n{runbook}");
+    println!("vigil up --inventory again: {:.1} s", again.elapsed().as_secs_f64());
+
+    // A drill: a worker's Kubernetes killed over SSH, a verdict, and back.
+    let keep = crate::drill::prometheus_node(&c).await?;
+    let node = crate::drill::victim(&c, |w| w != keep).await?;
+    let dir = tempfile::tempdir()?;
+    let options = vigil::drill::Options {
+        fault: vigil::drill::DrillFault::Kill,
+        node: Some(node.clone()),
+        rate: 20,
+        timeout: crate::drill::DRILL_TIMEOUT,
+        report_dir: dir.path().to_owned(),
+    };
+    let report = vigil::drill::run(
+        c.provider.clone(),
+        &c.spec,
+        c.client.clone(),
+        c.web_url()?.to_owned(),
+        options,
+        &vigil::progress::Progress::default(),
+    )
+    .await?;
+    eprintln!("{}", vigil::drill::summary(&report));
+    ensure!(report.verdict == Some(vigil::drill::Verdict::Rescheduled), "{report:?}");
+
+    let removed = vigil_e2e::down_on(&app::Target::hosts(&path)?).await.context("vigil down --inventory")?;
+    ensure!(removed.machines.len() == 3, "{removed:?}");
+    ensure!(
+        removed.left
+            == [format!("{control_plane}: net.ipv4.ip_forward stays in effect until the host boots again")],
+        "what down says it left: {:?}",
+        removed.left
+    );
+    let bundle_files = {
+        let docker = vigil::docker::connect().await?;
+        let node_image = vigil_e2e::images().node();
+        vigil_provider_ssh::install::files_of(&vigil::build::host::bundle(&docker, &node_image).await?)?
+    };
+    // What the owner lists on each host afterwards.
+    let script = format!(
+        r#"for f in {} /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/containerd /var/lib/cni /etc/cni/net.d /run/flannel /var/lib/vigil /etc/vigil /etc/sysctl.d/90-vigil.conf /etc/modules-load.d/vigil.conf /sys/class/net/cni0 /sys/class/net/flannel.1; do
+  if [ -e "$f" ] || [ -L "$f" ]; then echo "$f"; fi
+done
+systemctl is-active containerd kubelet || true"#,
+        bundle_files.join(" ")
+    );
+    for host in &hosts.nodes {
+        let left = hosts.provider.node(&host.name).run(&["sh", "-c", &script], None).await?.stdout;
+        ensure!(left.trim() == "inactive\ninactive", "{}: left behind:\n{left}", host.name);
+    }
+    // The cluster's packet-filter rules, read in each host's network namespace.
+    for host in &hosts.nodes {
+        let rules = iptables_of(&host.name).await?;
+        ensure!(
+            !rules.lines().any(|l| l.contains("KUBE-") || l.contains("FLANNEL-") || l.contains("CNI-")),
+            "{}: rules left behind:\n{rules}",
+            host.name
+        );
+    }
+    Ok(())
+}
+
+/// `iptables-save` in the network namespace of the host container `name`,
+/// run from the node image (the host has no iptables of its own).
+async fn iptables_of(name: &str) -> Result<String> {
+    let out = tokio::process::Command::new("docker")
+        .args(["run", "--rm", "--network", &format!("container:{name}"), "--cap-add", "NET_ADMIN"])
+        .args(["--entrypoint", "sh", &vigil_e2e::images().node(), "-c", "iptables-save; ip6tables-save"])
+        .output()
+        .await
+        .context("docker run of the node image")?;
+    ensure!(out.status.success(), "iptables-save in {name}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,440 @@
+//! The hosts of an inventory as a [`NodeProvider`]: `up` provisions them
+//! (vigil's preflight changes, its build, the node images) and then runs
+//! the same steps as on node containers; `down` takes the cluster and
+//! vigil's build off them again.
+//!
+//! Faults a host supports over SSH, with no power switch vigil can reach:
+//! `stop` and `kill` end the node's Kubernetes (kubelet, containerd and
+//! every pod: orderly, or SIGKILL at once) while the machine and its SSH
+//! stay up; `start` brings them back. `isolate` is refused: a partition made
+//! over SSH cuts the connection that would have to mend it.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+use vigil_model::cluster::ClusterSpec;
+use vigil_provider::{
+    BoxError, CommandError, Error, Fault, HostPayload, MachineState, Node, NodeArtefact, NodeInfo,
+    NodeProvider, NodeSpec, Output, Power, ProviderInfo, Removed, Result, nodeutils,
+};
+
+use crate::{
+    hosts::{self, HostReport, Hosts},
+    install,
+    inventory::{Inventory, Machine},
+    node::SshNode,
+    preflight, teardown,
+};
+
+/// Where a host keeps the digest of the bundle installed on it, so that a
+/// second `up` copies it only when it changed.
+const BUNDLE_DIGEST: &str = "/var/lib/vigil/bundle-digest";
+/// How long a host may take to answer `list_nodes`.
+const REACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct SshProvider {
+    inventory: Inventory,
+    hosts: Hosts,
+    payload: Arc<dyn HostPayload>,
+    info: OnceLock<ProviderInfo>,
+    reports: Mutex<BTreeMap<String, HostReport>>,
+    bundle: OnceCell<Arc<Vec<u8>>>,
+    images: OnceCell<Arc<Vec<u8>>>,
+}
+
+impl SshProvider {
+    pub fn new(inventory: Inventory, machines: Vec<Machine>, payload: Arc<dyn HostPayload>) -> Self {
+        SshProvider {
+            inventory,
+            hosts: Hosts::new(machines),
+            payload,
+            info: OnceLock::new(),
+            reports: Mutex::new(BTreeMap::new()),
+            bundle: OnceCell::new(),
+            images: OnceCell::new(),
+        }
+    }
+
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    /// The SSH node of host `name`, when the inventory lists it.
+    fn host(&self, name: &str) -> Result<&Arc<SshNode>> {
+        self.hosts.find(name).ok_or_else(|| Error::UnknownNode {
+            name: name.into(),
+            cluster: self.inventory.name.clone(),
+            known: self.hosts.nodes().iter().map(|n| n.name().to_owned()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Makes `node` ready for kubeadm: vigil's preflight changes, its build
+    /// (unless that same build is there), and the node images.
+    async fn provision_host(&self, node: &SshNode, artefact: &NodeArtefact) -> Result<()> {
+        let failed = |step: &'static str| {
+            let node = node.name().to_owned();
+            move |source: BoxError| Error::Node {
+                node: node.clone(),
+                step,
+                log_hint: "every command run on it is in the runbook `vigil` writes beside the logs".into(),
+                source,
+            }
+        };
+        let boxed = |e: CommandError| -> BoxError { Box::new(e) };
+        let known = self.reports.lock().expect("not poisoned").get(node.name()).cloned();
+        let report = match known {
+            Some(report) => report,
+            None => hosts::preflight_host(node).await,
+        };
+        let found = report.outcome.map_err(|cause| failed("preflight")(cause.into()))?;
+        if let Some(script) = preflight::changes_script(&found) {
+            node.run(&["sh", "-c", &script], None)
+                .await
+                .map_err(boxed)
+                .map_err(failed("preflight changes"))?;
+        }
+        let refs = self.payload.image_refs(artefact).await.map_err(failed("reading the node images"))?;
+        let lacks_images = !nodeutils::has_images(node, &refs).await;
+        // The images are exported while the build is copied: both take seconds.
+        let build = async {
+            let bundle = self
+                .bundle
+                .get_or_try_init(|| async { self.payload.bundle(artefact).await.map(Arc::new) })
+                .await
+                .map_err(failed("reading vigil's build"))?;
+            let digest = digest(bundle);
+            if nodeutils::read_file(node, BUNDLE_DIGEST).await.is_ok_and(|d| d.trim() == digest) {
+                return Ok(());
+            }
+            install::install(node, bundle)
+                .await
+                .map_err(boxed)
+                .map_err(failed("installing vigil's build"))?;
+            node.copy_in(BUNDLE_DIGEST, format!("{digest}\n").as_bytes(), 0o644)
+                .await
+                .map_err(boxed)
+                .map_err(failed("installing vigil's build"))
+        };
+        let archive = async {
+            if !lacks_images {
+                return Ok(None);
+            }
+            self.images
+                .get_or_try_init(|| async { self.payload.images(&refs).await.map(Arc::new) })
+                .await
+                .map(Some)
+                .map_err(failed("exporting the node images"))
+        };
+        let ((), archive) = tokio::try_join!(build, archive)?;
+        if let Some(archive) = archive {
+            nodeutils::load_images(node, archive.to_vec())
+                .await
+                .map_err(boxed)
+                .map_err(failed("importing the node images"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The bundle's SHA-256, hex.
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The shell script of a power fault on a host: the node's Kubernetes (its
+/// kubelet, containerd and every pod) ends or starts; the machine does not.
+fn power_script(power: Power) -> &'static str {
+    match power {
+        // kubelet first, so it does not restart what stops under it.
+        Power::Stop => "systemctl stop kubelet.service && systemctl stop kubepods.slice containerd.service",
+        Power::Kill => {
+            "set -u
+systemctl kill --signal=SIGKILL kubelet.service containerd.service
+for procs in $(find /sys/fs/cgroup -path '*kubepods*' -name cgroup.procs 2>/dev/null); do
+  for pid in $(cat \"$procs\"); do kill -9 \"$pid\" 2>/dev/null; done
+done
+systemctl stop kubelet.service containerd.service kubepods.slice 2>/dev/null || true"
+        }
+        Power::Start => "systemctl start containerd.service kubelet.service",
+    }
+}
+
+/// What `vigil` knows of a host, for `inspect`.
+#[derive(Serialize)]
+struct Inspected<'a> {
+    name: &'a str,
+    address: String,
+    port: u16,
+    user: &'a str,
+    role: &'static str,
+    reachable: bool,
+    /// `systemctl is-active` of each unit, or why the host did not answer.
+    units: BTreeMap<&'static str, String>,
+    kernel: String,
+}
+
+#[async_trait]
+impl NodeProvider for SshProvider {
+    fn name(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn info(&self) -> ProviderInfo {
+        self.info
+            .get()
+            .cloned()
+            .unwrap_or(ProviderInfo { shares_host_kernel: false, kubelet_cgroup_root: None })
+    }
+
+    fn plan(&self, _spec: &ClusterSpec) -> Vec<NodeSpec> {
+        self.hosts
+            .nodes()
+            .iter()
+            .map(|n| NodeSpec { name: n.name().to_owned(), role: n.machine().role, ip: n.machine().address })
+            .collect()
+    }
+
+    /// Every host reached and checked at once: fails, naming each host and
+    /// what is wrong with it, when one cannot be reached or has a problem
+    /// only its owner can mend (vigil's own changes wait for `provision`).
+    async fn preflight(&self, _spec: &ClusterSpec) -> Result<()> {
+        let reports = self.hosts.preflight().await;
+        // Hosts that are containers share their machine's kernel: kubeadm's
+        // kernel checks and the kubelet's swap and disk rules do not apply.
+        if let Some(control_plane) =
+            reports.iter().find(|r| r.role == vigil_model::cluster::Role::ControlPlane)
+        {
+            let info = match control_plane.container {
+                Some(_) => ProviderInfo { shares_host_kernel: true, kubelet_cgroup_root: None },
+                None => ProviderInfo { shares_host_kernel: false, kubelet_cgroup_root: None },
+            };
+            let _ = self.info.set(info);
+        }
+        let not_ready: Vec<HostReport> = reports.iter().filter(|r| !r.ready()).cloned().collect();
+        *self.reports.lock().expect("not poisoned") =
+            reports.into_iter().map(|r| (r.host.clone(), r)).collect();
+        if not_ready.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = not_ready.iter().map(|r| r.host.as_str()).collect();
+        Err(Error::Unavailable(
+            format!(
+                "{} of the inventory's hosts cannot be used yet ({}):\n{}mend what is listed as yours to do, then run `vigil up` again (`vigil preflight` checks without changing anything)",
+                not_ready.len(),
+                names.join(", "),
+                hosts::render(&not_ready)
+            )
+            .into(),
+        ))
+    }
+
+    async fn provision(
+        &self,
+        _spec: &ClusterSpec,
+        nodes: &[NodeSpec],
+        artefact: &NodeArtefact,
+    ) -> Result<()> {
+        let work = nodes.iter().map(|spec| async move {
+            let node = self.host(&spec.name)?;
+            self.provision_host(node, artefact).await
+        });
+        // Every host goes as far as it can; the first failure is reported
+        // with the host and step named, and an `up` again resumes each.
+        let results = futures::future::join_all(work).await;
+        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+    }
+
+    async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>> {
+        if cluster != self.inventory.name {
+            return Ok(vec![]);
+        }
+        let answers = futures::future::join_all(self.hosts.nodes().iter().map(|node| async move {
+            let reached = tokio::time::timeout(REACH_TIMEOUT, node.connection()).await;
+            let state = match reached {
+                Ok(Ok(_)) => MachineState::Running,
+                Ok(Err(e)) => MachineState::Other(format!("unreachable: {e}")),
+                Err(_) => MachineState::Other("unreachable: no answer in 10 s".into()),
+            };
+            NodeInfo {
+                name: node.name().to_owned(),
+                role: node.machine().role,
+                state,
+                ip: Some(node.machine().address.to_string()),
+            }
+        }))
+        .await;
+        Ok(answers)
+    }
+
+    async fn discover(&self, name: &str) -> Result<ClusterSpec> {
+        if name != self.inventory.name {
+            return Err(Error::NoSuchCluster(name.into()));
+        }
+        Ok(self.inventory.spec(ClusterSpec::default()))
+    }
+
+    fn node(&self, name: &str) -> Arc<dyn Node> {
+        match self.hosts.find(name) {
+            Some(node) => node.clone(),
+            None => Arc::new(NotListed { name: name.into(), inventory: self.inventory.name.clone() }),
+        }
+    }
+
+    async fn fault(&self, node_name: &str, fault: Fault) -> Result<()> {
+        let node = self.host(node_name)?;
+        let script = match fault {
+            Fault::Power(power) => power_script(power),
+            Fault::Isolate | Fault::Reconnect => {
+                return Err(Error::Unavailable(
+                    format!(
+                        "{} {node_name}: a host reached over SSH cannot be cut off the network by vigil, since the cut would end the connection that has to mend it; use `vigil node stop` or `kill`, or cut the host's network yourself (a switch port, a hypervisor's link)",
+                        fault.name()
+                    )
+                    .into(),
+                ));
+            }
+        };
+        node.run(&["sh", "-c", script], None).await.map(|_| ()).map_err(|source| Error::Fault {
+            node: node_name.into(),
+            fault: fault.name(),
+            source: Box::new(source),
+        })
+    }
+
+    async fn inspect(&self, node_name: &str) -> Result<String> {
+        let node = self.host(node_name)?;
+        let machine = node.machine();
+        let mut units = BTreeMap::new();
+        let mut kernel = String::new();
+        let mut reachable = false;
+        match node
+            .run(&["sh", "-c", "uname -srvm; systemctl is-active containerd kubelet || true"], None)
+            .await
+        {
+            Ok(out) => {
+                reachable = true;
+                let mut lines = out.stdout.lines();
+                kernel = lines.next().unwrap_or_default().to_owned();
+                for unit in ["containerd", "kubelet"] {
+                    units.insert(unit, lines.next().unwrap_or("unknown").to_owned());
+                }
+            }
+            Err(e) => {
+                let why = e.cause.unwrap_or(e.output);
+                for unit in ["containerd", "kubelet"] {
+                    units.insert(unit, format!("not asked: {why}"));
+                }
+            }
+        }
+        let inspected = Inspected {
+            name: &machine.name,
+            address: machine.address.to_string(),
+            port: machine.port,
+            user: &machine.user,
+            role: machine.role.as_str(),
+            reachable,
+            units,
+            kernel,
+        };
+        Ok(serde_json::to_string_pretty(&inspected).expect("serializes"))
+    }
+
+    /// Every host at once: the cluster taken apart and vigil's build and
+    /// changes removed ([`teardown`]). A host that fails is named; the others
+    /// are still cleaned.
+    async fn delete_cluster(&self, cluster: &str) -> Result<Removed> {
+        if cluster != self.inventory.name {
+            return Err(Error::NoSuchCluster(cluster.into()));
+        }
+        let results =
+            futures::future::join_all(self.hosts.nodes().iter().map(|node| async move {
+                (node.name().to_owned(), teardown::teardown(node.as_ref()).await)
+            }))
+            .await;
+        let mut removed = Removed::default();
+        let mut failures = vec![];
+        for (host, result) in results {
+            match result {
+                Ok(torn) => {
+                    removed.machines.push(host);
+                    removed.left.extend(torn.left);
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        match failures.into_iter().next() {
+            None => Ok(removed),
+            Some(first) => Err(Error::Node {
+                node: first.node.clone(),
+                step: "taking the cluster off the host",
+                log_hint: format!(
+                    "the other hosts were cleaned ({}); run `vigil down` again once it answers",
+                    if removed.machines.is_empty() { "none".into() } else { removed.machines.join(", ") }
+                ),
+                source: Box::new(first),
+            }),
+        }
+    }
+
+    fn runbook(&self, title: &str) -> Option<String> {
+        Some(self.hosts.runbook().to_markdown(title))
+    }
+}
+
+/// A name the inventory does not list: every command fails, saying so.
+struct NotListed {
+    name: String,
+    inventory: String,
+}
+
+#[async_trait]
+impl Node for NotListed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn shell_hint(&self, command: &str) -> String {
+        command.into()
+    }
+
+    fn console_hint(&self) -> String {
+        String::new()
+    }
+
+    async fn run(&self, argv: &[&str], _stdin: Option<Vec<u8>>) -> std::result::Result<Output, CommandError> {
+        Err(CommandError {
+            node: self.name.clone(),
+            command: argv.join(" "),
+            exit_code: None,
+            output: String::new(),
+            cause: Some(format!("inventory {} lists no host named {}", self.inventory, self.name)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_tells_builds_apart() {
+        assert_eq!(digest(b"vigil"), digest(b"vigil"));
+        assert_ne!(digest(b"vigil 1"), digest(b"vigil 2"));
+        assert_eq!(digest(b"").len(), 64);
+    }
+
+    #[test]
+    fn power_faults_end_the_nodes_kubernetes_and_keep_the_machine() {
+        assert!(power_script(Power::Stop).starts_with("systemctl stop kubelet.service &&"));
+        assert!(power_script(Power::Kill).contains("--signal=SIGKILL"));
+        assert!(!power_script(Power::Kill).contains("poweroff"));
+        assert_eq!(power_script(Power::Start), "systemctl start containerd.service kubelet.service");
+    }
+}
