@@ -211,13 +211,28 @@ async fn suite_checks(hosts: &BareHosts) -> Result<()> {
         failover: vigil::cluster::Failover::Tuned,
         ..Default::default()
     });
+    // A host nothing answers at: `up` names it before anything is copied.
+    let mut unreachable = inventory.clone();
+    unreachable.hosts[2].address = hosts.spec.node_network_host(99);
+    unreachable.hosts[2].name = Some("gone".into());
+    let unreachable = app::Target::hosts(&hosts.write("unreachable.yaml", &unreachable)?)?;
+    let error =
+        vigil_e2e::up_on(&spec, unreachable).await.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    ensure!(
+        error.contains("1 of the inventory's hosts cannot be used yet (gone)")
+            && error.contains("cannot be reached"),
+        "{error}"
+    );
+    let logs = vigil_e2e::cache_dir().join("logs").join(&inventory.name);
+    let runbook = std::fs::read_to_string(logs.join("up-runbook.md"))?;
+    ensure!(!runbook.contains("tar -x") && !runbook.contains("# write"), "copied to a host:\n{runbook}");
+
     let started = std::time::Instant::now();
     let c = vigil_e2e::Cluster::up_on(spec.clone(), app::Target::hosts(&path)?).await?;
     println!(
         "vigil up --inventory (3 bare hosts, the whole suite): {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let logs = vigil_e2e::cache_dir().join("logs").join(&inventory.name);
     let runbook = std::fs::read_to_string(logs.join("up-runbook.md"))?;
     for host in &hosts.nodes {
         let summary = runbook
