@@ -53,6 +53,56 @@ pub async fn image_refs(docker: &Docker, node_image: &str) -> Result<Vec<String>
     Ok(info.images)
 }
 
+/// What [`containerd_state`] runs: the preloaded root as one tar, extended
+/// attributes kept (overlayfs marks opaque directories with them).
+const STATE_TAR_SCRIPT: &str = "tar -C /state --xattrs --xattrs-include='*' -cf /out/state.tar .";
+
+/// The node image's preloaded containerd state (its root with every node
+/// image unpacked, the volume the image's label names) as one tar: what a
+/// fresh host's containerd starts from instead of importing the images.
+pub async fn containerd_state(docker: &Docker, node_image: &str) -> Result<Vec<u8>> {
+    use bollard::models::{HostConfig, Mount, MountType};
+    let inspect = docker
+        .inspect_image(node_image)
+        .await
+        .map_err(|source| Error::Docker { what: format!("inspect {node_image}"), source })?;
+    let label = vigil_provider_docker::STATE_VOLUME_LABEL;
+    let volume =
+        inspect.config.and_then(|c| c.labels).and_then(|l| l.get(label).cloned()).ok_or_else(|| {
+            Error::io(
+                std::path::Path::new(node_image),
+                std::io::Error::other(format!("{node_image} has no {label} label: run `vigil build`")),
+            )
+        })?;
+    let out = tempfile::tempdir().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    let body = ContainerCreateBody {
+        image: Some(node_image.into()),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), STATE_TAR_SCRIPT.into()]),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{}:/out", out.path().display())]),
+            mounts: Some(vec![Mount {
+                target: Some("/state".into()),
+                source: Some(volume.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(true),
+                ..Default::default()
+            }]),
+            network_mode: Some("none".into()),
+            // Reading overlayfs's trusted.* attributes takes CAP_SYS_ADMIN.
+            ..vigil_provider_docker::nested_runtime_host_config()
+        }),
+        ..Default::default()
+    };
+    let (succeeded, output) = vigil_provider_docker::engine::run_to_end(docker, "vigil-host-state", body)
+        .await
+        .map_err(|source| Error::Docker { what: format!("tar the containerd state {volume}"), source })?;
+    let tar = out.path().join("state.tar");
+    if !succeeded {
+        return Err(Error::io(&tar, std::io::Error::other(output)));
+    }
+    tokio::fs::read(&tar).await.map_err(|e| Error::io(&tar, e))
+}
+
 /// The files of an image, read through a container that is never started.
 struct ImageFiles<'a> {
     docker: &'a Docker,
@@ -126,6 +176,13 @@ impl vigil_provider::HostPayload for DockerPayload {
 
     async fn images(&self, refs: &[String]) -> std::result::Result<Vec<u8>, BoxError> {
         Ok(super::image::save_to_memory(self.docker().await?, refs).await?)
+    }
+
+    async fn containerd_state(
+        &self,
+        artefact: &vigil_provider::NodeArtefact,
+    ) -> std::result::Result<Vec<u8>, BoxError> {
+        Ok(containerd_state(self.docker().await?, &artefact.image).await?)
     }
 }
 

@@ -90,10 +90,16 @@ pub async fn install(node: &dyn Node, bundle: &[u8]) -> Result<Installed, Comman
     node.run(&["systemctl", "daemon-reload"], None).await?;
     node.run(&["systemctl", "enable", "--now", "--quiet", UNITS[0]], None).await?;
     node.run(&["systemctl", "enable", "--quiet", UNITS[1]], None).await?;
+    wait_for_containerd(node).await?;
+    Ok(installed)
+}
+
+/// Waits until the containerd just started answers.
+pub async fn wait_for_containerd(node: &dyn Node) -> Result<(), CommandError> {
     let deadline = tokio::time::Instant::now() + CONTAINERD_START;
     loop {
         match node.run(&["ctr", "version"], None).await {
-            Ok(_) => return Ok(installed),
+            Ok(_) => return Ok(()),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }

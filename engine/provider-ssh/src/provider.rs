@@ -35,6 +35,15 @@ use crate::{
 /// Where a host keeps the digest of the bundle installed on it, so that a
 /// second `up` copies it only when it changed.
 const BUNDLE_DIGEST: &str = "/var/lib/vigil/bundle-digest";
+/// containerd's metadata database: a host without one has never run it.
+const CONTAINERD_DB: &str = "/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db";
+/// containerd's root replaced by the preloaded one read on stdin.
+const STATE_SCRIPT: &str = "set -e
+systemctl stop containerd.service
+rm -rf /var/lib/containerd
+mkdir -p /var/lib/containerd
+tar -C /var/lib/containerd --xattrs --xattrs-include='*' -xpf -
+systemctl start containerd.service";
 /// How long a host may take to answer `list_nodes`.
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +55,17 @@ pub struct SshProvider {
     reports: Mutex<BTreeMap<String, HostReport>>,
     bundle: OnceCell<Arc<Vec<u8>>>,
     images: OnceCell<Arc<Vec<u8>>>,
+    state: OnceCell<Arc<Vec<u8>>>,
+}
+
+/// How a host's containerd gets the node images.
+enum Images {
+    /// It has them all.
+    There,
+    /// It never ran: the preloaded root, unpacked as it is.
+    State(Arc<Vec<u8>>),
+    /// It holds other things: the images, imported beside them.
+    Archive(Arc<Vec<u8>>),
 }
 
 impl SshProvider {
@@ -58,6 +78,7 @@ impl SshProvider {
             reports: Mutex::new(BTreeMap::new()),
             bundle: OnceCell::new(),
             images: OnceCell::new(),
+            state: OnceCell::new(),
         }
     }
 
@@ -101,6 +122,7 @@ impl SshProvider {
         }
         let refs = self.payload.image_refs(artefact).await.map_err(failed("reading the node images"))?;
         let lacks_images = !nodeutils::has_images(node, &refs).await;
+        let fresh = lacks_images && !nodeutils::file_exists(node, CONTAINERD_DB).await;
         // The images are exported while the build is copied: both take seconds.
         let build = async {
             let bundle = self
@@ -121,22 +143,43 @@ impl SshProvider {
                 .map_err(boxed)
                 .map_err(failed("installing vigil's build"))
         };
-        let archive = async {
+        let images = async {
             if !lacks_images {
-                return Ok(None);
+                return Ok(Images::There);
+            }
+            if fresh {
+                let state = self
+                    .state
+                    .get_or_try_init(|| async { self.payload.containerd_state(artefact).await.map(Arc::new) })
+                    .await
+                    .map_err(failed("reading the preloaded containerd state"))?;
+                return Ok(Images::State(state.clone()));
             }
             self.images
                 .get_or_try_init(|| async { self.payload.images(&refs).await.map(Arc::new) })
                 .await
-                .map(Some)
+                .map(|archive| Images::Archive(archive.clone()))
                 .map_err(failed("exporting the node images"))
         };
-        let ((), archive) = tokio::try_join!(build, archive)?;
-        if let Some(archive) = archive {
-            nodeutils::load_images(node, archive.to_vec())
-                .await
-                .map_err(boxed)
-                .map_err(failed("importing the node images"))?;
+        let ((), images) = tokio::try_join!(build, images)?;
+        match images {
+            Images::There => {}
+            Images::State(state) => {
+                node.run(&["sh", "-c", STATE_SCRIPT], Some(state.to_vec()))
+                    .await
+                    .map_err(boxed)
+                    .map_err(failed("unpacking the preloaded containerd state"))?;
+                install::wait_for_containerd(node)
+                    .await
+                    .map_err(boxed)
+                    .map_err(failed("unpacking the preloaded containerd state"))?;
+            }
+            Images::Archive(archive) => {
+                nodeutils::load_images(node, archive.to_vec())
+                    .await
+                    .map_err(boxed)
+                    .map_err(failed("importing the node images"))?;
+            }
         }
         Ok(())
     }

@@ -155,24 +155,47 @@ impl Connection {
             port: self.port,
             cause: e.to_string(),
         };
-        let mut channel = self.handle.channel_open_session().await.map_err(session)?;
+        let channel = self.handle.channel_open_session().await.map_err(session)?;
         channel.exec(true, command).await.map_err(session)?;
-        if let Some(input) = stdin {
-            channel.data(input).await.map_err(session)?;
-        }
-        channel.eof().await.map_err(session)?;
-        let mut exit = Exit { status: None, signal: None, stdout: vec![], stderr: vec![] };
-        // Output can still arrive after the exit status: read to the end.
-        while let Some(message) = channel.wait().await {
-            match message {
-                ChannelMsg::Data { data } => exit.stdout.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, ext: 1 } => exit.stderr.extend_from_slice(&data),
-                ChannelMsg::ExitStatus { exit_status } => exit.status = Some(exit_status),
-                ChannelMsg::ExitSignal { signal_name, .. } => exit.signal = Some(format!("{signal_name:?}")),
-                _ => {}
+        let (mut read, write) = channel.split();
+        // Input goes while output is read: a command that writes much
+        // before it reads (or exits without reading all of its input) must
+        // neither block on its output nor leave vigil waiting to send.
+        let send = async {
+            if let Some(input) = stdin {
+                write.data(input).await?;
             }
+            write.eof().await
+        };
+        let receive = async {
+            let mut exit = Exit { status: None, signal: None, stdout: vec![], stderr: vec![] };
+            // Output can still arrive after the exit status: read to the end.
+            while let Some(message) = read.wait().await {
+                match message {
+                    ChannelMsg::Data { data } => exit.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => exit.stderr.extend_from_slice(&data),
+                    ChannelMsg::ExitStatus { exit_status } => exit.status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        exit.signal = Some(format!("{signal_name:?}"))
+                    }
+                    _ => {}
+                }
+            }
+            exit
+        };
+        tokio::pin!(send, receive);
+        let mut sent: Option<Result<(), russh::Error>> = None;
+        let exit = loop {
+            tokio::select! {
+                result = &mut send, if sent.is_none() => sent = Some(result),
+                exit = &mut receive => break exit,
+            }
+        };
+        match sent {
+            // The input could not all be sent and the command did not say how it ended.
+            Some(Err(e)) if exit.status.is_none() && exit.signal.is_none() => Err(session(e)),
+            _ => Ok(exit),
         }
-        Ok(exit)
     }
 
     pub async fn close(self) {

@@ -176,6 +176,26 @@ async fn commands_run_with_their_stdin_output_and_exit_status() {
     assert!(!book.contains("s3cret"), "a copied file's contents never reach the runbook");
 }
 
+/// Input and output flow at once: a command that exits without reading
+/// its input (a tar that cannot unpack) ends the run with its status, and
+/// one that writes much before it reads does not block on its output.
+#[tokio::test]
+async fn large_input_a_command_does_not_read_ends_with_its_status() {
+    let sshd = Sshd::start();
+    let node = SshNode::new(sshd.known_machine(), Runbook::default());
+    let input = vec![b'x'; 64 << 20];
+    let run = node.run(&["sh", "-c", "echo refused; exit 2"], Some(input.clone()));
+    let failed = tokio::time::timeout(Duration::from_secs(30), run).await.expect("no hang").unwrap_err();
+    assert_eq!(failed.exit_code, Some(2), "{failed}");
+    let run = node.run(&["sh", "-c", "head -c 8000000 /dev/zero | tr '\\0' y; wc -c"], Some(input));
+    let out = tokio::time::timeout(Duration::from_secs(60), run).await.expect("no deadlock").unwrap();
+    assert_eq!(out.stdout.len(), 8_000_000 + format!("{}\n", 64 << 20).len());
+    assert!(
+        out.stdout.ends_with(&format!("{}\n", 64 << 20)),
+        "every byte of input was read after the output"
+    );
+}
+
 #[tokio::test]
 async fn host_keys_are_checked_never_accepted_blindly() {
     let sshd = Sshd::start();

@@ -251,6 +251,10 @@ pub trait HostPayload: Send + Sync {
     async fn image_refs(&self, artefact: &NodeArtefact) -> std::result::Result<Vec<String>, BoxError>;
     /// Those images as one archive (`docker save`), for `ctr images import`.
     async fn images(&self, refs: &[String]) -> std::result::Result<Vec<u8>, BoxError>;
+    /// containerd's root with those images already unpacked, as one tar
+    /// (extended attributes kept): what a host whose containerd holds
+    /// nothing yet starts from, instead of importing and unpacking them.
+    async fn containerd_state(&self, artefact: &NodeArtefact) -> std::result::Result<Vec<u8>, BoxError>;
 }
 
 /// Which machines a cluster is made of: what [`connect`] is given.

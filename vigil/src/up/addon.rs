@@ -84,7 +84,10 @@ impl Step for Ready {
     }
 
     fn needs(&self) -> Vec<String> {
-        let mut needs = vec![install_name(self.0)];
+        // Every node Ready first: a rollout's time is counted from when its
+        // pods can be placed, not from while hosts are still being provisioned
+        // (a slow host would otherwise fail the first rollout, hiding its own error).
+        let mut needs = vec![install_name(self.0), ready::NAME.to_owned()];
         needs.extend(self.0.needs.iter().map(|n| ready_name(n)));
         needs
     }
