@@ -105,7 +105,9 @@ impl BareHosts {
         let spec = Self::spec();
         provider.delete_cluster(&spec.name).await?;
         let nodes = provider.plan(&spec);
-        provider.provision(&spec, &nodes, &NodeArtefact { image: image.into() }).await?;
+        let line = Progress::default().line(format!("bare hosts of {image}"));
+        provider.provision(&spec, &nodes, &NodeArtefact { image: image.into() }, &line).await?;
+        line.done();
         let dir = tempfile::tempdir()?;
         let status = std::process::Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "vigil-e2e", "-f"])

@@ -226,7 +226,13 @@ impl NodeProvider for DockerProvider {
         Ok(())
     }
 
-    async fn provision(&self, spec: &ClusterSpec, nodes: &[NodeSpec], artefact: &NodeArtefact) -> Result<()> {
+    async fn provision(
+        &self,
+        spec: &ClusterSpec,
+        nodes: &[NodeSpec],
+        artefact: &NodeArtefact,
+        _line: &vigil_host::progress::Line,
+    ) -> Result<()> {
         network::ensure(&self.docker, spec).await?;
         let results =
             futures::future::join_all(nodes.iter().map(|n| self.ensure_node(spec, n, &artefact.image))).await;

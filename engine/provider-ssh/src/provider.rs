@@ -18,6 +18,7 @@ use std::{
 use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::OnceCell;
+use vigil_host::progress::Line;
 use vigil_model::cluster::ClusterSpec;
 use vigil_provider::{
     BoxError, CommandError, Error, Fault, HostPayload, MachineState, Node, NodeArtefact, NodeInfo,
@@ -97,7 +98,8 @@ impl SshProvider {
 
     /// Makes `node` ready for kubeadm: vigil's preflight changes, its build
     /// (unless that same build is there), and the node images.
-    async fn provision_host(&self, node: &SshNode, artefact: &NodeArtefact) -> Result<()> {
+    async fn provision_host(&self, node: &SshNode, artefact: &NodeArtefact, line: &Line) -> Result<()> {
+        let say = |what: String| line.update(format!("{}: {what}", node.name()));
         let failed = |step: &'static str| {
             let node = node.name().to_owned();
             move |source: BoxError| Error::Node {
@@ -115,6 +117,7 @@ impl SshProvider {
         };
         let found = report.outcome.map_err(|cause| failed("preflight")(cause.into()))?;
         if let Some(script) = preflight::changes_script(&found) {
+            say("vigil's preflight changes".into());
             node.run(&["sh", "-c", &script], None)
                 .await
                 .map_err(boxed)
@@ -134,6 +137,7 @@ impl SshProvider {
             if nodeutils::read_file(node, BUNDLE_DIGEST).await.is_ok_and(|d| d.trim() == digest) {
                 return Ok(());
             }
+            say(format!("copying vigil's build ({})", mib(bundle.len())));
             install::install(node, bundle)
                 .await
                 .map_err(boxed)
@@ -165,6 +169,7 @@ impl SshProvider {
         match images {
             Images::There => {}
             Images::State(state) => {
+                say(format!("unpacking the preloaded containerd state ({})", mib(state.len())));
                 node.run(&["sh", "-c", STATE_SCRIPT], Some(state.to_vec()))
                     .await
                     .map_err(boxed)
@@ -175,6 +180,7 @@ impl SshProvider {
                     .map_err(failed("unpacking the preloaded containerd state"))?;
             }
             Images::Archive(archive) => {
+                say(format!("importing the node images ({})", mib(archive.len())));
                 nodeutils::load_images(node, archive.to_vec())
                     .await
                     .map_err(boxed)
@@ -183,6 +189,10 @@ impl SshProvider {
         }
         Ok(())
     }
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The bundle's SHA-256, hex.
@@ -283,10 +293,11 @@ impl NodeProvider for SshProvider {
         _spec: &ClusterSpec,
         nodes: &[NodeSpec],
         artefact: &NodeArtefact,
+        line: &Line,
     ) -> Result<()> {
         let work = nodes.iter().map(|spec| async move {
             let node = self.host(&spec.name)?;
-            self.provision_host(node, artefact).await
+            self.provision_host(node, artefact, line).await
         });
         // Every host goes as far as it can; the first failure is reported
         // with the host and step named, and an `up` again resumes each.

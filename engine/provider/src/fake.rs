@@ -247,7 +247,13 @@ impl NodeProvider for FakeProvider {
         Ok(())
     }
 
-    async fn provision(&self, _: &ClusterSpec, nodes: &[NodeSpec], _: &NodeArtefact) -> Result<()> {
+    async fn provision(
+        &self,
+        _: &ClusterSpec,
+        nodes: &[NodeSpec],
+        _: &NodeArtefact,
+        _: &vigil_host::progress::Line,
+    ) -> Result<()> {
         let mut state = self.state.lock().unwrap();
         for node in nodes {
             state.log.push((node.name.clone(), "provision".into()));

@@ -341,8 +341,15 @@ pub trait NodeProvider: Send + Sync {
 
     /// Creates the machines of `nodes` that do not exist yet (and the
     /// network they share) and starts those that are stopped. Safe to call
-    /// again, and for a part of the plan at a time.
-    async fn provision(&self, spec: &ClusterSpec, nodes: &[NodeSpec], artefact: &NodeArtefact) -> Result<()>;
+    /// again, and for a part of the plan at a time. Long work says what it
+    /// is doing on `line`.
+    async fn provision(
+        &self,
+        spec: &ClusterSpec,
+        nodes: &[NodeSpec],
+        artefact: &NodeArtefact,
+        line: &vigil_host::progress::Line,
+    ) -> Result<()>;
 
     /// The cluster's machines, control plane first.
     async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>>;

@@ -302,6 +302,22 @@ async fn suite_checks(hosts: &BareHosts) -> Result<()> {
     eprintln!("{}", vigil::drill::summary(&report));
     ensure!(report.verdict == Some(vigil::drill::Verdict::Rescheduled), "{report:?}");
 
+    // `vigil --inventory FILE status`: every host reached and its node Ready again.
+    let path_text = path.to_str().context("a UTF-8 path")?;
+    app::run(Cli::try_parse_from(["vigil", "--inventory", path_text, "status"])?).await?;
+    let machines = c.provider.list_nodes(&c.spec.name).await?;
+    let status =
+        vigil::status::collect(&c.spec, &c.nodes(), machines, Some(Ok(c.client.clone())), None).await;
+    ensure!(
+        status.nodes.len() == 3
+            && status
+                .nodes
+                .iter()
+                .all(|n| n.machine == vigil::provider::MachineState::Running && n.ready == Some(true)),
+        "{}",
+        status.render()
+    );
+
     let removed = vigil_e2e::down_on(&app::Target::hosts(&path)?).await.context("vigil down --inventory")?;
     ensure!(removed.machines.len() == 3, "{removed:?}");
     ensure!(

@@ -64,7 +64,7 @@ impl Step for Provision {
 
     async fn run(&self, ctx: &Context, line: &Line) -> Result<Outcome> {
         let nodes: Vec<NodeSpec> = self.nodes(ctx).into_iter().cloned().collect();
-        ctx.provider.provision(&ctx.spec, &nodes, &ctx.node_artefact).await?;
+        ctx.provider.provision(&ctx.spec, &nodes, &ctx.node_artefact, line).await?;
         line.update("booting");
         futures::future::try_join_all(nodes.iter().map(|n| wait_for_boot(ctx, n))).await?;
         line.update("saving the cluster spec");
