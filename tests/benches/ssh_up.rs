@@ -79,7 +79,8 @@ async fn main() -> Result<()> {
     }
     let runs = runs()?;
     let image = ensure_image(&vigil_e2e::images().repository, &vigil_e2e::cache_dir()).await?;
-    // One untimed `up` of each builds whatever is missing.
+    // One untimed `up` of node containers builds whatever is missing (the
+    // hosts are given what that build made).
     println!("warming up (untimed)");
     anchor().await?;
     let mut rows = vec![];

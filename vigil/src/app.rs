@@ -51,7 +51,18 @@ impl Target {
     pub fn of(global: &Global) -> Result<Target> {
         match &global.inventory {
             None => Ok(Target::containers(&global.name)),
-            Some(path) => Target::hosts(path),
+            Some(path) => {
+                let target = Target::hosts(path)?;
+                if global.name != defaults::NAME && global.name != target.name {
+                    anyhow::bail!(
+                        "--name {} with --inventory {}: the cluster of an inventory has its name ({}); leave --name (or VIGIL_CLUSTER) out",
+                        global.name,
+                        path.display(),
+                        target.name
+                    );
+                }
+                Ok(target)
+            }
         }
     }
 
@@ -80,7 +91,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Up(args) => {
             let spec = match &target.inventory {
-                Some((_, inventory)) => inventory.spec(args.spec(&name)),
+                Some((path, inventory)) => {
+                    let overridden = args.set_by_an_inventory();
+                    if !overridden.is_empty() {
+                        anyhow::bail!(
+                            "{} cannot be used with --inventory: the inventory {} sets the hosts and the networks; change it there",
+                            overridden.join(", "),
+                            path.display()
+                        );
+                    }
+                    inventory.spec(args.spec(&name))
+                }
                 None => args.spec(&name),
             };
             spec.validate()?;

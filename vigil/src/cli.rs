@@ -173,6 +173,21 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
+    /// The options an inventory sets instead (its hosts, its networks), when
+    /// given other values than their defaults.
+    pub fn set_by_an_inventory(&self) -> Vec<&'static str> {
+        let defaults = ClusterSpec::default();
+        [
+            ("--workers", self.workers != defaults.workers),
+            ("--subnet", self.subnet != defaults.node_subnet),
+            ("--pod-subnet", self.pod_subnet != defaults.pod_subnet),
+            ("--service-subnet", self.service_subnet != defaults.service_subnet),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
     pub fn spec(&self, name: &str) -> ClusterSpec {
         ClusterSpec {
             name: name.into(),

@@ -17,7 +17,7 @@ pub async fn connect(machines: &Machines) -> Result<Arc<dyn NodeProvider>> {
             let (inventory, machines) =
                 vigil_provider_ssh::inventory::read(path).map_err(|e| Error::Unavailable(Box::new(e)))?;
             let payload = Arc::new(vigil_build::host::DockerPayload::default());
-            Ok(Arc::new(vigil_provider_ssh::SshProvider::new(inventory, machines, payload)))
+            Ok(Arc::new(vigil_provider_ssh::SshProvider::new(inventory, path.clone(), machines, payload)))
         }
     }
 }

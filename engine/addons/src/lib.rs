@@ -484,6 +484,10 @@ mod table_tests {
         let (_, last) = spec.load_balancer_range();
         for (index, name) in &indices {
             assert!(spec.load_balancer_ip(*index) <= last, "{name}'s address {index} is past the pool");
+            assert!(
+                *index < vigil_model::cluster::PINNED_LOAD_BALANCER_ADDRESSES,
+                "{name}'s address {index}: a pool named apart is only checked to hold PINNED_LOAD_BALANCER_ADDRESSES"
+            );
         }
     }
 }

@@ -24,6 +24,11 @@ pub enum Error {
     /// Nodes need a gateway, one address each, and a range for load balancers.
     #[error("node network {0} is too small: use a /27 or larger with --subnet")]
     SubnetTooSmall(Ipv4Net),
+    /// The Services vigil pins need an address each.
+    #[error(
+        "the LoadBalancer pool {first}-{last} holds {count} addresses; vigil's Services take {PINNED_LOAD_BALANCER_ADDRESSES}: give it at least that many"
+    )]
+    PoolTooSmall { first: Ipv4Addr, last: Ipv4Addr, count: u32 },
     /// Overlapping ranges make routing ambiguous inside the cluster.
     #[error("{a_name} {a} overlaps {b_name} {b}: choose ranges that do not overlap")]
     Overlap { a_name: &'static str, a: Ipv4Net, b_name: &'static str, b: Ipv4Net },
@@ -76,6 +81,10 @@ pub struct ClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_pool: Option<(Ipv4Addr, Ipv4Addr)>,
 }
+
+/// How many LoadBalancer addresses the Services vigil pins take (web,
+/// Prometheus, Alertmanager, Jaeger: the component table's indices are below it).
+pub const PINNED_LOAD_BALANCER_ADDRESSES: u32 = 4;
 
 /// The scrape jobs Prometheus has besides the cAdvisor one.
 pub const OTHER_JOBS: [&str; 3] = ["prometheus", "kube-state-metrics", "kubernetes-pods"];
@@ -280,6 +289,12 @@ impl ClusterSpec {
         if self.node_subnet.prefix_len() > 27 {
             return Err(Error::SubnetTooSmall(self.node_subnet));
         }
+        if let Some((first, last)) = self.load_balancer_pool {
+            let count = (u32::from(last) + 1).saturating_sub(u32::from(first));
+            if count < PINNED_LOAD_BALANCER_ADDRESSES {
+                return Err(Error::PoolTooSmall { first, last, count });
+            }
+        }
         let max = self.max_workers();
         if self.workers == 0 || self.workers > max {
             return Err(Error::WorkerCount { requested: self.workers, max, subnet: self.node_subnet });
@@ -390,6 +405,18 @@ mod tests {
         let overlap = ClusterSpec { pod_subnet: "10.96.0.0/12".parse().unwrap(), ..Default::default() };
         let err = overlap.validate().unwrap_err();
         assert!(err.to_string().contains("pod network 10.96.0.0/12 overlaps service network"), "{err}");
+    }
+
+    #[test]
+    fn a_pool_named_apart_holds_every_pinned_address() {
+        let pool = |last: [u8; 4]| ClusterSpec {
+            load_balancer_pool: Some(([192, 168, 56, 240].into(), last.into())),
+            ..Default::default()
+        };
+        pool([192, 168, 56, 243]).validate().unwrap();
+        assert_eq!(pool([192, 168, 56, 243]).load_balancer_ip(3).to_string(), "192.168.56.243");
+        let err = pool([192, 168, 56, 242]).validate().unwrap_err();
+        assert!(matches!(err, Error::PoolTooSmall { count: 3, .. }), "{err}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
-//! The hosts of an inventory, each reached over its own SSH connection;
-//! what the provider will be made of. So far: the preflight of every host
-//! at once and its report, vigil's fixes, and vigil's build installed and
-//! removed.
+//! The hosts of an inventory, each reached over its own SSH connection,
+//! which the provider is made of: the preflight of every host at once and
+//! its report, vigil's fixes, and vigil's build installed and removed.
 
 use std::{fmt::Write as _, sync::Arc, time::SystemTime};
 

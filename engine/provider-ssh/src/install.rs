@@ -14,6 +14,9 @@ use vigil_provider::{CommandError, Node};
 
 /// Where a host keeps the list of files vigil installed, one per line.
 pub const INSTALLED_LIST: &str = "/var/lib/vigil/installed-files";
+/// The SHA-256 of the bundle installed, so that a second `up` copies it
+/// only when it changed (and only while the list above is there too).
+pub const BUNDLE_DIGEST: &str = "/var/lib/vigil/bundle-digest";
 /// The host's own files at the bundle's paths, which vigil leaves alone
 /// (relative to `/`, as tar's `--exclude-from` reads them).
 pub const KEPT_LIST: &str = "/var/lib/vigil/kept-host-files";
@@ -125,7 +128,7 @@ pub async fn uninstall(node: &dyn Node) -> Result<Vec<String>, CommandError> {
     let _ = node.run(&["systemctl", "disable", "--now", "--quiet", UNITS[0], UNITS[1]], None).await;
     let mut remove = vec!["rm", "-f", "--"];
     remove.extend(files.iter().map(String::as_str));
-    remove.extend([INSTALLED_LIST, KEPT_LIST]);
+    remove.extend([INSTALLED_LIST, KEPT_LIST, BUNDLE_DIGEST]);
     node.run(&remove, None).await?;
     node.run(&["systemctl", "daemon-reload"], None).await?;
     Ok(files)

@@ -57,7 +57,7 @@ echo '== init'; cat /proc/1/comm
 echo '== cgroupfs'; stat -fc %T /sys/fs/cgroup
 echo '== machine'; uname -m; nproc; grep MemTotal /proc/meminfo
 echo '== container'; systemd-detect-virt --container 2>/dev/null || true
-echo '== vigil'; if [ -e {installed} ]; then echo installed; fi
+echo '== vigil'; if [ -e {installed} ]; then echo installed; elif [ -S /run/containerd/containerd.sock ] || [ -d /var/lib/containerd ]; then echo other-containerd; fi
 "#,
         sysctls = sysctls.join(" "),
         installed = crate::install::INSTALLED_LIST,
@@ -89,6 +89,9 @@ pub struct Facts {
     /// vigil's build is installed (an earlier `up`): the ports its
     /// components hold are no finding.
     pub vigil_installed: bool,
+    /// A containerd vigil did not install runs here, or left its state
+    /// (Docker's, a distribution's): vigil's would share its socket and root.
+    pub other_containerd: bool,
 }
 
 impl Facts {
@@ -126,7 +129,10 @@ impl Facts {
                 }
                 "init" => facts.init = line.into(),
                 "container" if line != "none" => facts.container = Some(line.into()),
-                "vigil" => facts.vigil_installed = line == "installed",
+                "vigil" => {
+                    facts.vigil_installed = line == "installed";
+                    facts.other_containerd = line == "other-containerd";
+                }
                 "cgroupfs" => facts.cgroup_filesystem = line.into(),
                 "machine" => {
                     match machine_line {
@@ -269,6 +275,13 @@ pub fn findings(facts: &Facts, role: Role, local_clock: f64) -> Vec<Finding> {
             ));
         }
     }
+    if facts.other_containerd {
+        found.push(Finding::owners(
+            "containerd",
+            "a containerd vigil did not install is here (/run/containerd/containerd.sock or /var/lib/containerd): vigil's own would share its socket and state".into(),
+            "use a host without one, or remove it and its state (apt-get purge containerd docker.io; rm -rf /var/lib/containerd)".into(),
+        ));
+    }
     let ports: Vec<u16> = match role {
         // Held by the cluster an earlier `up` made here, which this one resumes.
         _ if facts.vigil_installed => vec![],
@@ -409,6 +422,17 @@ none
             .replace("== container\nnone\n== vigil\n", "== container\ndocker\n== vigil\ninstalled\n");
         let facts = Facts::parse(&in_docker);
         assert_eq!((facts.container.as_deref(), facts.vigil_installed), (Some("docker"), true));
+    }
+
+    #[test]
+    fn another_containerd_is_the_owners_to_remove() {
+        let other = FRESH_HOST.replace("== vigil\n", "== vigil\nother-containerd\n");
+        let facts = Facts::parse(&other);
+        assert!(facts.other_containerd && !facts.vigil_installed);
+        let found = findings(&facts, Role::Worker, 1_796_518_923.0);
+        let containerd: Vec<&Finding> = found.iter().filter(|f| f.check == "containerd").collect();
+        assert_eq!(containerd.len(), 1);
+        assert!(!containerd[0].vigil_fixes() && containerd[0].fix.contains("apt-get purge containerd"));
     }
 
     #[test]

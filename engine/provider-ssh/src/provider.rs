@@ -11,6 +11,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -30,26 +31,38 @@ use crate::{
     install,
     inventory::{Inventory, Machine},
     node::SshNode,
-    preflight, teardown,
+    preflight, runbook, teardown,
 };
 
-/// Where a host keeps the digest of the bundle installed on it, so that a
-/// second `up` copies it only when it changed.
-const BUNDLE_DIGEST: &str = "/var/lib/vigil/bundle-digest";
-/// containerd's metadata database: a host without one has never run it.
-const CONTAINERD_DB: &str = "/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db";
-/// containerd's root replaced by the preloaded one read on stdin.
-const STATE_SCRIPT: &str = "set -e
+/// Prints whether containerd's root has ever been used (`used`) or not
+/// (`fresh`): a host that never ran it may be given the preloaded root.
+const ROOT_STATE_SCRIPT: &str = "if [ -e /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db ]; then echo used; else echo fresh; fi";
+/// containerd's root replaced by the preloaded one read on stdin: unpacked
+/// beside it first (owners by number, as the image has them), swapped in
+/// only when complete, containerd started again whatever happens, and never
+/// over a containerd that holds an image.
+const STATE_SCRIPT: &str = "set -eu
+if ctr --namespace k8s.io images ls --quiet | grep -q .; then
+  echo 'containerd already holds images: its root is not replaced' >&2; exit 3
+fi
+rm -rf /var/lib/containerd.vigil-new
+mkdir -p /var/lib/containerd.vigil-new
+tar -C /var/lib/containerd.vigil-new --numeric-owner --xattrs --xattrs-include='*' -xpf -
+trap 'systemctl start containerd.service' EXIT
 systemctl stop containerd.service
 rm -rf /var/lib/containerd
-mkdir -p /var/lib/containerd
-tar -C /var/lib/containerd --xattrs --xattrs-include='*' -xpf -
-systemctl start containerd.service";
+mv /var/lib/containerd.vigil-new /var/lib/containerd";
+/// vigil's build is there already: containerd (and, once kubeadm has
+/// configured it, the kubelet) started, as after `vigil node stop`.
+const START_SCRIPT: &str = "systemctl start containerd.service
+if [ -e /var/lib/kubelet/config.yaml ]; then systemctl start kubelet.service; fi";
 /// How long a host may take to answer `list_nodes`.
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SshProvider {
     inventory: Inventory,
+    /// The inventory's file, for the commands the hints name.
+    path: PathBuf,
     hosts: Hosts,
     payload: Arc<dyn HostPayload>,
     info: OnceLock<ProviderInfo>,
@@ -57,12 +70,13 @@ pub struct SshProvider {
     bundle: OnceCell<Arc<Vec<u8>>>,
     images: OnceCell<Arc<Vec<u8>>>,
     state: OnceCell<Arc<Vec<u8>>>,
+    image_refs: OnceCell<Vec<String>>,
 }
 
 /// How a host's containerd gets the node images.
 enum Images {
     /// It has them all.
-    There,
+    AlreadyLoaded,
     /// It never ran: the preloaded root, unpacked as it is.
     State(Arc<Vec<u8>>),
     /// It holds other things: the images, imported beside them.
@@ -70,9 +84,15 @@ enum Images {
 }
 
 impl SshProvider {
-    pub fn new(inventory: Inventory, machines: Vec<Machine>, payload: Arc<dyn HostPayload>) -> Self {
+    pub fn new(
+        inventory: Inventory,
+        path: PathBuf,
+        machines: Vec<Machine>,
+        payload: Arc<dyn HostPayload>,
+    ) -> Self {
         SshProvider {
             inventory,
+            path,
             hosts: Hosts::new(machines),
             payload,
             info: OnceLock::new(),
@@ -80,7 +100,13 @@ impl SshProvider {
             bundle: OnceCell::new(),
             images: OnceCell::new(),
             state: OnceCell::new(),
+            image_refs: OnceCell::new(),
         }
+    }
+
+    /// `vigil --inventory FILE <command>`, as a hint names it.
+    fn command(&self, command: &str) -> String {
+        format!("vigil --inventory {} {command}", self.path.display())
     }
 
     pub fn inventory(&self) -> &Inventory {
@@ -110,8 +136,8 @@ impl SshProvider {
             }
         };
         let boxed = |e: CommandError| -> BoxError { Box::new(e) };
-        let known = self.reports.lock().expect("not poisoned").get(node.name()).cloned();
-        let report = match known {
+        let cached_report = self.reports.lock().expect("not poisoned").get(node.name()).cloned();
+        let report = match cached_report {
             Some(report) => report,
             None => hosts::preflight_host(node).await,
         };
@@ -123,9 +149,23 @@ impl SshProvider {
                 .map_err(boxed)
                 .map_err(failed("preflight changes"))?;
         }
-        let refs = self.payload.image_refs(artefact).await.map_err(failed("reading the node images"))?;
-        let lacks_images = !nodeutils::has_images(node, &refs).await;
-        let fresh = lacks_images && !nodeutils::file_exists(node, CONTAINERD_DB).await;
+        let refs = self
+            .image_refs
+            .get_or_try_init(|| self.payload.image_refs(artefact))
+            .await
+            .map_err(failed("reading the node images"))?;
+        // Lacking when it cannot be asked: whether the root may be replaced
+        // is then asked apart, and a failure to answer stops here.
+        let lacks_images = !nodeutils::has_images(node, refs).await;
+        let fresh = lacks_images
+            && node
+                .run(&["sh", "-c", ROOT_STATE_SCRIPT], None)
+                .await
+                .map_err(boxed)
+                .map_err(failed("reading containerd's state"))?
+                .stdout
+                .trim()
+                == "fresh";
         // The images are exported while the build is copied: both take seconds.
         let build = async {
             let bundle = self
@@ -134,22 +174,32 @@ impl SshProvider {
                 .await
                 .map_err(failed("reading vigil's build"))?;
             let digest = digest(bundle);
-            if nodeutils::read_file(node, BUNDLE_DIGEST).await.is_ok_and(|d| d.trim() == digest) {
-                return Ok(());
+            let installed_script =
+                format!("cat {} && test -e {}", install::BUNDLE_DIGEST, install::INSTALLED_LIST);
+            let installed = node.run(&["sh", "-c", &installed_script], None).await;
+            if installed.is_ok_and(|out| out.stdout.trim() == digest) {
+                node.run(&["sh", "-c", START_SCRIPT], None)
+                    .await
+                    .map_err(boxed)
+                    .map_err(failed("starting containerd"))?;
+                return install::wait_for_containerd(node)
+                    .await
+                    .map_err(boxed)
+                    .map_err(failed("starting containerd"));
             }
-            say(format!("copying vigil's build ({})", mib(bundle.len())));
+            say(format!("copying vigil's build ({})", runbook::size(bundle.len())));
             install::install(node, bundle)
                 .await
                 .map_err(boxed)
                 .map_err(failed("installing vigil's build"))?;
-            node.copy_in(BUNDLE_DIGEST, format!("{digest}\n").as_bytes(), 0o644)
+            node.copy_in(install::BUNDLE_DIGEST, format!("{digest}\n").as_bytes(), 0o644)
                 .await
                 .map_err(boxed)
                 .map_err(failed("installing vigil's build"))
         };
         let images = async {
             if !lacks_images {
-                return Ok(Images::There);
+                return Ok(Images::AlreadyLoaded);
             }
             if fresh {
                 let state = self
@@ -160,16 +210,16 @@ impl SshProvider {
                 return Ok(Images::State(state.clone()));
             }
             self.images
-                .get_or_try_init(|| async { self.payload.images(&refs).await.map(Arc::new) })
+                .get_or_try_init(|| async { self.payload.images(refs).await.map(Arc::new) })
                 .await
                 .map(|archive| Images::Archive(archive.clone()))
                 .map_err(failed("exporting the node images"))
         };
         let ((), images) = tokio::try_join!(build, images)?;
         match images {
-            Images::There => {}
+            Images::AlreadyLoaded => {}
             Images::State(state) => {
-                say(format!("unpacking the preloaded containerd state ({})", mib(state.len())));
+                say(format!("unpacking the preloaded containerd state ({})", runbook::size(state.len())));
                 node.run(&["sh", "-c", STATE_SCRIPT], Some(state.to_vec()))
                     .await
                     .map_err(boxed)
@@ -180,7 +230,7 @@ impl SshProvider {
                     .map_err(failed("unpacking the preloaded containerd state"))?;
             }
             Images::Archive(archive) => {
-                say(format!("importing the node images ({})", mib(archive.len())));
+                say(format!("importing the node images ({})", runbook::size(archive.len())));
                 nodeutils::load_images(node, archive.to_vec())
                     .await
                     .map_err(boxed)
@@ -189,10 +239,6 @@ impl SshProvider {
         }
         Ok(())
     }
-}
-
-fn mib(bytes: usize) -> String {
-    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The bundle's SHA-256, hex.
@@ -206,7 +252,10 @@ fn digest(bytes: &[u8]) -> String {
 fn power_script(power: Power) -> &'static str {
     match power {
         // kubelet first, so it does not restart what stops under it.
-        Power::Stop => "systemctl stop kubelet.service && systemctl stop kubepods.slice containerd.service",
+        // Each in turn; the pods' slice is gone after an earlier stop or kill.
+        Power::Stop => {
+            "systemctl stop kubelet.service && { systemctl stop kubepods.slice 2>/dev/null || true; } && systemctl stop containerd.service"
+        }
         Power::Kill => {
             "set -u
 systemctl kill --signal=SIGKILL kubelet.service containerd.service
@@ -279,10 +328,12 @@ impl NodeProvider for SshProvider {
         let names: Vec<&str> = not_ready.iter().map(|r| r.host.as_str()).collect();
         Err(Error::Unavailable(
             format!(
-                "{} of the inventory's hosts cannot be used yet ({}):\n{}mend what is listed as yours to do, then run `vigil up` again (`vigil preflight` checks without changing anything)",
+                "{} of the inventory's hosts cannot be used yet ({}):\n{}mend what is listed as yours to do, then run `{}` again (`{}` checks without changing anything)",
                 not_ready.len(),
                 names.join(", "),
-                hosts::render(&not_ready)
+                hosts::render(&not_ready),
+                self.command("up"),
+                self.command("preflight")
             )
             .into(),
         ))
@@ -302,7 +353,13 @@ impl NodeProvider for SshProvider {
         // Every host goes as far as it can; the first failure is reported
         // with the host and step named, and an `up` again resumes each.
         let results = futures::future::join_all(work).await;
-        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+        let mut failures = results.into_iter().filter_map(Result::err);
+        let Some(mut first) = failures.next() else { return Ok(()) };
+        let others: Vec<String> = failures.map(|e| e.to_string()).collect();
+        if let (Error::Node { log_hint, .. }, false) = (&mut first, others.is_empty()) {
+            log_hint.push_str(&format!("; also: {}", others.join("; ")));
+        }
+        Err(first)
     }
 
     async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>> {
@@ -429,8 +486,10 @@ impl NodeProvider for SshProvider {
                 node: first.node.clone(),
                 step: "taking the cluster off the host",
                 log_hint: format!(
-                    "the other hosts were cleaned ({}); run `vigil down` again once it answers",
-                    if removed.machines.is_empty() { "none".into() } else { removed.machines.join(", ") }
+                    "the other hosts were cleaned ({}){}; run `{}` again once it answers",
+                    if removed.machines.is_empty() { "none".into() } else { removed.machines.join(", ") },
+                    removed.left.iter().map(|l| format!("; left: {l}")).collect::<String>(),
+                    self.command("down")
                 ),
                 source: Box::new(first),
             }),
@@ -487,6 +546,7 @@ mod tests {
     #[test]
     fn power_faults_end_the_nodes_kubernetes_and_keep_the_machine() {
         assert!(power_script(Power::Stop).starts_with("systemctl stop kubelet.service &&"));
+        assert!(power_script(Power::Stop).ends_with("&& systemctl stop containerd.service"));
         assert!(power_script(Power::Kill).contains("--signal=SIGKILL"));
         assert!(!power_script(Power::Kill).contains("poweroff"));
         assert_eq!(power_script(Power::Start), "systemctl start containerd.service kubelet.service");

@@ -105,7 +105,7 @@ fn mib(bytes: usize) -> String {
 }
 
 /// A size as a person reads it: bytes, KiB or MiB.
-fn size(bytes: usize) -> String {
+pub fn size(bytes: usize) -> String {
     match bytes {
         0..1024 => format!("{bytes} bytes"),
         1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
