@@ -62,11 +62,15 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 #[derive(Clone)]
 pub struct DockerProvider {
     docker: Docker,
+    /// Held while the node network is made: the control plane's and the
+    /// workers' provisioning run at once, and Docker would make two
+    /// networks of one name.
+    network: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DockerProvider {
     pub fn new(docker: Docker) -> Self {
-        DockerProvider { docker }
+        DockerProvider { docker, network: Default::default() }
     }
 
     /// The node's container if it exists; one with the node's name must be ours.
@@ -233,7 +237,10 @@ impl NodeProvider for DockerProvider {
         artefact: &NodeArtefact,
         _line: &vigil_host::progress::Line,
     ) -> Result<()> {
-        network::ensure(&self.docker, spec).await?;
+        {
+            let _making = self.network.lock().await;
+            network::ensure(&self.docker, spec).await?;
+        }
         let results =
             futures::future::join_all(nodes.iter().map(|n| self.ensure_node(spec, n, &artefact.image))).await;
         results.into_iter().collect()

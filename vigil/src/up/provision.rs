@@ -1,6 +1,7 @@
-//! The machines: the control plane first (with the node network), so that
-//! `kubeadm init` can start on it while the workers are still being
-//! created. A step ends when every one of its machines has booted:
+//! The machines: the control plane's step and the workers' run at once, so
+//! that `kubeadm init` can start on the control plane while the workers are
+//! still being made (over SSH, while their images are still being copied).
+//! A step ends when every one of its machines has booted:
 //! systemd is up and containerd answers. Each then holds the cluster's spec
 //! (`saved_spec`), which a later `vigil` reads back.
 
@@ -50,11 +51,9 @@ impl Step for Provision {
     }
 
     fn needs(&self) -> Vec<String> {
-        match self {
-            Provision::ControlPlane => vec![],
-            // The control plane's step creates the network they share.
-            Provision::Workers => vec![CONTROL_PLANE.into()],
-        }
+        // The provider makes what the machines share (a node network) once,
+        // whichever step asks first.
+        vec![]
     }
 
     fn title(&self, ctx: &Context) -> String {
