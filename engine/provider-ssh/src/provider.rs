@@ -229,6 +229,9 @@ impl SshProvider {
                     .map_err(boxed)
                     .map_err(failed("unpacking the preloaded containerd state"))?;
             }
+            // A containerd that was stopped (`vigil node stop`) could not be
+            // asked before the build step started it: it may have them all.
+            Images::Archive(_) if nodeutils::has_images(node, refs).await => {}
             Images::Archive(archive) => {
                 say(format!("importing the node images ({})", runbook::size(archive.len())));
                 nodeutils::load_images(node, archive.to_vec())

@@ -278,7 +278,15 @@ async fn suite_checks(hosts: &BareHosts) -> Result<()> {
     crate::workload::load_balancer_reaches_every_pod(&c).await.context("the LoadBalancer")?;
     crate::monitoring::prometheus_sees_every_web_pod(&c).await.context("node-exporter's series")?;
 
-    // A second `up` finds everything done: nothing is copied again.
+    // A second `up` finds everything done, and starts again what `vigil
+    // node stop` stopped on a worker: nothing is copied again.
+    let stopped_worker = &hosts.nodes[1].name;
+    let path_text = path.to_str().context("a UTF-8 path")?;
+    app::run(Cli::try_parse_from(["vigil", "--inventory", path_text, "node", "stop", stopped_worker])?)
+        .await?;
+    let worker = c.provider.node(stopped_worker);
+    let kubelet = worker.run(&["sh", "-c", "systemctl is-active kubelet || true"], None).await?.stdout;
+    ensure!(kubelet.trim() == "inactive", "vigil node stop left the kubelet {kubelet}");
     let again = std::time::Instant::now();
     vigil_e2e::up_on(&spec, app::Target::hosts(&path)?).await.context("vigil up again")?;
     let runbook = std::fs::read_to_string(logs.join("up-runbook.md"))?;
@@ -314,7 +322,6 @@ async fn suite_checks(hosts: &BareHosts) -> Result<()> {
     ensure!(report.verdict == Some(vigil::drill::Verdict::Rescheduled), "{report:?}");
 
     // `vigil --inventory FILE status`: every host reached and its node Ready again.
-    let path_text = path.to_str().context("a UTF-8 path")?;
     app::run(Cli::try_parse_from(["vigil", "--inventory", path_text, "status"])?).await?;
     let machines = c.provider.list_nodes(&c.spec.name).await?;
     let status =
