@@ -67,7 +67,8 @@ pub struct SshProvider {
     payload: Arc<dyn HostPayload>,
     info: OnceLock<ProviderInfo>,
     reports: Mutex<BTreeMap<String, HostReport>>,
-    bundle: OnceCell<Arc<Vec<u8>>>,
+    /// vigil's build and its SHA-256, made once for every host.
+    bundle: OnceCell<(Vec<u8>, String)>,
     images: OnceCell<Arc<Vec<u8>>>,
     state: OnceCell<Arc<Vec<u8>>>,
     image_refs: OnceCell<Vec<String>>,
@@ -168,16 +169,19 @@ impl SshProvider {
                 == "fresh";
         // The images are exported while the build is copied: both take seconds.
         let build = async {
-            let bundle = self
+            let (bundle, digest) = self
                 .bundle
-                .get_or_try_init(|| async { self.payload.bundle(artefact).await.map(Arc::new) })
+                .get_or_try_init(|| async {
+                    let bundle = self.payload.bundle(artefact).await?;
+                    let digest = digest(&bundle);
+                    Ok::<_, BoxError>((bundle, digest))
+                })
                 .await
                 .map_err(failed("reading vigil's build"))?;
-            let digest = digest(bundle);
             let installed_script =
                 format!("cat {} && test -e {}", install::BUNDLE_DIGEST, install::INSTALLED_LIST);
             let installed = node.run(&["sh", "-c", &installed_script], None).await;
-            if installed.is_ok_and(|out| out.stdout.trim() == digest) {
+            if installed.is_ok_and(|out| out.stdout.trim() == *digest) {
                 node.run(&["sh", "-c", START_SCRIPT], None)
                     .await
                     .map_err(boxed)
