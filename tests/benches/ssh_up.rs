@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result, ensure};
 use vigil::{app::Target, cluster::ClusterSpec};
 use vigil_e2e::{
     down_on,
-    ssh_hosts::{BareHosts, ensure_image},
+    ssh_hosts::{BareHosts, ensure_image, runbook_summary},
     up_on,
 };
 
@@ -60,7 +60,7 @@ async fn over_ssh(image: &str) -> Result<(f64, Vec<String>)> {
         let lines: Vec<String> = hosts
             .nodes
             .iter()
-            .filter_map(|n| runbook.lines().find(|l| l.starts_with(&format!("| {} |", n.name))))
+            .filter_map(|n| runbook_summary(&runbook, &n.name))
             .map(str::to_owned)
             .collect();
         ensure!(lines.len() == hosts.nodes.len(), "a host has no line in the runbook");

@@ -78,6 +78,12 @@ pub async fn ensure_image(repository: &str, cache: &Path) -> Result<String> {
     Ok(recipe.primary_tag().to_owned())
 }
 
+/// The summary line of `host` in a runbook `vigil` wrote:
+/// `| host | commands | failed | seconds | MiB sent |`.
+pub fn runbook_summary<'a>(runbook: &'a str, host: &str) -> Option<&'a str> {
+    runbook.lines().find(|l| l.starts_with(&format!("| {host} |")))
+}
+
 /// Three bare hosts (a control plane and two workers) on their own network.
 pub struct BareHosts {
     pub provider: DockerProvider,

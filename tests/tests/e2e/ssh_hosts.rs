@@ -9,7 +9,7 @@ use vigil::{
     cli::Cli,
     provider::{Node as _, NodeProvider as _, nodeutils},
 };
-use vigil_e2e::ssh_hosts::{BareHosts, ensure_image};
+use vigil_e2e::ssh_hosts::{BareHosts, ensure_image, runbook_summary};
 use vigil_provider_ssh::{hosts::Hosts, inventory};
 
 /// `vigil preflight --inventory PATH [--fix]`, as the CLI runs it.
@@ -261,9 +261,7 @@ async fn suite_checks(hosts: &BareHosts) -> Result<()> {
         "vigil's build given again to {given:?}:\n{runbook}"
     );
     for host in &hosts.nodes {
-        let summary = runbook
-            .lines()
-            .find(|l| l.starts_with(&format!("| {} |", host.name)))
+        let summary = runbook_summary(&runbook, &host.name)
             .with_context(|| format!("no summary line for {} in the runbook", host.name))?;
         println!("runbook: {summary}");
     }
@@ -291,8 +289,7 @@ async fn suite_checks(hosts: &BareHosts) -> Result<()> {
     vigil_e2e::up_on(&spec, app::Target::hosts(&path)?).await.context("vigil up again")?;
     let runbook = std::fs::read_to_string(logs.join("up-runbook.md"))?;
     for host in &hosts.nodes {
-        let summary =
-            runbook.lines().find(|l| l.starts_with(&format!("| {} |", host.name))).unwrap_or_default();
+        let summary = runbook_summary(&runbook, &host.name).unwrap_or_default();
         let sent: f64 = summary.trim_end_matches(" |").rsplit("| ").next().unwrap_or_default().parse()?;
         ensure!(sent < 0.1, "{} was sent {sent} MiB again:\n{runbook}", host.name);
     }
