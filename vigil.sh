@@ -42,6 +42,7 @@ ensure_packages() {
   fi
   command -v go >/dev/null || die "Go is not installed: vigil builds Kubernetes and its peers with the machine's Go (1.25 or newer)"
   command -v cargo >/dev/null || die "Rust is not installed: install it with rustup"
+  command -v npx >/dev/null || die "Node.js (npx) is not installed: vigil builds Prometheus's web UI with its own package manager, run through npx (Node 20.19 or newer)"
 }
 
 ensure_dockerd() {

@@ -193,6 +193,29 @@ impl Cluster {
         self.provider.plan(&self.spec)
     }
 
+    /// VictoriaLogs' base URL: `up` prints its UI's, under it.
+    pub fn logs_url(&self) -> Result<String> {
+        let ui = self.url(vigil::addons::victorialogs::NAME)?;
+        ui.strip_suffix(vigil::addons::victorialogs::UI_PATH)
+            .map(str::to_owned)
+            .with_context(|| format!("{ui} does not end in the UI's path"))
+    }
+
+    /// The lines LogsQL `query` finds (at most `limit`, newest first), each a
+    /// JSON object of its fields, as `/select/logsql/query` returns them.
+    pub async fn logs(&self, query: &str, limit: usize) -> Result<Vec<serde_json::Value>> {
+        let url = format!("{}select/logsql/query", self.logs_url()?);
+        let limit = limit.to_string();
+        let answer = self.http()?.get(&url).query(&[("query", query), ("limit", &limit)]).send().await?;
+        let status = answer.status();
+        let text = answer.text().await?;
+        anyhow::ensure!(status.is_success(), "{url} {query:?}: {status}: {text}");
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("{url}: not a JSON line: {l}")))
+            .collect()
+    }
+
     pub fn jaeger_url(&self) -> Result<&str> {
         self.url(vigil::addons::jaeger::NAME)
     }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Router,
     extract::{MatchedPath, Request, State},
-    http::{HeaderValue, header},
+    http::{HeaderValue, Method, StatusCode, Uri, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -112,10 +112,21 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     response
 }
 
+/// Any other path: not counted (a client's path is never a label), but
+/// logged like every request, its path cut as theirs are, so a probe for
+/// paths that are not there shows in the logs.
+async fn not_found(method: Method, uri: Uri) -> StatusCode {
+    let method = vigil_telemetry::labels::method(&method);
+    let path = vigil_telemetry::labels::path(uri.path());
+    tracing::info!(%method, %path, status = 404u16, "request");
+    StatusCode::NOT_FOUND
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(greet))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
         // Inside `observe`: the request's log line stays a log line, not an
         // event on its span, which already holds all it says.
         .route_layer(middleware::from_fn(vigil_telemetry::trace_http::serve))
@@ -183,7 +194,8 @@ mod tests {
             let (status, _) = get_body(router(state.clone()), uri).await;
             assert_eq!(status, 404);
         }
-        // route_layer only wraps matched routes: 404s are not observed with per-path labels.
+        // route_layer only wraps matched routes: 404s are logged by the
+        // fallback, never observed with per-path labels.
         let (_, metrics) = get_body(router(state), "/metrics").await;
         assert!(!metrics.contains("/b/c"), "{metrics}");
     }

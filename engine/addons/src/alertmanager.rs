@@ -165,7 +165,7 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
             body_limit: auth_proxy::API_BODY_LIMIT,
             upstream_timeout: std::time::Duration::from_secs(30),
             public: &["/-/ready", "/-/healthy"],
-            otlp: false,
+            writer: None,
         }],
     );
     let (config_volume, config_mount) = config_volume("config", "alertmanager-config", CONFIG_DIR);

@@ -51,8 +51,32 @@ pub struct Listener {
     pub upstream_timeout: Duration,
     /// Paths anyone may GET: the kubelet's probes.
     pub public: &'static [&'static str],
-    /// Whether the span senders' user may `POST /v1/traces` here.
-    pub otlp: bool,
+    /// A user who may only write here, besides vigil's.
+    pub writer: Option<Writer>,
+}
+
+/// A user who may only `POST` to some exact paths of one listener: the
+/// span senders on Jaeger's OTLP port, vlagent on VictoriaLogs' insert path.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer {
+    pub user: &'static str,
+    /// Its Secret in the monitoring namespace (the password file's source).
+    pub secret: &'static str,
+    pub paths: &'static [&'static str],
+}
+
+/// The span senders: `POST /v1/traces` on Jaeger's OTLP port.
+pub const OTLP_WRITER: Writer =
+    Writer { user: credentials::OTLP_USER, secret: credentials::OTLP_SECRET, paths: &["/v1/traces"] };
+
+fn writers(listeners: &[Listener]) -> Vec<Writer> {
+    let mut writers: Vec<Writer> = vec![];
+    for writer in listeners.iter().filter_map(|l| l.writer) {
+        if !writers.iter().any(|w| w.user == writer.user) {
+            writers.push(writer);
+        }
+    }
+    writers
 }
 
 /// The proxy's configuration for `listeners`.
@@ -61,18 +85,18 @@ pub fn config(listeners: &[Listener]) -> Config {
         credentials::API_USER.to_owned(),
         format!("{USERS_DIR}/{API_PASSWORD_FILE}").into(),
     )]);
-    if listeners.iter().any(|l| l.otlp) {
-        users.insert(credentials::OTLP_USER.into(), format!("{USERS_DIR}/{}", credentials::OTLP_USER).into());
+    for writer in writers(listeners) {
+        users.insert(writer.user.into(), format!("{USERS_DIR}/{}", writer.user).into());
     }
     let routes = listeners
         .iter()
         .map(|l| {
             let mut grants = vec![Grant::all(credentials::API_USER)];
-            if l.otlp {
+            if let Some(writer) = l.writer {
                 grants.push(Grant {
-                    user: credentials::OTLP_USER.into(),
+                    user: writer.user.into(),
                     methods: vec!["POST".into()],
-                    paths: vec!["/v1/traces".into()],
+                    paths: writer.paths.iter().map(|p| (*p).to_owned()).collect(),
                 });
             }
             Route {
@@ -97,8 +121,8 @@ pub struct Sidecar {
     pub volumes: Vec<Volume>,
 }
 
-/// The password files of the users `otlp` asks for, read-only to the pod's group.
-fn credentials_volume(otlp: bool) -> Volume {
+/// The password files of vigil's user and of `writers`, read-only to the pod's group.
+fn credentials_volume(writers: &[Writer]) -> Volume {
     let item = |secret: &str, file: &str| VolumeProjection {
         secret: Some(SecretProjection {
             name: secret.into(),
@@ -112,9 +136,7 @@ fn credentials_volume(otlp: bool) -> Volume {
         ..Default::default()
     };
     let mut sources = vec![item(credentials::API_SECRET, API_PASSWORD_FILE)];
-    if otlp {
-        sources.push(item(credentials::OTLP_SECRET, credentials::OTLP_USER));
-    }
+    sources.extend(writers.iter().map(|w| item(w.secret, w.user)));
     Volume {
         name: CREDENTIALS_VOLUME.into(),
         projected: Some(ProjectedVolumeSource { sources: Some(sources), default_mode: Some(0o440) }),
@@ -174,8 +196,8 @@ pub fn sidecar(meta: impl Fn(&str) -> ObjectMeta, image: &str, listeners: &[List
         security_context: Some(locked_down()),
         ..Default::default()
     };
-    let otlp = listeners.iter().any(|l| l.otlp);
-    Sidecar { config, container, volumes: vec![config_volume, credentials_volume(otlp)] }
+    let volumes = vec![config_volume, credentials_volume(&writers(listeners))];
+    Sidecar { config, container, volumes }
 }
 
 #[cfg(test)]
@@ -190,7 +212,7 @@ mod tests {
                 body_limit: API_BODY_LIMIT,
                 upstream_timeout: Duration::from_secs(60),
                 public: &[],
-                otlp: false,
+                writer: None,
             },
             Listener {
                 name: "otlp-http",
@@ -198,7 +220,7 @@ mod tests {
                 body_limit: OTLP_BODY_LIMIT,
                 upstream_timeout: Duration::from_secs(30),
                 public: &[],
-                otlp: true,
+                writer: Some(OTLP_WRITER),
             },
         ]
     }

@@ -11,11 +11,15 @@
 //!   that export spans. `headers` is `OTEL_EXPORTER_OTLP_HEADERS`'s value
 //!   (`Authorization=Basic%20...`, percent-encoded as the specification
 //!   says), which those pods read through `secretKeyRef`.
+//! - `monitoring/vigil-logs-credentials` (`username`: `logs`, `password`):
+//!   only `POST /insert/native` on VictoriaLogs, for vlagent, which runs in
+//!   `logging` and reads the copy there as a password file.
 //!
-//! Both are generated; the copy of `headers` in every other namespace whose
+//! All are generated; the copy of `headers` in every other namespace whose
 //! pods export spans (`default`) is derived from the one read back from the
 //! API, so a copy always matches the password Jaeger's proxy checks even
-//! when the source was made by an earlier `up`.
+//! when the source was made by an earlier `up`; so is the log shippers'
+//! copy in `logging`.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +39,11 @@ pub const API_USER: &str = "vigil";
 /// The user of the span senders, and its Secret (one in each of [`OTLP_NAMESPACES`]).
 pub const OTLP_SECRET: &str = "vigil-otlp-credentials";
 pub const OTLP_USER: &str = "otlp";
+/// The log shippers' user, and its Secret (copied into [`LOGS_NAMESPACE`]).
+pub const LOGS_SECRET: &str = "vigil-logs-credentials";
+pub const LOGS_USER: &str = "logs";
+/// Where the log shippers run.
+pub const LOGS_NAMESPACE: &str = "logging";
 pub const USERNAME_KEY: &str = "username";
 pub const PASSWORD_KEY: &str = "password";
 /// The `OTEL_EXPORTER_OTLP_HEADERS` value.
@@ -128,6 +137,7 @@ fn secret(name: &str, namespace: &str, data: &[(&str, String)]) -> Secret {
 pub fn generated() -> Vec<Secret> {
     let api = Credentials { username: API_USER.into(), password: random_password() };
     let otlp = Credentials { username: OTLP_USER.into(), password: random_password() };
+    let logs = Credentials { username: LOGS_USER.into(), password: random_password() };
     vec![
         secret(API_SECRET, NAMESPACE, &[(USERNAME_KEY, api.username.clone()), (PASSWORD_KEY, api.password)]),
         secret(
@@ -139,7 +149,26 @@ pub fn generated() -> Vec<Secret> {
                 (PASSWORD_KEY, otlp.password),
             ],
         ),
+        secret(
+            LOGS_SECRET,
+            NAMESPACE,
+            &[(USERNAME_KEY, logs.username.clone()), (PASSWORD_KEY, logs.password)],
+        ),
     ]
+}
+
+/// The log shippers' Secret in [`LOGS_NAMESPACE`], from the one read back.
+pub fn logs_copy(logs: &Credentials) -> Secret {
+    let data = BTreeMap::from([
+        (USERNAME_KEY.to_owned(), ByteString(logs.username.clone().into_bytes())),
+        (PASSWORD_KEY.to_owned(), ByteString(logs.password.clone().into_bytes())),
+    ]);
+    Secret {
+        metadata: meta(LOGS_SECRET, LOGS_NAMESPACE),
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
 }
 
 /// The OTLP header Secret in every other namespace whose pods export
@@ -239,7 +268,7 @@ mod tests {
         let secrets = generated();
         assert_eq!(
             secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect::<Vec<_>>(),
-            [API_SECRET, OTLP_SECRET]
+            [API_SECRET, OTLP_SECRET, LOGS_SECRET]
         );
         let source = as_data(&secrets[1]);
         let otlp = Credentials {
@@ -252,6 +281,10 @@ mod tests {
         assert_eq!(copies[0].metadata.namespace.as_deref(), Some("default"));
         assert_eq!(key(&copies[0], HEADERS_KEY).unwrap(), key(&source, HEADERS_KEY).unwrap());
         assert_eq!(copies[0].data.as_ref().unwrap().len(), 1, "the password itself stays in monitoring");
+        let logs = Credentials { username: LOGS_USER.into(), password: "p".into() };
+        let copy = logs_copy(&logs);
+        assert_eq!(copy.metadata.namespace.as_deref(), Some(LOGS_NAMESPACE));
+        assert_eq!(key(&copy, PASSWORD_KEY).unwrap(), "p");
         // Two generations never share a password.
         assert_ne!(generated()[0].string_data, secrets[0].string_data);
     }

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, EnvVar, PodSpec, Probe, Toleration};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerPort, EnvVar, PodSpec, Probe};
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ use super::{
     Addon, Address, Check, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage, auth_proxy,
     config_volume, credentials, http_get_probe, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
-    non_root_pod, resources, roll_on_change, upstream,
+    non_root_pod, on_control_plane, resources, roll_on_change, upstream,
 };
 use crate::apply::Object;
 use vigil_model::cluster::ClusterSpec;
@@ -40,8 +40,6 @@ const QUERY_GRPC_PORT: u16 = 16685;
 /// Its Service takes the fourth address of the LoadBalancer range.
 pub const LOAD_BALANCER_INDEX: u32 = 3;
 const CONFIG_DIR: &str = "/etc/jaeger";
-/// The label and taint kubeadm gives the control plane.
-const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
 /// Upstream's image runs as 10001.
 const USER: i64 = 10001;
 /// Traces kept in memory; older ones are evicted first. About 60 MiB with
@@ -80,6 +78,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     binary: "jaeger",
     path: "/cmd/jaeger/jaeger-linux",
     run: ImageRun::AsUser("10001:10001"),
+    extra: &[],
 };
 
 pub fn image(repository: &str) -> String {
@@ -322,7 +321,7 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
                 body_limit: auth_proxy::API_BODY_LIMIT,
                 upstream_timeout: std::time::Duration::from_secs(60),
                 public: &[],
-                otlp: false,
+                writer: None,
             },
             auth_proxy::Listener {
                 name: "otlp-http",
@@ -330,7 +329,7 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
                 body_limit: auth_proxy::OTLP_BODY_LIMIT,
                 upstream_timeout: std::time::Duration::from_secs(30),
                 public: &[],
-                otlp: true,
+                writer: Some(auth_proxy::OTLP_WRITER),
             },
         ],
     );
@@ -360,19 +359,15 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
         security_context: Some(locked_down()),
         ..Default::default()
     };
+    let (node_selector, tolerations) = on_control_plane();
     let mut deployment = monitoring_deployment(
         NAME,
         PodSpec {
             // On the control plane, which `vigil drill` never breaks: its
             // traces are in memory, and a drill that killed its node would
             // lose the very incident it records.
-            node_selector: Some(BTreeMap::from([(CONTROL_PLANE.into(), String::new())])),
-            tolerations: Some(vec![Toleration {
-                key: Some(CONTROL_PLANE.into()),
-                operator: Some("Exists".into()),
-                effect: Some("NoSchedule".into()),
-                ..Default::default()
-            }]),
+            node_selector: Some(node_selector),
+            tolerations: Some(tolerations),
             service_account_name: Some(NAME.into()),
             // It never talks to the API server.
             automount_service_account_token: Some(false),

@@ -64,6 +64,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     binary: "kube-state-metrics",
     path: "/kube-state-metrics",
     run: ImageRun::AsUser("65534:65534"),
+    extra: &[],
 };
 
 pub fn image(repository: &str) -> String {

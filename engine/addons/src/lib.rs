@@ -18,6 +18,8 @@ pub mod node_exporter;
 pub mod pod_security;
 pub mod prometheus;
 pub mod upstream;
+pub mod victorialogs;
+pub mod vlagent;
 pub mod web;
 
 /// Server-side apply, with one discovery per cluster.
@@ -139,6 +141,8 @@ pub struct UpstreamImage {
     /// Where the image holds the binary.
     pub path: &'static str,
     pub run: ImageRun,
+    /// Other binaries it carries (name, path): tools of the same release.
+    pub extra: &'static [(&'static str, &'static str)],
 }
 
 impl UpstreamImage {
@@ -219,6 +223,8 @@ pub static ADDONS: &[Addon] = &[
     web::ADDON,
     local_path::ADDON,
     jaeger::ADDON,
+    victorialogs::ADDON,
+    vlagent::ADDON,
     node_exporter::ADDON,
     kube_state_metrics::ADDON,
     prometheus::ADDON,
@@ -334,6 +340,22 @@ pub fn http_get_probe(port: u16, path: &str) -> k8s_openapi::api::core::v1::Prob
         }),
         ..Default::default()
     }
+}
+
+/// The label and taint kubeadm gives the control plane.
+const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
+
+/// The node selector and toleration that put a pod on the control plane,
+/// which `vigil drill` never breaks: for what records an incident (traces,
+/// logs) and would lose it with the node it watched die.
+pub fn on_control_plane() -> (BTreeMap<String, String>, Vec<k8s_openapi::api::core::v1::Toleration>) {
+    let toleration = k8s_openapi::api::core::v1::Toleration {
+        key: Some(CONTROL_PLANE.into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    };
+    (BTreeMap::from([(CONTROL_PLANE.into(), String::new())]), vec![toleration])
 }
 
 /// Resource quantities, for requests and limits.

@@ -86,6 +86,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     binary: "local-path-provisioner",
     path: "/usr/bin/local-path-provisioner",
     run: ImageRun::ByName("/usr/bin"),
+    extra: &[],
 };
 
 pub fn image(repository: &str) -> String {
@@ -142,6 +143,49 @@ pub fn objects(repository: &str, helper_image: &str) -> Result<Vec<DynamicObject
         data["config.json"] = serde_json::Value::String(config(&json)?);
     }
     Ok(objects)
+}
+
+/// A ReadWriteOnce claim of `size` on a local-path volume (bound on the
+/// node its pod lands on), and the pod volume `name` that mounts it.
+pub fn claim(
+    metadata: kube::api::ObjectMeta,
+    size: &str,
+    name: &str,
+) -> (k8s_openapi::api::core::v1::PersistentVolumeClaim, k8s_openapi::api::core::v1::Volume) {
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Volume,
+        VolumeResourceRequirements,
+    };
+    let volume = Volume {
+        name: name.into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: metadata.name.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let claim = PersistentVolumeClaim {
+        metadata,
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: Some(STORAGE_CLASS.into()),
+            resources: Some(VolumeResourceRequirements {
+                requests: super::quantity(&[("storage", size)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (claim, volume)
+}
+
+/// One writer for a volume: the old pod goes before the new one starts.
+pub fn one_writer(deployment: &mut k8s_openapi::api::apps::v1::Deployment) {
+    use k8s_openapi::api::apps::v1::DeploymentStrategy;
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.strategy = Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() });
+    }
 }
 
 #[cfg(test)]

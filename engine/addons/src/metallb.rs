@@ -32,6 +32,7 @@ pub const IMAGES: [UpstreamImage; 2] = [
         binary: "controller",
         path: "/controller",
         run: ImageRun::Entrypoint,
+        extra: &[],
     },
     UpstreamImage {
         name: "metallb-speaker",
@@ -40,6 +41,7 @@ pub const IMAGES: [UpstreamImage; 2] = [
         binary: "speaker",
         path: "/speaker",
         run: ImageRun::Entrypoint,
+        extra: &[],
     },
 ];
 const POOL: &str = "vigil-node-network";

@@ -218,6 +218,7 @@ mod tests {
         }
         assert_eq!(levels["default"], "restricted");
         assert_eq!(levels["monitoring"], "restricted");
+        assert_eq!(levels["logging"], "privileged");
     }
 
     #[test]
@@ -233,8 +234,8 @@ mod tests {
             assert!(violations.is_empty(), "{namespace}/{name}: {violations:?}");
             checked += 1;
         }
-        // web, node-exporter, kube-state-metrics, Prometheus, Alertmanager, Jaeger, the alerter.
-        assert_eq!(checked, 7);
+        // web, node-exporter, kube-state-metrics, Prometheus, Alertmanager, Jaeger, VictoriaLogs, the alerter.
+        assert_eq!(checked, 8);
     }
 
     #[test]

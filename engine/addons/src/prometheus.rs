@@ -1,5 +1,6 @@
-//! Prometheus 2.53 as Debian 13 packages it (image `<repo>/monitoring:trixie`),
-//! scraping by Kubernetes pod discovery, its TSDB on a PersistentVolumeClaim
+//! Prometheus 3.16, built here from its Go module with its web UI (image
+//! `<repo>/prometheus:v3.16.0`, which carries promtool of the same
+//! release), scraping by Kubernetes pod discovery, its TSDB on a PersistentVolumeClaim
 //! that local-path-provisioner binds, and its UI behind a LoadBalancer
 //! address on the node network. The configuration is generated from typed
 //! values: a job per kind of target (node-exporter's cAdvisor series under
@@ -10,25 +11,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::{
-    apps::v1::DeploymentStrategy,
-    core::v1::{
-        ConfigMap, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-        PersistentVolumeClaimVolumeSource, PodSpec, Probe, Volume, VolumeMount, VolumeResourceRequirements,
-    },
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Probe, VolumeMount};
 use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Manifests, ROLLOUT, Rollout, alertmanager, auth_proxy, cluster_identity,
-    config_volume, core_rule, credentials, http_get_probe, kube_state_metrics, local_path, locked_down,
-    metallb,
+    Addon, Address, Check, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, alertmanager, auth_proxy,
+    cluster_identity, config_volume, core_rule, credentials, http_get_probe, kube_state_metrics, local_path,
+    locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
-    non_root_pod, quantity, resources, roll_on_change,
+    non_root_pod, resources, roll_on_change,
 };
 use crate::{apply::Object, monitoring::rules};
 use vigil_model::cluster::ScrapeLabels;
+use vigil_model::versions;
 
 pub const NAME: &str = "prometheus";
 pub const PORT: u16 = 9090;
@@ -55,7 +51,7 @@ pub const RETENTION_TIME: &str = "7d";
 pub const RETENTION_SIZE: &str = "700MB";
 /// vigil's password, to send alerts to Alertmanager through its proxy.
 const CREDENTIALS_DIR: &str = "/etc/prometheus/credentials";
-/// Debian's `nobody`, who owns nothing in the image.
+/// `nobody`, who owns nothing in the image.
 const USER: i64 = 65534;
 
 /// Its Service takes the second address of the LoadBalancer range.
@@ -65,12 +61,12 @@ pub const ADDON: Addon = Addon {
     name: NAME,
     title: "Prometheus: pod discovery, its TSDB on a PersistentVolumeClaim",
     crates: &[auth_proxy::CRATE],
-    images: &[],
+    images: &[IMAGE],
     needs: &[local_path::NAME, metallb::NAME],
     namespace: Some(node_exporter::namespace),
     secrets: None,
     objects: |input| {
-        let image = input.names().monitoring();
+        let image = IMAGE.reference(&input.spec.image_repository);
         Ok(objects(
             &Images { prometheus: image, auth_proxy: input.image(auth_proxy::CRATE) },
             &input.spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string(),
@@ -94,6 +90,20 @@ pub const ADDON: Addon = Addon {
     manifests: Manifests::Generated { dir: NAMESPACE },
     timeout: ROLLOUT,
 };
+
+/// The binary alone (and promtool, which the tests run from it), as `nobody`.
+pub const IMAGE: UpstreamImage = UpstreamImage {
+    name: NAME,
+    version: versions::PROMETHEUS,
+    replaces: None,
+    binary: "prometheus",
+    path: "/bin/prometheus",
+    run: ImageRun::AsUser("65534:65534"),
+    extra: &[("promtool", PROMTOOL)],
+};
+
+/// Where the Prometheus image holds promtool.
+pub const PROMTOOL: &str = "/bin/promtool";
 
 /// Prometheus's job for its own metrics.
 pub const PROMETHEUS_JOB: &str = "prometheus";
@@ -412,19 +422,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str, cadvisor: &ScrapeLabels)
         data: Some(rules::files(cadvisor).into_iter().map(|(name, yaml)| (name.to_owned(), yaml)).collect()),
         ..Default::default()
     };
-    let claim = PersistentVolumeClaim {
-        metadata: meta(CLAIM, true),
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: Some(local_path::STORAGE_CLASS.into()),
-            resources: Some(VolumeResourceRequirements {
-                requests: quantity(&[("storage", CLAIM_SIZE)]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let (claim, data_volume) = local_path::claim(meta(CLAIM, true), CLAIM_SIZE, "data");
     let (rules_volume, rules_mount) = config_volume("rules", "prometheus-rules", RULES_DIR);
     let (config_volume, config_mount) = config_volume("config", "prometheus-config", CONFIG_DIR);
     let proxy = auth_proxy::sidecar(
@@ -437,7 +435,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str, cadvisor: &ScrapeLabels)
             // Prometheus's own query timeout (`--query.timeout`) is 2 minutes.
             upstream_timeout: std::time::Duration::from_secs(130),
             public: &["/-/ready", "/-/healthy"],
-            otlp: false,
+            writer: None,
         }],
     );
     // Its probes come through the proxy (the kubelet reaches the pod's IP).
@@ -445,7 +443,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str, cadvisor: &ScrapeLabels)
         name: NAME.into(),
         image: Some(images.prometheus.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec!["/usr/bin/prometheus".into()]),
+        command: Some(vec![IMAGE.path.into()]),
         args: Some(vec![
             format!("--config.file={CONFIG_DIR}/prometheus.yml"),
             format!("--storage.tsdb.path={DATA_DIR}"),
@@ -474,29 +472,12 @@ pub fn objects(images: &Images, load_balancer_ip: &str, cadvisor: &ScrapeLabels)
             termination_grace_period_seconds: Some(30),
             containers: vec![container, proxy.container],
             volumes: Some(
-                [
-                    config_volume,
-                    rules_volume,
-                    Volume {
-                        name: "data".into(),
-                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                            claim_name: CLAIM.into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                ]
-                .into_iter()
-                .chain(proxy.volumes)
-                .collect(),
+                [config_volume, rules_volume, data_volume].into_iter().chain(proxy.volumes).collect(),
             ),
             ..Default::default()
         },
     );
-    if let Some(spec) = deployment.spec.as_mut() {
-        // One writer for the TSDB: the old pod goes before the new one starts.
-        spec.strategy = Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() });
-    }
+    local_path::one_writer(&mut deployment);
     roll_on_change(&mut deployment, &[&config, &rules, &proxy.config]);
     let service = metallb::pinned_service(meta(NAME, true), load_balancer_ip, selector(), &[("web", PORT)]);
     let mut objects: Vec<Object> = identity.into();

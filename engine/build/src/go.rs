@@ -138,6 +138,52 @@ pub fn jaeger() -> GoBinary {
     }
 }
 
+/// What Prometheus's Makefile (promu) stamps, so `--version` and
+/// `prometheus_build_info` say which release.
+pub fn prometheus_version_flags() -> Vec<String> {
+    let version = "github.com/prometheus/common/version";
+    vec![
+        x(&format!("{version}.Version"), versions::PROMETHEUS.trim_start_matches('v')),
+        x(&format!("{version}.Revision"), "module-proxy"),
+        x(&format!("{version}.Branch"), "module-proxy"),
+        x(&format!("{version}.BuildDate"), "19700101-00:00:00"),
+    ]
+}
+
+/// promtool, of the same module as the Prometheus vigil runs: the tests
+/// check and unit-test the rules with it.
+pub fn promtool() -> GoBinary {
+    GoBinary {
+        name: "promtool",
+        module: &sources::PROMETHEUS,
+        package: "github.com/prometheus/prometheus/cmd/promtool",
+        ldflags: prometheus_version_flags(),
+        cgo: false,
+    }
+}
+
+/// `victoria-logs` (the store) or `vlagent` (its agent).
+pub fn victorialogs(name: &'static str) -> GoBinary {
+    let package = match name {
+        "victoria-logs" => "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs",
+        "vlagent" => "github.com/VictoriaMetrics/VictoriaLogs/app/vlagent",
+        other => panic!("not a VictoriaLogs binary: {other}"),
+    };
+    GoBinary {
+        name,
+        module: &sources::VICTORIALOGS,
+        package,
+        // What upstream's Makefile stamps (`<app>-<date>-<tag>`), shortened:
+        // the version its `vl_app_version` metric and `-version` report is
+        // the `vX.Y.Z` in it.
+        ldflags: vec![x(
+            "github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version",
+            &format!("{name}-{}", versions::VICTORIALOGS),
+        )],
+        cgo: false,
+    }
+}
+
 /// Standalone cAdvisor, the node-exporter benchmark's reference.
 pub fn cadvisor() -> GoBinary {
     GoBinary {
@@ -214,21 +260,8 @@ impl GoBinary {
         if let Some(dir) = out.parent() {
             tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(dir, e))?;
         }
-        build
-            .arg("build")
-            .arg("-v")
-            .arg("-trimpath")
-            .arg("-buildvcs=false")
-            .arg("-ldflags")
-            .arg(
-                std::iter::once("-s -w".to_owned())
-                    .chain(self.ldflags.iter().cloned())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
-            .arg("-o")
-            .arg(&tmp)
-            .arg(self.package)
+        build.args(["build", "-v"]);
+        build_args(&mut build, &self.ldflags, &tmp, self.package)
             .current_dir(&src)
             .env("CGO_ENABLED", if self.cgo { "1" } else { "0" });
         let mut compiled = 0usize;
@@ -248,6 +281,23 @@ impl GoBinary {
         step.done_with(format!("{compiled} packages compiled, log {}", log.display()));
         Ok(out)
     }
+}
+
+/// What every upstream binary here is built with: no paths or VCS stamps
+/// (so the output depends on the inputs alone), stripped, `ldflags`, into `out`.
+pub(crate) fn build_args<'c>(
+    command: &'c mut Command,
+    ldflags: &[String],
+    out: &Path,
+    package: &str,
+) -> &'c mut Command {
+    let flags = std::iter::once("-s -w".to_owned()).chain(ldflags.iter().cloned()).collect::<Vec<_>>();
+    command
+        .args(["-trimpath", "-buildvcs=false", "-ldflags"])
+        .arg(flags.join(" "))
+        .arg("-o")
+        .arg(out)
+        .arg(package)
 }
 
 /// The number of packages the build needs, for a percentage; None if `go

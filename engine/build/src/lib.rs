@@ -13,6 +13,7 @@ pub mod node;
 pub mod preload;
 pub mod rootfs;
 pub mod sources;
+pub mod ui;
 pub mod workload;
 
 use std::{
@@ -39,6 +40,9 @@ pub enum Error {
         #[source]
         source: Box<exec::Error>,
     },
+    /// A build tool answered something the build cannot use.
+    #[error("building {artifact}: {what}")]
+    Unexpected { artifact: String, what: String },
     /// A file the build reads or writes.
     #[error("{}", path.display())]
     Io {
@@ -136,9 +140,11 @@ impl vigil_provider::ImageArchive for LocalImages {
     }
 }
 
-/// A binary the build makes: one of an upstream Go module's, or pause (C).
+/// A binary the build makes: one of an upstream Go module's (with its web
+/// UI built first, for some), or pause (C).
 enum Binary {
     Go(go::GoBinary),
+    Ui(ui::UiBinary),
     Pause,
 }
 
@@ -146,6 +152,7 @@ impl Binary {
     fn name(&self) -> &'static str {
         match self {
             Binary::Go(b) => b.name,
+            Binary::Ui(b) => b.name,
             Binary::Pause => "pause",
         }
     }
@@ -153,6 +160,7 @@ impl Binary {
     fn key(&self) -> String {
         match self {
             Binary::Go(b) => b.key(),
+            Binary::Ui(b) => b.key(),
             Binary::Pause => go::pause_key(),
         }
     }
@@ -160,6 +168,7 @@ impl Binary {
     async fn ensure(&self, cache: &Path, progress: &Progress) -> Result<PathBuf> {
         match self {
             Binary::Go(b) => b.ensure(cache, progress).await,
+            Binary::Ui(b) => b.ensure(cache, progress).await,
             Binary::Pause => go::ensure_pause(cache, progress).await,
         }
     }
@@ -206,6 +215,10 @@ impl Plan {
                 Binary::Go(go::local_path_provisioner()),
                 Binary::Go(go::kube_state_metrics()),
                 Binary::Go(go::jaeger()),
+                Binary::Go(go::victorialogs("victoria-logs")),
+                Binary::Go(go::victorialogs("vlagent")),
+                Binary::Ui(ui::prometheus()),
+                Binary::Go(go::promtool()),
                 Binary::Pause,
                 Binary::Go(go::flannel_cni()),
                 Binary::Go(go::containerd("containerd")),
@@ -315,7 +328,9 @@ impl Plan {
         // The add-ons' upstream images, as the add-on table lists them.
         let addons = vigil_addons::upstream_images().map(|image| {
             let tag = image.reference(&n.repository);
-            self.scratch(built, image.name, tag, image.binary, image.path, image.run)
+            let mut recipe = self.scratch(built, image.name, tag, image.binary, image.path, image.run);
+            recipe.files.extend(image.extra.iter().map(|(binary, path)| self.file(built, binary, path)));
+            recipe
         });
         [pause, etcd, coredns, kube, flannel].into_iter().chain(addons).collect()
     }

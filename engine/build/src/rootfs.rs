@@ -41,14 +41,14 @@ pub fn base(repository: &str) -> Rootfs {
     }
 }
 
-/// Prometheus and Alertmanager as Debian packages them (with the classic
-/// web UI's JavaScript libraries), plus promtool and amtool, from trixie.
+/// Alertmanager as Debian packages it, plus amtool, from trixie.
+/// (Prometheus and promtool are built from their Go module.)
 pub fn monitoring(repository: &str) -> Rootfs {
     Rootfs {
         name: "monitoring",
         suite: MONITORING_SUITE,
         image: ImageNames::new(repository).monitoring(),
-        packages: &["prometheus", "prometheus-alertmanager", "ca-certificates"],
+        packages: &["prometheus-alertmanager", "ca-certificates"],
         masked_units: &[],
     }
 }

@@ -27,6 +27,8 @@ pub static METALLB: GoModule = go_module!("metallb", ["go.mod", "go.sum"]);
 pub static LOCAL_PATH: GoModule = go_module!("local-path-provisioner", ["go.mod", "go.sum"]);
 pub static KUBE_STATE_METRICS: GoModule = go_module!("kube-state-metrics", ["go.mod", "go.sum"]);
 pub static JAEGER: GoModule = go_module!("jaeger", ["go.mod", "go.sum"]);
+pub static PROMETHEUS: GoModule = go_module!("prometheus", ["go.mod", "go.sum"]);
+pub static VICTORIALOGS: GoModule = go_module!("victorialogs", ["go.mod", "go.sum"]);
 /// Only for the exporter benchmark; never deployed.
 pub static CADVISOR: GoModule = go_module!("cadvisor", ["go.mod", "go.sum", "main.go"]);
 

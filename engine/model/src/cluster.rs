@@ -83,8 +83,9 @@ pub struct ClusterSpec {
 }
 
 /// How many LoadBalancer addresses the Services vigil pins take (web,
-/// Prometheus, Alertmanager, Jaeger: the component table's indices are below it).
-pub const PINNED_LOAD_BALANCER_ADDRESSES: u32 = 4;
+/// Prometheus, Alertmanager, Jaeger, VictoriaLogs: the component table's
+/// indices are below it).
+pub const PINNED_LOAD_BALANCER_ADDRESSES: u32 = 5;
 
 /// The scrape jobs Prometheus has besides the cAdvisor one.
 pub const OTHER_JOBS: [&str; 3] = ["prometheus", "kube-state-metrics", "kubernetes-pods"];
@@ -413,10 +414,10 @@ mod tests {
             load_balancer_pool: Some(([192, 168, 56, 240].into(), last.into())),
             ..Default::default()
         };
-        pool([192, 168, 56, 243]).validate().unwrap();
-        assert_eq!(pool([192, 168, 56, 243]).load_balancer_ip(3).to_string(), "192.168.56.243");
-        let err = pool([192, 168, 56, 242]).validate().unwrap_err();
-        assert!(matches!(err, Error::PoolTooSmall { count: 3, .. }), "{err}");
+        pool([192, 168, 56, 244]).validate().unwrap();
+        assert_eq!(pool([192, 168, 56, 244]).load_balancer_ip(4).to_string(), "192.168.56.244");
+        let err = pool([192, 168, 56, 243]).validate().unwrap_err();
+        assert!(matches!(err, Error::PoolTooSmall { count: 4, .. }), "{err}");
     }
 
     #[test]

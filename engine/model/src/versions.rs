@@ -30,9 +30,17 @@ pub const LOCAL_PATH: &str = "v0.0.30";
 /// kube-state-metrics: v2.16.0 is the newest release the module proxy serves
 /// here (v2.17.0 is refused); its client-go is v0.32, within its supported skew.
 pub const KUBE_STATE_METRICS: &str = "v2.16.0";
-/// Jaeger v2 (an OpenTelemetry Collector distribution), released as v1.76.0
-/// of its Go module, the newest the module proxy serves here.
-pub const JAEGER: &str = "v1.76.0";
+/// Jaeger v2 (an OpenTelemetry Collector distribution), released as v1.75.0
+/// of its Go module: the proxy also serves v1.76.0, but not as an approved
+/// release.
+pub const JAEGER: &str = "v1.75.0";
+/// Prometheus 3.16.0 and promtool, released as v0.316.0 of its Go module
+/// (the newest the module proxy serves here); its UI is built from the
+/// module's own sources.
+pub const PROMETHEUS_MODULE: &str = "v0.316.0";
+pub const PROMETHEUS: &str = "v3.16.0";
+/// VictoriaLogs and its agent vlagent, one Go module.
+pub const VICTORIALOGS: &str = "v1.52.2";
 /// cAdvisor (standalone, for the exporter benchmark): its root and `lib` modules.
 pub const CADVISOR: &str = "v0.60.6";
 /// MetalLB: v0.16 needs a frr-k8s release the module proxy does not serve here.
@@ -78,6 +86,16 @@ mod tests {
                 KUBE_STATE_METRICS,
             ),
             (include_str!("../../../upstream/jaeger/go.mod"), "github.com/jaegertracing/jaeger", JAEGER),
+            (
+                include_str!("../../../upstream/prometheus/go.mod"),
+                "github.com/prometheus/prometheus",
+                PROMETHEUS_MODULE,
+            ),
+            (
+                include_str!("../../../upstream/victorialogs/go.mod"),
+                "github.com/VictoriaMetrics/VictoriaLogs",
+                VICTORIALOGS,
+            ),
             (include_str!("../../../upstream/cadvisor/go.mod"), "github.com/google/cadvisor/lib", CADVISOR),
             (
                 include_str!("../../../upstream/containerd/go.mod"),

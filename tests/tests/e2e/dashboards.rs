@@ -28,14 +28,14 @@ fn repository_dir(dir: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
 }
 
-/// promtool from the monitoring image, on the committed `dashboards/rules/`.
+/// promtool from the Prometheus image, on the committed `dashboards/rules/`.
 fn promtool(args: &[&str]) -> Result<String> {
-    let image = vigil_e2e::images().monitoring();
+    let image = vigil::addons::prometheus::IMAGE.reference(&vigil_e2e::images().repository);
     let rules = repository_dir("dashboards/rules");
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "-v"])
         .arg(format!("{}:/rules:ro", rules.canonicalize()?.display()))
-        .args(["-w", "/rules", "--entrypoint", "promtool", &image])
+        .args(["-w", "/rules", "--entrypoint", vigil::addons::prometheus::PROMTOOL, &image])
         .args(args)
         .output()
         .context("docker run promtool")?;

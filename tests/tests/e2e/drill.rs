@@ -137,6 +137,7 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
         "the drill's logs lack {node}'s kubelet journal"
     );
     ensure!(markdown.contains(&format!("]({logs}/index.md)")), "report.md does not link the logs");
+    dead_nodes_last_lines_are_in_the_log_store(c, &report, &markdown).await?;
 
     // Through Alertmanager too (it may have run on the killed node itself,
     // so its notification waits for its replacement).
@@ -145,6 +146,28 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
         Ok::<_, anyhow::Error>(states.iter().any(|s| s == "firing").then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// The broken node's `web` pods' lines up to the fault are in VictoriaLogs,
+/// found by node and by the minute before the fault, and the report links
+/// the log store's UI.
+async fn dead_nodes_last_lines_are_in_the_log_store(
+    c: &Cluster,
+    report: &Report,
+    markdown: &str,
+) -> Result<()> {
+    let fault: k8s_openapi::jiff::Timestamp = report.fault_at.parse().context("the report's fault time")?;
+    let start = fault - k8s_openapi::jiff::SignedDuration::from_secs(60);
+    let query = format!(
+        "kubernetes.pod_node_name:{:?} AND kubernetes.container_name:{:?} AND _time:[{start}, {fault}]",
+        report.node,
+        vigil::addons::web::NAME
+    );
+    let lines = c.logs(&query, 10).await?;
+    ensure!(!lines.is_empty(), "no line of web on {} in the minute before the fault: {query}", report.node);
+    let link = report.logs_url.as_deref().context("the report has no link to the log store")?;
+    ensure!(markdown.contains(link), "report.md does not link the log store");
     Ok(())
 }
 

@@ -23,6 +23,7 @@ mod dashboards;
 mod drill;
 mod faults;
 mod hardening;
+mod logs;
 mod monitoring;
 mod ssh_hosts;
 mod traces;
@@ -115,6 +116,9 @@ fn main() {
         on_cluster!(hardening::a_pod_in_default_cannot_fire_vigils_alerts),
         on_cluster!(traces::a_traceparent_through_the_load_balancer_is_in_jaeger),
         on_cluster!(traces::export_logs_holds_every_kubelet_journal_and_web_log),
+        on_cluster!(logs::a_line_web_logs_is_in_victorialogs_within_10_s),
+        on_cluster!(logs::only_vigil_reads_the_logs_and_the_shippers_only_insert),
+        on_cluster!(logs::a_malformed_logsql_query_gets_victorialogs_own_error),
         on_cluster!(alerting::two_replicas_on_two_nodes_one_leading),
         on_cluster!(alerting::a_node_set_not_ready_is_down_then_resolved),
         on_cluster!(drill::a_killed_worker_comes_back_elsewhere_and_every_notice_arrives),

@@ -65,7 +65,7 @@ async fn scrape(client: &Client, exporter_pod: &str) -> Result<String> {
 /// `promtool check metrics` (from the Prometheus image vigil built) on a
 /// scrape; its complaints, if any.
 fn promtool_check(text: &str) -> Result<String> {
-    let image = vigil_e2e::images().monitoring();
+    let image = vigil::addons::prometheus::IMAGE.reference(&vigil_e2e::images().repository);
     let mut child = Command::new("docker")
         .args([
             "run",
@@ -74,7 +74,7 @@ fn promtool_check(text: &str) -> Result<String> {
             "--network",
             "none",
             "--entrypoint",
-            "promtool",
+            vigil::addons::prometheus::PROMTOOL,
             &image,
             "check",
             "metrics",

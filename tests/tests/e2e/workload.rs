@@ -30,6 +30,9 @@ fn http() -> Result<reqwest::Client> {
 }
 
 /// `count` GETs of the load balancer from the host; the hostnames that answered.
+/// How long every kube-proxy may take to apply an endpoint change.
+const KUBE_PROXY_SYNC: Duration = Duration::from_secs(15);
+
 async fn curl_many(url: &str, count: usize) -> Result<Vec<String>> {
     let http = http()?;
     let mut seen = vec![];
@@ -170,18 +173,32 @@ pub async fn a_failing_dependency_takes_one_pod_out_of_the_service(c: &Cluster) 
             Ok::<_, anyhow::Error>((endpoint_ready(client, &pod_name).await? != Some(true)).then_some(()))
         })
         .await;
-    // Traffic through the load balancer goes on, served by the other two.
-    let answered = curl_many(url, 30).await;
+    // Traffic through the load balancer goes on, served by the other two,
+    // once every node's kube-proxy has written the endpoints' change into
+    // its rules: asynchronous, at least a second apart (`minSyncPeriod`),
+    // and slower on a loaded machine.
+    let mut answered = BTreeSet::new();
+    let served_by_the_others = async {
+        left?;
+        let deadline = tokio::time::Instant::now() + KUBE_PROXY_SYNC;
+        loop {
+            answered =
+                curl_many(url, 30).await.context("curls while one pod was not ready")?.into_iter().collect();
+            if !answered.contains(&pod_name) || tokio::time::Instant::now() > deadline {
+                return Ok::<_, anyhow::Error>(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    .await;
     for proto in ["udp", "tcp"] {
         let argv = rule("-D", proto);
         node.run(&argv.iter().map(String::as_str).collect::<Vec<_>>(), None).await?;
     }
-    left?;
-    let answered: BTreeSet<String> =
-        answered.context("curls while one pod was not ready")?.into_iter().collect();
+    served_by_the_others?;
     ensure!(
         !answered.contains(&pod_name),
-        "{pod_name} still answered through the load balancer: {answered:?}"
+        "{pod_name} still answered through the load balancer {KUBE_PROXY_SYNC:?} after it left the endpoints: {answered:?}"
     );
     ensure!(answered.len() == 2, "expected the two other pods to answer, got {answered:?}");
 

@@ -43,7 +43,7 @@ pub use timeline::{
 use timeline::{Seen, Timeline};
 
 use crate::{
-    addons::{alerter as alerter_addon, metallb, web},
+    addons::{alerter as alerter_addon, metallb, victorialogs, web},
     cluster::ClusterSpec,
     conditions::{daemon_set_rolled_out, node_ready, ready_pods_by_node},
     poll::until,
@@ -163,6 +163,10 @@ pub struct Report {
     /// The trace store's query API, where both traces are read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traces_url: Option<String>,
+    /// The log store's UI showing the broken node's pods and every `web`
+    /// pod from a minute before the fault to the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_url: Option<String>,
     /// The `vigil export logs` folder taken after the drill, in the report's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,
@@ -173,6 +177,9 @@ impl Report {
         self.milestones.iter().find(|m| m.name == name).and_then(|m| m.seconds)
     }
 }
+
+/// How far before the fault the report's link to the logs reaches.
+const LOGS_BEFORE_FAULT_SECONDS: u64 = 60;
 
 /// Seconds from `fault` to now.
 fn since(fault: Timestamp) -> f64 {
@@ -408,6 +415,11 @@ pub async fn run(
             vigil_telemetry::otel::trace_id_hex(&tracing::Span::current().context())
         },
         traces_url: crate::status::addon_url(&client, crate::addons::jaeger::NAME).await,
+        logs_url: crate::status::addon_url(&client, victorialogs::NAME).await.map(|ui| {
+            let query = victorialogs::incident_query(&node, web::NAMESPACE, web::NAME);
+            let window = since(fault_at).ceil() as u64 + LOGS_BEFORE_FAULT_SECONDS;
+            victorialogs::ui_link(&ui, &query, &Timestamp::now().to_string(), window)
+        }),
         logs: None,
     };
     let mut report = report::write(report, &options.report_dir)?;

@@ -166,6 +166,12 @@ pub fn markdown(report: &Report) -> String {
     if let Some(trace) = &report.trace_id {
         let _ = writeln!(out, "This drill's own trace: `{trace}`.");
     }
+    if let Some(url) = &report.logs_url {
+        let _ = writeln!(
+            out,
+            "\nThe broken node's pods and every `web` pod in the log store, over the drill: <{url}>."
+        );
+    }
     if let Some(logs) = &report.logs {
         let _ = writeln!(out, "\nThe cluster's logs after the drill: [{logs}/index.md]({logs}/index.md).");
     }
@@ -227,6 +233,7 @@ mod tests {
             incident_trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
             trace_id: None,
             traces_url: Some("http://10.50.0.19:16686/".into()),
+            logs_url: Some("http://10.50.0.20:9428/select/vmui/#/?query=x".into()),
             logs: Some("vigil-logs-20260101T000000Z".into()),
         }
     }
@@ -248,6 +255,11 @@ mod tests {
         assert!(text.contains("the node that was broken"));
         assert!(text.contains("`node-down` delivered: 0.25 s"));
         assert!(text.contains("standby took the Lease over"));
+        assert!(
+            text.contains(
+                "in the log store, over the drill: <http://10.50.0.20:9428/select/vmui/#/?query=x>"
+            )
+        );
         assert!(text.contains("![vigil-failover--nodes-ready.svg](vigil-failover--nodes-ready.svg)"));
         let missing = Report { panels: vec![], panels_missing: Some("no Prometheus".into()), ..report() };
         assert!(markdown(&missing).contains("panels were not drawn: no Prometheus."));

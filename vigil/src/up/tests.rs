@@ -621,9 +621,16 @@ async fn credentials_are_made_once_and_every_copy_matches_the_source_read_back()
         held.keys().collect::<Vec<_>>(),
         [
             "default/vigil-otlp-credentials",
+            "logging/vigil-logs-credentials",
             "monitoring/vigil-api-credentials",
+            "monitoring/vigil-logs-credentials",
             "monitoring/vigil-otlp-credentials"
         ]
+    );
+    // The log shippers' copy carries the password their store's proxy checks.
+    assert_eq!(
+        held["logging/vigil-logs-credentials"]["data"]["password"],
+        held["monitoring/vigil-logs-credentials"]["data"]["password"]
     );
     let copy = &held["default/vigil-otlp-credentials"]["data"]["headers"];
     let expected =

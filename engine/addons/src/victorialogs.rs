@@ -1,0 +1,257 @@
+//! VictoriaLogs, built from its Go module: the log store every pod's lines
+//! are shipped to (by [`super::vlagent`]), searched with LogsQL in the web
+//! UI its binary serves (`/select/vmui/`). One replica on the control plane,
+//! which `vigil drill` never breaks, so the logs of a dead node's pods are
+//! still there to read after the drill; its data on a PersistentVolumeClaim
+//! there, bounded by disk size and age. It listens on loopback behind the
+//! authenticating proxy (see [`super::auth_proxy`]): vigil's user reads and
+//! writes, the log shippers' user may only `POST /insert/native`.
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, VolumeMount};
+use kube::api::ObjectMeta;
+
+use super::{
+    Addon, Address, Check, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage, auth_proxy,
+    credentials, http_get_probe, local_path, locked_down, metallb,
+    node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
+    non_root_pod, on_control_plane, resources, roll_on_change, upstream,
+};
+use crate::apply::Object;
+use vigil_model::cluster::ClusterSpec;
+use vigil_model::versions;
+
+pub const NAME: &str = "victorialogs";
+/// Its HTTP port: the UI, LogsQL (`/select/logsql/query`), ingestion.
+pub const PORT: u16 = 9428;
+/// Its Service takes the fifth address of the LoadBalancer range.
+pub const LOAD_BALANCER_INDEX: u32 = 4;
+/// The PersistentVolumeClaim holding the logs.
+pub const CLAIM: &str = "victorialogs-data";
+/// As with Prometheus's claim, local-path does not enforce it: the disk
+/// limit below is what keeps VictoriaLogs inside it.
+pub const CLAIM_SIZE: &str = "1Gi";
+/// The most the store may hold; past it, whole days are dropped, oldest
+/// first. 324 MiB under the claim: a day's partition is merged in place.
+pub const RETENTION_DISK: &str = "700MiB";
+/// How long a line is kept, unless [`RETENTION_DISK`] is reached first.
+pub const RETENTION_PERIOD: &str = "7d";
+/// Where vlagent sends (its default, native, format).
+pub const INSERT_PATH: &str = "/insert/native";
+/// The web UI, under the address.
+pub const UI_PATH: &str = "select/vmui/";
+/// vlagent's batches: at most 1 MiB before compression (`-remoteWrite.maxBlockSize`).
+pub const INSERT_BODY_LIMIT: u64 = 4 << 20;
+const DATA_DIR: &str = "/victoria-logs-data";
+/// No user of the image's own: `nobody`.
+const USER: i64 = 65534;
+
+/// The log shippers: `POST /insert/native` and nothing else.
+pub const LOGS_WRITER: auth_proxy::Writer = auth_proxy::Writer {
+    user: credentials::LOGS_USER,
+    secret: credentials::LOGS_SECRET,
+    paths: &[INSERT_PATH],
+};
+
+pub const ADDON: Addon = Addon {
+    name: NAME,
+    title: "VictoriaLogs: every pod's logs, searchable in its UI",
+    crates: &[auth_proxy::CRATE],
+    images: &[IMAGE],
+    needs: &[local_path::NAME, metallb::NAME],
+    namespace: Some(node_exporter::namespace),
+    secrets: None,
+    objects: addon_objects,
+    after_rollout: None,
+    rollout: &[Rollout::Deployment { namespace: NAMESPACE, name: NAME, replicas: 1 }],
+    address: Some(Address {
+        key: NAME,
+        namespace: NAMESPACE,
+        service: NAME,
+        url: |ip| format!("http://{ip}:{PORT}/{UI_PATH}"),
+        check: Check::Gated(""),
+        hint: "VictoriaLogs UI: every pod's logs (LogsQL; the API at /select/logsql/query)",
+        load_balancer_index: LOAD_BALANCER_INDEX,
+    }),
+    manifests: Manifests::Generated { dir: NAMESPACE },
+    timeout: ROLLOUT,
+};
+
+pub const IMAGE: UpstreamImage = UpstreamImage {
+    name: NAME,
+    version: versions::VICTORIALOGS,
+    replaces: None,
+    binary: "victoria-logs",
+    path: "/victoria-logs-prod",
+    run: ImageRun::Entrypoint,
+    extra: &[],
+};
+
+/// Where the cluster's pods reach the store (vlagent's remote write).
+pub fn insert_url() -> String {
+    format!("http://{NAME}.{NAMESPACE}.svc:{PORT}{INSERT_PATH}")
+}
+
+fn meta(name: &str) -> ObjectMeta {
+    monitoring_meta(NAME, name, true)
+}
+
+fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
+    Ok(objects(input.spec, &input.image(auth_proxy::CRATE)))
+}
+
+/// `proxy_image`: the authenticating proxy's.
+pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
+    let proxy = auth_proxy::sidecar(
+        |name| meta(&format!("{NAME}-{name}")),
+        proxy_image,
+        &[auth_proxy::Listener {
+            name: "http",
+            port: PORT,
+            body_limit: INSERT_BODY_LIMIT,
+            // Its own limit on a query (`-search.maxQueryDuration`) is 30 s.
+            upstream_timeout: std::time::Duration::from_secs(40),
+            public: &["/health"],
+            writer: Some(LOGS_WRITER),
+        }],
+    );
+    let (claim, data_volume) = local_path::claim(meta(CLAIM), CLAIM_SIZE, "data");
+    // Through the proxy, whose `/health` is public: the kubelet reaches the pod's address.
+    let probe = Probe { period_seconds: Some(10), ..http_get_probe(PORT, "/health") };
+    let container = Container {
+        name: NAME.into(),
+        image: Some(IMAGE.reference(&spec.image_repository)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            // Loopback only: the proxy has this port on the pod's address.
+            format!("-httpListenAddr=127.0.0.1:{PORT}"),
+            format!("-storageDataPath={DATA_DIR}"),
+            format!("-retentionPeriod={RETENTION_PERIOD}"),
+            format!("-retention.maxDiskSpaceUsageBytes={RETENTION_DISK}"),
+        ]),
+        readiness_probe: Some(probe.clone()),
+        liveness_probe: Some(Probe { initial_delay_seconds: Some(10), ..probe }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..Default::default()
+        }]),
+        // It sizes its caches from the limit (60 %).
+        resources: Some(resources(&[("cpu", "20m"), ("memory", "64Mi")], &[("memory", "256Mi")])),
+        security_context: Some(locked_down()),
+        ..Default::default()
+    };
+    let (node_selector, tolerations) = on_control_plane();
+    let mut deployment = monitoring_deployment(
+        NAME,
+        PodSpec {
+            node_selector: Some(node_selector),
+            tolerations: Some(tolerations),
+            service_account_name: Some(NAME.into()),
+            // It never talks to the API server.
+            automount_service_account_token: Some(false),
+            // Its group reads the proxy's password files.
+            security_context: Some(non_root_pod(USER, Some(USER))),
+            containers: vec![container, proxy.container],
+            volumes: Some([data_volume].into_iter().chain(proxy.volumes).collect()),
+            ..Default::default()
+        },
+    );
+    local_path::one_writer(&mut deployment);
+    roll_on_change(&mut deployment, &[&proxy.config]);
+    let ip = spec.load_balancer_ip(LOAD_BALANCER_INDEX).to_string();
+    let service = metallb::pinned_service(meta(NAME), &ip, monitoring_selector(NAME), &[("http", PORT)]);
+    let account = k8s_openapi::api::core::v1::ServiceAccount {
+        metadata: meta(NAME),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    vec![
+        Object::typed(account),
+        Object::typed(proxy.config),
+        Object::typed(claim),
+        Object::typed(deployment),
+        Object::typed(service),
+    ]
+}
+
+/// A LogsQL query for the lines of every pod on `node` and of the
+/// `container`s of `namespace` wherever they run (the dead node's and the
+/// rescheduled ones): what the drill report links to.
+pub fn incident_query(node: &str, namespace: &str, container: &str) -> String {
+    let quote = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    format!(
+        "kubernetes.pod_node_name:{} OR (kubernetes.pod_namespace:{} AND kubernetes.container_name:{})",
+        quote(node),
+        quote(namespace),
+        quote(container)
+    )
+}
+
+/// The UI's page showing `query` over the `range_seconds` before `end`
+/// (RFC 3339), given the UI's URL as `vigil up` prints it. The parameters
+/// are the UI's own (`g0.end_input`, `g0.range_input`; `relative_time`
+/// `none` so it does not slide to now).
+pub fn ui_link(ui_url: &str, query: &str, end: &str, range_seconds: u64) -> String {
+    let range = format!("{range_seconds}s");
+    let pairs =
+        [("query", query), ("g0.end_input", end), ("g0.range_input", &range), ("g0.relative_time", "none")];
+    let encoded = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encoding::utf8_percent_encode(v, QUERY_VALUE)))
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{ui_url}#/?{encoded}")
+}
+
+/// Everything but RFC 3986's unreserved characters is percent-encoded.
+const QUERY_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shippers_may_only_insert_and_the_store_listens_on_loopback() {
+        let objects = objects(&ClusterSpec::default(), "proxy");
+        let config = objects
+            .iter()
+            .find_map(|o| o.to_typed::<k8s_openapi::api::core::v1::ConfigMap>())
+            .expect("the proxy's configuration");
+        let config: ::auth_proxy::config::Config =
+            serde_json::from_str(&config.data.unwrap()["config.json"]).unwrap();
+        config.validate().unwrap();
+        let route = &config.routes[0];
+        assert_eq!(route.upstream.to_string(), "127.0.0.1:9428");
+        let logs = route.grants.iter().find(|g| g.user == credentials::LOGS_USER).unwrap();
+        assert!(logs.allows("POST", "/insert/native"));
+        assert!(!logs.allows("GET", "/select/logsql/query"));
+        assert!(!logs.allows("POST", "/insert/jsonline"));
+        let deployment =
+            objects.iter().find_map(|o| o.to_typed::<k8s_openapi::api::apps::v1::Deployment>()).unwrap();
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let args = pod.containers[0].args.clone().unwrap();
+        assert!(args.contains(&"-httpListenAddr=127.0.0.1:9428".to_owned()), "{args:?}");
+        assert!(args.iter().any(|a| a.starts_with("-retention.maxDiskSpaceUsageBytes=")), "{args:?}");
+    }
+
+    #[test]
+    fn an_incident_link_selects_the_node_and_its_pods_over_the_window() {
+        let query = incident_query("vigil-worker", "default", "web");
+        assert_eq!(
+            query,
+            r#"kubernetes.pod_node_name:"vigil-worker" OR (kubernetes.pod_namespace:"default" AND kubernetes.container_name:"web")"#
+        );
+        let link = ui_link("http://10.0.0.1:9428/select/vmui/", &query, "2026-01-01T00:10:00Z", 600);
+        assert!(
+            link.starts_with("http://10.0.0.1:9428/select/vmui/#/?query=kubernetes.pod_node_name%3A%22vigil-worker%22%20OR%20"),
+            "{link}"
+        );
+        assert!(
+            link.ends_with(
+                "&g0.end_input=2026-01-01T00%3A10%3A00Z&g0.range_input=600s&g0.relative_time=none"
+            ),
+            "{link}"
+        );
+    }
+}

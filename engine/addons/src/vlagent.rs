@@ -1,0 +1,294 @@
+//! vlagent, VictoriaLogs' agent, built from the same Go module: a DaemonSet
+//! on every node (control plane included) whose Kubernetes collector tails
+//! each container's log file the kubelet keeps under `/var/log/pods` and
+//! ships the lines to [`super::victorialogs`], with the pod's namespace,
+//! name, container and node as fields. It reads the node's files through
+//! read-only host paths, which no Pod Security level short of `privileged`
+//! admits, so it has a namespace of its own (`logging`), which says why.
+//!
+//! What it may do, and nothing more:
+//! - it runs as root with no capabilities: the log files are the root
+//!   user's (mode 0640), readable by their owner without `CAP_DAC_*`;
+//!   its root filesystem is read-only, its only writable directory is an
+//!   emptyDir of bounded size (its read offsets and the lines not yet
+//!   delivered);
+//! - its role: `get`/`list`/`watch` pods (its node's, by field selector),
+//!   `get` nodes (its own, at start), `list` namespaces (their names);
+//! - it writes only `POST /insert/native` on the store, as the log shippers'
+//!   user, whose password is a file from its namespace's copy of the Secret;
+//! - its own `/insert/*` endpoints are off (`-insert.disable`): otherwise
+//!   any pod could send lines through it with its credentials. Its port
+//!   serves only `/health` and `/metrics`.
+//!
+//! Not collected: the nodes' journals (the kubelet's, containerd's). vlagent
+//! has no journal reader; `vigil export logs` still gathers them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, DaemonSetSpec},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath,
+            Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+            SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
+};
+use kube::api::ObjectMeta;
+
+use super::{
+    Addon, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage, cluster_identity, core_rule,
+    credentials, http_get_probe, node_exporter::monitoring_labels, pod_security, resources, upstream,
+    victorialogs,
+};
+use crate::apply::Object;
+use vigil_model::cluster::ClusterSpec;
+use vigil_model::versions;
+
+pub const NAME: &str = "vlagent";
+pub const NAMESPACE: &str = credentials::LOGS_NAMESPACE;
+/// `/health` and `/metrics`.
+pub const PORT: u16 = 9429;
+/// The kubelet's log files, and the symlinks to them vlagent starts from.
+const POD_LOGS: &str = "/var/log/pods";
+const CONTAINER_LOGS: &str = "/var/log/containers";
+const STATE_DIR: &str = "/var/lib/vlagent";
+const CREDENTIALS_DIR: &str = "/etc/vlagent/credentials";
+/// Lines kept while the store is away, per node; older ones are dropped
+/// past it (hours of vigil's pods). vlagent's smallest: it buffers in
+/// files of about this size and rounds anything smaller up to it.
+pub const PENDING_LIMIT: &str = "512MiB";
+/// The emptyDir's bound: the pending lines, the offsets, and room.
+const STATE_SIZE: &str = "600Mi";
+const POD_SECURITY_REASON: &str = "vlagent reads the kubelet's container log files from each node (hostPath /var/log/pods and /var/log/containers, read-only), which baseline forbids too";
+
+pub const ADDON: Addon = Addon {
+    name: NAME,
+    title: "vlagent: every node's container logs into VictoriaLogs",
+    crates: &[],
+    images: &[IMAGE],
+    needs: &[victorialogs::NAME],
+    namespace: Some(namespace),
+    secrets: None,
+    objects: addon_objects,
+    after_rollout: None,
+    rollout: &[Rollout::DaemonSet { namespace: NAMESPACE, name: NAME }],
+    address: None,
+    manifests: Manifests::Generated { dir: NAMESPACE },
+    timeout: ROLLOUT,
+};
+
+pub const IMAGE: UpstreamImage = UpstreamImage {
+    name: NAME,
+    version: versions::VICTORIALOGS,
+    replaces: None,
+    binary: "vlagent",
+    path: "/vlagent-prod",
+    run: ImageRun::Entrypoint,
+    extra: &[],
+};
+
+fn meta(name: &str, namespaced: bool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespaced.then(|| NAMESPACE.into()),
+        labels: Some(monitoring_labels(NAME)),
+        ..Default::default()
+    }
+}
+
+/// `logging`: `privileged` enforced (host paths), `restricted` warned and audited.
+pub fn namespace() -> Object {
+    let mut metadata = meta(NAMESPACE, false);
+    metadata.labels.get_or_insert_default().extend(pod_security::labels(pod_security::Level::Privileged));
+    metadata.annotations = Some(pod_security::reason(POD_SECURITY_REASON));
+    Object::typed(Namespace { metadata, ..Default::default() })
+}
+
+fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
+    Ok(objects(input.spec))
+}
+
+fn host_path(name: &str, path: &str) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource { path: path.into(), type_: Some("Directory".into()) }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    (volume, mount)
+}
+
+/// vlagent's flags.
+pub fn args() -> Vec<String> {
+    vec![
+        "-kubernetesCollector".into(),
+        format!("-kubernetesCollector.logsPath={CONTAINER_LOGS}"),
+        format!("-tmpDataPath={STATE_DIR}"),
+        format!("-remoteWrite.url={}", victorialogs::insert_url()),
+        format!("-remoteWrite.basicAuth.username={}", credentials::LOGS_USER),
+        format!("-remoteWrite.basicAuth.passwordFile={CREDENTIALS_DIR}/{}", credentials::PASSWORD_KEY),
+        format!("-remoteWrite.maxDiskUsagePerURL={PENDING_LIMIT}"),
+        "-remoteWrite.maxBlockSize=1MiB".into(),
+        "-insert.disable".into(),
+        format!("-httpListenAddr=:{PORT}"),
+    ]
+}
+
+pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
+    let identity = cluster_identity(
+        meta(NAME, true),
+        meta("vigil:vlagent", false),
+        vec![
+            core_rule(&["pods"], &["get", "list", "watch"]),
+            core_rule(&["nodes"], &["get"]),
+            core_rule(&["namespaces"], &["list"]),
+        ],
+    );
+    let (pods_volume, pods_mount) = host_path("pod-logs", POD_LOGS);
+    let (containers_volume, containers_mount) = host_path("container-logs", CONTAINER_LOGS);
+    let state = Volume {
+        name: "state".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(STATE_SIZE.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let secret = Volume {
+        name: "credentials".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(credentials::LOGS_SECRET.into()),
+            items: Some(vec![KeyToPath {
+                key: credentials::PASSWORD_KEY.into(),
+                path: credentials::PASSWORD_KEY.into(),
+                ..Default::default()
+            }]),
+            default_mode: Some(0o400),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    };
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
+    let probe = Probe { period_seconds: Some(10), ..http_get_probe(PORT, "/health") };
+    let container = Container {
+        name: NAME.into(),
+        image: Some(IMAGE.reference(&spec.image_repository)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(args()),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: PORT.into(),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe.clone()),
+        liveness_probe: Some(Probe { initial_delay_seconds: Some(10), ..probe }),
+        volume_mounts: Some(vec![
+            pods_mount,
+            containers_mount,
+            mount("state", STATE_DIR, false),
+            mount("credentials", CREDENTIALS_DIR, true),
+        ]),
+        resources: Some(resources(&[("cpu", "10m"), ("memory", "32Mi")], &[("memory", "128Mi")])),
+        // Root for the files' owner bits, and nothing else of root's.
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let selector = BTreeMap::from([("app.kubernetes.io/name".to_owned(), NAME.to_owned())]);
+    let daemon_set = DaemonSet {
+        metadata: meta(NAME, true),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(monitoring_labels(NAME)),
+                    annotations: Some(BTreeMap::from([("prometheus.io/scrape".into(), "true".into())])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(NAME.into()),
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    tolerations: Some(vec![Toleration {
+                        operator: Some("Exists".into()),
+                        ..Default::default()
+                    }]),
+                    containers: vec![container],
+                    volumes: Some(vec![pods_volume, containers_volume, state, secret]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut objects = Vec::from(identity);
+    objects.push(Object::typed(daemon_set));
+    objects
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_reads_the_node_read_only_and_takes_no_lines_from_pods() {
+        let objects = objects(&ClusterSpec::default());
+        let ds = objects.iter().find_map(|o| o.to_typed::<DaemonSet>()).unwrap();
+        let pod = ds.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        for mount in container.volume_mounts.iter().flatten() {
+            let writable = mount.read_only != Some(true);
+            assert_eq!(writable, mount.name == "state", "{}", mount.name);
+        }
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert!(security.capabilities.as_ref().unwrap().add.is_none());
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert!(pod.host_network.is_none() && pod.host_pid.is_none());
+        let args = container.args.as_ref().unwrap();
+        assert!(args.contains(&"-insert.disable".to_owned()), "{args:?}");
+        assert!(
+            args.iter()
+                .any(|a| a == "-remoteWrite.url=http://victorialogs.monitoring.svc:9428/insert/native")
+        );
+        assert!(!args.iter().any(|a| a.contains("basicAuth.password=")), "the password is a file");
+        let role =
+            objects.iter().find_map(|o| o.to_typed::<k8s_openapi::api::rbac::v1::ClusterRole>()).unwrap();
+        let verbs: Vec<(String, Vec<String>)> =
+            role.rules.unwrap().into_iter().map(|r| (r.resources.unwrap().join(","), r.verbs)).collect();
+        assert_eq!(
+            verbs,
+            [
+                ("pods".to_owned(), vec!["get".to_owned(), "list".into(), "watch".into()]),
+                ("nodes".to_owned(), vec!["get".to_owned()]),
+                ("namespaces".to_owned(), vec!["list".to_owned()]),
+            ]
+        );
+    }
+}
