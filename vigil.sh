@@ -111,6 +111,8 @@ case "${1:-up}" in
     # Advisories are left out: their database is a git repository on GitHub,
     # which this machine cannot reach (deny.toml says more).
     cargo deny --locked check --hide-inclusion-graph bans licenses sources
+    # The end-to-end checks open the addresses `vigil up` prints in a real browser.
+    command -v chromium >/dev/null || { say "installing chromium from Debian"; apt_install chromium; }
     say "running the tests (unit, then end to end on a real cluster)"
     # The end-to-end checks run only when asked (a plain `cargo test` lists
     # them as ignored); here they must all run, or the test command fails.

@@ -4,6 +4,7 @@
 //! use vigil's own poller (`vigil::poll`). Everything talks to real Docker
 //! and a real API server.
 
+pub mod browser;
 pub mod ssh_hosts;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};

@@ -76,6 +76,7 @@ pub const ADDON: Addon = Addon {
     crates: &[CRATE],
     images: &[],
     needs: &[],
+    installed_after: &[],
     namespace: Some(node_exporter::namespace),
     secrets: Some(secrets),
     objects: addon_objects,

@@ -52,6 +52,7 @@ pub const ADDON: Addon = Addon {
     crates: &[auth_proxy::CRATE],
     images: &[IMAGE],
     needs: &[metallb::NAME],
+    installed_after: &[],
     namespace: Some(node_exporter::namespace),
     secrets: None,
     objects: addon_objects,

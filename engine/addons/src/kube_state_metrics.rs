@@ -46,6 +46,7 @@ pub const ADDON: Addon = Addon {
     crates: &[],
     images: &[IMAGE],
     needs: &[],
+    installed_after: &[],
     namespace: Some(node_exporter::namespace),
     secrets: None,
     objects: |input| Ok(objects(&image(&input.spec.image_repository))),

@@ -199,6 +199,8 @@ pub struct Addon {
     pub images: &'static [UpstreamImage],
     /// Add-ons that must be ready before this one can be (MetalLB for a LoadBalancer address).
     pub needs: &'static [&'static str],
+    /// Add-ons that must be ready before this one is even installed.
+    pub installed_after: &'static [&'static str],
     /// A namespace it creates, applied before its objects.
     pub namespace: Option<fn() -> Object>,
     /// Secrets it generates: created when missing, never replaced, never

@@ -30,6 +30,7 @@ pub const ADDON: Addon = Addon {
     crates: &[],
     images: &[IMAGE],
     needs: &[],
+    installed_after: &[],
     namespace: None,
     secrets: None,
     objects: |input| {

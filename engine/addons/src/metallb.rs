@@ -80,6 +80,7 @@ pub const ADDON: Addon = Addon {
     crates: &[],
     images: &IMAGES,
     needs: &[],
+    installed_after: &[],
     namespace: None,
     secrets: None,
     objects: |input| {

@@ -35,6 +35,7 @@ pub const ADDON: Addon = Addon {
     crates: &[NAME],
     images: &[],
     needs: &[],
+    installed_after: &[],
     namespace: Some(namespace),
     secrets: None,
     objects: |input| Ok(objects(&input.image(NAME))),

@@ -58,6 +58,7 @@ pub const ADDON: Addon = Addon {
     crates: &[auth_proxy::CRATE],
     images: &[IMAGE],
     needs: &[local_path::NAME, metallb::NAME],
+    installed_after: &[],
     namespace: Some(node_exporter::namespace),
     secrets: None,
     objects: addon_objects,

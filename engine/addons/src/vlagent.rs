@@ -60,6 +60,9 @@ const CREDENTIALS_DIR: &str = "/etc/vlagent/credentials";
 /// past it (hours of vigil's pods). vlagent's smallest: it buffers in
 /// files of about this size and rounds anything smaller up to it.
 pub const PENDING_LIMIT: &str = "512MiB";
+/// The longest wait between two tries to send a batch the store refused or
+/// did not answer.
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// The emptyDir's bound: the pending lines, the offsets, and room.
 const STATE_SIZE: &str = "600Mi";
 const POD_SECURITY_REASON: &str = "vlagent reads the kubelet's container log files from each node (hostPath /var/log/pods and /var/log/containers, read-only), which baseline forbids too";
@@ -70,6 +73,10 @@ pub const ADDON: Addon = Addon {
     crates: &[],
     images: &[IMAGE],
     needs: &[victorialogs::NAME],
+    // A vlagent that starts before its store answers can be left sending
+    // every line to nothing that keeps it (seen: all of one node's lines
+    // refused for minutes); started after, it ships from its first line.
+    installed_after: &[victorialogs::NAME],
     namespace: Some(namespace),
     secrets: None,
     objects: addon_objects,
@@ -137,6 +144,9 @@ pub fn args() -> Vec<String> {
         format!("-remoteWrite.basicAuth.passwordFile={CREDENTIALS_DIR}/{}", credentials::PASSWORD_KEY),
         format!("-remoteWrite.maxDiskUsagePerURL={PENDING_LIMIT}"),
         "-remoteWrite.maxBlockSize=1MiB".into(),
+        // Its retries back off up to a minute by default: a store that was
+        // away (starting after it, restarting) would wait that long for lines.
+        format!("-remoteWrite.retryMaxTime={}s", RETRY_MAX.as_secs()),
         "-insert.disable".into(),
         format!("-httpListenAddr=:{PORT}"),
     ]

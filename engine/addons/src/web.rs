@@ -46,6 +46,7 @@ pub const ADDON: Addon = Addon {
     crates: &["web", "probe-server"],
     images: &[],
     needs: &[metallb::NAME],
+    installed_after: &[],
     // `default`, labelled to enforce the restricted Pod Security profile.
     namespace: Some(super::pod_security::default_namespace),
     secrets: None,

@@ -182,7 +182,14 @@ pub async fn no_service_has_a_node_port(c: &Cluster) -> Result<()> {
     }
     balanced.sort();
     ensure!(
-        balanced == ["default/web", "monitoring/alertmanager", "monitoring/jaeger", "monitoring/prometheus"],
+        balanced
+            == [
+                "default/web",
+                "monitoring/alertmanager",
+                "monitoring/jaeger",
+                "monitoring/prometheus",
+                "monitoring/victorialogs"
+            ],
         "LoadBalancer Services: {balanced:?}"
     );
     Ok(())

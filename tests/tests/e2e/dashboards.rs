@@ -33,7 +33,8 @@ fn promtool(args: &[&str]) -> Result<String> {
     let image = vigil::addons::prometheus::IMAGE.reference(&vigil_e2e::images().repository);
     let rules = repository_dir("dashboards/rules");
     let out = Command::new("docker")
-        .args(["run", "--rm", "--network", "none", "-v"])
+        // The image is the binaries alone; `test rules` keeps its TSDB under /tmp.
+        .args(["run", "--rm", "--network", "none", "--tmpfs", "/tmp", "-v"])
         .arg(format!("{}:/rules:ro", rules.canonicalize()?.display()))
         .args(["-w", "/rules", "--entrypoint", vigil::addons::prometheus::PROMTOOL, &image])
         .args(args)

@@ -1,4 +1,5 @@
 //! The log store (issue 20, item 4) on the shared cluster:
+//! - every node's vlagent ships (kube-proxy's lines come from each node);
 //! - a line `web` logs for a request through the LoadBalancer is in
 //!   VictoriaLogs within 10 s, with the pod's namespace, name, container
 //!   and node as fields (vlagent on that pod's node shipped it);
@@ -16,7 +17,29 @@ use vigil_e2e::Cluster;
 /// What the issue asks of the pipeline: from `web`'s write to a query hit.
 const DELIVERY: Duration = Duration::from_secs(10);
 
+/// Every node's vlagent ships: kube-proxy, which runs on every node and
+/// logs as it starts, has lines from each.
+async fn every_node_ships(c: &Cluster) -> Result<()> {
+    let wanted: Vec<String> = c.nodes().into_iter().map(|n| n.name).collect();
+    let query = "kubernetes.container_name:kube-proxy | stats by (kubernetes.pod_node_name) count() lines";
+    let mut shipping = vec![];
+    for _ in 0..30 {
+        shipping = c
+            .logs(query, 100)
+            .await?
+            .iter()
+            .filter_map(|row| row["kubernetes.pod_node_name"].as_str().map(str::to_owned))
+            .collect();
+        if wanted.iter().all(|n| shipping.contains(n)) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    bail!("VictoriaLogs holds kube-proxy's lines from {shipping:?} only; every node's are wanted: {wanted:?}")
+}
+
 pub async fn a_line_web_logs_is_in_victorialogs_within_10_s(c: &Cluster) -> Result<()> {
+    every_node_ships(c).await?;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     let marker = format!("vigil-e2e-log-{nanos:x}");
     let answer = reqwest::Client::new()

@@ -49,6 +49,7 @@ impl Step for Install {
         if !self.0.crates.is_empty() {
             needs.extend([images::NAME.to_owned(), ready::NAME.to_owned()]);
         }
+        needs.extend(self.0.installed_after.iter().map(|n| ready_name(n)));
         needs
     }
 

@@ -154,10 +154,16 @@ pub fn steps(scope: Scope) -> Vec<Box<dyn Step>> {
     if scope == Scope::Everything {
         steps.push(Box::new(images::LoadImages));
         steps.push(Box::new(credentials::Credentials { dir: crate::password_file::default_dir() }));
-        for addon in ADDONS {
+        // An add-on installed only after others are ready comes after every Ready step.
+        let (first, after) = ADDONS.iter().partition::<Vec<_>, _>(|a| a.installed_after.is_empty());
+        for addon in &first {
             steps.push(Box::new(addon::Install(addon)));
         }
-        for addon in ADDONS {
+        for addon in &first {
+            steps.push(Box::new(addon::Ready(addon)));
+        }
+        for addon in &after {
+            steps.push(Box::new(addon::Install(addon)));
             steps.push(Box::new(addon::Ready(addon)));
         }
     }

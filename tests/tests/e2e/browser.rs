@@ -1,0 +1,95 @@
+//! What a user opens, in a real browser (issue 20): Debian's headless
+//! Chromium on the addresses `vigil up` printed, with vigil's credentials as
+//! the browser's prompt would give them (see `vigil_e2e::browser`). Each page
+//! is checked for its real content, and its screenshot is kept under
+//! `~/.cache/vigil/e2e-screenshots/`:
+//! - web greets from one of its pods;
+//! - Prometheus's own UI runs a query and draws its graph; a malformed
+//!   PromQL gets Prometheus's parse error on the page;
+//! - VictoriaLogs' UI finds a line `web` just logged; a malformed LogsQL
+//!   query gets VictoriaLogs' own error on the page.
+//!
+//! Alertmanager and Jaeger are not opened yet: Debian's Alertmanager has no
+//! UI and Jaeger's module carries none (issue 20, items 2 and 3).
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use vigil::addons::{prometheus, victorialogs, web};
+use vigil_e2e::{Cluster, browser::Browser};
+
+async fn browser(c: &Cluster) -> Result<Browser> {
+    let hosts = c
+        .report
+        .addresses
+        .values()
+        .filter_map(|url| reqwest::Url::parse(url).ok()?.host_str()?.parse().ok())
+        .collect();
+    let dir = vigil_e2e::cache_dir().join("e2e-screenshots");
+    Browser::start(hosts, c.credentials.basic_header(), &dir).await
+}
+
+pub async fn prometheus_and_victorialogs_uis_work_in_a_browser(c: &Cluster) -> Result<()> {
+    let browser = browser(c).await?;
+
+    let page = browser.open(c.web_url()?, web::NAME).await?;
+    ensure!(page.dom.contains("I'm web-"), "web's page: {:.300}", page.dom);
+
+    let prometheus = c.url(prometheus::NAME)?;
+    let query_page =
+        |params: &[(&str, &str)]| reqwest::Url::parse_with_params(&format!("{prometheus}query"), params);
+    let graph = query_page(&[("g0.expr", "up"), ("g0.tab", "graph"), ("g0.range_input", "15m")])?;
+    let page = browser.open(graph.as_str(), "prometheus-graph").await?;
+    ensure!(
+        page.dom.contains(r#"job=""#)
+            && page.dom.contains("<svg")
+            && !page.dom.contains("Error executing query"),
+        "Prometheus drew no graph of `up` ({}): {:.500}",
+        page.screenshot.display(),
+        page.dom
+    );
+    let bad = query_page(&[("g0.expr", "up{"), ("g0.tab", "table")])?;
+    let page = browser.open(bad.as_str(), "prometheus-bad-promql").await?;
+    ensure!(
+        page.dom.contains("parse error"),
+        "a malformed PromQL shows no parse error ({}): {:.500}",
+        page.screenshot.display(),
+        page.dom
+    );
+
+    // A line of web's own, then the log UI finds it.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let marker = format!("vigil-e2e-browser-{nanos:x}");
+    reqwest::Client::new()
+        .get(format!("{}{marker}", c.web_url()?))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    let query = format!("{marker:?}");
+    vigil::poll::until_some("web's line in VictoriaLogs", Duration::from_secs(30), || async {
+        Ok::<_, anyhow::Error>((!c.logs(&query, 1).await?.is_empty()).then_some(()))
+    })
+    .await?;
+    let ui = c.url(victorialogs::NAME)?;
+    let end = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+    let page = browser
+        .open(&victorialogs::ui_link(ui, &query, &end.to_string(), 600), "victorialogs-search")
+        .await?;
+    ensure!(
+        page.dom.contains(&marker),
+        "VictoriaLogs' UI does not show web's line {marker} ({}): {:.500}",
+        page.screenshot.display(),
+        page.dom
+    );
+    let page = browser
+        .open(&victorialogs::ui_link(ui, "web AND (", &end.to_string(), 600), "victorialogs-bad-logsql")
+        .await?;
+    ensure!(
+        page.dom.contains("cannot parse"),
+        "a malformed LogsQL query shows no error ({}): {:.500}",
+        page.screenshot.display(),
+        page.dom
+    );
+    println!("screenshots in {}", browser.dir.display());
+    Ok(())
+}
