@@ -103,7 +103,8 @@ pub fn random_password() -> String {
 const RESERVED: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-fn percent_encode(text: &str) -> String {
+/// `text` with everything but RFC 3986's unreserved characters percent-encoded.
+pub(crate) fn percent_encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 

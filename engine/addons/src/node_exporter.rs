@@ -81,6 +81,39 @@ pub(super) fn monitoring_deployment(app: &str, pod: PodSpec) -> k8s_openapi::api
     }
 }
 
+/// The DaemonSet of the monitoring component `app` (its `metadata` given),
+/// running `pod` on every node, the control plane included: its selector
+/// and its pods' labels named after `app`, `annotations` on its pods.
+pub(super) fn monitoring_daemon_set(
+    app: &str,
+    metadata: ObjectMeta,
+    annotations: Option<BTreeMap<String, String>>,
+    pod: PodSpec,
+) -> DaemonSet {
+    DaemonSet {
+        metadata,
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector { match_labels: Some(monitoring_selector(app)), ..Default::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(monitoring_labels(app)),
+                    annotations,
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    tolerations: Some(vec![Toleration {
+                        operator: Some("Exists".into()),
+                        ..Default::default()
+                    }]),
+                    ..pod
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// An object `name` of the monitoring component `app`, in the monitoring
 /// namespace when `namespaced`.
 pub(super) fn monitoring_meta(app: &str, name: &str, namespaced: bool) -> ObjectMeta {
@@ -90,14 +123,6 @@ pub(super) fn monitoring_meta(app: &str, name: &str, namespaced: bool) -> Object
         labels: Some(monitoring_labels(app)),
         ..Default::default()
     }
-}
-
-fn selector() -> BTreeMap<String, String> {
-    monitoring_selector(NAME)
-}
-
-fn labels() -> BTreeMap<String, String> {
-    monitoring_labels(NAME)
 }
 
 fn meta(name: &str, namespaced: bool) -> ObjectMeta {
@@ -155,30 +180,19 @@ pub fn objects(image: &str) -> Vec<Object> {
         security_context: Some(locked_down()),
         ..Default::default()
     };
-    let daemon_set = DaemonSet {
-        metadata: meta(NAME, true),
-        spec: Some(DaemonSetSpec {
-            selector: LabelSelector { match_labels: Some(selector()), ..Default::default() },
-            template: PodTemplateSpec {
-                // Prometheus's cAdvisor job finds it by its name label (no
-                // scrape annotation: the generic job would scrape it twice).
-                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(NAME.into()),
-                    security_context: Some(non_root_pod(USER, None)),
-                    // Every node, the control plane included.
-                    tolerations: Some(vec![Toleration {
-                        operator: Some("Exists".into()),
-                        ..Default::default()
-                    }]),
-                    containers: vec![container],
-                    ..Default::default()
-                }),
-            },
+    // Prometheus's cAdvisor job finds it by its name label (no scrape
+    // annotation: the generic job would scrape it twice).
+    let daemon_set = monitoring_daemon_set(
+        NAME,
+        meta(NAME, true),
+        None,
+        PodSpec {
+            service_account_name: Some(NAME.into()),
+            security_context: Some(non_root_pod(USER, None)),
+            containers: vec![container],
             ..Default::default()
-        }),
-        ..Default::default()
-    };
+        },
+    );
     let mut objects = Vec::from(identity);
     objects.push(Object::typed(daemon_set));
     objects

@@ -198,15 +198,11 @@ pub fn ui_link(ui_url: &str, query: &str, end: &str, range_seconds: u64) -> Stri
         [("query", query), ("g0.end_input", end), ("g0.range_input", &range), ("g0.relative_time", "none")];
     let encoded = pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encoding::utf8_percent_encode(v, QUERY_VALUE)))
+        .map(|(k, v)| format!("{k}={}", credentials::percent_encode(v)))
         .collect::<Vec<_>>()
         .join("&");
     format!("{ui_url}#/?{encoded}")
 }
-
-/// Everything but RFC 3986's unreserved characters is percent-encoded.
-const QUERY_VALUE: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 #[cfg(test)]
 mod tests {

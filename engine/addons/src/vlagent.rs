@@ -26,22 +26,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::{
-        apps::v1::{DaemonSet, DaemonSetSpec},
-        core::v1::{
-            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath,
-            Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-            SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
-        },
+    api::core::v1::{
+        Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath,
+        Namespace, PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
+        Volume, VolumeMount,
     },
-    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector},
+    apimachinery::pkg::api::resource::Quantity,
 };
 use kube::api::ObjectMeta;
 
 use super::{
     Addon, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage, cluster_identity, core_rule,
-    credentials, http_get_probe, node_exporter::monitoring_labels, pod_security, resources, upstream,
-    victorialogs,
+    credentials, http_get_probe,
+    node_exporter::{monitoring_daemon_set, monitoring_labels},
+    pod_security, resources, upstream, victorialogs,
 };
 use crate::apply::Object;
 use vigil_model::cluster::ClusterSpec;
@@ -224,39 +222,24 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
         }),
         ..Default::default()
     };
-    let selector = BTreeMap::from([("app.kubernetes.io/name".to_owned(), NAME.to_owned())]);
-    let daemon_set = DaemonSet {
-        metadata: meta(NAME, true),
-        spec: Some(DaemonSetSpec {
-            selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(monitoring_labels(NAME)),
-                    annotations: Some(BTreeMap::from([("prometheus.io/scrape".into(), "true".into())])),
+    let daemon_set = monitoring_daemon_set(
+        NAME,
+        meta(NAME, true),
+        Some(BTreeMap::from([("prometheus.io/scrape".into(), "true".into())])),
+        PodSpec {
+            service_account_name: Some(NAME.into()),
+            security_context: Some(PodSecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(NAME.into()),
-                    security_context: Some(PodSecurityContext {
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    tolerations: Some(vec![Toleration {
-                        operator: Some("Exists".into()),
-                        ..Default::default()
-                    }]),
-                    containers: vec![container],
-                    volumes: Some(vec![pods_volume, containers_volume, state, secret]),
-                    ..Default::default()
-                }),
-            },
+                ..Default::default()
+            }),
+            containers: vec![container],
+            volumes: Some(vec![pods_volume, containers_volume, state, secret]),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
+        },
+    );
     let mut objects = Vec::from(identity);
     objects.push(Object::typed(daemon_set));
     objects
@@ -265,6 +248,7 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::DaemonSet;
 
     #[test]
     fn it_reads_the_node_read_only_and_takes_no_lines_from_pods() {

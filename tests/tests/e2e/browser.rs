@@ -58,8 +58,7 @@ pub async fn prometheus_and_victorialogs_uis_work_in_a_browser(c: &Cluster) -> R
     );
 
     // A line of web's own, then the log UI finds it.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let marker = format!("vigil-e2e-browser-{nanos:x}");
+    let marker = super::logs::fresh_marker("vigil-e2e-browser");
     reqwest::Client::new()
         .get(format!("{}{marker}", c.web_url()?))
         .timeout(Duration::from_secs(5))

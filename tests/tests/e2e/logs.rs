@@ -14,6 +14,13 @@ use kube::Api;
 use vigil::addons::{credentials, victorialogs, web};
 use vigil_e2e::Cluster;
 
+/// A path no earlier run has asked web for: `prefix` and the time in nanoseconds.
+pub(crate) fn fresh_marker(prefix: &str) -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{prefix}-{nanos:x}")
+}
+
 /// What the issue asks of the pipeline: from `web`'s write to a query hit.
 const DELIVERY: Duration = Duration::from_secs(10);
 
@@ -40,8 +47,7 @@ async fn every_node_ships(c: &Cluster) -> Result<()> {
 
 pub async fn a_line_web_logs_is_in_victorialogs_within_10_s(c: &Cluster) -> Result<()> {
     every_node_ships(c).await?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let marker = format!("vigil-e2e-log-{nanos:x}");
+    let marker = fresh_marker("vigil-e2e-log");
     let answer = reqwest::Client::new()
         .get(format!("{}{marker}", c.web_url()?))
         .timeout(Duration::from_secs(5))
