@@ -45,6 +45,17 @@ ensure_packages() {
   command -v npx >/dev/null || die "Node.js (npx) is not installed: vigil builds Prometheus's web UI with its own package manager, run through npx (Node 20.19 or newer)"
 }
 
+# Room for the workspace's build (its target directory grows to about 4 GiB)
+# before it starts: a full disk shows up far from its cause, as a linker
+# killed by SIGBUS. The upstream build checks its own (20 GiB) when it has
+# something to build.
+ensure_disk() {
+  local dir=${CARGO_TARGET_DIR:-target} need_gib=4 free_kib
+  mkdir -p "$dir"
+  free_kib=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+  (( free_kib >= need_gib * 1024 * 1024 )) || die "only $(( free_kib / 1024 )) MiB free on the filesystem of $dir; building the workspace needs about $need_gib GiB: free some space (cargo clean removes $dir; docker system prune removes unused images) and run again"
+}
+
 ensure_dockerd() {
   if docker info >/dev/null 2>&1; then return; fi
   say "starting dockerd (log: /var/log/dockerd.log)"
@@ -88,6 +99,7 @@ setup() {
   if [[ "${CI:-}" == true ]]; then export CARGO_INCREMENTAL=0; fi
   ensure_packages
   ensure_dockerd
+  ensure_disk
   say "building the vigil workspace"
   cargo build --quiet --locked --workspace --all-targets
 }
