@@ -42,7 +42,8 @@ ensure_packages() {
   fi
   command -v go >/dev/null || die "Go is not installed: vigil builds Kubernetes and its peers with the machine's Go (1.25 or newer)"
   command -v cargo >/dev/null || die "Rust is not installed: install it with rustup"
-  command -v npx >/dev/null || die "Node.js (npx) is not installed: vigil builds Prometheus's web UI with its own package manager, run through npx (Node 20.19 or newer)"
+  command -v npx >/dev/null && command -v npm >/dev/null \
+    || die "Node.js (npm, npx) is not installed: vigil builds Prometheus's and Alertmanager's web UIs with their own package managers (Node 20.19 or newer)"
 }
 
 # Room for the workspace's build (its target directory grows to about 4 GiB)

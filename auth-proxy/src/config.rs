@@ -12,6 +12,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::proxy::clean_path;
+
 /// A configuration that cannot be used: the field and what is wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -57,6 +59,10 @@ pub struct Route {
     /// Exact paths anyone may GET or HEAD (the kubelet's probes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub public: Vec<String>,
+    /// Where an authenticated GET or HEAD of `/` is sent (303 See Other):
+    /// the path of the upstream's UI, when it is not at the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// Who may do what here; a user without a grant is refused.
     pub grants: Vec<Grant>,
 }
@@ -176,6 +182,15 @@ impl Config {
             if let Some(p) = route.public.iter().find(|p| !p.starts_with('/')) {
                 return Err(invalid(field("public"), format!("{p:?} does not start with /")));
             }
+            if let Some(root) = &route.root
+                && (!root.starts_with('/') || root.starts_with("//") || root == "/" || !clean_path(root))
+            {
+                // `//host` would send browsers to another site.
+                return Err(invalid(
+                    field("root"),
+                    format!("{root:?} is not a path of this address other than /"),
+                ));
+            }
             if route.grants.is_empty() {
                 return Err(invalid(field("grants"), "nobody may use this route: grant at least one user"));
             }
@@ -225,6 +240,7 @@ mod tests {
                 body_limit: 4 << 20,
                 upstream_timeout: Duration::from_secs(30),
                 public: vec![],
+                root: None,
                 grants: vec![
                     Grant::all("vigil"),
                     Grant {
@@ -256,6 +272,8 @@ mod tests {
             (|c| c.routes[0].body_limit = 0, "routes[0].body_limit"),
             (|c| c.routes[0].grants.clear(), "routes[0].grants"),
             (|c| c.routes[0].public = vec!["-/ready".into()], "routes[0].public"),
+            (|c| c.routes[0].root = Some("//evil.example/".into()), "routes[0].root"),
+            (|c| c.routes[0].root = Some("/".into()), "routes[0].root"),
             (|c| c.users.clear(), "users"),
             (|c| c.realm = "a\"b".into(), "realm"),
             (|c| c.limits.max_connections = 0, "limits.max_connections"),

@@ -16,6 +16,8 @@ pub enum Outcome {
     Proxied,
     /// Forwarded without credentials: a GET or HEAD of a public path.
     Public,
+    /// An authenticated GET or HEAD of `/` sent to the route's root (303).
+    Redirected,
     /// No or wrong credentials (401).
     Unauthenticated,
     /// An authenticated user without a grant for this (403).
@@ -39,6 +41,7 @@ impl Outcome {
         match self {
             Outcome::Proxied => "proxied",
             Outcome::Public => "public",
+            Outcome::Redirected => "redirected",
             Outcome::Unauthenticated => "unauthenticated",
             Outcome::Forbidden => "forbidden",
             Outcome::CrossOrigin => "cross_origin",

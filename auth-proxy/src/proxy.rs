@@ -70,6 +70,8 @@ pub fn router(state: Arc<RouteState>) -> Router {
 pub enum Decision {
     /// Forward it; `Outcome::Proxied` (with the user) or `Outcome::Public`.
     Forward(Outcome, Option<String>),
+    /// Send the browser to this path of the same address (303), for the user.
+    Redirect(String, String),
     /// Answer it with this status; the outcome is why, the user who asked if known.
     Refuse(Outcome, Option<String>),
 }
@@ -141,6 +143,9 @@ pub fn decide(route: &Route, users: &Users, method: &Method, path: &str, headers
     if !route.grants.iter().any(|g| g.user == user && g.allows(method.as_str(), path)) {
         return Decision::Refuse(Outcome::Forbidden, Some(user));
     }
+    if let Some(root) = route.root.as_ref().filter(|_| reads && path == "/") {
+        return Decision::Redirect(root.clone(), user);
+    }
     Decision::Forward(Outcome::Proxied, Some(user))
 }
 
@@ -167,6 +172,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP.iter().chain(&named).chain([&header::UPGRADE]) {
         headers.remove(name);
     }
+}
+
+/// 303 to `path` of the same address (a validated path: see `Config::validate`).
+fn redirect(path: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(path) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 fn refusal(status: StatusCode, realm: &str, message: &'static str) -> Response {
@@ -203,7 +217,7 @@ fn answer_for(outcome: Outcome, realm: &str) -> Response {
         Outcome::UpstreamTimeout => {
             (StatusCode::GATEWAY_TIMEOUT, "the server behind this address did not answer in time\n")
         }
-        Outcome::Proxied | Outcome::Public => unreachable!("not a refusal"),
+        Outcome::Proxied | Outcome::Public | Outcome::Redirected => unreachable!("not a refusal"),
     };
     refusal(status, realm, message)
 }
@@ -247,6 +261,10 @@ async fn handle(State(state): State<Arc<RouteState>>, request: Request) -> Respo
     };
     let outcome = match decide(route, &state.users, &method, &path, request.headers()) {
         Decision::Refuse(outcome, user) => return refuse(outcome, user.as_deref()),
+        Decision::Redirect(root, _) => {
+            state.metrics.count(&route.name, &method, Outcome::Redirected);
+            return redirect(&root);
+        }
         Decision::Forward(outcome, _) => outcome,
     };
     let (mut parts, body) = request.into_parts();
@@ -310,6 +328,7 @@ mod tests {
             body_limit: 1 << 20,
             upstream_timeout: Duration::from_secs(30),
             public: vec!["/-/ready".into()],
+            root: Some("/ui/".into()),
             grants: vec![
                 Grant::all("vigil"),
                 Grant { user: "otlp".into(), methods: vec!["POST".into()], paths: vec!["/v1/traces".into()] },
@@ -392,6 +411,24 @@ mod tests {
         assert_eq!(
             d(Method::GET, "/api/v2/silences", &[("authorization", &basic_header("vigil", "wrong"))]),
             Refuse(Outcome::Unauthenticated, None)
+        );
+        // The root leads to the UI, once the user is known and may read.
+        assert_eq!(
+            d(Method::GET, "/", &[("authorization", &vigil)]),
+            Redirect("/ui/".into(), "vigil".into())
+        );
+        assert_eq!(
+            d(Method::HEAD, "/", &[("authorization", &vigil)]),
+            Redirect("/ui/".into(), "vigil".into())
+        );
+        assert_eq!(d(Method::GET, "/", &[]), Refuse(Outcome::Unauthenticated, None));
+        assert_eq!(
+            d(Method::GET, "/", &[("authorization", &otlp)]),
+            Refuse(Outcome::Forbidden, Some("otlp".into()))
+        );
+        assert_eq!(
+            d(Method::POST, "/", &[("authorization", &vigil)]),
+            Forward(Outcome::Proxied, Some("vigil".into()))
         );
     }
 

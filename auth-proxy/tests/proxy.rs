@@ -102,6 +102,7 @@ fn config(upstream: SocketAddr, limits: Limits) -> Config {
             body_limit: LIMIT,
             upstream_timeout: Duration::from_secs(1),
             public: vec!["/-/ready".into()],
+            root: Some("/ui/".into()),
             grants: vec![
                 Grant::all("vigil"),
                 Grant { user: "otlp".into(), methods: vec!["POST".into()], paths: vec!["/v1/traces".into()] },
@@ -176,6 +177,22 @@ async fn the_right_password_is_proxied_with_status_and_body_intact_and_no_cors_o
         "the upstream's CORS headers are stripped: {headers:?}"
     );
     assert_eq!(answer.text().await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn the_root_leads_an_authenticated_reader_to_the_ui() {
+    let p = proxy().await;
+    let no_redirects =
+        reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let answer =
+        no_redirects.get(format!("{}/", p.url)).header("authorization", vigil()).send().await.unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], "/ui/");
+    assert!(answer.headers().get("x-upstream").is_none(), "answered by the proxy");
+    let anonymous = no_redirects.get(format!("{}/", p.url)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "the redirect is no way around the credentials");
+    let metrics = vigil_telemetry::encode(&p.metrics.registry);
+    assert!(metrics.contains(r#"outcome="redirected""#), "{metrics}");
 }
 
 #[tokio::test]

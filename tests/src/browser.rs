@@ -118,8 +118,14 @@ impl Browser {
     pub async fn start(allowed: Vec<IpAddr>, authorization: String, dir: &Path) -> Result<Self> {
         which(CHROMIUM)?;
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-        // Compressed bodies are passed through as they came.
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build()?;
+        // Compressed bodies and redirects are passed through as they came:
+        // the browser follows a redirect itself, and resolves the page's
+        // relative links against where it was sent.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()?;
         let state = Forward { http, allowed, authorization };
         let app = axum::Router::new().fallback(forward).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -76,6 +76,27 @@ impl Target {
     }
 }
 
+/// The node image and, for the whole suite, the deployables' images, built
+/// side by side: the upstream Go builds and the workspace's LTO links each
+/// leave a core idle at times.
+async fn build_images(
+    docker: &build::Docker,
+    repository: &str,
+    cache: &Path,
+    progress: &Progress,
+    scope: Scope,
+) -> Result<(String, Option<build::workload::Images>)> {
+    let node = build::ensure_node_image(docker, repository, cache, progress);
+    let deployables = async {
+        match scope {
+            Scope::Everything => build::workload::ensure(docker, repository, cache, progress).await.map(Some),
+            Scope::ClusterOnly => Ok(None),
+        }
+    };
+    let (node, deployables) = tokio::try_join!(node, deployables)?;
+    Ok((node, deployables))
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     let progress = Progress::default();
     let cache = cli.global.cache_dir.clone().unwrap_or_else(build::default_cache_dir);
@@ -86,8 +107,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(args) => {
             let docker = crate::docker::connect().await?;
-            let image = build::ensure_node_image(&docker, &args.image_repository, &cache, &progress).await?;
+            let (image, deployables) =
+                build_images(&docker, &args.image_repository, &cache, &progress, Scope::Everything).await?;
             progress.info(format!("node image ready: {image}"));
+            if let Some(deployables) = deployables {
+                let refs: Vec<&str> = deployables.refs.values().map(String::as_str).collect();
+                progress.info(format!("deployables' images ready: {}", refs.join(", ")));
+            }
         }
         Command::Up(args) => {
             let spec = match &target.inventory {
@@ -220,6 +246,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else {
                 print_stdout(&status.render())?;
             }
+        }
+        Command::Alerts { json } => {
+            let provider = provider::connect(&machines).await?;
+            let spec = provider::existing(provider.as_ref(), &name).await?;
+            let client = match admin_client(provider.as_ref(), &spec).await {
+                Some(client) => client.map_err(anyhow::Error::msg)?,
+                None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
+            };
+            let held = crate::alerts::fetch(&client).await?;
+            let text = if json {
+                format!("{}\n", serde_json::to_string_pretty(&held)?)
+            } else {
+                crate::alerts::text(&held)
+            };
+            print_stdout(&text)?;
         }
         Command::Export { what: ExportWhat::Logs { dir } } => {
             let provider = provider::connect(&machines).await?;
@@ -363,16 +404,11 @@ async fn up_on(
     }
     provider.preflight(spec).await?;
     let docker = crate::docker::connect().await?;
-    let node_artefact = NodeArtefact {
-        image: build::ensure_node_image(&docker, &spec.image_repository, cache, progress).await?,
-    };
-    let deployables = match options.scope {
-        Scope::Everything => Some(Deployables {
-            images: build::workload::ensure(&docker, &spec.image_repository, cache, progress).await?,
-            archive: Arc::new(build::LocalImages(docker.clone())),
-        }),
-        Scope::ClusterOnly => None,
-    };
+    let (image, images) =
+        build_images(&docker, &spec.image_repository, cache, progress, options.scope).await?;
+    let node_artefact = NodeArtefact { image };
+    let deployables =
+        images.map(|images| Deployables { images, archive: Arc::new(build::LocalImages(docker.clone())) });
     let ctx = Context::new(
         spec.clone(),
         provider,

@@ -55,7 +55,7 @@ fn first_path(value: &str) -> Result<PathBuf, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build the node image and component images from upstream (skipped when unchanged).
+    /// Build the node image and component images from upstream, and the deployables' images (skipped when unchanged).
     Build(BuildArgs),
     /// Create the cluster (building what is missing), or finish creating it.
     Up(UpArgs),
@@ -102,6 +102,13 @@ pub enum Command {
     },
     /// Break a worker that holds web pods under load, and report what happened.
     Drill(DrillArgs),
+    /// List what Alertmanager holds: its alerts (silenced ones too) and the silences
+    /// that have not expired.
+    Alerts {
+        /// Alertmanager's own objects, as JSON.
+        #[arg(long, env = "VIGIL_JSON")]
+        json: bool,
+    },
     /// Collect what explains a problem (`export logs [DIR]`).
     Export {
         #[command(subcommand)]

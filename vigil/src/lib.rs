@@ -13,6 +13,8 @@ pub use vigil_host::{disk, exec, progress};
 pub use vigil_model::{cluster, images, saved_spec, versions};
 pub use vigil_provider_docker::engine as docker;
 
+/// `vigil alerts`: Alertmanager's alerts and silences in the terminal.
+pub mod alerts;
 /// Subcommands wired to the library; the only place errors become anyhow.
 pub mod app;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! Alertmanager 0.28 as Debian 13 packages it (in the monitoring image), so
+//! Alertmanager, built from its Go module with its new (Mantine) UI, so
 //! the alerter's alerts are routed, grouped and silenced the way users
 //! expect. One replica (no gossip cluster), its state on an emptyDir, its UI
 //! and API at their own LoadBalancer address behind the authenticating proxy
@@ -22,12 +22,12 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, Input, Manifests, ROLLOUT, Rollout, auth_proxy, config_and_secret_checksum,
-    config_volume, http_get_probe, locked_down, metallb,
+    Addon, Address, Check, ImageFrom, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage,
+    auth_proxy, config_and_secret_checksum, config_volume, http_get_probe, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
     non_root_pod, resources, upstream,
 };
-use vigil_model::images::ImageNames;
+use vigil_model::versions;
 
 use crate::apply::Object;
 use vigil_model::cluster::ClusterSpec;
@@ -38,14 +38,26 @@ pub const PORT: u16 = 9093;
 pub const LOAD_BALANCER_INDEX: u32 = 2;
 const CONFIG_DIR: &str = "/etc/alertmanager";
 const DATA_DIR: &str = "/alertmanager";
-/// Debian's `nobody`.
+/// `nobody`, as upstream's image runs it.
 const USER: i64 = 65534;
+
+/// The binary alone, as `nobody`.
+pub const IMAGE: UpstreamImage = UpstreamImage {
+    name: NAME,
+    version: versions::ALERTMANAGER,
+    replaces: None,
+    from: ImageFrom::PodBase,
+    binary: "alertmanager",
+    path: "/bin/alertmanager",
+    run: ImageRun::AsUser("65534:65534"),
+    extra: &[],
+};
 
 pub const ADDON: Addon = Addon {
     name: NAME,
     title: "Alertmanager: routes the alerter's alerts",
     crates: &[auth_proxy::CRATE],
-    images: &[],
+    images: &[IMAGE],
     needs: &[metallb::NAME],
     installed_after: &[],
     namespace: Some(node_exporter::namespace),
@@ -156,7 +168,7 @@ fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
 
 /// `proxy_image`: the authenticating proxy's.
 pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
-    let image = ImageNames::new(&spec.image_repository).monitoring();
+    let image = IMAGE.reference(&spec.image_repository);
     let proxy = auth_proxy::sidecar(
         |name| meta(&format!("{NAME}-{name}")),
         proxy_image,
@@ -166,6 +178,8 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
             body_limit: auth_proxy::API_BODY_LIMIT,
             upstream_timeout: std::time::Duration::from_secs(30),
             public: &["/-/ready", "/-/healthy"],
+            // Upstream's root serves its old UI, which is not built (see the build's ui.rs).
+            root: Some("/ui/"),
             writer: None,
         }],
     );
@@ -179,7 +193,6 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
         name: NAME.into(),
         image: Some(image),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec!["/usr/bin/prometheus-alertmanager".into()]),
         args: Some(vec![
             format!("--config.file={CONFIG_DIR}/alertmanager.yml"),
             format!("--storage.path={DATA_DIR}"),

@@ -51,6 +51,9 @@ pub struct Listener {
     pub upstream_timeout: Duration,
     /// Paths anyone may GET: the kubelet's probes.
     pub public: &'static [&'static str],
+    /// Where `/` leads a user: the UI's path when the upstream's root is
+    /// not its UI.
+    pub root: Option<&'static str>,
     /// A user who may only write here, besides vigil's.
     pub writer: Option<Writer>,
 }
@@ -106,6 +109,7 @@ pub fn config(listeners: &[Listener]) -> Config {
                 body_limit: l.body_limit,
                 upstream_timeout: l.upstream_timeout,
                 public: l.public.iter().map(|p| (*p).to_owned()).collect(),
+                root: l.root.map(str::to_owned),
                 grants,
             }
         })
@@ -212,6 +216,7 @@ mod tests {
                 body_limit: API_BODY_LIMIT,
                 upstream_timeout: Duration::from_secs(60),
                 public: &[],
+                root: None,
                 writer: None,
             },
             Listener {
@@ -220,6 +225,7 @@ mod tests {
                 body_limit: OTLP_BODY_LIMIT,
                 upstream_timeout: Duration::from_secs(30),
                 public: &[],
+                root: None,
                 writer: Some(OTLP_WRITER),
             },
         ]

@@ -15,8 +15,8 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage, auth_proxy,
-    config_volume, credentials, http_get_probe, locked_down, metallb,
+    Addon, Address, Check, ImageFrom, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage,
+    auth_proxy, config_volume, credentials, http_get_probe, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
     non_root_pod, on_control_plane, resources, roll_on_change, upstream,
 };
@@ -76,6 +76,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     name: NAME,
     version: versions::JAEGER,
     replaces: None,
+    from: ImageFrom::Scratch,
     binary: "jaeger",
     path: "/cmd/jaeger/jaeger-linux",
     run: ImageRun::AsUser("10001:10001"),
@@ -322,6 +323,7 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
                 body_limit: auth_proxy::API_BODY_LIMIT,
                 upstream_timeout: std::time::Duration::from_secs(60),
                 public: &[],
+                root: None,
                 writer: None,
             },
             auth_proxy::Listener {
@@ -330,6 +332,7 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
                 body_limit: auth_proxy::OTLP_BODY_LIMIT,
                 upstream_timeout: std::time::Duration::from_secs(30),
                 public: &[],
+                root: None,
                 writer: Some(auth_proxy::OTLP_WRITER),
             },
         ],

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, Probe};
 use kube::api::ObjectMeta;
 
 use super::{
-    Addon, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, cluster_identity, http_get_probe,
+    Addon, ImageFrom, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, cluster_identity, http_get_probe,
     locked_down,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta},
     non_root_pod, resources, rule,
@@ -62,6 +62,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     name: NAME,
     version: versions::KUBE_STATE_METRICS,
     replaces: None,
+    from: ImageFrom::Scratch,
     binary: "kube-state-metrics",
     path: "/kube-state-metrics",
     run: ImageRun::AsUser("65534:65534"),

@@ -136,6 +136,7 @@ pub struct UpstreamImage {
     pub version: &'static str,
     /// The image upstream's vendored manifest names, which this one replaces.
     pub replaces: Option<&'static str>,
+    pub from: ImageFrom,
     /// The binary the build compiles for it.
     pub binary: &'static str,
     /// Where the image holds the binary.
@@ -175,6 +176,16 @@ impl UpstreamImage {
             })
             .collect()
     }
+}
+
+/// What a one-binary image is made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFrom {
+    /// Nothing: the binary alone.
+    Scratch,
+    /// The pod base (Debian with its CA certificates): for a binary that
+    /// calls out over TLS to an address the user names.
+    PodBase,
 }
 
 /// How a one-binary image runs its binary (as upstream's image does).

@@ -6,7 +6,7 @@
 
 use kube::api::DynamicObject;
 
-use super::{Addon, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, pod_security, upstream};
+use super::{Addon, ImageFrom, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, pod_security, upstream};
 use vigil_model::images::ImageNames;
 
 use crate::{
@@ -84,6 +84,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     name: "local-path-provisioner",
     version: versions::LOCAL_PATH,
     replaces: Some("rancher/local-path-provisioner"),
+    from: ImageFrom::Scratch,
     binary: "local-path-provisioner",
     path: "/usr/bin/local-path-provisioner",
     run: ImageRun::ByName("/usr/bin"),

@@ -12,7 +12,9 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::api::{DynamicObject, ObjectMeta};
 use serde::Serialize;
 
-use super::{Addon, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, api_server_env, upstream};
+use super::{
+    Addon, ImageFrom, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, api_server_env, upstream,
+};
 use crate::{
     apply::Object,
     manifests::{documents, kustomization},
@@ -29,6 +31,7 @@ pub const IMAGES: [UpstreamImage; 2] = [
         name: "metallb-controller",
         version: VERSION,
         replaces: Some("quay.io/metallb/controller"),
+        from: ImageFrom::Scratch,
         binary: "controller",
         path: "/controller",
         run: ImageRun::Entrypoint,
@@ -38,6 +41,7 @@ pub const IMAGES: [UpstreamImage; 2] = [
         name: "metallb-speaker",
         version: VERSION,
         replaces: Some("quay.io/metallb/speaker"),
+        from: ImageFrom::Scratch,
         binary: "speaker",
         path: "/speaker",
         run: ImageRun::Entrypoint,

@@ -16,9 +16,9 @@ use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use super::{
-    Addon, Address, Check, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, alertmanager, auth_proxy,
-    cluster_identity, config_volume, core_rule, credentials, http_get_probe, kube_state_metrics, local_path,
-    locked_down, metallb,
+    Addon, Address, Check, ImageFrom, ImageRun, Manifests, ROLLOUT, Rollout, UpstreamImage, alertmanager,
+    auth_proxy, cluster_identity, config_volume, core_rule, credentials, http_get_probe, kube_state_metrics,
+    local_path, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
     non_root_pod, resources, roll_on_change,
 };
@@ -97,6 +97,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     name: NAME,
     version: versions::PROMETHEUS,
     replaces: None,
+    from: ImageFrom::Scratch,
     binary: "prometheus",
     path: "/bin/prometheus",
     run: ImageRun::AsUser("65534:65534"),
@@ -436,6 +437,7 @@ pub fn objects(images: &Images, load_balancer_ip: &str, cadvisor: &ScrapeLabels)
             // Prometheus's own query timeout (`--query.timeout`) is 2 minutes.
             upstream_timeout: std::time::Duration::from_secs(130),
             public: &["/-/ready", "/-/healthy"],
+            root: None,
             writer: None,
         }],
     );

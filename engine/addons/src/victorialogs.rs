@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, VolumeMount};
 use kube::api::ObjectMeta;
 
 use super::{
-    Addon, Address, Check, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage, auth_proxy,
-    credentials, http_get_probe, local_path, locked_down, metallb,
+    Addon, Address, Check, ImageFrom, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage,
+    auth_proxy, credentials, http_get_probe, local_path, locked_down, metallb,
     node_exporter::{self, NAMESPACE, monitoring_deployment, monitoring_meta, monitoring_selector},
     non_root_pod, on_control_plane, resources, roll_on_change, upstream,
 };
@@ -81,6 +81,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     name: NAME,
     version: versions::VICTORIALOGS,
     replaces: None,
+    from: ImageFrom::Scratch,
     binary: "victoria-logs",
     path: "/victoria-logs-prod",
     run: ImageRun::Entrypoint,
@@ -112,6 +113,7 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
             // Its own limit on a query (`-search.maxQueryDuration`) is 30 s.
             upstream_timeout: std::time::Duration::from_secs(40),
             public: &["/health"],
+            root: None,
             writer: Some(LOGS_WRITER),
         }],
     );

@@ -36,8 +36,8 @@ use k8s_openapi::{
 use kube::api::ObjectMeta;
 
 use super::{
-    Addon, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage, cluster_identity, core_rule,
-    credentials, http_get_probe,
+    Addon, ImageFrom, ImageRun, Input, Manifests, ROLLOUT, Rollout, UpstreamImage, cluster_identity,
+    core_rule, credentials, http_get_probe,
     node_exporter::{monitoring_daemon_set, monitoring_labels},
     pod_security, resources, upstream, victorialogs,
 };
@@ -89,6 +89,7 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
     name: NAME,
     version: versions::VICTORIALOGS,
     replaces: None,
+    from: ImageFrom::Scratch,
     binary: "vlagent",
     path: "/vlagent-prod",
     run: ImageRun::Entrypoint,

@@ -138,28 +138,16 @@ pub fn jaeger() -> GoBinary {
     }
 }
 
-/// What Prometheus's Makefile (promu) stamps, so `--version` and
-/// `prometheus_build_info` say which release.
-pub fn prometheus_version_flags() -> Vec<String> {
+/// What the Prometheus projects' Makefiles (promu) stamp, so `--version`
+/// and `<binary>_build_info` say which release.
+pub fn prometheus_version_flags(release: &str) -> Vec<String> {
     let version = "github.com/prometheus/common/version";
     vec![
-        x(&format!("{version}.Version"), versions::PROMETHEUS.trim_start_matches('v')),
+        x(&format!("{version}.Version"), release.trim_start_matches('v')),
         x(&format!("{version}.Revision"), "module-proxy"),
         x(&format!("{version}.Branch"), "module-proxy"),
         x(&format!("{version}.BuildDate"), "19700101-00:00:00"),
     ]
-}
-
-/// promtool, of the same module as the Prometheus vigil runs: the tests
-/// check and unit-test the rules with it.
-pub fn promtool() -> GoBinary {
-    GoBinary {
-        name: "promtool",
-        module: &sources::PROMETHEUS,
-        package: "github.com/prometheus/prometheus/cmd/promtool",
-        ldflags: prometheus_version_flags(),
-        cgo: false,
-    }
 }
 
 /// `victoria-logs` (the store) or `vlagent` (its agent).
@@ -261,7 +249,7 @@ impl GoBinary {
             tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(dir, e))?;
         }
         build.args(["build", "-v"]);
-        build_args(&mut build, &self.ldflags, &tmp, self.package)
+        build_args(&mut build, &self.ldflags, &tmp, &[self.package])
             .current_dir(&src)
             .env("CGO_ENABLED", if self.cgo { "1" } else { "0" });
         let mut compiled = 0usize;
@@ -284,12 +272,13 @@ impl GoBinary {
 }
 
 /// What every upstream binary here is built with: no paths or VCS stamps
-/// (so the output depends on the inputs alone), stripped, `ldflags`, into `out`.
+/// (so the output depends on the inputs alone), stripped, `ldflags`, into
+/// `out` (a directory, with a trailing `/`, when there are more packages).
 pub(crate) fn build_args<'c>(
     command: &'c mut Command,
     ldflags: &[String],
     out: &Path,
-    package: &str,
+    packages: &[&str],
 ) -> &'c mut Command {
     let flags = std::iter::once("-s -w".to_owned()).chain(ldflags.iter().cloned()).collect::<Vec<_>>();
     command
@@ -297,7 +286,7 @@ pub(crate) fn build_args<'c>(
         .arg(flags.join(" "))
         .arg("-o")
         .arg(out)
-        .arg(package)
+        .args(packages)
 }
 
 /// The number of packages the build needs, for a percentage; None if `go
@@ -314,7 +303,16 @@ pub async fn write_module(module: &GoModule, cache: &Path) -> Result<PathBuf> {
     tokio::fs::create_dir_all(&dir).await.map_err(|e| Error::io(&dir, e))?;
     for (name, text) in module.files {
         let path = dir.join(name);
-        tokio::fs::write(&path, text).await.map_err(|e| Error::io(&path, e))?;
+        // Binaries of one module build at once: a file another `go` reads
+        // is never rewritten in place, only replaced whole when it differs.
+        if tokio::fs::read(&path).await.is_ok_and(|held| held == text.as_bytes()) {
+            continue;
+        }
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}-{n}.partial", std::process::id()));
+        tokio::fs::write(&tmp, text).await.map_err(|e| Error::io(&tmp, e))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| Error::io(&path, e))?;
     }
     Ok(dir)
 }
@@ -345,13 +343,17 @@ pub async fn ensure_pause(cache: &Path, progress: &Progress) -> Result<PathBuf> 
     if let Some(parent) = out.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(|e| Error::io(parent, e))?;
     }
+    // Written aside, then moved: an interrupted build leaves no `pause`
+    // that would pass for a cached one.
+    let tmp = out.with_extension("partial");
     let mut cc = Command::new("cc");
     cc.args(["-Os", "-Wall", "-Werror", "-static", "-s"])
         .arg(format!("-DVERSION=v{}", versions::PAUSE))
         .arg("-o")
-        .arg(&out)
+        .arg(&tmp)
         .arg(k8s.join("build/pause/linux/pause.c"));
     exec::run_logged(cc, &log, |_| {}).await.map_err(|e| Error::step("pause", "cc", e))?;
+    tokio::fs::rename(&tmp, &out).await.map_err(|e| Error::io(&out, e))?;
     step.done();
     Ok(out)
 }

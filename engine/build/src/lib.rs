@@ -21,7 +21,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bollard::Docker;
+pub use bollard::Docker;
+use futures::{StreamExt as _, TryStreamExt as _};
 
 use image::{ContextFile, Instruction, Recipe};
 use vigil_host::exec;
@@ -124,7 +125,7 @@ pub fn all_images(names: &ImageNames) -> Vec<(&'static str, String)> {
     images.extend(
         vigil_addons::upstream_images().map(|image| (image.name, image.reference(&names.repository))),
     );
-    images.extend([("base", names.base()), ("monitoring", names.monitoring())]);
+    images.push(("base", names.base()));
     images.extend(vigil_addons::crates().into_iter().map(|c| (c, names.version_tag(c))));
     images
 }
@@ -157,6 +158,15 @@ impl Binary {
         }
     }
 
+    /// Every file its build writes: its own, then (for a UI binary) the
+    /// others the same `go build` makes.
+    fn outputs(&self) -> Vec<&'static str> {
+        match self {
+            Binary::Ui(b) => b.outputs().collect(),
+            _ => vec![self.name()],
+        }
+    }
+
     fn key(&self) -> String {
         match self {
             Binary::Go(b) => b.key(),
@@ -174,26 +184,28 @@ impl Binary {
     }
 }
 
+/// Upstream binaries built at once.
+const CONCURRENT_BUILDS: usize = 2;
+
 /// Paths of built binaries, by name, filled in as the build goes (empty
 /// while only keys are needed: a key never depends on a path).
 type Built = BTreeMap<&'static str, PathBuf>;
 
-/// The content keys of the three root filesystems: known once each is
+/// The content keys of the two root filesystems: known once each is
 /// current (they cover the Debian packages installed).
 #[derive(Debug, Clone)]
 struct RootfsKeys {
     base: String,
     node: String,
-    monitoring: String,
 }
 
 /// Everything the build produces, with keys computable before building
-/// from the root filesystems' keys: two root filesystems (the base is known by its key alone), the binaries
-/// (in the order they are compiled), and the images made of them.
+/// from the root filesystems' keys: the node's root filesystem (the pod
+/// base is known by its key alone), the binaries (in the order their builds
+/// start), and the images made of them.
 struct Plan {
     names: ImageNames,
     node_rootfs: rootfs::Rootfs,
-    monitoring: rootfs::Rootfs,
     rootfs_keys: RootfsKeys,
     binaries: Vec<Binary>,
 }
@@ -203,7 +215,6 @@ impl Plan {
         Plan {
             names: ImageNames::new(repository),
             node_rootfs: rootfs::node(repository),
-            monitoring: rootfs::monitoring(repository),
             rootfs_keys,
             binaries: vec![
                 Binary::Go(go::kube()),
@@ -218,7 +229,7 @@ impl Plan {
                 Binary::Go(go::victorialogs("victoria-logs")),
                 Binary::Go(go::victorialogs("vlagent")),
                 Binary::Ui(ui::prometheus()),
-                Binary::Go(go::promtool()),
+                Binary::Ui(ui::alertmanager()),
                 Binary::Pause,
                 Binary::Go(go::flannel_cni()),
                 Binary::Go(go::containerd("containerd")),
@@ -231,7 +242,7 @@ impl Plan {
     fn binary(&self, name: &str) -> &Binary {
         self.binaries
             .iter()
-            .find(|b| b.name() == name)
+            .find(|b| b.outputs().contains(&name))
             .unwrap_or_else(|| panic!("no binary {name} in the plan"))
     }
 
@@ -330,17 +341,21 @@ impl Plan {
             let tag = image.reference(&n.repository);
             let mut recipe = self.scratch(built, image.name, tag, image.binary, image.path, image.run);
             recipe.files.extend(image.extra.iter().map(|(binary, path)| self.file(built, binary, path)));
+            if image.from == vigil_addons::ImageFrom::PodBase {
+                recipe.instructions[0] = Instruction::From(n.base());
+                recipe.parent_keys.push(self.rootfs_keys.base.clone());
+            }
             recipe
         });
         [pause, etcd, coredns, kube, flannel].into_iter().chain(addons).collect()
     }
 
-    /// Every image preloaded on the nodes: the components, the pod base
-    /// (also the tests' toolbox and local-path's helper) and Prometheus's.
+    /// Every image preloaded on the nodes: the components (the add-ons'
+    /// upstream images among them) and the pod base (also the tests'
+    /// toolbox and local-path's helper).
     fn preloaded_images(&self, components: &[Recipe]) -> Vec<String> {
         let mut images: Vec<String> = components.iter().flat_map(|r| r.tags.clone()).collect();
         images.push(self.names.base());
-        images.push(self.monitoring.image.clone());
         images
     }
 
@@ -383,8 +398,7 @@ impl Plan {
                 key::KeyBuilder::new("containerd-state")
                     .part(preload::SCRIPT)
                     .part(stage.key())
-                    .part(&self.rootfs_keys.base)
-                    .part(&self.rootfs_keys.monitoring),
+                    .part(&self.rootfs_keys.base),
                 |k, component| k.part(component),
             )
             .finish()
@@ -405,21 +419,18 @@ pub async fn ensure_node_image(
     cache: &Path,
     progress: &Progress,
 ) -> Result<String> {
-    let (base, node_rootfs, monitoring) =
-        (rootfs::base(repository), rootfs::node(repository), rootfs::monitoring(repository));
+    let (base, node_rootfs) = (rootfs::base(repository), rootfs::node(repository));
     // Each root filesystem is current, or has Debian updates to take (asked
     // in parallel; at most once per check interval).
     let sources = debian::Sources::from_host().ok();
-    let (base_fresh, node_fresh, monitoring_fresh) = tokio::join!(
+    let (base_fresh, node_fresh) = tokio::join!(
         base.freshness(docker, cache, sources.as_ref(), progress),
         node_rootfs.freshness(docker, cache, sources.as_ref(), progress),
-        monitoring.freshness(docker, cache, sources.as_ref(), progress),
     );
-    let (base_fresh, node_fresh, monitoring_fresh) = (base_fresh?, node_fresh?, monitoring_fresh?);
+    let (base_fresh, node_fresh) = (base_fresh?, node_fresh?);
     let planned_keys = RootfsKeys {
         base: base_fresh.planned_key(base.name),
         node: node_fresh.planned_key(node_rootfs.name),
-        monitoring: monitoring_fresh.planned_key(monitoring.name),
     };
     let plan = Plan::new(repository, planned_keys);
     let work = cache.join("work");
@@ -429,9 +440,8 @@ pub async fn ensure_node_image(
     let planned_state_key = plan.state_key(&planned_stage, &planned_components);
     let node_key = plan.node_recipe(&planned_stage, &planned_state_key).key();
     let node_image = plan.names.node();
-    let rootfs_current = [&base_fresh, &node_fresh, &monitoring_fresh]
-        .iter()
-        .all(|f| matches!(f, rootfs::Freshness::Current(_)));
+    let rootfs_current =
+        [&base_fresh, &node_fresh].iter().all(|f| matches!(f, rootfs::Freshness::Current(_)));
     if rootfs_current
         && image::has_key(docker, &node_image, &node_key).await?
         && preload::state_is_current(docker, &node::state_volume(&planned_state_key), &planned_state_key)
@@ -453,7 +463,6 @@ pub async fn ensure_node_image(
         Ok::<_, Error>(RootfsKeys {
             base: base.ensure(docker, cache, progress, base_fresh).await?,
             node: node_rootfs.ensure(docker, cache, progress, node_fresh).await?,
-            monitoring: monitoring.ensure(docker, cache, progress, monitoring_fresh).await?,
         })
     };
     let binaries = async {
@@ -465,9 +474,23 @@ pub async fn ensure_node_image(
                 needed.extend(plan.binaries_of(recipe).iter().map(|b| b.name()));
             }
         }
+        // Two at a time: one build's link, its module download or its UI's
+        // bundler leaves a core idle that the other's compile takes.
+        // (The futures are made first: a closure inside the stream would
+        // make the whole build future not `Send` for every lifetime.)
+        let builds: Vec<_> = plan
+            .binaries
+            .iter()
+            .filter(|b| needed.contains(&b.name()))
+            .map(|binary| async move { Ok::<_, Error>((binary, binary.ensure(cache, progress).await?)) })
+            .collect();
+        let paths: Vec<(&Binary, PathBuf)> =
+            futures::stream::iter(builds).buffer_unordered(CONCURRENT_BUILDS).try_collect().await?;
         let mut built = Built::default();
-        for binary in plan.binaries.iter().filter(|b| needed.contains(&b.name())) {
-            built.insert(binary.name(), binary.ensure(cache, progress).await?);
+        for (binary, path) in paths {
+            for output in binary.outputs() {
+                built.insert(output, path.with_file_name(output));
+            }
         }
         Ok::<_, Error>(built)
     };
@@ -544,7 +567,7 @@ mod tests {
 
     fn plan() -> Plan {
         let key = || "0".repeat(64);
-        Plan::new("vigil.test", RootfsKeys { base: key(), node: key(), monitoring: key() })
+        Plan::new("vigil.test", RootfsKeys { base: key(), node: key() })
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::{
 use vigil_host::{exec, progress::Progress};
 use vigil_model::images::ImageNames;
 
-pub use vigil_model::versions::{DEBIAN_SUITE as SUITE, MONITORING_DEBIAN_SUITE as MONITORING_SUITE};
+pub use vigil_model::versions::DEBIAN_SUITE as SUITE;
 
 pub struct Rootfs {
     pub name: &'static str,
@@ -37,18 +37,6 @@ pub fn base(repository: &str) -> Rootfs {
         suite: SUITE,
         image: ImageNames::new(repository).base(),
         packages: &["iptables", "conntrack", "socat", "ca-certificates"],
-        masked_units: &[],
-    }
-}
-
-/// Alertmanager as Debian packages it, plus amtool, from trixie.
-/// (Prometheus and promtool are built from their Go module.)
-pub fn monitoring(repository: &str) -> Rootfs {
-    Rootfs {
-        name: "monitoring",
-        suite: MONITORING_SUITE,
-        image: ImageNames::new(repository).monitoring(),
-        packages: &["prometheus-alertmanager", "ca-certificates"],
         masked_units: &[],
     }
 }

@@ -28,6 +28,7 @@ pub static LOCAL_PATH: GoModule = go_module!("local-path-provisioner", ["go.mod"
 pub static KUBE_STATE_METRICS: GoModule = go_module!("kube-state-metrics", ["go.mod", "go.sum"]);
 pub static JAEGER: GoModule = go_module!("jaeger", ["go.mod", "go.sum"]);
 pub static PROMETHEUS: GoModule = go_module!("prometheus", ["go.mod", "go.sum"]);
+pub static ALERTMANAGER: GoModule = go_module!("alertmanager", ["go.mod", "go.sum"]);
 pub static VICTORIALOGS: GoModule = go_module!("victorialogs", ["go.mod", "go.sum"]);
 /// Only for the exporter benchmark; never deployed.
 pub static CADVISOR: GoModule = go_module!("cadvisor", ["go.mod", "go.sum", "main.go"]);

@@ -35,10 +35,6 @@ impl ImageNames {
     pub fn base(&self) -> String {
         format!("{}/base:{}", self.repository, versions::DEBIAN_SUITE)
     }
-    /// Prometheus and Alertmanager, from Debian.
-    pub fn monitoring(&self) -> String {
-        format!("{}/monitoring:{}", self.repository, versions::MONITORING_DEBIAN_SUITE)
-    }
     pub fn node(&self) -> String {
         format!("{}/node:{}", self.repository, versions::KUBERNETES)
     }

@@ -39,6 +39,9 @@ pub const JAEGER: &str = "v1.75.0";
 /// module's own sources.
 pub const PROMETHEUS_MODULE: &str = "v0.316.0";
 pub const PROMETHEUS: &str = "v3.16.0";
+/// Alertmanager and its new (Mantine) UI, from its Go module: the newest
+/// release the module proxy serves here.
+pub const ALERTMANAGER: &str = "v0.35.0";
 /// VictoriaLogs and its agent vlagent, one Go module.
 pub const VICTORIALOGS: &str = "v1.52.2";
 /// cAdvisor (standalone, for the exporter benchmark): its root and `lib` modules.
@@ -47,9 +50,6 @@ pub const CADVISOR: &str = "v0.60.6";
 pub const METALLB: &str = "v0.15.2";
 /// The Debian release of the node's and the pods' root filesystems.
 pub const DEBIAN_SUITE: &str = "bookworm";
-/// Debian 13: its Prometheus (2.53) has Kubernetes service discovery, which
-/// Debian 12's (2.42) was built without.
-pub const MONITORING_DEBIAN_SUITE: &str = "trixie";
 
 #[cfg(test)]
 mod tests {
@@ -90,6 +90,11 @@ mod tests {
                 include_str!("../../../upstream/prometheus/go.mod"),
                 "github.com/prometheus/prometheus",
                 PROMETHEUS_MODULE,
+            ),
+            (
+                include_str!("../../../upstream/alertmanager/go.mod"),
+                "github.com/prometheus/alertmanager",
+                ALERTMANAGER,
             ),
             (
                 include_str!("../../../upstream/victorialogs/go.mod"),

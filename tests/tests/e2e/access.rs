@@ -96,6 +96,13 @@ pub async fn a_cross_origin_silence_is_refused_even_with_credentials(c: &Cluster
         .await?;
     let id = created["silenceID"].as_str().with_context(|| format!("no silenceID in {created}"))?;
     ensure!(silences_tagged(c, &tag).await?.len() == 1, "the authenticated silence is not listed");
+    // `vigil alerts` lists it, as Alertmanager's old UI would have.
+    let listed = vigil::alerts::text(&vigil::alerts::fetch(&c.client).await?);
+    let line = listed.lines().find(|l| l.starts_with(id));
+    ensure!(
+        line.is_some_and(|l| l.contains(&format!("{{alertname=\"{tag}\"}}, vigil-e2e: {tag}"))),
+        "`vigil alerts` does not list silence {id}: {listed}"
+    );
     http.delete(format!("{base}api/v2/silence/{id}")).send().await?.error_for_status()?;
     Ok(())
 }

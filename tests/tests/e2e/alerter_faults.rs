@@ -148,6 +148,14 @@ pub async fn alertmanager_restarted_keeps_a_held_down_node_firing(c: &Cluster) -
             Ok::<_, anyhow::Error>(firing_node_down(&alertmanager_alerts(c).await?, &victim).then_some(()))
         })
         .await?;
+        // `vigil alerts` shows it, as Alertmanager's old UI would have.
+        let listed = vigil::alerts::text(&vigil::alerts::fetch(&c.client).await?);
+        ensure!(
+            listed.lines().any(|l| l.starts_with("active ")
+                && l.contains(" VigilNodeDown ")
+                && l.contains(&format!("node={victim}"))),
+            "`vigil alerts` does not show VigilNodeDown about {victim}: {listed}"
+        );
         // Alertmanager keeps alerts in memory only: a new pod starts empty.
         let pods: Api<Pod> = Api::namespaced(c.client.clone(), NAMESPACE);
         let selector = format!("app.kubernetes.io/name={}", alertmanager::NAME);

@@ -38,7 +38,7 @@ pub async fn root_filesystems_are_keyed_on_their_installed_packages(c: &Cluster)
     let repository = &c.spec.image_repository;
     let docker = vigil::docker::connect().await?;
     let sources = Sources::from_host()?;
-    for fs in [rootfs::base(repository), rootfs::node(repository), rootfs::monitoring(repository)] {
+    for fs in [rootfs::base(repository), rootfs::node(repository)] {
         let image = &fs.image;
         let installed = debian::installed(&read_in_image(image, "/var/lib/dpkg/status")?);
         ensure!(installed.len() > 50, "{image}: only {} packages installed?", installed.len());

@@ -121,6 +121,7 @@ fn main() {
         on_cluster!(logs::only_vigil_reads_the_logs_and_the_shippers_only_insert),
         on_cluster!(logs::a_malformed_logsql_query_gets_victorialogs_own_error),
         on_cluster!(browser::prometheus_and_victorialogs_uis_work_in_a_browser),
+        on_cluster!(browser::alertmanager_ui_works_in_a_browser),
         on_cluster!(alerting::two_replicas_on_two_nodes_one_leading),
         on_cluster!(alerting::a_node_set_not_ready_is_down_then_resolved),
         on_cluster!(drill::a_killed_worker_comes_back_elsewhere_and_every_notice_arrives),
