@@ -116,6 +116,16 @@ case "${1:-up}" in
   test)
     shift
     setup
+    # The images take most of a cold run, and the checks below leave cores
+    # idle at times (links, downloads, apt): build them meanwhile, then
+    # follow the build's progress until it ends.
+    build_log=$(mktemp --suffix=-vigil-build.log)
+    say "building the images in the background (progress after the checks below; log: $build_log)"
+    # The binary itself (setup built it), so that stopping it on a failed
+    # check stops the build and not only cargo.
+    "${CARGO_TARGET_DIR:-target}/debug/vigil" build >"$build_log" 2>&1 &
+    build_pid=$!
+    trap 'kill "$build_pid" 2>/dev/null || true' EXIT
     say "checking formatting and lints"
     cargo fmt --all --check
     cargo clippy --quiet --locked --workspace --all-targets -- -D warnings
@@ -126,11 +136,14 @@ case "${1:-up}" in
     cargo deny --locked check --hide-inclusion-graph bans licenses sources
     # The end-to-end checks open the addresses `vigil up` prints in a real browser.
     command -v chromium >/dev/null || { say "installing chromium from Debian"; apt_install chromium; }
+    say "the image build (log: $build_log)"
+    tail -n +1 -f --pid="$build_pid" "$build_log" >&2
+    wait "$build_pid" || die "vigil build failed (its output above, and in $build_log)"
     say "running the tests (unit, then end to end on a real cluster)"
     # The end-to-end checks run only when asked (a plain `cargo test` lists
     # them as ignored); here they must all run, or the test command fails.
     report=$(mktemp)
-    trap 'rm -f "$report"' EXIT
+    trap 'rm -f "$report"' EXIT  # (the build has ended)
     VIGIL_E2E=1 VIGIL_E2E_REPORT="$report" cargo test --locked --workspace -- --nocapture "$@"
     python3 - "$report" <<'PY' || die "the end-to-end checks did not all run (report: $(cat "$report" 2>/dev/null))"
 import json, sys
