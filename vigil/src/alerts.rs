@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::addons::{alertmanager, credentials};
+use crate::terminal::escaped as shown;
 
 /// Everything Alertmanager holds now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -194,10 +195,6 @@ fn since(timestamp: &str) -> String {
 
 /// `value` with control characters escaped, so that it cannot move the
 /// cursor or rewrite the terminal's title.
-fn shown(value: &str) -> String {
-    value.chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 use crate::{
     addons::ADDONS,
     build,
-    cli::{Cli, Command, DashboardsAction, ExportWhat, Global, NodeAction},
+    cli::{Cli, Command, DashboardsAction, ExportWhat, Global, NodeAction, TracesWhat},
     cluster::{ClusterSpec, defaults},
     drill,
     images::ImageNames,
@@ -73,6 +73,16 @@ impl Target {
             None if self.name == defaults::NAME => String::new(),
             None => format!(" --name {}", self.name),
         }
+    }
+}
+
+/// An admin client of the existing cluster `name`.
+async fn cluster_client(machines: &Machines, name: &str) -> Result<kube::Client> {
+    let provider = provider::connect(machines).await?;
+    let spec = provider::existing(provider.as_ref(), name).await?;
+    match admin_client(provider.as_ref(), &spec).await {
+        Some(client) => client.map_err(anyhow::Error::msg),
+        None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
     }
 }
 
@@ -152,12 +162,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Dashboards { action: Some(DashboardsAction::Render { out, minutes }), .. } => {
-            let provider = provider::connect(&machines).await?;
-            let spec = provider::existing(provider.as_ref(), &name).await?;
-            let client = match admin_client(provider.as_ref(), &spec).await {
-                Some(client) => client.map_err(anyhow::Error::msg)?,
-                None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
-            };
+            let client = cluster_client(&machines, &name).await?;
             let prometheus = prometheus_url(&client).await?;
             let dir = out.unwrap_or_else(|| crate::build::default_cache_dir().join("dashboards"));
             let credentials = crate::addons::credentials::read_api(&client).await?;
@@ -248,17 +253,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Alerts { json } => {
-            let provider = provider::connect(&machines).await?;
-            let spec = provider::existing(provider.as_ref(), &name).await?;
-            let client = match admin_client(provider.as_ref(), &spec).await {
-                Some(client) => client.map_err(anyhow::Error::msg)?,
-                None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
-            };
+            let client = cluster_client(&machines, &name).await?;
             let held = crate::alerts::fetch(&client).await?;
             let text = if json {
                 format!("{}\n", serde_json::to_string_pretty(&held)?)
             } else {
                 crate::alerts::text(&held)
+            };
+            print_stdout(&text)?;
+        }
+        Command::Traces { what: TracesWhat::Show { id, svg, json } } => {
+            let client = cluster_client(&machines, &name).await?;
+            let trace = crate::traces::fetch(&client, &id).await?;
+            if let Some(path) = &svg {
+                let title = format!("vigil traces show {}", trace.trace_id);
+                std::fs::write(path, crate::traces::svg(&trace, &title))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let text = if json {
+                format!("{}\n", serde_json::to_string_pretty(&trace)?)
+            } else {
+                crate::traces::text(&trace)
             };
             print_stdout(&text)?;
         }

@@ -109,6 +109,11 @@ pub enum Command {
         #[arg(long, env = "VIGIL_JSON")]
         json: bool,
     },
+    /// Read what Jaeger holds (`traces show ID`).
+    Traces {
+        #[command(subcommand)]
+        what: TracesWhat,
+    },
     /// Collect what explains a problem (`export logs [DIR]`).
     Export {
         #[command(subcommand)]
@@ -119,6 +124,23 @@ pub enum Command {
         name: Option<String>,
         #[command(flatten)]
         build: BuildArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TracesWhat {
+    /// One trace as a waterfall: each span's start, duration, service and
+    /// operation under its parent (the id the drill report or a
+    /// `traceparent` gives).
+    Show {
+        /// The trace id: up to 32 hexadecimal digits.
+        id: String,
+        /// Also draw it as SVG into this file.
+        #[arg(long, env = "VIGIL_TRACE_SVG")]
+        svg: Option<PathBuf>,
+        /// Jaeger's own trace, as JSON, instead of the waterfall.
+        #[arg(long, env = "VIGIL_JSON")]
+        json: bool,
     },
 }
 

@@ -38,9 +38,13 @@ pub mod private;
 pub mod provider;
 /// `vigil status`.
 pub mod status;
+/// Text from others (label values, span names) made safe for a terminal.
+pub mod terminal;
 /// Bootstrap tokens and the CA pin.
 pub mod token;
 /// The CLI's own span export, with vigil's credentials for its cluster's Jaeger.
 pub mod trace_export;
+/// `vigil traces show`: a trace from Jaeger as a waterfall, in text or SVG.
+pub mod traces;
 /// `vigil up` as an ordered list of steps.
 pub mod up;

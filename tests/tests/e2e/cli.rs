@@ -13,9 +13,14 @@ async fn run(args: &[&str]) -> Result<()> {
 }
 
 pub async fn a_cluster_that_does_not_exist_is_named_as_such() -> Result<()> {
-    for command in
-        [&["status"][..], &["status", "--json"], &["kubeconfig"], &["node", "stop", "nosuch-worker"]]
-    {
+    for command in [
+        &["status"][..],
+        &["status", "--json"],
+        &["kubeconfig"],
+        &["node", "stop", "nosuch-worker"],
+        &["alerts"],
+        &["traces", "show", "0af7"],
+    ] {
         let args: Vec<&str> = ["--name", "nosuch"].iter().chain(command).copied().collect();
         let err = run(&args).await.err();
         let message = err.map(|e| format!("{e:#}")).unwrap_or_default();

@@ -221,6 +221,18 @@ async fn incident_is_one_trace(c: &Cluster, report: &Report, received: &[vigil_e
         trace.summary()
     );
     ensure!(spans.iter().all(|s| s.service == "alerter"), "{:?}", trace.summary());
+    // The report draws it as a waterfall, from what Jaeger held by then.
+    let folder = std::path::PathBuf::from(report.report.clone().unwrap_or_default());
+    let file = report
+        .incident_trace
+        .clone()
+        .with_context(|| format!("the report drew no incident trace: {:?}", report.incident_trace_missing))?;
+    let drawn = std::fs::read_to_string(folder.join(&file))?;
+    ensure!(
+        drawn.starts_with("<svg") && drawn.contains(&trace_id) && drawn.contains("alerter: "),
+        "{file} in {} draws no span of the alerter's",
+        folder.display()
+    );
     Ok(())
 }
 

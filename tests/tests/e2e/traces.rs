@@ -1,7 +1,8 @@
 //! Traces and logs (issue 12) on the shared cluster:
 //! - a request to `web` through the LoadBalancer with a known `traceparent`
 //!   is in Jaeger under that trace id, as a server span of `web` that is a
-//!   child of the caller's span;
+//!   child of the caller's span, and `vigil traces show` draws it (text
+//!   and SVG) and refuses an id that is not one;
 //! - every component exports (Jaeger lists each as a service);
 //! - `vigil export logs` holds every node's kubelet journal and the log of
 //!   every `web` pod, with an index that names them.
@@ -9,7 +10,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use clap::Parser as _;
 use vigil::progress::Progress;
+use vigil::{app, cli::Cli};
 use vigil_e2e::Cluster;
 
 /// A trace id of this run's own (not a constant: Jaeger keeps earlier runs' traces
@@ -38,6 +41,29 @@ pub async fn a_traceparent_through_the_load_balancer_is_in_jaeger(c: &Cluster) -
         web.iter().any(|s| s.operation == "GET /" && s.parent.as_deref() == Some(parent)),
         "no `GET /` span of web whose parent is the caller's span {parent}: {web:?}"
     );
+
+    // `vigil traces show` draws it: in the terminal, and as SVG.
+    let waterfall = vigil::traces::text(&vigil::traces::fetch(&c.client, &trace).await?);
+    ensure!(
+        waterfall.starts_with(&format!("trace {trace}: ")) && waterfall.contains("web: GET /"),
+        "`vigil traces show {trace}` does not show web's span:\n{waterfall}"
+    );
+    let dir = tempfile::tempdir()?;
+    let svg = dir.path().join("trace.svg");
+    let svg_arg = svg.display().to_string();
+    let name = c.spec.name.as_str();
+    app::run(Cli::try_parse_from(["vigil", "--name", name, "traces", "show", &trace, "--svg", &svg_arg])?)
+        .await?;
+    let drawn = std::fs::read_to_string(&svg)?;
+    ensure!(drawn.starts_with("<svg") && drawn.contains("web: GET /"), "{svg_arg} has no bar for web's span");
+    // An id that is not one is refused before anything is asked.
+    let refused =
+        app::run(Cli::try_parse_from(["vigil", "--name", name, "traces", "show", "../api/services"])?)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+    ensure!(refused.contains("is not a trace id"), "`vigil traces show ../api/services`: {refused:?}");
     Ok(())
 }
 

@@ -10,11 +10,11 @@
 //! what the watches see becomes the report in [`timeline`], a pure function.
 
 pub mod load;
-mod report;
+pub(crate) mod report;
 pub mod timeline;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -157,6 +157,12 @@ pub struct Report {
     /// The incident's trace (derived from its name, whichever replica wrote it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident_trace_id: Option<String>,
+    /// The incident's trace drawn as a waterfall (an SVG file in the
+    /// report's folder), or why it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_trace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_trace_missing: Option<String>,
     /// This drill's own trace, when `vigil` exports spans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -176,6 +182,18 @@ impl Report {
     pub fn milestone(&self, name: &str) -> Option<f64> {
         self.milestones.iter().find(|m| m.name == name).and_then(|m| m.seconds)
     }
+}
+
+/// The incident's trace from Jaeger, drawn into the report's folder; the
+/// file's name, or why not.
+async fn incident_trace(client: &Client, id: &str, incident: &str, folder: &Path) -> Result<String, String> {
+    const FILE: &str = "incident-trace.svg";
+    let trace = crate::traces::fetch(client, id).await.map_err(|e| e.to_string())?;
+    let svg =
+        crate::traces::svg(&trace, &format!("vigil drill: incident {incident}, as the alerter traced it"));
+    std::fs::write(folder.join(FILE), svg)
+        .map_err(|e| format!("writing {FILE} in {}: {e}", folder.display()))?;
+    Ok(FILE.to_owned())
 }
 
 /// How far before the fault the report's link to the logs reaches.
@@ -402,6 +420,8 @@ pub async fn run(
         milestones: timeline.milestones(),
         verdict: timeline.verdict(),
         incident_trace_id: incident.as_deref().map(alerter_api::model::incident_trace_id),
+        incident_trace: None,
+        incident_trace_missing: None,
         incident,
         requests,
         detection_seconds: timeline.detection_seconds(),
@@ -443,6 +463,16 @@ pub async fn run(
         Err(why) => {
             progress.info(format!("the failover panels were not drawn: {why}"));
             report.panels_missing = Some(why);
+        }
+    }
+    // After the wait above: the alerter exports its spans in batches.
+    if let (Some(id), Some(incident)) = (report.incident_trace_id.clone(), report.incident.clone()) {
+        match incident_trace(&client, &id, &incident, &folder).await {
+            Ok(file) => report.incident_trace = Some(file),
+            Err(why) => {
+                progress.info(format!("the incident's trace was not drawn: {why}"));
+                report.incident_trace_missing = Some(why);
+            }
         }
     }
     report::write(report, &options.report_dir)

@@ -1,6 +1,8 @@
 //! The drill's report, in a dated folder: `report.json` (what `--json`
 //! prints), `report.md` for people, `timeline.svg`: the milestones on a time
 //! axis over the load's answered and failed requests, second by second.
+//! (`drill::run` adds the failover panels and `incident-trace.svg`, the
+//! incident's trace as a waterfall, drawn by `crate::traces`.)
 
 use std::{fmt::Write as _, path::Path};
 
@@ -13,7 +15,8 @@ const BARS_TOP: f64 = 60.0;
 const BARS_HEIGHT: f64 = 120.0;
 const LABELS_TOP: f64 = 210.0;
 
-fn escape(text: &str) -> String {
+/// Text for SVG: the characters that would end a text node or an attribute, escaped.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -162,6 +165,15 @@ pub fn markdown(report: &Report) -> String {
         let url =
             report.traces_url.as_deref().map(|u| format!(": {u}api/traces/{trace}")).unwrap_or_default();
         let _ = writeln!(out, "\nThe incident's trace: `{trace}`{url}.");
+        match (&report.incident_trace, &report.incident_trace_missing) {
+            (Some(file), _) => {
+                let _ = writeln!(out, "\n![the incident's trace, as a waterfall]({file})\n");
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(out, "Its waterfall was not drawn: {why}.");
+            }
+            (None, None) => {}
+        }
     }
     if let Some(trace) = &report.trace_id {
         let _ = writeln!(out, "This drill's own trace: `{trace}`.");
@@ -231,6 +243,8 @@ mod tests {
             panels: vec!["vigil-failover--nodes-ready.svg".into()],
             panels_missing: None,
             incident_trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
+            incident_trace: Some("incident-trace.svg".into()),
+            incident_trace_missing: None,
             trace_id: None,
             traces_url: Some("http://10.50.0.19:16686/".into()),
             logs_url: Some("http://10.50.0.20:9428/select/vmui/#/?query=x".into()),
@@ -263,6 +277,13 @@ mod tests {
         assert!(text.contains("![vigil-failover--nodes-ready.svg](vigil-failover--nodes-ready.svg)"));
         let missing = Report { panels: vec![], panels_missing: Some("no Prometheus".into()), ..report() };
         assert!(markdown(&missing).contains("panels were not drawn: no Prometheus."));
+        assert!(text.contains("![the incident's trace, as a waterfall](incident-trace.svg)"));
+        let untraced = Report {
+            incident_trace: None,
+            incident_trace_missing: Some("Jaeger holds no trace 0af7".into()),
+            ..report()
+        };
+        assert!(markdown(&untraced).contains("Its waterfall was not drawn: Jaeger holds no trace 0af7."));
         let dir = tempfile::tempdir().unwrap();
         let written = write(report(), dir.path()).unwrap();
         let folder = std::path::PathBuf::from(written.report.unwrap());
