@@ -4,7 +4,7 @@
 # the workspace, then:
 #   ./vigil.sh up      build everything from upstream, create the cluster, print what to run
 #   ./vigil.sh test    run every test (unit tests and the end-to-end cluster tests)
-#   ./vigil.sh bench [cluster|web|exporter|drill|alerter-memory|ssh] [ARGS]
+#   ./vigil.sh bench [cluster|web|exporter|drill|alerter-memory|ssh|logs] [ARGS]
 #                      run the benchmarks (figures for the issues' closing notes)
 #   ./vigil.sh ARGS    any other vigil command (status, down, node stop NAME, ...)
 set -o errexit -o nounset -o pipefail
@@ -176,6 +176,9 @@ PY
     fi
     if [[ "$which" == all || "$which" == ssh ]]; then
       cargo bench --locked -p vigil-e2e --bench ssh_up -- "$@"
+    fi
+    if [[ "$which" == all || "$which" == logs ]]; then
+      cargo bench --locked -p vigil-e2e --bench log_pipeline -- "$@"
     fi
     ;;
   *)

@@ -58,6 +58,11 @@ pub struct Config {
     /// Where notices link to (Alertmanager's `generatorURL`), e.g. Prometheus's UI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_url: Option<String>,
+    /// The log store's web UI (VictoriaLogs', as `vigil up` prints it):
+    /// each notice about a node links to the lines of its pods and of the
+    /// workloads it held over the incident's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_url: Option<String>,
 }
 
 fn default_renewals() -> u32 {
@@ -342,6 +347,9 @@ impl Config {
         if let Some(url) = &self.generator_url {
             http_url("generatorUrl", url)?;
         }
+        if let Some(url) = &self.logs_url {
+            http_url("logsUrl", url)?;
+        }
         Ok(())
     }
 
@@ -448,6 +456,15 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "sinks[0].alertmanager.basicAuth.username");
+        let err =
+            Config::from_json(r#"{"cluster": "vigil", "sinks": [], "logsUrl": "vmui/"}"#, "cm").unwrap_err();
+        assert_eq!(err.field, "logsUrl");
+        let linked = Config::from_json(
+            r#"{"cluster": "vigil", "sinks": [], "logsUrl": "http://10.0.0.5:9428/select/vmui/"}"#,
+            "cm",
+        )
+        .unwrap();
+        assert_eq!(linked.logs_url.as_deref(), Some("http://10.0.0.5:9428/select/vmui/"));
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod config;
 pub mod crd;
 /// One incident, as stored in a `NodeIncident`'s status.
 pub mod incident;
+/// Links to an incident's lines in the log store's UI.
+pub mod logs;
 /// Notices and verdicts: the webhook's payload.
 pub mod model;
 

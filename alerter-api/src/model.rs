@@ -179,6 +179,12 @@ pub struct Notice {
     /// name: every span of the incident, whichever replica made it, is in it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub trace_id: String,
+    /// The log store's UI showing the node's lines and those of the
+    /// workloads it held (wherever they run now), from a minute before the
+    /// node's last Lease renewal to this notice (ten minutes past it while
+    /// the incident is open). Absent when no log store is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_url: Option<String>,
 }
 
 /// An incident's trace id and its root span's id: the first 24 bytes of

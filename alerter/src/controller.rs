@@ -594,6 +594,7 @@ mod tests {
             owners: vec![],
             flaps: 0,
             trace_id: String::new(),
+            logs_url: None,
         };
         assert_eq!(event_note(&notice), "n".repeat(999));
         // 4-byte characters throughout: 1000 is a boundary, 1001..1003 are not.

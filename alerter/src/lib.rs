@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 /// The configuration, the custom resource and the notices: the API crate's.
-pub use alerter_api::{config, crd, model};
+pub use alerter_api::{config, crd, logs, model};
 
 /// The loop: reflectors, the tracker, incidents, Events, notices.
 pub mod controller;

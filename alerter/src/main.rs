@@ -102,6 +102,7 @@ async fn main() {
             verify_deadline: config.verify_deadline,
             control_plane_after: config.control_plane_after,
             stable_for: config.stable_for,
+            logs_ui: config.logs_url.clone(),
             ..Settings::defaults(config.cluster.clone())
         },
         outbox: outbox.clone(),

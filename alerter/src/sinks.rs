@@ -112,10 +112,14 @@ fn alert(notice: &Notice, name: &str, ends_at: String, generator_url: &str) -> A
             ("incident".into(), notice.incident.clone()),
             ("severity".into(), if name == "VigilNodeSuspect" { "warning" } else { "critical" }.into()),
         ]),
-        annotations: BTreeMap::from([
-            ("summary".into(), notice.summary.clone()),
-            ("description".into(), description),
-        ]),
+        annotations: [
+            ("summary", Some(&notice.summary)),
+            ("description", Some(&description)),
+            ("logs", notice.logs_url.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_owned(), value?.clone())))
+        .collect(),
         starts_at: notice.detected_at.clone().unwrap_or_else(|| notice.time.clone()),
         ends_at,
         generator_url: generator_url.into(),
@@ -176,6 +180,9 @@ pub fn cut_chars(text: &str, max: usize) -> String {
     cut
 }
 
+/// The words of a notice's link to the logs in Slack.
+const SLACK_LOGS_LINK: &str = "The node's and its workloads' logs over the incident";
+
 fn section(text: &str) -> serde_json::Value {
     serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
 }
@@ -215,9 +222,18 @@ pub fn slack_message(notice: &Notice) -> serde_json::Value {
             _ => chunks.push((line.clone(), length, 1)),
         }
     }
-    // One block for the summary; past the limit, the last one says what is missing.
-    let room = SLACK_MAX_BLOCKS - 1;
+    // A block for the summary and one for the logs' link; past the limit,
+    // the last one says what is missing.
     let mut blocks = vec![section(&cut_chars(&text, SLACK_SECTION_CHARS))];
+    if let Some(url) = &notice.logs_url {
+        // Its own block, never cut: a cut link leads nowhere. The UI's
+        // links are percent-encoded, so they hold none of `<|>`.
+        let link = format!("<{url}|{SLACK_LOGS_LINK}>");
+        if link.chars().count() <= SLACK_SECTION_CHARS {
+            blocks.push(section(&link));
+        }
+    }
+    let room = SLACK_MAX_BLOCKS - blocks.len();
     if chunks.len() > room {
         let shown: usize = chunks[..room - 1].iter().map(|c| c.2).sum();
         blocks.extend(chunks[..room - 1].iter().map(|c| section(&c.0)));
@@ -324,6 +340,7 @@ mod tests {
             owners: vec![],
             flaps: 0,
             trace_id: String::new(),
+            logs_url: None,
         }
     }
 
@@ -346,6 +363,17 @@ mod tests {
         let message = slack_message(&down);
         assert_eq!(message["text"], "*[vigil] node-down*: node w2 is Unknown");
         assert_eq!(message["blocks"][1]["text"]["text"], "• Deployment default/web (2 pods): Pending");
+        // The link to the logs is a block of its own, after the summary.
+        down.logs_url = Some("http://10.0.0.5:9428/select/vmui/#/?query=x".into());
+        let message = slack_message(&down);
+        assert_eq!(
+            message["blocks"][1]["text"]["text"],
+            format!("<http://10.0.0.5:9428/select/vmui/#/?query=x|{SLACK_LOGS_LINK}>")
+        );
+        assert_eq!(message["blocks"][2]["text"]["text"], "• Deployment default/web (2 pods): Pending");
+        // One too long for a section is left out rather than cut.
+        down.logs_url = Some(format!("http://x/{}", "a".repeat(SLACK_SECTION_CHARS)));
+        assert_eq!(slack_message(&down)["blocks"].as_array().unwrap().len(), 2);
     }
 
     #[test]
@@ -361,6 +389,11 @@ mod tests {
         );
         assert_eq!(down[0].labels["node"], "w2");
         assert_eq!(down[0].starts_at, "2026-01-01T00:01:41Z");
+        assert!(!down[0].annotations.contains_key("logs"), "no log store, no link");
+        let mut linked = notice(NoticeKind::NodeDown);
+        linked.logs_url = Some("http://logs/#/?query=x".into());
+        let down = alerts(&linked, now, "", four_minutes);
+        assert!(down.iter().all(|a| a.annotations["logs"] == "http://logs/#/?query=x"));
         let resolved = alerts(&notice(NoticeKind::Resolved), now, "", four_minutes);
         assert!(resolved.iter().all(|a| a.ends_at == "2026-01-01T00:02:00Z"));
         assert!(resolved.iter().any(|a| a.labels["alertname"] == "VigilNodeDown"));
@@ -464,12 +497,15 @@ mod tests {
         let full = format!("*[vigil] not-rescheduled*: {}", long.summary).chars().count();
         assert_eq!(kept.chars().count() + left, full, "what is kept and what is left out make the whole");
 
-        // More owners than 50 blocks hold: the last block says how many are not shown.
+        // More owners than 50 blocks hold, and the link to the logs: the
+        // last block says how many owners are not shown.
         let mut many = notice(NoticeKind::NotRescheduled);
         many.owners = (0..2000).map(|i| owner(format!("{i:04}-{}", "x".repeat(200)), None)).collect();
+        many.logs_url = Some("http://logs/".into());
         let texts = within_slack_limits(&slack_message(&many));
         assert_eq!(texts.len(), SLACK_MAX_BLOCKS);
-        let shown = texts[1..SLACK_MAX_BLOCKS - 1].iter().map(|t| t.lines().count()).sum::<usize>();
+        assert!(texts[1].starts_with("<http://logs/|"), "{}", texts[1]);
+        let shown = texts[2..SLACK_MAX_BLOCKS - 1].iter().map(|t| t.lines().count()).sum::<usize>();
         let last = texts.last().unwrap();
         assert!(last.contains(&format!("…and {} more owners", 2000 - shown)), "{last}");
         assert!(last.contains("w2-100"), "{last}");

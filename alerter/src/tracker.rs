@@ -53,6 +53,8 @@ pub struct Settings {
     /// Ready condition changed more than this after it registered
     /// ([`decide::plausibly_not_joining`]).
     pub joining_grace: Duration,
+    /// The log store's UI, which notices about a node link to.
+    pub logs_ui: Option<String>,
 }
 
 impl Settings {
@@ -69,6 +71,7 @@ impl Settings {
             control_plane_after: Duration::from_secs(10),
             stable_for: Duration::from_secs(20),
             joining_grace: Duration::from_secs(30),
+            logs_ui: None,
         }
     }
 }
@@ -615,7 +618,37 @@ impl Tracker {
             seconds_to_rescheduled,
             owners: incident.owners.clone(),
             flaps: incident.flaps,
+            logs_url: self.logs_link(incident, kind, now),
         }
+    }
+
+    /// The link to the incident's lines in the log store: the node's pods'
+    /// and the rescheduling owners' (their pods' new homes included), from
+    /// a minute before the node's last Lease renewal; to now once the
+    /// incident is over, else ten minutes on, for the replacements' lines.
+    fn logs_link(&self, incident: &Incident, kind: NoticeKind, now: Timestamp) -> Option<String> {
+        let ui = self.settings.logs_ui.as_deref()?;
+        if incident.node.is_empty() {
+            return None;
+        }
+        let workloads = incident
+            .owners
+            .iter()
+            .filter(|o| o.owner.kind.reschedules())
+            .map(|o| (o.owner.namespace.as_str(), o.owner.name.as_str()));
+        let query = crate::logs::incident_query(&incident.node, workloads);
+        let first_sign = parse(&incident.lease_renewed_at)
+            .into_iter()
+            .chain(parse(&Some(incident.started_at.clone())))
+            .min()
+            .unwrap_or(now);
+        let start = first_sign.checked_sub(crate::logs::BEFORE).unwrap_or(first_sign);
+        let end = match kind {
+            NoticeKind::Resolved | NoticeKind::NodeDeleted => now,
+            _ => now.checked_add(crate::logs::AFTER_OPEN).unwrap_or(now),
+        };
+        let range = end.duration_since(start).as_secs().max(1) as u64;
+        Some(crate::logs::ui_link(ui, &query, &rfc3339(end), range))
     }
 }
 
@@ -1139,10 +1172,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_deployment_deleted_during_the_incident_is_owed_nothing() {
-        let settings = Settings { verify_deadline: Some(Duration::from_secs(30)), ..settings() };
-        let mut tracker = Tracker::new(settings, vec![]);
+    /// A Deployment `web` with its one pod on w2, which goes Unknown at 10 s:
+    /// its pods, the Deployment, the nodes then, and what that changed.
+    fn web_on_w2_goes_down(tracker: &mut Tracker) -> ([Pod; 1], [Deployment; 1], [Node; 2], Vec<Change>) {
         let web =
             pod("default", "web-abc-2").owned("ReplicaSet", "web-abc").hash("abc").on("w2").ready().build();
         let pods = [web];
@@ -1151,6 +1183,14 @@ mod tests {
         let down = [ready("w1"), node("w2").ready("Unknown").since("2026-01-01T00:00:09Z").build()];
         assert!(tracker.observe(after(0.0), &view(live(), &up, &[], &pods, &web_deployment)).is_empty());
         let changes = tracker.observe(after(10.0), &view(live(), &down, &[], &pods, &web_deployment));
+        (pods, web_deployment, down, changes)
+    }
+
+    #[test]
+    fn a_deployment_deleted_during_the_incident_is_owed_nothing() {
+        let settings = Settings { verify_deadline: Some(Duration::from_secs(30)), ..settings() };
+        let mut tracker = Tracker::new(settings, vec![]);
+        let (_, _, down, changes) = web_on_w2_goes_down(&mut tracker);
         assert_eq!(kinds(&changes), [NoticeKind::NodeDown]);
         // `kubectl delete deployment web`: its pods go with it.
         assert_eq!(
@@ -1166,6 +1206,36 @@ mod tests {
             incident.owners[0].reason.as_deref(),
             Some("its Deployment was deleted during the incident")
         );
+    }
+
+    #[test]
+    fn notices_link_the_nodes_and_its_workloads_logs_over_the_incident() {
+        let ui = "http://10.0.0.5:9428/select/vmui/";
+        let mut tracker = Tracker::new(Settings { logs_ui: Some(ui.into()), ..settings() }, vec![]);
+        let (pods, web_deployment, _, changes) = web_on_w2_goes_down(&mut tracker);
+        let down_notice = notices(&changes).into_iter().next().expect("node-down");
+        let link = down_notice.logs_url.expect("a link to the logs");
+        assert!(link.starts_with(ui), "{link}");
+        let (query, end, range) = crate::logs::parse_link(&link).unwrap();
+        assert_eq!(query, crate::logs::incident_query("w2", [("default", "web")]));
+        // Open: ten minutes on from the notice, from a minute before it started.
+        assert_eq!(end, (after(10.0) + SignedDuration::from_secs(600)).to_string());
+        assert_eq!(range, 660);
+        let back = [ready("w1"), ready("w2")];
+        let mut resolved = None;
+        for t in [20.0, 60.0, 90.0] {
+            let changes = tracker.observe(after(t), &view(live(), &back, &[], &pods, &web_deployment));
+            resolved = resolved.or(notices(&changes).into_iter().find(|n| n.kind == NoticeKind::Resolved));
+        }
+        let resolved = resolved.expect("resolved");
+        let (_, end, _) = crate::logs::parse_link(resolved.logs_url.as_deref().unwrap()).unwrap();
+        // Over: up to the notice itself.
+        assert_eq!(end, resolved.time);
+        let plain = Tracker::new(settings(), vec![]);
+        let incident = Incident { node: "w2".into(), ..plain.blank() };
+        assert!(tracker.notice(&incident, NoticeKind::NodeDown, after(1.0)).logs_url.is_some());
+        let plain = plain.notice(&incident, NoticeKind::NodeDown, after(1.0));
+        assert_eq!(plain.logs_url, None, "no log store configured, no link");
     }
 
     #[test]

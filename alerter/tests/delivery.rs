@@ -124,6 +124,7 @@ fn notice(kind: NoticeKind) -> Notice {
         owners: vec![],
         flaps: 0,
         trace_id: alerter::model::incident_trace_id("w2-1700000000"),
+        logs_url: None,
     }
 }
 

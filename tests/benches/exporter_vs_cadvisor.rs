@@ -18,11 +18,10 @@
 
 use std::{
     collections::BTreeMap,
-    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec},
     core::v1::{Container, Pod, PodSpec, ServiceAccount},
@@ -39,7 +38,9 @@ use vigil::{
     poll::until_some as wait_for,
     progress::Progress,
 };
-use vigil_e2e::{cache_dir, client, down, median, proc_status_kib, provider, up};
+use vigil_e2e::{
+    cache_dir, client, cpu_seconds, docker, down, host_pid, median, proc_status_kib, provider, up,
+};
 
 const DIR: &str = "/opt/vigil-bench";
 const SCRAPES: usize = 20;
@@ -55,36 +56,6 @@ fn bench_spec() -> ClusterSpec {
         node_subnet: "172.29.251.0/24".parse().expect("valid"),
         ..ClusterSpec::default()
     }
-}
-
-fn docker(args: &[&str]) -> Result<String> {
-    let out = Command::new("docker").args(args).output().with_context(|| format!("docker {args:?}"))?;
-    ensure!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The host PID of the process in `node` whose command line starts with `prefix`.
-fn host_pid(node: &str, prefix: &str) -> Result<u32> {
-    let table = docker(&["top", node, "-eo", "pid,args"])?;
-    table
-        .lines()
-        .skip(1)
-        .find_map(|l| {
-            let (pid, args) = l.trim().split_once(' ')?;
-            args.trim().starts_with(prefix).then(|| pid.parse().ok())?
-        })
-        .with_context(|| format!("no process `{prefix}` in {node}"))
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // USER_HZ: 100 on Linux x86_64, whatever the kernel's tick rate.
-    Ok(ticks as f64 / 100.0)
 }
 
 struct Exporter {

@@ -141,7 +141,7 @@ impl Browser {
         self.proxy
     }
 
-    fn chromium(&self, profile: &Path) -> Command {
+    fn chromium(&self, profile: &Path, (width, height): (u32, u32)) -> Command {
         let mut command = Command::new(CHROMIUM);
         command
             .args([
@@ -153,8 +153,8 @@ impl Browser {
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
-                "--window-size=1280,900",
             ])
+            .arg(format!("--window-size={width},{height}"))
             .arg(format!("--proxy-server=http://{}", self.proxy))
             // Chromium sends loopback and LAN addresses through the proxy only if told.
             .arg("--proxy-bypass-list=<-loopback>")
@@ -167,13 +167,18 @@ impl Browser {
 
     /// Opens `url`, keeps its screenshot as `<name>.png`, returns its DOM.
     pub async fn open(&self, url: &str, name: &str) -> Result<Page> {
+        self.open_sized(url, name, (1280, 900)).await
+    }
+
+    /// [`Self::open`] in a window of `size` pixels (a long page's screenshot).
+    pub async fn open_sized(&self, url: &str, name: &str, size: (u32, u32)) -> Result<Page> {
         let profile = tempfile::tempdir()?;
         let screenshot = self.dir.join(format!("{name}.png"));
-        let mut shot = self.chromium(profile.path());
+        let mut shot = self.chromium(profile.path(), size);
         shot.arg(format!("--screenshot={}", screenshot.display())).arg(url);
         run(shot, url).await?;
         ensure!(screenshot.exists(), "Chromium wrote no screenshot of {url}");
-        let mut dump = self.chromium(profile.path());
+        let mut dump = self.chromium(profile.path(), size);
         dump.arg("--dump-dom").arg(url);
         let dom = run(dump, url).await?;
         Ok(Page { dom, screenshot })

@@ -469,6 +469,49 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `docker ARGS`' output; its error output in the error.
+pub fn docker(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .with_context(|| format!("docker {args:?}"))?;
+    anyhow::ensure!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Every process in the node container `node` (its pods' too), as host
+/// PIDs with their command lines.
+pub fn host_processes(node: &str) -> Result<Vec<(u32, String)>> {
+    let table = docker(&["top", node, "-eo", "pid,args"])?;
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (pid, args) = l.trim().split_once(' ')?;
+            Some((pid.parse().ok()?, args.trim().to_owned()))
+        })
+        .collect())
+}
+
+/// The host PID of the process in `node` whose command line starts with `prefix`.
+pub fn host_pid(node: &str, prefix: &str) -> Result<u32> {
+    host_processes(node)?
+        .into_iter()
+        .find_map(|(pid, args)| args.starts_with(prefix).then_some(pid))
+        .with_context(|| format!("no process `{prefix}` in {node}"))
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let after = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // USER_HZ: 100 on Linux x86_64, whatever the kernel's tick rate.
+    Ok(ticks as f64 / 100.0)
+}
+
 /// The middle value (the upper one of an even count), for benchmark rounds.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);

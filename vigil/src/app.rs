@@ -76,14 +76,26 @@ impl Target {
     }
 }
 
-/// An admin client of the existing cluster `name`.
-async fn cluster_client(machines: &Machines, name: &str) -> Result<kube::Client> {
+/// The existing cluster `name`: the provider its machines are reached
+/// through, and what it was created as.
+async fn existing(machines: &Machines, name: &str) -> Result<(Arc<dyn NodeProvider>, ClusterSpec)> {
     let provider = provider::connect(machines).await?;
     let spec = provider::existing(provider.as_ref(), name).await?;
-    match admin_client(provider.as_ref(), &spec).await {
+    Ok((provider, spec))
+}
+
+/// An admin client of `spec`'s cluster, whose control plane must be running.
+async fn running_client(provider: &dyn NodeProvider, spec: &ClusterSpec) -> Result<kube::Client> {
+    match admin_client(provider, spec).await {
         Some(client) => client.map_err(anyhow::Error::msg),
-        None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
+        None => anyhow::bail!("cluster {} has no running control plane: run `vigil up`", spec.name),
     }
+}
+
+/// An admin client of the existing cluster `name`.
+async fn cluster_client(machines: &Machines, name: &str) -> Result<kube::Client> {
+    let (provider, spec) = existing(machines, name).await?;
+    running_client(provider.as_ref(), &spec).await
 }
 
 /// The node image and, for the whole suite, the deployables' images, built
@@ -176,6 +188,26 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Dashboards { action: Some(DashboardsAction::Links { minutes, json }), .. } => {
+            let client = cluster_client(&machines, &name).await?;
+            let prometheus = prometheus_url(&client).await?;
+            let links: std::collections::BTreeMap<String, (String, String)> =
+                crate::monitoring::dashboards::all()
+                    .into_iter()
+                    .map(|(_, d)| {
+                        let link = crate::monitoring::render::prometheus_link(&prometheus, &d, minutes);
+                        (d.uid, (d.title, link))
+                    })
+                    .collect();
+            let text = if json {
+                let by_uid: std::collections::BTreeMap<&String, &String> =
+                    links.iter().map(|(uid, (_, link))| (uid, link)).collect();
+                format!("{}\n", serde_json::to_string_pretty(&by_uid)?)
+            } else {
+                links.values().map(|(title, link)| format!("{title}\n  {link}\n")).collect()
+            };
+            print_stdout(&text)?;
+        }
         Command::Dashboards { write, cadvisor_labels, action: None } => match write {
             Some(dir) => {
                 for path in crate::monitoring::write(&dir, &cadvisor_labels)? {
@@ -210,12 +242,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             down(&target, &kubeconfig, &cache, &progress).await?;
         }
         Command::Drill(args) => {
-            let provider = provider::connect(&machines).await?;
-            let spec = provider::existing(provider.as_ref(), &name).await?;
-            let client = match admin_client(provider.as_ref(), &spec).await {
-                Some(client) => client.map_err(anyhow::Error::msg)?,
-                None => anyhow::bail!("cluster {name} has no running control plane: run `vigil up`"),
-            };
+            let (provider, spec) = existing(&machines, &name).await?;
+            let client = running_client(provider.as_ref(), &spec).await?;
             let web_url = status::addon_url(&client, crate::addons::web::NAME).await.context(
                 "the web Service has no LoadBalancer address: run `vigil up` (without --cluster-only)",
             )?;
@@ -236,8 +264,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status(args) => {
-            let provider = provider::connect(&machines).await?;
-            let spec = provider::existing(provider.as_ref(), &name).await?;
+            let (provider, spec) = existing(&machines, &name).await?;
             let containers = provider.list_nodes(&name).await?;
             let client = admin_client(provider.as_ref(), &spec).await;
             let credentials = crate::password_file::existing(
@@ -278,14 +305,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             print_stdout(&text)?;
         }
         Command::Export { what: ExportWhat::Logs { dir } } => {
-            let provider = provider::connect(&machines).await?;
-            let spec = provider::existing(provider.as_ref(), &name).await?;
+            let (provider, spec) = existing(&machines, &name).await?;
             let export = export_logs(provider.as_ref(), &spec, &dir, &progress).await?;
             print_stdout(&format!("{}\n", export.folder.join("index.md").display()))?;
         }
         Command::Kubeconfig => {
-            let provider = provider::connect(&machines).await?;
-            let spec = provider::existing(provider.as_ref(), &name).await?;
+            let (provider, spec) = existing(&machines, &name).await?;
             let admin = read_admin_conf(provider.as_ref(), &spec).await?;
             print_stdout(&kubeconfig::to_yaml(&kubeconfig::renamed(&admin, &spec.kube_context())?))?;
         }
@@ -296,8 +321,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             preflight(inventory, fix, &cache, &progress).await?
         }
         Command::Node { action } => {
-            let provider = provider::connect(&machines).await?;
-            let spec = provider::existing(provider.as_ref(), &name).await?;
+            let (provider, spec) = existing(&machines, &name).await?;
             let (fault, node) = match action {
                 NodeAction::Stop { node } => (Fault::Power(Power::Stop), node),
                 NodeAction::Kill { node } => (Fault::Power(Power::Kill), node),
@@ -472,11 +496,15 @@ fn summary(spec: &ClusterSpec, report: &Report, flag: &str, worker: &str) -> Str
             .as_ref()
             .map(|c| {
                 format!(
-                    "  # Prometheus, Alertmanager and Jaeger ask for user {} and the password in {}\n",
+                    "  # Prometheus, Alertmanager, Jaeger and VictoriaLogs ask for user {} and the password in {}\n",
                     c.username,
                     c.password_file.display()
                 )
             })
+            .unwrap_or_default()
+        + &report
+            .address(crate::addons::prometheus::NAME)
+            .map(|_| format!("  vigil{flag} dashboards links   # vigil's dashboards, live in Prometheus's UI\n"))
             .unwrap_or_default();
     format!(
         "\nCluster {} is up in {:.0}s: 1 control plane, {} workers, Kubernetes {}.\n\n{addresses}  kubectl --context {} get nodes -o wide\n  vigil{flag} status\n  vigil{flag} node stop {}   # break a worker on purpose\n  vigil{flag} down\n",

@@ -75,7 +75,8 @@ pub enum Command {
         build: BuildArgs,
     },
     /// Print, or write, the Prometheus rule files and Grafana dashboards (what `dashboards/` holds);
-    /// `render` draws the dashboards' panels from the cluster's Prometheus.
+    /// `render` draws the dashboards' panels from the cluster's Prometheus, `links` opens them
+    /// live in Prometheus's UI.
     #[command(args_conflicts_with_subcommands = true)]
     Dashboards {
         /// Write the files under this directory (the repository's `dashboards/`) instead of printing.
@@ -247,6 +248,17 @@ pub enum DashboardsAction {
         /// The window drawn: the last N minutes.
         #[arg(long, env = "VIGIL_RENDER_MINUTES", default_value_t = 60)]
         minutes: u32,
+    },
+    /// Print, for each of vigil's dashboards, a link that opens it live in
+    /// Prometheus's own UI: a graph per query of each time-series panel, a
+    /// table for the others, variables set to All.
+    Links {
+        /// The window the graphs show: the last N minutes.
+        #[arg(long, env = "VIGIL_RENDER_MINUTES", default_value_t = 60)]
+        minutes: u32,
+        /// Print them as JSON (dashboard uid to link).
+        #[arg(long, env = "VIGIL_JSON")]
+        json: bool,
     },
 }
 

@@ -31,7 +31,7 @@ use super::{
     Addon, Input, Manifests, ROLLOUT, Rollout, alertmanager, cluster_identity, config_and_secret_checksum,
     config_volume, field_env, http_get_probe, locked_down, namespaced_identity,
     node_exporter::{self, monitoring_labels, monitoring_meta, monitoring_selector},
-    non_root_pod, prometheus, resources, rule, upstream,
+    non_root_pod, prometheus, resources, rule, upstream, victorialogs,
 };
 use crate::apply::Object;
 use vigil_model::cluster::{ClusterSpec, Failover};
@@ -176,11 +176,8 @@ pub fn config(spec: &ClusterSpec) -> Config {
         },
         retention: Default::default(),
         sinks,
-        generator_url: Some(format!(
-            "http://{}:{}/",
-            spec.load_balancer_ip(prometheus::LOAD_BALANCER_INDEX),
-            prometheus::PORT
-        )),
+        generator_url: prometheus::ADDON.address.as_ref().map(|a| a.url_in(spec)),
+        logs_url: victorialogs::ADDON.address.as_ref().map(|a| a.url_in(spec)),
     }
 }
 

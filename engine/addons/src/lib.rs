@@ -99,6 +99,13 @@ pub struct Address {
     pub load_balancer_index: u32,
 }
 
+impl Address {
+    /// The URL `vigil up` prints for it in `spec`'s cluster.
+    pub fn url_in(&self, spec: &ClusterSpec) -> String {
+        (self.url)(&spec.load_balancer_ip(self.load_balancer_index).to_string())
+    }
+}
+
 /// A check from the host, the way a user would try it.
 pub enum Check {
     /// `GET url`: the body starts with this.

@@ -177,35 +177,6 @@ pub fn objects(spec: &ClusterSpec, proxy_image: &str) -> Vec<Object> {
     ]
 }
 
-/// A LogsQL query for the lines of every pod on `node` and of the
-/// `container`s of `namespace` wherever they run (the dead node's and the
-/// rescheduled ones): what the drill report links to.
-pub fn incident_query(node: &str, namespace: &str, container: &str) -> String {
-    let quote = |s: &str| serde_json::to_string(s).expect("a string serializes");
-    format!(
-        "kubernetes.pod_node_name:{} OR (kubernetes.pod_namespace:{} AND kubernetes.container_name:{})",
-        quote(node),
-        quote(namespace),
-        quote(container)
-    )
-}
-
-/// The UI's page showing `query` over the `range_seconds` before `end`
-/// (RFC 3339), given the UI's URL as `vigil up` prints it. The parameters
-/// are the UI's own (`g0.end_input`, `g0.range_input`; `relative_time`
-/// `none` so it does not slide to now).
-pub fn ui_link(ui_url: &str, query: &str, end: &str, range_seconds: u64) -> String {
-    let range = format!("{range_seconds}s");
-    let pairs =
-        [("query", query), ("g0.end_input", end), ("g0.range_input", &range), ("g0.relative_time", "none")];
-    let encoded = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", credentials::percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{ui_url}#/?{encoded}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,25 +203,5 @@ mod tests {
         let args = pod.containers[0].args.clone().unwrap();
         assert!(args.contains(&"-httpListenAddr=127.0.0.1:9428".to_owned()), "{args:?}");
         assert!(args.iter().any(|a| a.starts_with("-retention.maxDiskSpaceUsageBytes=")), "{args:?}");
-    }
-
-    #[test]
-    fn an_incident_link_selects_the_node_and_its_pods_over_the_window() {
-        let query = incident_query("vigil-worker", "default", "web");
-        assert_eq!(
-            query,
-            r#"kubernetes.pod_node_name:"vigil-worker" OR (kubernetes.pod_namespace:"default" AND kubernetes.container_name:"web")"#
-        );
-        let link = ui_link("http://10.0.0.1:9428/select/vmui/", &query, "2026-01-01T00:10:00Z", 600);
-        assert!(
-            link.starts_with("http://10.0.0.1:9428/select/vmui/#/?query=kubernetes.pod_node_name%3A%22vigil-worker%22%20OR%20"),
-            "{link}"
-        );
-        assert!(
-            link.ends_with(
-                "&g0.end_input=2026-01-01T00%3A10%3A00Z&g0.range_input=600s&g0.relative_time=none"
-            ),
-            "{link}"
-        );
     }
 }

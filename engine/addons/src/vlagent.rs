@@ -9,9 +9,14 @@
 //! What it may do, and nothing more:
 //! - it runs as root with no capabilities: the log files are the root
 //!   user's (mode 0640), readable by their owner without `CAP_DAC_*`;
-//!   its root filesystem is read-only, its only writable directory is an
-//!   emptyDir of bounded size (its read offsets and the lines not yet
-//!   delivered);
+//!   its root filesystem is read-only, its only writable directory is its
+//!   own on the node (a hostPath, `/var/lib/vigil-vlagent`): its read
+//!   offsets and the lines not yet delivered, bounded by
+//!   [`PENDING_LIMIT`]. On the node rather than in an emptyDir, so that a
+//!   replaced pod (a new image, an eviction) resumes from the offsets its
+//!   predecessor saved, sending no line twice and losing none it had
+//!   queued; the DaemonSet's rolling update stops the old pod before the
+//!   new one starts, so one vlagent at a time writes there;
 //! - its role: `get`/`list`/`watch` pods (its node's, by field selector),
 //!   `get` nodes (its own, at start), `list` namespaces (their names);
 //! - it writes only `POST /insert/native` on the store, as the log shippers'
@@ -25,13 +30,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::core::v1::{
-        Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath,
-        Namespace, PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
-        Volume, VolumeMount,
-    },
-    apimachinery::pkg::api::resource::Quantity,
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, HostPathVolumeSource, KeyToPath, Namespace, PodSecurityContext,
+    PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use kube::api::ObjectMeta;
 
@@ -52,7 +53,10 @@ pub const PORT: u16 = 9429;
 /// The kubelet's log files, and the symlinks to them vlagent starts from.
 const POD_LOGS: &str = "/var/log/pods";
 const CONTAINER_LOGS: &str = "/var/log/containers";
+/// Inside the container.
 const STATE_DIR: &str = "/var/lib/vlagent";
+/// On the node: vigil's alone, created by the kubelet if missing.
+pub const NODE_STATE_DIR: &str = "/var/lib/vigil-vlagent";
 const CREDENTIALS_DIR: &str = "/etc/vlagent/credentials";
 /// Lines kept while the store is away, per node; older ones are dropped
 /// past it (hours of vigil's pods). vlagent's smallest: it buffers in
@@ -61,9 +65,7 @@ pub const PENDING_LIMIT: &str = "512MiB";
 /// The longest wait between two tries to send a batch the store refused or
 /// did not answer.
 pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-/// The emptyDir's bound: the pending lines, the offsets, and room.
-const STATE_SIZE: &str = "600Mi";
-const POD_SECURITY_REASON: &str = "vlagent reads the kubelet's container log files from each node (hostPath /var/log/pods and /var/log/containers, read-only), which baseline forbids too";
+const POD_SECURITY_REASON: &str = "vlagent reads the kubelet's container log files from each node (hostPath /var/log/pods and /var/log/containers, read-only) and keeps its read offsets there (hostPath /var/lib/vigil-vlagent), which baseline forbids too";
 
 pub const ADDON: Addon = Addon {
     name: NAME,
@@ -165,9 +167,9 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
     let (containers_volume, containers_mount) = host_path("container-logs", CONTAINER_LOGS);
     let state = Volume {
         name: "state".into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(Quantity(STATE_SIZE.into())),
-            ..Default::default()
+        host_path: Some(HostPathVolumeSource {
+            path: NODE_STATE_DIR.into(),
+            type_: Some("DirectoryOrCreate".into()),
         }),
         ..Default::default()
     };

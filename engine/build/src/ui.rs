@@ -91,12 +91,15 @@ impl UiBinary {
         self.ldflags.iter().fold(key, |k, flag| k.part(flag)).finish()
     }
 
-    /// The files the build writes, side by side: the binary, then the
-    /// `also` ones.
+    /// The main packages one `go build` builds: the binary's, then the `also` ones.
+    fn packages(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.package).chain(self.also.iter().copied())
+    }
+
+    /// The files the build writes, side by side, one per [`Self::packages`]
+    /// and named by its last path element.
     pub fn outputs(&self) -> impl Iterator<Item = &'static str> {
-        std::iter::once(self.package)
-            .chain(self.also.iter().copied())
-            .map(|package| package.rsplit('/').next().unwrap_or(package))
+        self.packages().map(|package| package.rsplit('/').next().unwrap_or(package))
     }
 
     fn unexpected(&self, what: String) -> Error {
@@ -165,7 +168,7 @@ impl UiBinary {
             let _ = tokio::fs::remove_dir_all(stale).await;
         }
         tokio::fs::create_dir_all(&tmp).await.map_err(|e| Error::io(&tmp, e))?;
-        let packages: Vec<&str> = std::iter::once(self.package).chain(self.also.iter().copied()).collect();
+        let packages: Vec<&str> = self.packages().collect();
         let mut compile = Command::new("go");
         compile.args(["build", "-tags", self.tags]);
         // Into a directory (the trailing `/`): one file per package, named

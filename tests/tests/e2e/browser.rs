@@ -9,7 +9,10 @@
 //! - VictoriaLogs' UI finds a line `web` just logged; a malformed LogsQL
 //!   query gets VictoriaLogs' own error on the page;
 //! - Alertmanager's root leads to its UI, whose status page names the
-//!   release vigil built and whose config page shows vigil's route.
+//!   release vigil built and whose config page shows vigil's route;
+//! - each of vigil's dashboards opens live in Prometheus's UI from the link
+//!   `vigil dashboards links` prints: every panel's query is on the page,
+//!   each time-series one drawn, none in error.
 //!
 //! Jaeger is not opened: its module carries no UI (issue 20, item 3).
 //! Alertmanager's alerts and silences are not on its UI yet (placeholders
@@ -76,7 +79,7 @@ pub async fn prometheus_and_victorialogs_uis_work_in_a_browser(c: &Cluster) -> R
     let ui = c.url(victorialogs::NAME)?;
     let end = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
     let page = browser
-        .open(&victorialogs::ui_link(ui, &query, &end.to_string(), 600), "victorialogs-search")
+        .open(&alerter::logs::ui_link(ui, &query, &end.to_string(), 600), "victorialogs-search")
         .await?;
     ensure!(
         page.dom.contains(&marker),
@@ -85,7 +88,7 @@ pub async fn prometheus_and_victorialogs_uis_work_in_a_browser(c: &Cluster) -> R
         page.dom
     );
     let page = browser
-        .open(&victorialogs::ui_link(ui, "web AND (", &end.to_string(), 600), "victorialogs-bad-logsql")
+        .open(&alerter::logs::ui_link(ui, "web AND (", &end.to_string(), 600), "victorialogs-bad-logsql")
         .await?;
     ensure!(
         page.dom.contains("cannot parse"),
@@ -126,4 +129,50 @@ pub async fn alertmanager_ui_works_in_a_browser(c: &Cluster) -> Result<()> {
     );
     println!("screenshots in {}", browser.dir.display());
     Ok(())
+}
+
+pub async fn dashboards_open_live_in_prometheus_ui(c: &Cluster) -> Result<()> {
+    let browser = browser(c).await?;
+    let prometheus = c.url(prometheus::NAME)?;
+    for (_, dashboard) in vigil::monitoring::dashboards::all() {
+        let link = vigil::monitoring::render::prometheus_link(prometheus, &dashboard, 30);
+        let queries: Vec<_> =
+            dashboard.panels.iter().flat_map(|p| p.targets.iter().map(move |_| p)).collect();
+        let graphs = queries.iter().filter(|p| p.kind == "timeseries").count();
+        // A panel's graph is about 450 pixels high; the table ones less.
+        let height = 300 + 450 * queries.len() as u32;
+        let page = browser.open_sized(&link, &format!("dashboard-{}", dashboard.uid), (1280, height)).await?;
+        let shown = |what: &str| page.dom.matches(what).count();
+        ensure!(
+            shown("Error executing query") == 0 && shown("parse error") == 0,
+            "{} shows a query error in Prometheus's UI ({}): {:.800}",
+            dashboard.title,
+            page.screenshot.display(),
+            page.dom
+        );
+        for panel in &queries {
+            ensure!(
+                page.dom.contains(&html_escaped(&panel.title)),
+                "{}'s panel {:?} is not on the page ({})",
+                dashboard.title,
+                panel.title,
+                page.screenshot.display()
+            );
+        }
+        let drawn = shown(r#"class="uplot"#);
+        ensure!(
+            drawn == graphs,
+            "{} of {graphs} time-series queries of {} drawn in Prometheus's UI ({})",
+            drawn,
+            dashboard.title,
+            page.screenshot.display()
+        );
+    }
+    println!("screenshots in {}", browser.dir.display());
+    Ok(())
+}
+
+/// `text` as it appears in a page's DOM.
+fn html_escaped(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

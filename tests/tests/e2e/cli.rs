@@ -20,6 +20,7 @@ pub async fn a_cluster_that_does_not_exist_is_named_as_such() -> Result<()> {
         &["node", "stop", "nosuch-worker"],
         &["alerts"],
         &["traces", "show", "0af7"],
+        &["dashboards", "links"],
     ] {
         let args: Vec<&str> = ["--name", "nosuch"].iter().chain(command).copied().collect();
         let err = run(&args).await.err();

@@ -129,6 +129,7 @@ pub async fn a_killed_worker_comes_back_elsewhere_and_every_notice_arrives(c: &C
         ensure!(kinds.iter().any(|k| k == kind), "no {kind} delivered about {node}: {kinds:?}");
     }
     incident_is_one_trace(c, &report, &alerter.received()[already..]).await?;
+    the_resolved_notice_links_the_incidents_logs(c, &alerter.received()[already..], &node).await?;
     // The cluster's logs as the drill left them, next to its report.
     let logs = report.logs.clone().context("the drill exported no logs")?;
     let index = std::fs::read_to_string(folder.join(&logs).join("index.md"))?;
@@ -168,6 +169,41 @@ async fn dead_nodes_last_lines_are_in_the_log_store(
     ensure!(!lines.is_empty(), "no line of web on {} in the minute before the fault: {query}", report.node);
     let link = report.logs_url.as_deref().context("the report has no link to the log store")?;
     ensure!(markdown.contains(link), "report.md does not link the log store");
+    Ok(())
+}
+
+/// The `resolved` notice about `node` links the log store's UI, and its
+/// query over its window finds lines from the dead node and from `web`'s
+/// pods on the survivors.
+async fn the_resolved_notice_links_the_incidents_logs(
+    c: &Cluster,
+    received: &[vigil_e2e::Received],
+    node: &str,
+) -> Result<()> {
+    let resolved = received
+        .iter()
+        .find(|r| r.body["node"] == node && r.body["type"] == "resolved")
+        .context("no resolved notice about the node")?;
+    let link = resolved.body["logsUrl"].as_str().context("the resolved notice has no logsUrl")?;
+    let ui = c.url(vigil::addons::victorialogs::NAME)?;
+    ensure!(link.starts_with(ui), "the notice links {link}, not the log store's UI {ui}");
+    let (query, end, range) = alerter::logs::parse_link(link).context("a link the UI cannot read")?;
+    let end: k8s_openapi::jiff::Timestamp = end.parse()?;
+    let start = end - k8s_openapi::jiff::SignedDuration::from_secs(range as i64);
+    let counted = format!(
+        "({query}) AND _time:[{start}, {end}] | stats by (kubernetes.pod_node_name, kubernetes.container_name) count() lines"
+    );
+    let rows = c.logs(&counted, 100).await?;
+    let field = |row: &serde_json::Value, name: &str| row[name].as_str().unwrap_or_default().to_owned();
+    ensure!(
+        rows.iter().any(|r| field(r, "kubernetes.pod_node_name") == node),
+        "the notice's link finds no line from {node}: {counted} gave {rows:?}"
+    );
+    ensure!(
+        rows.iter().any(|r| field(r, "kubernetes.pod_node_name") != node
+            && field(r, "kubernetes.container_name") == vigil::addons::web::NAME),
+        "the notice's link finds no line of web on the survivors: {counted} gave {rows:?}"
+    );
     Ok(())
 }
 

@@ -4,14 +4,22 @@
 //!   VictoriaLogs within 10 s, with the pod's namespace, name, container
 //!   and node as fields (vlagent on that pod's node shipped it);
 //! - the log shippers' user may insert but not read, anyone else nothing;
+//! - a vlagent pod replaced (deleted, as an eviction or a new image would)
+//!   resumes where the old one stopped: no line is stored twice;
 //! - a malformed LogsQL query gets VictoriaLogs' own error, naming it.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use vigil::addons::{credentials, victorialogs, web};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams},
+};
+use vigil::{
+    addons::{credentials, victorialogs, vlagent, web},
+    poll::until_some,
+};
 use vigil_e2e::Cluster;
 
 /// A path no earlier run has asked web for: `prefix` and the time in nanoseconds.
@@ -45,8 +53,10 @@ async fn every_node_ships(c: &Cluster) -> Result<()> {
     bail!("VictoriaLogs holds kube-proxy's lines from {shipping:?} only; every node's are wanted: {wanted:?}")
 }
 
-pub async fn a_line_web_logs_is_in_victorialogs_within_10_s(c: &Cluster) -> Result<()> {
-    every_node_ships(c).await?;
+/// Asks `web` (through the LoadBalancer) for a fresh path, which it logs,
+/// and returns the path and its line once VictoriaLogs has it (within
+/// [`DELIVERY`]), with how long that took.
+async fn web_logs_a_fresh_line(c: &Cluster) -> Result<(String, serde_json::Value, Duration)> {
     let marker = fresh_marker("vigil-e2e-log");
     let answer = reqwest::Client::new()
         .get(format!("{}{marker}", c.web_url()?))
@@ -57,17 +67,26 @@ pub async fn a_line_web_logs_is_in_victorialogs_within_10_s(c: &Cluster) -> Resu
     // web logs every request it answers, a 404 too.
     ensure!(answer.status() == 404, "web answered {} for /{marker}", answer.status());
     let query = format!("{marker:?}");
-    let line = loop {
+    loop {
         if let Some(line) = c.logs(&query, 5).await?.into_iter().next() {
-            break line;
+            return Ok((marker, line, logged.elapsed()));
         }
         if logged.elapsed() > DELIVERY {
             bail!("web's line for /{marker} is not in VictoriaLogs {DELIVERY:?} after the request");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    println!("web's line was found {:?} after the request", logged.elapsed());
-    let field = |name: &str| line[name].as_str().unwrap_or_default().to_owned();
+    }
+}
+
+fn text_field(line: &serde_json::Value, name: &str) -> String {
+    line[name].as_str().unwrap_or_default().to_owned()
+}
+
+pub async fn a_line_web_logs_is_in_victorialogs_within_10_s(c: &Cluster) -> Result<()> {
+    every_node_ships(c).await?;
+    let (marker, line, took) = web_logs_a_fresh_line(c).await?;
+    println!("web's line was found {took:?} after the request");
+    let field = |name: &str| text_field(&line, name);
     ensure!(field("kubernetes.pod_namespace") == web::NAMESPACE, "{line}");
     ensure!(field("kubernetes.container_name") == web::NAME, "{line}");
     let pod = field("kubernetes.pod_name");
@@ -114,5 +133,47 @@ pub async fn a_malformed_logsql_query_gets_victorialogs_own_error(c: &Cluster) -
     let err = c.logs("web AND (", 1).await.expect_err("a malformed query is refused");
     let text = format!("{err:#}");
     ensure!(text.contains("400") && text.contains("cannot parse `query`"), "{text}");
+    Ok(())
+}
+
+pub async fn a_replaced_vlagent_sends_no_line_twice(c: &Cluster) -> Result<()> {
+    let (first, line, _) = web_logs_a_fresh_line(c).await?;
+    let node = text_field(&line, "kubernetes.pod_node_name");
+    let agents: Api<Pod> = Api::namespaced(c.client.clone(), vlagent::NAMESPACE);
+    let on_node = ListParams::default()
+        .labels(&format!("app.kubernetes.io/name={}", vlagent::NAME))
+        .fields(&format!("spec.nodeName={node}"));
+    let old =
+        agents.list(&on_node).await?.items.into_iter().next().context("no vlagent pod on the line's node")?;
+    let old_uid = old.metadata.uid.clone().unwrap_or_default();
+    agents.delete(&old.metadata.name.unwrap_or_default(), &DeleteParams::default()).await?;
+    until_some(format!("a new Ready vlagent on {node}"), Duration::from_secs(120), || async {
+        let pods = agents.list(&on_node).await?.items;
+        Ok::<_, kube::Error>(
+            pods.iter()
+                .any(|p| {
+                    p.metadata.uid.as_deref() != Some(old_uid.as_str()) && vigil::conditions::pod_ready(p)
+                })
+                .then_some(()),
+        )
+    })
+    .await?;
+    // The new vlagent has read the node's files once a line logged after
+    // it started, on that node, is in (the LoadBalancer picks the pod:
+    // a bounded number of tries).
+    let mut caught_up = false;
+    for _ in 0..30 {
+        let (_, line, _) = web_logs_a_fresh_line(c).await?;
+        if text_field(&line, "kubernetes.pod_node_name") == node {
+            caught_up = true;
+            break;
+        }
+    }
+    ensure!(caught_up, "30 requests through the LoadBalancer and none reached web on {node}");
+    let copies = c.logs(&format!("{first:?}"), 10).await?.len();
+    ensure!(
+        copies == 1,
+        "web's line for /{first} is stored {copies} times after {node}'s vlagent was replaced"
+    );
     Ok(())
 }

@@ -196,9 +196,6 @@ async fn incident_trace(client: &Client, id: &str, incident: &str, folder: &Path
     Ok(FILE.to_owned())
 }
 
-/// How far before the fault the report's link to the logs reaches.
-const LOGS_BEFORE_FAULT_SECONDS: u64 = 60;
-
 /// Seconds from `fault` to now.
 fn since(fault: Timestamp) -> f64 {
     Timestamp::now().duration_since(fault).as_secs_f64()
@@ -436,9 +433,9 @@ pub async fn run(
         },
         traces_url: crate::status::addon_url(&client, crate::addons::jaeger::NAME).await,
         logs_url: crate::status::addon_url(&client, victorialogs::NAME).await.map(|ui| {
-            let query = victorialogs::incident_query(&node, web::NAMESPACE, web::NAME);
-            let window = since(fault_at).ceil() as u64 + LOGS_BEFORE_FAULT_SECONDS;
-            victorialogs::ui_link(&ui, &query, &Timestamp::now().to_string(), window)
+            let query = alerter_api::logs::incident_query(&node, [(web::NAMESPACE, web::NAME)]);
+            let window = since(fault_at).ceil() as u64 + alerter_api::logs::BEFORE.as_secs();
+            alerter_api::logs::ui_link(&ui, &query, &Timestamp::now().to_string(), window)
         }),
         logs: None,
     };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use super::grafana::{Dashboard, Panel};
+use super::grafana::{Dashboard, Panel, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -153,12 +153,7 @@ pub async fn chart_of(
 ) -> Result<Chart, Error> {
     let mut lines = vec![];
     for target in &panel.targets {
-        // Grafana's `$__rate_interval`: at least a minute (four 15 s scrapes), and a step and a scrape.
-        let rate_interval = format!("{}s", (window.step + 15.0).max(60.0) as u64);
-        let mut expr = target.expr.replace("$__rate_interval", &rate_interval);
-        for (name, value) in vars {
-            expr = expr.replace(&format!("${name}"), value);
-        }
+        let expr = expression(target, vars, window);
         let url = format!("{}/api/v1/query_range", prometheus.trim_end_matches('/'));
         let params = [
             ("query", expr.clone()),
@@ -187,6 +182,50 @@ pub async fn chart_of(
         lines.extend(found);
     }
     Ok(Chart { title: panel.title.clone(), unit: panel.field_config.defaults.unit.clone(), window, lines })
+}
+
+/// `target`'s query as Prometheus runs it over `window`: the dashboard's
+/// variables set to `vars`, and Grafana's `$__rate_interval` given its
+/// value (at least a minute, four 15 s scrapes; else a step and a scrape).
+fn expression(target: &Target, vars: &[(&str, &str)], window: Window) -> String {
+    let rate_interval = format!("{}s", (window.step + 15.0).max(60.0) as u64);
+    let mut expr = target.expr.replace("$__rate_interval", &rate_interval);
+    for (name, value) in vars {
+        expr = expr.replace(&format!("${name}"), value);
+    }
+    expr
+}
+
+/// The dashboard's query variables, each set to every value ("All").
+fn every_value(dashboard: &Dashboard) -> Vec<(&str, &str)> {
+    dashboard.templating.list.iter().filter(|v| v.kind == "query").map(|v| (v.name.as_str(), ".*")).collect()
+}
+
+/// What Prometheus's own UI (its query page, at `prometheus_ui`) shows of
+/// `dashboard` over the last `minutes`: a panel per query, in the
+/// dashboard's order, each headed by a PromQL comment naming the
+/// dashboard's panel; a graph for a time-series panel (at the renderer's
+/// step), a table for the others. The variables are set to All.
+pub fn prometheus_link(prometheus_ui: &str, dashboard: &Dashboard, minutes: u32) -> String {
+    let window = Window::last_minutes(minutes);
+    let vars = every_value(dashboard);
+    let mut params: Vec<(String, String)> = vec![];
+    let queries = dashboard.panels.iter().flat_map(|panel| panel.targets.iter().map(move |t| (panel, t)));
+    for (i, (panel, target)) in queries.enumerate() {
+        let title = panel.title.replace('\n', " ");
+        let mut set = |key: &str, value: String| params.push((format!("g{i}.{key}"), value));
+        set("expr", format!("# {title}\n{}", expression(target, &vars, window)));
+        if panel.kind == "timeseries" {
+            set("tab", "graph".into());
+            set("range_input", format!("{minutes}m"));
+            set("res_type", "fixed".into());
+            set("res_step", format!("{}", window.step));
+        } else {
+            set("tab", "table".into());
+        }
+    }
+    let base = format!("{}/query", prometheus_ui.trim_end_matches('/'));
+    reqwest::Url::parse_with_params(&base, &params).map(String::from).unwrap_or(base)
 }
 
 /// A value in the panel's unit, short.
@@ -310,13 +349,7 @@ pub async fn dashboard(
     window: Window,
     dir: &Path,
 ) -> Result<Vec<PathBuf>, Error> {
-    let vars: Vec<(&str, &str)> = dashboard
-        .templating
-        .list
-        .iter()
-        .filter(|v| v.kind == "query")
-        .map(|v| (v.name.as_str(), ".*"))
-        .collect();
+    let vars = every_value(dashboard);
     std::fs::create_dir_all(dir).map_err(|e| Error::Draw { path: dir.to_owned(), message: e.to_string() })?;
     let mut written = vec![];
     for panel in dashboard.panels.iter().filter(|p| p.kind == "timeseries") {
@@ -331,6 +364,26 @@ pub async fn dashboard(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dashboard_opens_in_prometheus_ui_as_one_panel_per_query() {
+        for (_, dashboard) in super::super::dashboards::all() {
+            let link = prometheus_link("http://10.0.0.2:9090/", &dashboard, 60);
+            let url = reqwest::Url::parse(&link).unwrap();
+            assert_eq!(url.path(), "/query");
+            let params: std::collections::BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+            let queries: Vec<(&Panel, &Target)> =
+                dashboard.panels.iter().flat_map(|p| p.targets.iter().map(move |t| (p, t))).collect();
+            for (i, (panel, _)) in queries.iter().enumerate() {
+                let expr = &params[&format!("g{i}.expr")];
+                assert!(expr.starts_with(&format!("# {}\n", panel.title)), "{expr}");
+                assert!(!expr.contains('$'), "a variable left in {expr}");
+                let tab = if panel.kind == "timeseries" { "graph" } else { "table" };
+                assert_eq!(params[&format!("g{i}.tab")], tab);
+            }
+            assert!(!params.contains_key(&format!("g{}.expr", queries.len())), "{link}");
+        }
+    }
 
     #[test]
     fn legends_fill_labels_and_values_read_short() {
