@@ -5,8 +5,8 @@
 //!
 //! Reported:
 //! - the pipeline's cost: CPU (cores) and the sum of RSS of every vlagent
-//!   (one per node) and VictoriaLogs, idle (before the load, the anchor)
-//!   and under the load; beside them the workload's own, `web`'s three
+//!   (one per node) and VictoriaLogs, idle (before the load, the anchor,
+//!   after the cluster has settled for two minutes) and under the load; beside them the workload's own, `web`'s three
 //!   processes under the same load, and the pipeline's cost as a ratio of
 //!   the workload's;
 //! - end-to-end latency from `web`'s answer to the first query that finds
@@ -34,6 +34,9 @@ const TIMED_EVERY: u64 = 10;
 const POLL: Duration = Duration::from_millis(200);
 /// Before the load: what the pipeline costs with only the cluster's own lines.
 const IDLE: Duration = Duration::from_secs(30);
+/// A cluster just made logs more than the load adds (its pods starting,
+/// the first scrapes): let it settle first, or idle costs more than loaded.
+const SETTLE: Duration = Duration::from_secs(120);
 /// A timed line not found by then counts as lost.
 const LOST_AFTER: Duration = Duration::from_secs(30);
 
@@ -260,7 +263,8 @@ async fn run(c: &Cluster, args: &Args) -> Result<()> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()
     );
 
-    println!("idle for {} s (the anchor)…", IDLE.as_secs());
+    println!("settling for {} s, then idle for {} s (the anchor)…", SETTLE.as_secs(), IDLE.as_secs());
+    tokio::time::sleep(SETTLE).await;
     let (idle, ()) = measure(&processes, async {
         tokio::time::sleep(IDLE).await;
         Ok(())
