@@ -271,9 +271,21 @@ impl GoBinary {
     }
 }
 
+/// The garbage collector's target for the Go toolchain's own processes
+/// while they build: 400 rather than 100 trades the compiler's memory for
+/// time, since compiling is most of a cold build on two cores. Measured
+/// here (one cold build each, empty build caches): etcd's server 77.9 s
+/// and 126 s of CPU at 100, 63.4 s and 100 s at 400; two of Kubernetes'
+/// largest packages (`pkg/apis/core/v1`, `.../validation`) 75.5 s and 61.8
+/// s, the compiler's peak 471 and 778 MB. What is built does not change
+/// (the two etcd binaries are byte for byte the same): only the toolchain's
+/// own heap is collected less often, so the cache keys stay.
+pub(crate) const TOOLCHAIN_GOGC: &str = "400";
+
 /// What every upstream binary here is built with: no paths or VCS stamps
 /// (so the output depends on the inputs alone), stripped, `ldflags`, into
-/// `out` (a directory, with a trailing `/`, when there are more packages).
+/// `out` (a directory, with a trailing `/`, when there are more packages),
+/// by a toolchain that collects garbage less often ([`TOOLCHAIN_GOGC`]).
 pub(crate) fn build_args<'c>(
     command: &'c mut Command,
     ldflags: &[String],
@@ -282,6 +294,7 @@ pub(crate) fn build_args<'c>(
 ) -> &'c mut Command {
     let flags = std::iter::once("-s -w".to_owned()).chain(ldflags.iter().cloned()).collect::<Vec<_>>();
     command
+        .env("GOGC", TOOLCHAIN_GOGC)
         .args(["-trimpath", "-buildvcs=false", "-ldflags"])
         .arg(flags.join(" "))
         .arg("-o")
@@ -356,4 +369,32 @@ pub async fn ensure_pause(cache: &Path, progress: &Progress) -> Result<PathBuf> 
     tokio::fs::rename(&tmp, &out).await.map_err(|e| Error::io(&out, e))?;
     step.done();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_builds_are_stripped_reproducible_and_collect_less_often() {
+        let mut command = Command::new("go");
+        build_args(&mut command, &["-X a.b=c".to_owned()], Path::new("/out/"), &["./cmd/a", "./cmd/b"]);
+        let command = command.as_std();
+        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            args,
+            [
+                "-trimpath",
+                "-buildvcs=false",
+                "-ldflags",
+                "-s -w -X a.b=c",
+                "-o",
+                "/out/",
+                "./cmd/a",
+                "./cmd/b"
+            ]
+        );
+        let gogc = command.get_envs().find(|(k, _)| *k == "GOGC").and_then(|(_, v)| v);
+        assert_eq!(gogc, Some(std::ffi::OsStr::new(TOOLCHAIN_GOGC)));
+    }
 }
