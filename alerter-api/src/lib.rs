@@ -18,6 +18,17 @@ pub mod model;
 
 use k8s_openapi::api::core::v1::Pod;
 
+/// All but RFC 3986's unreserved characters.
+const RESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `text` with everything but RFC 3986's unreserved characters
+/// percent-encoded: safe as a query parameter's value, a URL fragment's, or
+/// an OTLP header's (`OTEL_EXPORTER_OTLP_HEADERS` values are URL-encoded).
+pub fn percent_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
+}
+
 /// The pod's Ready condition is True and it is not being deleted.
 pub fn pod_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()

@@ -3,10 +3,6 @@
 //! held wherever they run now (their rescheduled pods), over the incident's
 //! window. The alerter's notices and `vigil drill`'s report carry them.
 
-/// The percent-encoding of a query parameter: all but RFC 3986's unreserved characters.
-const RESERVED: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
 /// At most this many workloads are named in a query; the node's own lines
 /// are always in it. Keeps a link short enough for chat clients and
 /// browsers (a few KiB) when a node held many owners.
@@ -47,11 +43,8 @@ pub fn ui_link(ui_url: &str, query: &str, end: &str, range_seconds: u64) -> Stri
     let range = format!("{range_seconds}s");
     let pairs =
         [("query", query), ("g0.end_input", end), ("g0.range_input", &range), ("g0.relative_time", "none")];
-    let encoded = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encoding::utf8_percent_encode(v, RESERVED)))
-        .collect::<Vec<_>>()
-        .join("&");
+    let encoded =
+        pairs.iter().map(|(k, v)| format!("{k}={}", crate::percent_encode(v))).collect::<Vec<_>>().join("&");
     format!("{ui_url}#/?{encoded}")
 }
 

@@ -183,6 +183,13 @@ pub fn cut_chars(text: &str, max: usize) -> String {
 /// The words of a notice's link to the logs in Slack.
 const SLACK_LOGS_LINK: &str = "The node's and its workloads' logs over the incident";
 
+/// `text` as Slack's mrkdwn reads it back: `&`, `<` and `>` are its control
+/// characters (a `<` starts a link or a mention), so they are sent as
+/// entities, which Slack decodes. Everything else is sent as it is.
+fn mrkdwn_escaped(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 fn section(text: &str) -> serde_json::Value {
     serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
 }
@@ -197,17 +204,18 @@ pub fn slack_message(notice: &Notice) -> serde_json::Value {
         .iter()
         .filter(|o| o.verdict != Verdict::NotApplicable || notice.kind == NoticeKind::NodeDown)
         .map(|o| {
-            let line = format!(
+            let line = mrkdwn_escaped(&format!(
                 "• {} ({} pods): {:?}{}",
                 o.owner,
                 o.pods.len(),
                 o.verdict,
                 o.reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
-            );
+            ));
             cut_chars(&line, SLACK_SECTION_CHARS)
         })
         .collect();
-    let text = format!("*[{}] {}*: {}", notice.cluster, notice.kind.as_str(), notice.summary);
+    let text = mrkdwn_escaped(&format!("[{}] {}", notice.cluster, notice.kind.as_str()));
+    let text = format!("*{text}*: {}", mrkdwn_escaped(&notice.summary));
     // Each chunk: its text, its length in characters, its owners.
     let mut chunks: Vec<(String, usize, usize)> = vec![];
     for line in &owners {
@@ -227,8 +235,9 @@ pub fn slack_message(notice: &Notice) -> serde_json::Value {
     let mut blocks = vec![section(&cut_chars(&text, SLACK_SECTION_CHARS))];
     if let Some(url) = &notice.logs_url {
         // Its own block, never cut: a cut link leads nowhere. The UI's
-        // links are percent-encoded, so they hold none of `<|>`.
-        let link = format!("<{url}|{SLACK_LOGS_LINK}>");
+        // links are percent-encoded, so they hold no `<`, `|` or `>`; their
+        // parameters' `&` is escaped like any other.
+        let link = format!("<{}|{}>", mrkdwn_escaped(url), mrkdwn_escaped(SLACK_LOGS_LINK));
         if link.chars().count() <= SLACK_SECTION_CHARS {
             blocks.push(section(&link));
         }
@@ -363,14 +372,24 @@ mod tests {
         let message = slack_message(&down);
         assert_eq!(message["text"], "*[vigil] node-down*: node w2 is Unknown");
         assert_eq!(message["blocks"][1]["text"]["text"], "• Deployment default/web (2 pods): Pending");
-        // The link to the logs is a block of its own, after the summary.
-        down.logs_url = Some("http://10.0.0.5:9428/select/vmui/#/?query=x".into());
+        // The link to the logs is a block of its own, after the summary,
+        // its parameters' `&` sent as Slack's entity.
+        down.logs_url = Some("http://10.0.0.5:9428/select/vmui/#/?query=x&g0.range_input=60s".into());
         let message = slack_message(&down);
         assert_eq!(
             message["blocks"][1]["text"]["text"],
-            format!("<http://10.0.0.5:9428/select/vmui/#/?query=x|{SLACK_LOGS_LINK}>")
+            format!("<http://10.0.0.5:9428/select/vmui/#/?query=x&amp;g0.range_input=60s|{SLACK_LOGS_LINK}>")
         );
         assert_eq!(message["blocks"][2]["text"]["text"], "• Deployment default/web (2 pods): Pending");
+        // Text that Slack would read as a link or a mention is escaped.
+        down.summary = "node <!channel> & w2".into();
+        down.owners[0].reason = Some("a > b".into());
+        let message = slack_message(&down);
+        assert_eq!(message["text"], "*[vigil] node-down*: node &lt;!channel&gt; &amp; w2");
+        assert_eq!(
+            message["blocks"][2]["text"]["text"],
+            "• Deployment default/web (2 pods): Pending, a &gt; b"
+        );
         // One too long for a section is left out rather than cut.
         down.logs_url = Some(format!("http://x/{}", "a".repeat(SLACK_SECTION_CHARS)));
         assert_eq!(slack_message(&down)["blocks"].as_array().unwrap().len(), 2);

@@ -29,6 +29,10 @@ pub const CHROMIUM: &str = "chromium";
 /// How long a page may take to settle (Chromium's virtual time: scripts,
 /// timers and the UI's requests run until then).
 const SETTLE: Duration = Duration::from_secs(10);
+/// How many times a page is opened before its check fails.
+pub const ATTEMPTS: u32 = 3;
+/// A browser window's usual size, in pixels.
+pub const WINDOW: (u32, u32) = (1280, 900);
 /// How long one Chromium run may take in real time.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -165,23 +169,37 @@ impl Browser {
         command
     }
 
-    /// Opens `url`, keeps its screenshot as `<name>.png`, returns its DOM.
-    pub async fn open(&self, url: &str, name: &str) -> Result<Page> {
-        self.open_sized(url, name, (1280, 900)).await
-    }
-
-    /// [`Self::open`] in a window of `size` pixels (a long page's screenshot).
-    pub async fn open_sized(&self, url: &str, name: &str, size: (u32, u32)) -> Result<Page> {
-        let profile = tempfile::tempdir()?;
+    /// Opens `url` until `check` accepts its DOM, in a window of `size`
+    /// pixels (a long page's screenshot is tall). Each attempt is one
+    /// Chromium run, so the screenshot `<name>.png` and the DOM `<name>.html`
+    /// kept beside it show the same moment of the page. A UI on a busy
+    /// machine may draw after the settle budget, so a page is opened up to
+    /// [`ATTEMPTS`] times, as a user would reload it.
+    pub async fn open<F>(&self, url: &str, name: &str, size: (u32, u32), check: F) -> Result<Page>
+    where
+        F: Fn(&str) -> Result<()>,
+    {
         let screenshot = self.dir.join(format!("{name}.png"));
-        let mut shot = self.chromium(profile.path(), size);
-        shot.arg(format!("--screenshot={}", screenshot.display())).arg(url);
-        run(shot, url).await?;
-        ensure!(screenshot.exists(), "Chromium wrote no screenshot of {url}");
-        let mut dump = self.chromium(profile.path(), size);
-        dump.arg("--dump-dom").arg(url);
-        let dom = run(dump, url).await?;
-        Ok(Page { dom, screenshot })
+        let dom_file = self.dir.join(format!("{name}.html"));
+        let mut attempt = 1;
+        loop {
+            let profile = tempfile::tempdir()?;
+            let _ = std::fs::remove_file(&screenshot);
+            let mut chromium = self.chromium(profile.path(), size);
+            chromium.arg(format!("--screenshot={}", screenshot.display())).arg("--dump-dom").arg(url);
+            let dom = run(chromium, url).await?;
+            std::fs::write(&dom_file, &dom).with_context(|| dom_file.display().to_string())?;
+            ensure!(screenshot.exists(), "Chromium wrote no screenshot of {url}");
+            match check(&dom) {
+                Ok(()) => return Ok(Page { dom, screenshot }),
+                Err(e) if attempt == ATTEMPTS => bail!(
+                    "{e:#} ({url}, opened {ATTEMPTS} times; what it showed: {} and {})",
+                    screenshot.display(),
+                    dom_file.display()
+                ),
+                Err(_) => attempt += 1,
+            }
+        }
     }
 }
 

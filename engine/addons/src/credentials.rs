@@ -99,18 +99,9 @@ pub fn random_password() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Everything but RFC 3986's unreserved characters is percent-encoded.
-const RESERVED: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// `text` with everything but RFC 3986's unreserved characters percent-encoded.
-pub(crate) fn percent_encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
-}
-
 /// `OTEL_EXPORTER_OTLP_HEADERS` carrying `credentials` as Basic auth.
 pub fn otlp_headers(credentials: &Credentials) -> String {
-    format!("Authorization={}", percent_encode(&credentials.basic_header()))
+    format!("Authorization={}", alerter_api::percent_encode(&credentials.basic_header()))
 }
 
 fn meta(name: &str, namespace: &str) -> ObjectMeta {

@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use vigil::addons::{alertmanager, prometheus, victorialogs, web};
-use vigil_e2e::{Cluster, browser::Browser};
+use vigil_e2e::{
+    Cluster,
+    browser::{Browser, WINDOW},
+};
 
 async fn browser(c: &Cluster) -> Result<Browser> {
     let hosts = c
@@ -39,30 +42,32 @@ async fn browser(c: &Cluster) -> Result<Browser> {
 pub async fn prometheus_and_victorialogs_uis_work_in_a_browser(c: &Cluster) -> Result<()> {
     let browser = browser(c).await?;
 
-    let page = browser.open(c.web_url()?, web::NAME).await?;
-    ensure!(page.dom.contains("I'm web-"), "web's page: {:.300}", page.dom);
+    browser
+        .open(c.web_url()?, web::NAME, WINDOW, |dom| {
+            ensure!(dom.contains("I'm web-"), "web's page does not greet from a pod");
+            Ok(())
+        })
+        .await?;
 
     let prometheus = c.url(prometheus::NAME)?;
     let query_page =
         |params: &[(&str, &str)]| reqwest::Url::parse_with_params(&format!("{prometheus}query"), params);
     let graph = query_page(&[("g0.expr", "up"), ("g0.tab", "graph"), ("g0.range_input", "15m")])?;
-    let page = browser.open(graph.as_str(), "prometheus-graph").await?;
-    ensure!(
-        page.dom.contains(r#"job=""#)
-            && page.dom.contains("<svg")
-            && !page.dom.contains("Error executing query"),
-        "Prometheus drew no graph of `up` ({}): {:.500}",
-        page.screenshot.display(),
-        page.dom
-    );
+    browser
+        .open(graph.as_str(), "prometheus-graph", WINDOW, |dom| {
+            ensure!(!dom.contains("Error executing query"), "Prometheus's query of `up` failed");
+            ensure!(dom.contains(r#"class="uplot"#), "Prometheus drew no graph of `up`");
+            ensure!(dom.contains(r#"job=""#), "Prometheus's graph of `up` has no series in its legend");
+            Ok(())
+        })
+        .await?;
     let bad = query_page(&[("g0.expr", "up{"), ("g0.tab", "table")])?;
-    let page = browser.open(bad.as_str(), "prometheus-bad-promql").await?;
-    ensure!(
-        page.dom.contains("parse error"),
-        "a malformed PromQL shows no parse error ({}): {:.500}",
-        page.screenshot.display(),
-        page.dom
-    );
+    browser
+        .open(bad.as_str(), "prometheus-bad-promql", WINDOW, |dom| {
+            ensure!(dom.contains("parse error"), "a malformed PromQL shows no parse error");
+            Ok(())
+        })
+        .await?;
 
     // A line of web's own, then the log UI finds it.
     let marker = super::logs::fresh_marker("vigil-e2e-browser");
@@ -78,24 +83,20 @@ pub async fn prometheus_and_victorialogs_uis_work_in_a_browser(c: &Cluster) -> R
     .await?;
     let ui = c.url(victorialogs::NAME)?;
     let end = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
-    let page = browser
-        .open(&alerter::logs::ui_link(ui, &query, &end.to_string(), 600), "victorialogs-search")
+    let search = alerter::logs::ui_link(ui, &query, &end.to_string(), 600);
+    browser
+        .open(&search, "victorialogs-search", WINDOW, |dom| {
+            ensure!(dom.contains(&marker), "VictoriaLogs' UI does not show web's line {marker}");
+            Ok(())
+        })
         .await?;
-    ensure!(
-        page.dom.contains(&marker),
-        "VictoriaLogs' UI does not show web's line {marker} ({}): {:.500}",
-        page.screenshot.display(),
-        page.dom
-    );
-    let page = browser
-        .open(&alerter::logs::ui_link(ui, "web AND (", &end.to_string(), 600), "victorialogs-bad-logsql")
+    let bad = alerter::logs::ui_link(ui, "web AND (", &end.to_string(), 600);
+    browser
+        .open(&bad, "victorialogs-bad-logsql", WINDOW, |dom| {
+            ensure!(dom.contains("cannot parse"), "a malformed LogsQL query shows no error");
+            Ok(())
+        })
         .await?;
-    ensure!(
-        page.dom.contains("cannot parse"),
-        "a malformed LogsQL query shows no error ({}): {:.500}",
-        page.screenshot.display(),
-        page.dom
-    );
     println!("screenshots in {}", browser.dir.display());
     Ok(())
 }
@@ -105,28 +106,34 @@ pub async fn alertmanager_ui_works_in_a_browser(c: &Cluster) -> Result<()> {
     let root = c.url(alertmanager::NAME)?;
     // What a user types: the address `up` printed, which leads to the UI
     // (its alerts page, a placeholder upstream: the pages' names alone).
-    let page = browser.open(root, "alertmanager").await?;
-    ensure!(
-        page.dom.contains("Silences") && page.dom.contains("Status"),
-        "Alertmanager's address does not lead to its UI ({}): {:.500}",
-        page.screenshot.display(),
-        page.dom
-    );
-    let page = browser.open(&format!("{root}ui/#/status"), "alertmanager-status").await?;
+    browser
+        .open(root, "alertmanager", WINDOW, |dom| {
+            ensure!(
+                dom.contains("Silences") && dom.contains("Status"),
+                "Alertmanager's address does not lead to its UI"
+            );
+            Ok(())
+        })
+        .await?;
     let release = vigil::versions::ALERTMANAGER.trim_start_matches('v');
-    ensure!(
-        page.dom.contains("Build information") && page.dom.contains(release),
-        "Alertmanager's status page does not name release {release} ({}): {:.500}",
-        page.screenshot.display(),
-        page.dom
-    );
-    let page = browser.open(&format!("{root}ui/#/config"), "alertmanager-config").await?;
-    ensure!(
-        page.dom.contains("group_by") && page.dom.contains("alertname"),
-        "Alertmanager's config page does not show vigil's route ({}): {:.500}",
-        page.screenshot.display(),
-        page.dom
-    );
+    browser
+        .open(&format!("{root}ui/#/status"), "alertmanager-status", WINDOW, |dom| {
+            ensure!(
+                dom.contains("Build information") && dom.contains(release),
+                "Alertmanager's status page does not name release {release}"
+            );
+            Ok(())
+        })
+        .await?;
+    browser
+        .open(&format!("{root}ui/#/config"), "alertmanager-config", WINDOW, |dom| {
+            ensure!(
+                dom.contains("group_by") && dom.contains("alertname"),
+                "Alertmanager's config page does not show vigil's route"
+            );
+            Ok(())
+        })
+        .await?;
     println!("screenshots in {}", browser.dir.display());
     Ok(())
 }
@@ -136,37 +143,36 @@ pub async fn dashboards_open_live_in_prometheus_ui(c: &Cluster) -> Result<()> {
     let prometheus = c.url(prometheus::NAME)?;
     for (_, dashboard) in vigil::monitoring::dashboards::all() {
         let link = vigil::monitoring::render::prometheus_link(prometheus, &dashboard, 30);
-        let queries: Vec<_> =
-            dashboard.panels.iter().flat_map(|p| p.targets.iter().map(move |_| p)).collect();
+        let queries: Vec<_> = dashboard.queries().map(|(panel, _)| panel).collect();
         let graphs = queries.iter().filter(|p| p.kind == "timeseries").count();
         // A panel's graph is about 450 pixels high; the table ones less.
         let height = 300 + 450 * queries.len() as u32;
-        let page = browser.open_sized(&link, &format!("dashboard-{}", dashboard.uid), (1280, height)).await?;
-        let shown = |what: &str| page.dom.matches(what).count();
-        ensure!(
-            shown("Error executing query") == 0 && shown("parse error") == 0,
-            "{} shows a query error in Prometheus's UI ({}): {:.800}",
-            dashboard.title,
-            page.screenshot.display(),
-            page.dom
-        );
-        for panel in &queries {
-            ensure!(
-                page.dom.contains(&html_escaped(&panel.title)),
-                "{}'s panel {:?} is not on the page ({})",
-                dashboard.title,
-                panel.title,
-                page.screenshot.display()
-            );
-        }
-        let drawn = shown(r#"class="uplot"#);
-        ensure!(
-            drawn == graphs,
-            "{} of {graphs} time-series queries of {} drawn in Prometheus's UI ({})",
-            drawn,
-            dashboard.title,
-            page.screenshot.display()
-        );
+        let name = format!("dashboard-{}", dashboard.uid);
+        browser
+            .open(&link, &name, (WINDOW.0, height), |dom| {
+                let shown = |what: &str| dom.matches(what).count();
+                ensure!(
+                    shown("Error executing query") == 0 && shown("parse error") == 0,
+                    "{} shows a query error in Prometheus's UI",
+                    dashboard.title
+                );
+                for panel in &queries {
+                    ensure!(
+                        dom.contains(&html_escaped(&panel.title)),
+                        "{}'s panel {:?} is not on the page",
+                        dashboard.title,
+                        panel.title
+                    );
+                }
+                let drawn = shown(r#"class="uplot"#);
+                ensure!(
+                    drawn == graphs,
+                    "{drawn} of {graphs} time-series queries of {} drawn in Prometheus's UI",
+                    dashboard.title
+                );
+                Ok(())
+            })
+            .await?;
     }
     println!("screenshots in {}", browser.dir.display());
     Ok(())

@@ -30,6 +30,14 @@ pub struct Dashboard {
     pub panels: Vec<Panel>,
 }
 
+impl Dashboard {
+    /// Every query with its panel, in the dashboard's order: what a viewer
+    /// that draws one query at a time shows.
+    pub fn queries(&self) -> impl Iterator<Item = (&Panel, &Target)> {
+        self.panels.iter().flat_map(|panel| panel.targets.iter().map(move |target| (panel, target)))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimeRange {
     pub from: String,

@@ -210,8 +210,7 @@ pub fn prometheus_link(prometheus_ui: &str, dashboard: &Dashboard, minutes: u32)
     let window = Window::last_minutes(minutes);
     let vars = every_value(dashboard);
     let mut params: Vec<(String, String)> = vec![];
-    let queries = dashboard.panels.iter().flat_map(|panel| panel.targets.iter().map(move |t| (panel, t)));
-    for (i, (panel, target)) in queries.enumerate() {
+    for (i, (panel, target)) in dashboard.queries().enumerate() {
         let title = panel.title.replace('\n', " ");
         let mut set = |key: &str, value: String| params.push((format!("g{i}.{key}"), value));
         set("expr", format!("# {title}\n{}", expression(target, &vars, window)));
@@ -372,8 +371,7 @@ mod tests {
             let url = reqwest::Url::parse(&link).unwrap();
             assert_eq!(url.path(), "/query");
             let params: std::collections::BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-            let queries: Vec<(&Panel, &Target)> =
-                dashboard.panels.iter().flat_map(|p| p.targets.iter().map(move |t| (p, t))).collect();
+            let queries: Vec<_> = dashboard.queries().collect();
             for (i, (panel, _)) in queries.iter().enumerate() {
                 let expr = &params[&format!("g{i}.expr")];
                 assert!(expr.starts_with(&format!("# {}\n", panel.title)), "{expr}");
