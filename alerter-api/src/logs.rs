@@ -20,11 +20,13 @@ fn quoted(text: &str) -> String {
     serde_json::to_string(text).expect("a string serializes")
 }
 
-/// A LogsQL query for the lines of every pod on `node`, and of the pods of
-/// each `(namespace, name)` workload (those whose name starts with `name-`,
-/// as a Deployment's and a StatefulSet's pods are named) wherever they run.
+/// A LogsQL query for the lines of every pod on `node` and of its own
+/// journal (its kubelet's and containerd's entries, whose `_HOSTNAME` is
+/// the node's), and of the pods of each `(namespace, name)` workload (those
+/// whose name starts with `name-`, as a Deployment's and a StatefulSet's
+/// pods are named) wherever they run.
 pub fn incident_query<'a>(node: &str, workloads: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut query = format!("kubernetes.pod_node_name:{}", quoted(node));
+    let mut query = format!("kubernetes.pod_node_name:{node} OR _HOSTNAME:{node}", node = quoted(node));
     for (namespace, name) in workloads.into_iter().take(MAX_WORKLOADS) {
         query += &format!(
             " OR (kubernetes.pod_namespace:{} AND kubernetes.pod_name:={}*)",
@@ -77,7 +79,7 @@ mod tests {
         let query = incident_query("vigil-worker", [("default", "web"), ("monitoring", "prometheus")]);
         assert_eq!(
             query,
-            r#"kubernetes.pod_node_name:"vigil-worker" OR (kubernetes.pod_namespace:"default" AND kubernetes.pod_name:="web-"*) OR (kubernetes.pod_namespace:"monitoring" AND kubernetes.pod_name:="prometheus-"*)"#
+            r#"kubernetes.pod_node_name:"vigil-worker" OR _HOSTNAME:"vigil-worker" OR (kubernetes.pod_namespace:"default" AND kubernetes.pod_name:="web-"*) OR (kubernetes.pod_namespace:"monitoring" AND kubernetes.pod_name:="prometheus-"*)"#
         );
         let link = ui_link("http://10.0.0.1:9428/select/vmui/", &query, "2026-01-01T00:10:00Z", 600);
         assert!(
@@ -101,6 +103,6 @@ mod tests {
         assert!(query.contains(r#"kubernetes.pod_namespace:"a\"b""#), "{query}");
         let many: Vec<(String, String)> = (0..50).map(|i| ("ns".to_owned(), format!("w{i}"))).collect();
         let query = incident_query("n", many.iter().map(|(a, b)| (a.as_str(), b.as_str())));
-        assert_eq!(query.matches(" OR ").count(), MAX_WORKLOADS);
+        assert_eq!(query.matches(" OR ").count(), 1 + MAX_WORKLOADS);
     }
 }

@@ -111,7 +111,7 @@ pub const PROMTOOL: &str = "/bin/promtool";
 pub const PROMETHEUS_JOB: &str = "prometheus";
 
 /// Container ports whose name says they serve `/metrics`.
-pub const METRICS_PORT_NAMES: &str = "metrics|http|probe-admin";
+pub const METRICS_PORT_NAMES: &str = "metrics|http|probe-admin|journal-admin";
 
 #[derive(Serialize)]
 struct Config {

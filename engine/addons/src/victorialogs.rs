@@ -5,7 +5,8 @@
 //! still there to read after the drill; its data on a PersistentVolumeClaim
 //! there, bounded by disk size and age. It listens on loopback behind the
 //! authenticating proxy (see [`super::auth_proxy`]): vigil's user reads and
-//! writes, the log shippers' user may only `POST /insert/native`.
+//! writes, the log shippers' user may only `POST /insert/native` and
+//! `/insert/journald/upload`.
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, VolumeMount};
 use kube::api::ObjectMeta;
@@ -37,6 +38,8 @@ pub const RETENTION_DISK: &str = "700MiB";
 pub const RETENTION_PERIOD: &str = "7d";
 /// Where vlagent sends (its default, native, format).
 pub const INSERT_PATH: &str = "/insert/native";
+/// Where the journal shipper sends (the journal export format).
+pub const JOURNALD_PATH: &str = "/insert/journald/upload";
 /// The web UI, under the address.
 pub const UI_PATH: &str = "select/vmui/";
 /// vlagent's batches: at most 1 MiB before compression (`-remoteWrite.maxBlockSize`).
@@ -45,11 +48,12 @@ const DATA_DIR: &str = "/victoria-logs-data";
 /// No user of the image's own: `nobody`.
 const USER: i64 = 65534;
 
-/// The log shippers: `POST /insert/native` and nothing else.
+/// The log shippers: `POST /insert/native` (vlagent) and `POST
+/// /insert/journald/upload` (the journal shipper), nothing else.
 pub const LOGS_WRITER: auth_proxy::Writer = auth_proxy::Writer {
     user: credentials::LOGS_USER,
     secret: credentials::LOGS_SECRET,
-    paths: &[INSERT_PATH],
+    paths: &[INSERT_PATH, JOURNALD_PATH],
 };
 
 pub const ADDON: Addon = Addon {
@@ -91,6 +95,11 @@ pub const IMAGE: UpstreamImage = UpstreamImage {
 /// Where the cluster's pods reach the store (vlagent's remote write).
 pub fn insert_url() -> String {
     format!("http://{NAME}.{NAMESPACE}.svc:{PORT}{INSERT_PATH}")
+}
+
+/// The journal shipper's destination.
+pub fn journald_url() -> String {
+    format!("http://{NAME}.{NAMESPACE}.svc:{PORT}{JOURNALD_PATH}")
 }
 
 fn meta(name: &str) -> ObjectMeta {

@@ -25,14 +25,22 @@
 //!   any pod could send lines through it with its credentials. Its port
 //!   serves only `/health` and `/metrics`.
 //!
-//! Not collected: the nodes' journals (the kubelet's, containerd's). vlagent
-//! has no journal reader; `vigil export logs` still gathers them.
+//! Its pod has a second container, [`JOURNAL_SHIPPER`] (a crate of this
+//! workspace): vlagent has no journal reader, so the shipper reads the
+//! node's journal files (read-only host paths) and posts the kubelet's and
+//! containerd's entries to the store's journald endpoint as the same user,
+//! in bounded batches, resuming after the last entry the store took (its
+//! cursor in its own directory on the node, `/var/lib/vigil-journal-shipper`).
+//! It runs as root with no capabilities for the same reason as vlagent
+//! (the journal files are root's, mode 0640), and its admin port serves
+//! `/live`, `/ready` and `/metrics` (`journal_shipper_*`).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, HostPathVolumeSource, KeyToPath, Namespace, PodSecurityContext,
-    PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, HostPathVolumeSource, KeyToPath, Namespace,
+    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use kube::api::ObjectMeta;
 
@@ -65,12 +73,27 @@ pub const PENDING_LIMIT: &str = "512MiB";
 /// The longest wait between two tries to send a batch the store refused or
 /// did not answer.
 pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-const POD_SECURITY_REASON: &str = "vlagent reads the kubelet's container log files from each node (hostPath /var/log/pods and /var/log/containers, read-only) and keeps its read offsets there (hostPath /var/lib/vigil-vlagent), which baseline forbids too";
+const POD_SECURITY_REASON: &str = "vlagent reads the kubelet's container log files from each node (hostPath /var/log/pods and /var/log/containers, read-only) and keeps its read offsets there (hostPath /var/lib/vigil-vlagent); its journal-shipper reads the node's journal (hostPath /var/log/journal and /run/log/journal, read-only) and keeps its cursor there (hostPath /var/lib/vigil-journal-shipper); baseline forbids host paths too";
+
+/// The sidecar that ships the node's kubelet and containerd journal entries.
+pub const JOURNAL_SHIPPER: &str = "journal-shipper";
+/// Its `/live`, `/ready` and `/metrics`.
+pub const JOURNAL_SHIPPER_PORT: u16 = 9430;
+/// The journal units it ships.
+pub const JOURNAL_UNITS: [&str; 2] = ["kubelet.service", "containerd.service"];
+/// The node's journal, persistent and volatile: journald writes to one of
+/// them and, with the default `Storage=auto`, both exist (a node whose
+/// journal has no persistent directory starts no pod of this DaemonSet,
+/// and the rollout names it).
+const JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
+/// On the node: the shipper's cursor, vigil's alone.
+pub const NODE_JOURNAL_STATE_DIR: &str = "/var/lib/vigil-journal-shipper";
+const JOURNAL_STATE_DIR: &str = "/var/lib/journal-shipper";
 
 pub const ADDON: Addon = Addon {
     name: NAME,
-    title: "vlagent: every node's container logs into VictoriaLogs",
-    crates: &[],
+    title: "vlagent: every node's container logs and kubelet and containerd journals into VictoriaLogs",
+    crates: &[JOURNAL_SHIPPER],
     images: &[IMAGE],
     needs: &[victorialogs::NAME],
     // A vlagent that starts before its store answers can be left sending
@@ -116,7 +139,7 @@ pub fn namespace() -> Object {
 }
 
 fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
-    Ok(objects(input.spec))
+    Ok(objects(input.spec, &input.image(JOURNAL_SHIPPER)))
 }
 
 fn host_path(name: &str, path: &str) -> (Volume, VolumeMount) {
@@ -153,7 +176,77 @@ pub fn args() -> Vec<String> {
     ]
 }
 
-pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
+/// The journal shipper's container: the node's journal read-only, its
+/// cursor in `state_volume`, the store's password from `credentials_volume`.
+fn journal_shipper(image: &str, state_volume: &str, credentials_volume: &str) -> Container {
+    let env =
+        |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
+    let mut mounts: Vec<VolumeMount> = JOURNAL_DIRS
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| VolumeMount {
+            name: format!("journal-{i}"),
+            mount_path: (*dir).into(),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .collect();
+    mounts.push(VolumeMount {
+        name: state_volume.into(),
+        mount_path: JOURNAL_STATE_DIR.into(),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: credentials_volume.into(),
+        mount_path: CREDENTIALS_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    let probe = |path: &str| Probe { period_seconds: Some(10), ..http_get_probe(JOURNAL_SHIPPER_PORT, path) };
+    Container {
+        name: JOURNAL_SHIPPER.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(vec![
+            env("JOURNAL_DIRS", JOURNAL_DIRS.join(",")),
+            env("JOURNAL_UNITS", JOURNAL_UNITS.join(",")),
+            env("LOGS_URL", victorialogs::journald_url()),
+            env("LOGS_USER", credentials::LOGS_USER.into()),
+            env("LOGS_PASSWORD_FILE", format!("{CREDENTIALS_DIR}/{}", credentials::PASSWORD_KEY)),
+            env("STATE_FILE", format!("{JOURNAL_STATE_DIR}/cursor")),
+            env("ADMIN_LISTEN", format!("0.0.0.0:{JOURNAL_SHIPPER_PORT}")),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some(JOURNAL_ADMIN_PORT_NAME.into()),
+            container_port: JOURNAL_SHIPPER_PORT.into(),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe("/ready")),
+        liveness_probe: Some(Probe { initial_delay_seconds: Some(10), ..probe("/live") }),
+        volume_mounts: Some(mounts),
+        resources: Some(resources(&[("cpu", "5m"), ("memory", "16Mi")], &[("memory", "64Mi")])),
+        security_context: Some(root_without_capabilities()),
+        ..Default::default()
+    }
+}
+
+/// Root for the files' owner bits, and nothing else of root's.
+fn root_without_capabilities() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(0),
+        run_as_group: Some(0),
+        run_as_non_root: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        ..Default::default()
+    }
+}
+
+/// The journal shipper's admin port, which Prometheus scrapes.
+pub const JOURNAL_ADMIN_PORT_NAME: &str = "journal-admin";
+
+pub fn objects(spec: &ClusterSpec, journal_shipper_image: &str) -> Vec<Object> {
     let identity = cluster_identity(
         meta(NAME, true),
         meta("vigil:vlagent", false),
@@ -213,18 +306,25 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
             mount("credentials", CREDENTIALS_DIR, true),
         ]),
         resources: Some(resources(&[("cpu", "10m"), ("memory", "32Mi")], &[("memory", "128Mi")])),
-        // Root for the files' owner bits, and nothing else of root's.
-        security_context: Some(SecurityContext {
-            run_as_user: Some(0),
-            run_as_group: Some(0),
-            run_as_non_root: Some(false),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-            ..Default::default()
+        security_context: Some(root_without_capabilities()),
+        ..Default::default()
+    };
+    let journal_volumes = JOURNAL_DIRS.iter().enumerate().map(|(i, dir)| Volume {
+        name: format!("journal-{i}"),
+        host_path: Some(HostPathVolumeSource { path: (*dir).into(), type_: Some("Directory".into()) }),
+        ..Default::default()
+    });
+    let journal_state = Volume {
+        name: "journal-state".into(),
+        host_path: Some(HostPathVolumeSource {
+            path: NODE_JOURNAL_STATE_DIR.into(),
+            type_: Some("DirectoryOrCreate".into()),
         }),
         ..Default::default()
     };
+    let shipper = journal_shipper(journal_shipper_image, "journal-state", "credentials");
+    let mut volumes = vec![pods_volume, containers_volume, state, secret, journal_state];
+    volumes.extend(journal_volumes);
     let daemon_set = monitoring_daemon_set(
         NAME,
         meta(NAME, true),
@@ -238,8 +338,8 @@ pub fn objects(spec: &ClusterSpec) -> Vec<Object> {
                 }),
                 ..Default::default()
             }),
-            containers: vec![container],
-            volumes: Some(vec![pods_volume, containers_volume, state, secret]),
+            containers: vec![container, shipper],
+            volumes: Some(volumes),
             ..Default::default()
         },
     );
@@ -255,7 +355,7 @@ mod tests {
 
     #[test]
     fn it_reads_the_node_read_only_and_takes_no_lines_from_pods() {
-        let objects = objects(&ClusterSpec::default());
+        let objects = objects(&ClusterSpec::default(), "vigil.local/journal-shipper:test");
         let ds = objects.iter().find_map(|o| o.to_typed::<DaemonSet>()).unwrap();
         let pod = ds.spec.unwrap().template.spec.unwrap();
         let container = &pod.containers[0];
@@ -275,6 +375,38 @@ mod tests {
                 .any(|a| a == "-remoteWrite.url=http://victorialogs.monitoring.svc:9428/insert/native")
         );
         assert!(!args.iter().any(|a| a.contains("basicAuth.password=")), "the password is a file");
+        // The journal shipper: the journal read-only, only its cursor's
+        // directory writable, the password a file, scraped by Prometheus.
+        let shipper = pod.containers.iter().find(|c| c.name == JOURNAL_SHIPPER).unwrap();
+        let writable: Vec<_> = shipper
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.read_only != Some(true))
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(writable, [JOURNAL_STATE_DIR]);
+        for dir in JOURNAL_DIRS {
+            assert!(
+                shipper
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.mount_path == dir && m.read_only == Some(true))
+            );
+        }
+        assert_eq!(shipper.security_context, container.security_context);
+        let env: BTreeMap<_, _> = shipper
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["LOGS_URL"], "http://victorialogs.monitoring.svc:9428/insert/journald/upload");
+        assert!(env["LOGS_PASSWORD_FILE"].starts_with(CREDENTIALS_DIR), "{env:?}");
+        assert!(
+            super::super::prometheus::METRICS_PORT_NAMES.split('|').any(|n| n == JOURNAL_ADMIN_PORT_NAME)
+        );
         let role =
             objects.iter().find_map(|o| o.to_typed::<k8s_openapi::api::rbac::v1::ClusterRole>()).unwrap();
         let verbs: Vec<(String, Vec<String>)> =

@@ -6,18 +6,22 @@
 //! - the log shippers' user may insert but not read, anyone else nothing;
 //! - a vlagent pod replaced (deleted, as an eviction or a new image would)
 //!   resumes where the old one stopped: no line is stored twice;
-//! - a malformed LogsQL query gets VictoriaLogs' own error, naming it.
+//! - a malformed LogsQL query gets VictoriaLogs' own error, naming it;
+//! - a node's kubelet and containerd journal entries are in the store
+//!   (the journal shipper beside vlagent): a pod that cannot start is in
+//!   both, under the node's `_HOSTNAME` and each unit's `_SYSTEMD_UNIT`,
+//!   and the shipper's metrics count deliveries and no failure.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::{
     Api,
-    api::{DeleteParams, ListParams},
+    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
 };
 use vigil::{
-    addons::{credentials, victorialogs, vlagent, web},
+    addons::{self, credentials, victorialogs, vlagent, web},
     poll::until_some,
 };
 use vigil_e2e::Cluster;
@@ -175,5 +179,80 @@ pub async fn a_replaced_vlagent_sends_no_line_twice(c: &Cluster) -> Result<()> {
         copies == 1,
         "web's line for /{first} is stored {copies} times after {node}'s vlagent was replaced"
     );
+    Ok(())
+}
+
+/// How long the journal shipper may take: it reads every second, and the
+/// kubelet logs a failed start after its first retry.
+const JOURNAL_DELIVERY: Duration = Duration::from_secs(60);
+
+/// A pod pinned to `node` whose container cannot start (its command does
+/// not exist): containerd logs its sandbox by the pod's name, and the
+/// kubelet logs the failed start naming the pod.
+fn unstartable_pod(name: &str, node: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            security_context: Some(addons::non_root_pod(65534, None)),
+            termination_grace_period_seconds: Some(1),
+            containers: vec![Container {
+                name: "absent".into(),
+                image: Some(vigil_e2e::images().base()),
+                image_pull_policy: Some("Never".into()),
+                command: Some(vec!["/no-such-command".into()]),
+                security_context: Some(addons::locked_down()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn a_nodes_kubelet_and_containerd_journals_are_in_victorialogs(c: &Cluster) -> Result<()> {
+    let node = c.spec.worker_name(0);
+    let name = fresh_marker("vigil-e2e-journal");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), web::NAMESPACE);
+    pods.create(&PostParams::default(), &unstartable_pod(&name, &node)).await?;
+    let found = async {
+        for unit in vlagent::JOURNAL_UNITS {
+            let query = format!("_HOSTNAME:{node:?} AND _SYSTEMD_UNIT:{unit:?} AND {name:?}");
+            until_some(
+                format!("{unit} on {node} naming {name} in VictoriaLogs"),
+                JOURNAL_DELIVERY,
+                || async { Ok::<_, anyhow::Error>(c.logs(&query, 1).await?.into_iter().next()) },
+            )
+            .await
+            .with_context(|| {
+                format!("the journal shipper on {node} did not ship {unit}'s entries: {query}")
+            })?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = pods.delete(&name, &DeleteParams::default()).await;
+    found?;
+    // Its own account: batches delivered, none refused.
+    let query = format!(
+        "sum by (outcome) (journal_shipper_deliveries_total{{kubernetes_node={node:?}, kubernetes_container={:?}}})",
+        vlagent::JOURNAL_SHIPPER
+    );
+    let http = c.http()?;
+    let outcomes =
+        until_some("the journal shipper's metrics in Prometheus", Duration::from_secs(60), || async {
+            let rows = super::monitoring::query(&http, c.prometheus_url()?, &query, None).await?;
+            Ok::<_, anyhow::Error>((!rows.is_empty()).then_some(rows))
+        })
+        .await?;
+    let count = |outcome: &str| {
+        outcomes
+            .iter()
+            .filter(|row| row["metric"]["outcome"] == outcome)
+            .filter_map(|row| row["value"][1].as_str()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    ensure!(count("delivered") >= 1.0, "no delivered batch counted on {node}: {outcomes:?}");
+    ensure!(count("refused") == 0.0, "the store refused batches from {node}: {outcomes:?}");
     Ok(())
 }

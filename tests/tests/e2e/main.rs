@@ -46,15 +46,23 @@ fn outcome(result: anyhow::Result<()>) -> Result<(), Failed> {
     result.map_err(|e| Failed::from(format!("{e:#}")))
 }
 
+/// Runs one check, printing how long it took: where the suite's time goes.
+fn timed(check: impl std::future::Future<Output = Result<(), Failed>>) -> Result<(), Failed> {
+    let started = std::time::Instant::now();
+    let result = RUNTIME.block_on(check);
+    eprintln!("  (took {:.1} s)", started.elapsed().as_secs_f64());
+    result
+}
+
 /// A check that needs no cluster.
 fn plain(name: &str, check: fn() -> Check) -> Trial {
-    Trial::test(name.replace(' ', ""), move || RUNTIME.block_on(async { outcome(check().await) }))
+    Trial::test(name.replace(' ', ""), move || timed(async { outcome(check().await) }))
 }
 
 /// A check on the shared cluster.
 fn on_cluster(name: &str, check: fn(&'static Cluster) -> Check) -> Trial {
     Trial::test(name.replace(' ', ""), move || {
-        RUNTIME.block_on(async {
+        timed(async {
             let cluster =
                 CLUSTER.get_or_init(|| async { Cluster::create().await.map_err(|e| format!("{e:#}")) }).await;
             match cluster {
@@ -121,6 +129,7 @@ fn main() {
         on_cluster!(logs::only_vigil_reads_the_logs_and_the_shippers_only_insert),
         on_cluster!(logs::a_malformed_logsql_query_gets_victorialogs_own_error),
         on_cluster!(logs::a_replaced_vlagent_sends_no_line_twice),
+        on_cluster!(logs::a_nodes_kubelet_and_containerd_journals_are_in_victorialogs),
         on_cluster!(browser::prometheus_and_victorialogs_uis_work_in_a_browser),
         on_cluster!(browser::dashboards_open_live_in_prometheus_ui),
         on_cluster!(browser::alertmanager_ui_works_in_a_browser),

@@ -132,7 +132,12 @@ pub(crate) fn prometheus_http(c: &Cluster) -> Result<reqwest::Client> {
 }
 
 /// An instant query; the result vector.
-async fn query(http: &reqwest::Client, base: &str, promql: &str, at: Option<f64>) -> Result<Vec<Value>> {
+pub(crate) async fn query(
+    http: &reqwest::Client,
+    base: &str,
+    promql: &str,
+    at: Option<f64>,
+) -> Result<Vec<Value>> {
     let mut params = vec![("query", promql.to_owned())];
     if let Some(at) = at {
         params.push(("time", format!("{at:.3}")));

@@ -24,6 +24,8 @@ use crate::{
 };
 
 pub const NAME: &str = "kubeadm join";
+/// The kubelet's `staticPodPath`, kubeadm's default.
+const STATIC_POD_DIR: &str = "/etc/kubernetes/manifests";
 pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
 const SIGNED_TIMEOUT: Duration = Duration::from_secs(60);
@@ -135,6 +137,12 @@ async fn join_one(ctx: &Context, worker: &NodeSpec, ca_hash: &str) -> Result<()>
         ctx.run_logged(node.as_ref(), "kubeadm reset", &["kubeadm", "reset", "--force"], hint.clone())
             .await?;
     }
+    // The kubelet's static pod directory, which kubeadm init makes on the
+    // control plane and join does not: without it a worker's kubelet logs
+    // "Unable to read config path" every second, forever.
+    node.run(&["mkdir", "-p", STATIC_POD_DIR], None)
+        .await
+        .map_err(|e| ctx.node_step(node.as_ref(), "creating the static pod directory", e))?;
     // The token reaches kubeadm in a file only root on the node can read,
     // never on its command line, and the file goes once the join is over.
     let config = kubeadm::join_config(
