@@ -1,18 +1,16 @@
 //! One batch: the entries read after a position, those of the units asked
-//! for in the body, up to the limits, and the position to resume after
-//! once the body is delivered.
-
-use crate::export;
+//! for in the body, up to the limits.
 
 /// How much one batch may hold, and how much of the journal it may read.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Entries in the body.
     pub entries: usize,
-    /// Bytes of body; the entry that crosses it is the last.
+    /// Bytes of body. An entry that would cross it waits for the next
+    /// batch (one entry alone is bounded by `export::MAX_ENTRY`).
     pub bytes: usize,
-    /// Entries read, kept or not: bounds the work of one turn in a journal
-    /// where the units asked for are rare (the node's kernel lines).
+    /// Entries read, shipped or not: bounds the work of one turn in a
+    /// journal where the units asked for are rare (the node's kernel lines).
     pub examined: usize,
 }
 
@@ -24,79 +22,115 @@ impl Limits {
 /// What one read of the journal gave.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// The export-format body of the entries kept.
+    /// The export-format body of the entries shipped.
     pub body: Vec<u8>,
     /// How many entries the body holds.
     pub entries: usize,
-    /// How many entries were read.
+    /// How many entries were read (shipped, of other units, or unreadable).
     pub examined: usize,
+    /// Entries the reader could not read, passed over.
+    pub unreadable: usize,
+    /// Values cut or left out to keep an entry within its bound.
+    pub cut: usize,
     /// Whether a limit ended the read (more may follow at once).
     pub full: bool,
 }
 
+/// What became of an entry offered to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Taken; `full` once a limit is reached.
+    Taken { full: bool },
+    /// Not taken: it would cross the byte limit. The read stops before it.
+    NoRoom,
+}
+
 impl Batch {
-    /// Takes the next entry read: into the body when `kept` (its time and
-    /// fields). Returns true once a limit is reached.
-    pub fn push<'a>(
-        &mut self,
-        kept: Option<(u64, impl IntoIterator<Item = (&'a str, &'a [u8])>)>,
-        limits: &Limits,
-    ) -> bool {
-        self.examined += 1;
-        if let Some((realtime_usec, fields)) = kept {
-            export::append_entry(&mut self.body, realtime_usec, fields);
+    fn reached(&self, limits: &Limits) -> bool {
+        self.entries >= limits.entries || self.body.len() >= limits.bytes || self.examined >= limits.examined
+    }
+
+    /// The next entry read: `shipped` is its export-format bytes and the
+    /// values cut from it, None for an entry of another unit.
+    pub fn push(&mut self, shipped: Option<(Vec<u8>, usize)>, limits: &Limits) -> Push {
+        if let Some((bytes, cut)) = shipped {
+            if self.entries > 0 && self.body.len() + bytes.len() > limits.bytes {
+                self.full = true;
+                return Push::NoRoom;
+            }
+            self.body.extend_from_slice(&bytes);
             self.entries += 1;
+            self.cut += cut;
         }
-        self.full = self.entries >= limits.entries
-            || self.body.len() >= limits.bytes
-            || self.examined >= limits.examined;
+        self.examined += 1;
+        self.full = self.reached(limits);
+        Push::Taken { full: self.full }
+    }
+
+    /// An entry the reader could not read: passed over, counted.
+    pub fn pass_over(&mut self, limits: &Limits) -> bool {
+        self.examined += 1;
+        self.unreadable += 1;
+        self.full = self.reached(limits);
         self.full
     }
 }
 
-/// Whether an entry's `_SYSTEMD_UNIT` is one of `units`.
-pub fn of_units(unit: Option<&[u8]>, units: &[String]) -> bool {
-    unit.is_some_and(|unit| units.iter().any(|wanted| wanted.as_bytes() == unit))
+/// Whether an entry is about one of `units`: written by it (`_SYSTEMD_UNIT`,
+/// set by journald), or by systemd about it (`UNIT`: started, stopped, its
+/// main process exited), as `journalctl -u` shows both.
+pub fn of_units(written_by: Option<&[u8]>, about: Option<&[u8]>, units: &[String]) -> bool {
+    let named =
+        |unit: Option<&[u8]>| unit.is_some_and(|unit| units.iter().any(|wanted| wanted.as_bytes() == unit));
+    named(written_by) || named(about)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// An entry read: its time and fields, when kept.
-    type Read<'a> = Option<(u64, Vec<(&'a str, &'a [u8])>)>;
-
-    fn entry(message: &str) -> Read<'_> {
-        Some((1, vec![("MESSAGE", message.as_bytes())]))
+    fn entry(text: &str) -> Option<(Vec<u8>, usize)> {
+        Some((text.as_bytes().to_vec(), 0))
     }
 
     #[test]
     fn a_batch_ends_at_the_first_limit_reached() {
         let limits = Limits { entries: 2, bytes: 1 << 20, examined: 100 };
         let mut batch = Batch::default();
-        assert!(!batch.push(entry("a"), &limits));
-        assert!(!batch.push(Read::None, &limits));
-        assert!(batch.push(entry("b"), &limits));
-        assert_eq!((batch.entries, batch.examined, batch.full), (2, 3, true));
+        assert_eq!(batch.push(entry("a"), &limits), Push::Taken { full: false });
+        assert_eq!(batch.push(None, &limits), Push::Taken { full: false });
+        assert_eq!(batch.push(entry("b"), &limits), Push::Taken { full: true });
+        assert_eq!((batch.entries, batch.examined, batch.body.as_slice()), (2, 3, b"ab".as_slice()));
 
         let limits = Limits { entries: 100, bytes: 1 << 20, examined: 2 };
         let mut batch = Batch::default();
-        assert!(!batch.push(Read::None, &limits));
-        assert!(batch.push(Read::None, &limits));
+        assert!(!batch.pass_over(&limits));
+        assert_eq!(batch.push(None, &limits), Push::Taken { full: true });
         assert!(batch.body.is_empty());
-
-        let limits = Limits { entries: 100, bytes: 40, examined: 100 };
-        let mut batch = Batch::default();
-        assert!(!batch.push(entry("short"), &limits));
-        assert!(batch.push(entry("a line long enough to cross the limit"), &limits));
-        assert_eq!(batch.entries, 2, "the entry that crosses the limit is kept whole");
+        assert_eq!(batch.unreadable, 1);
     }
 
     #[test]
-    fn only_the_units_asked_for_are_kept() {
+    fn an_entry_that_would_cross_the_byte_limit_waits_unless_it_is_alone() {
+        let limits = Limits { entries: 100, bytes: 10, examined: 100 };
+        let mut batch = Batch::default();
+        assert_eq!(batch.push(entry("123456"), &limits), Push::Taken { full: false });
+        assert_eq!(batch.push(entry("123456"), &limits), Push::NoRoom);
+        assert_eq!((batch.entries, batch.examined, batch.full), (1, 1, true));
+        // Alone, it goes: a batch never stalls on one entry.
+        let mut batch = Batch::default();
+        assert_eq!(batch.push(entry("a line longer than ten bytes"), &limits), Push::Taken { full: true });
+    }
+
+    #[test]
+    fn entries_by_or_about_the_units_asked_for_are_shipped() {
         let units = ["kubelet.service".to_owned(), "containerd.service".to_owned()];
-        assert!(of_units(Some(b"kubelet.service"), &units));
-        assert!(!of_units(Some(b"kubelet.service.d"), &units));
-        assert!(!of_units(None, &units), "the kernel's lines name no unit");
+        assert!(of_units(Some(b"kubelet.service"), None, &units));
+        assert!(
+            of_units(Some(b"init.scope"), Some(b"containerd.service"), &units),
+            "systemd about containerd"
+        );
+        assert!(!of_units(Some(b"kubelet.service.d"), None, &units));
+        assert!(!of_units(None, None, &units), "the kernel's lines name no unit");
     }
 }

@@ -31,6 +31,7 @@ struct Args {
     /// The store's journald endpoint (`.../insert/journald/upload`).
     #[arg(long, env = "LOGS_URL")]
     url: reqwest::Url,
+    /// The user the store's proxy knows the shippers by.
     #[arg(long, env = "LOGS_USER", default_value = "logs")]
     user: String,
     /// The file holding the user's password (a Secret's key).
@@ -57,13 +58,10 @@ struct Args {
     /// `/live`, `/ready`, `/metrics`.
     #[arg(long, env = "ADMIN_LISTEN", default_value = "0.0.0.0:9430")]
     admin_listen: SocketAddr,
+    /// The log filter (`info`, `journal_shipper=debug`, ...).
     #[arg(long, env = "JOURNAL_SHIPPER_LOG", default_value = "info")]
     log: String,
 }
-
-/// The longest a turn of the loop may take: a delivery's timeout and the
-/// longest wait between tries, with room to spare.
-const STALE_AFTER: Duration = Duration::from_secs(180);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -75,7 +73,12 @@ async fn main() {
     if !matches!(args.url.scheme(), "http" | "https") {
         usage_error(format!("--url {} is not an http(s) URL", args.url));
     }
-    if let Err(e) = std::fs::metadata(&args.password_file) {
+    if !args.url.username().is_empty() || args.url.password().is_some() {
+        usage_error(
+            "--url carries credentials: give the user with --user and the password in --password-file",
+        );
+    }
+    if let Err(e) = std::fs::File::open(&args.password_file) {
         usage_error(format!(
             "cannot read the password file {}: {e} (mount the log shippers' Secret there)",
             args.password_file.display()
@@ -87,7 +90,7 @@ async fn main() {
     let store =
         Store::new(args.url, args.user, args.password_file, args.timeout).unwrap_or_else(|e| usage_error(e));
     let metrics = Arc::new(Metrics::default());
-    let heartbeat = Heartbeat::new(STALE_AFTER);
+    let heartbeat = Heartbeat::new(journal_shipper::ship::stale_after(args.timeout, args.interval));
     let shipper = Shipper {
         source: Source { dirs: args.journal_dirs, units: args.units },
         limits: Limits { entries: args.max_entries, bytes: args.max_bytes, ..Limits::DEFAULT },
@@ -106,8 +109,18 @@ async fn main() {
         metrics,
         heartbeat,
     );
-    let admin = vigil_telemetry::admin::serve(admin, router, vigil_telemetry::shutdown_signal());
-    let ship = async { shipper.run(vigil_telemetry::shutdown_signal()).await.map_err(|e| e.to_string()) };
+    // One listener for the signal, from the start: a second one made later
+    // would miss a SIGTERM that came before it.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        vigil_telemetry::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let mut admin_stopped = stopped.clone();
+    let admin = vigil_telemetry::admin::serve(admin, router, async move {
+        let _ = admin_stopped.wait_for(|stop| *stop).await;
+    });
+    let ship = async { shipper.run(stopped).await.map_err(|e| e.to_string()) };
     let admin = async { admin.await.map_err(|e| e.to_string()) };
     if let Err(e) = tokio::try_join!(ship, admin) {
         tracing::error!(error = %e, "stopped");

@@ -9,19 +9,26 @@ use prometheus_client::{
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
-    /// `delivered`, or why not: `refused` (the store answered an error),
-    /// `unreachable` (no answer).
+    /// `delivered`, or why not: `refused` (an answer to try again),
+    /// `rejected` (an answer no retry changes: the batch is dropped),
+    /// `unreachable` (no answer), `password` (its file unreadable).
     pub outcome: &'static str,
 }
 
 pub struct Metrics {
     registry: Registry,
     /// Entries the store took.
-    pub entries: Counter,
+    pub entries_delivered: Counter,
+    /// Entries of batches the store rejected for good.
+    pub entries_dropped: Counter,
     /// Deliveries tried, by outcome.
     pub deliveries: Family<Outcome, Counter>,
     /// Reads of the journal that failed.
     pub read_errors: Counter,
+    /// Entries the reader could not read and passed over.
+    pub unreadable_entries: Counter,
+    /// Values cut or left out to keep an entry within its bound.
+    pub values_cut: Counter,
     /// When the store last took a batch (seconds since the epoch).
     pub last_delivery: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -35,18 +42,47 @@ impl AsRef<Registry> for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("journal_shipper");
-        let entries = Counter::default();
-        let deliveries = Family::<Outcome, Counter>::default();
-        let read_errors = Counter::default();
-        let last_delivery = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register("entries", "Journal entries the log store took", entries.clone());
-        registry.register("deliveries", "Batches sent to the log store, by outcome", deliveries.clone());
-        registry.register("read_errors", "Reads of the journal that failed", read_errors.clone());
+        let metrics = Metrics {
+            registry: Registry::default(),
+            entries_delivered: Counter::default(),
+            entries_dropped: Counter::default(),
+            deliveries: Family::default(),
+            read_errors: Counter::default(),
+            unreadable_entries: Counter::default(),
+            values_cut: Counter::default(),
+            last_delivery: Gauge::default(),
+        };
+        registry.register(
+            "entries_delivered",
+            "Journal entries the log store took",
+            metrics.entries_delivered.clone(),
+        );
+        registry.register(
+            "entries_dropped",
+            "Journal entries of batches the log store rejected for good",
+            metrics.entries_dropped.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Batches sent to the log store, by outcome",
+            metrics.deliveries.clone(),
+        );
+        registry.register("read_errors", "Reads of the journal that failed", metrics.read_errors.clone());
+        registry.register(
+            "unreadable_entries",
+            "Journal entries the reader could not read and passed over (counted on each read that meets them)",
+            metrics.unreadable_entries.clone(),
+        );
+        registry.register(
+            "values_cut",
+            "Values cut or left out to bound an entry",
+            metrics.values_cut.clone(),
+        );
         registry.register(
             "last_delivery_timestamp_seconds",
             "When the log store last took a batch",
-            last_delivery.clone(),
+            metrics.last_delivery.clone(),
         );
-        Metrics { registry, entries, deliveries, read_errors, last_delivery }
+        Metrics { registry, ..metrics }
     }
 }

@@ -67,6 +67,7 @@ async fn a_refusal_names_the_status_and_what_to_do_and_never_the_password() {
     let err = shipper.deliver(b"MESSAGE=x\n\n".to_vec()).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, DeliveryError::Refused { .. }), "{text}");
+    assert!(!err.is_permanent(), "a wrong password is tried again: the Secret may be fixed");
     assert!(text.contains("401") && text.contains("vigil-logs-credentials"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
 
@@ -95,4 +96,19 @@ async fn a_store_that_does_not_answer_is_unreachable_within_the_timeout() {
     let err = shipper.deliver(b"MESSAGE=x\n\n".to_vec()).await.unwrap_err();
     assert!(matches!(err, DeliveryError::Unreachable { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_malformed_or_oversized_batch_is_rejected_for_good() {
+    for status in [StatusCode::BAD_REQUEST, StatusCode::PAYLOAD_TOO_LARGE] {
+        let seen = Seen::default();
+        seen.answers.lock().unwrap().push(status);
+        let url = store(seen.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "x").unwrap();
+        let shipper = Store::new(url, "logs".into(), password, Duration::from_secs(5)).unwrap();
+        let err = shipper.deliver(b"MESSAGE=x\n\n".to_vec()).await.unwrap_err();
+        assert!(err.is_permanent(), "{status}: {err}");
+    }
 }

@@ -204,6 +204,8 @@ mod tests {
         assert_eq!(route.upstream.to_string(), "127.0.0.1:9428");
         let logs = route.grants.iter().find(|g| g.user == credentials::LOGS_USER).unwrap();
         assert!(logs.allows("POST", "/insert/native"));
+        assert!(logs.allows("POST", "/insert/journald/upload"));
+        assert!(!logs.allows("GET", "/insert/journald/upload"));
         assert!(!logs.allows("GET", "/select/logsql/query"));
         assert!(!logs.allows("POST", "/insert/jsonline"));
         let deployment =
