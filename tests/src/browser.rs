@@ -58,12 +58,6 @@ impl Drop for Browser {
     }
 }
 
-/// What Chromium made of a page: its DOM once settled, and its screenshot.
-pub struct Page {
-    pub dom: String,
-    pub screenshot: PathBuf,
-}
-
 async fn forward(State(f): State<Forward>, request: Request) -> Response {
     let uri = request.uri().clone();
     let host = uri.host().and_then(|h| h.parse::<IpAddr>().ok());
@@ -175,7 +169,7 @@ impl Browser {
     /// kept beside it show the same moment of the page. A UI on a busy
     /// machine may draw after the settle budget, so a page is opened up to
     /// [`ATTEMPTS`] times, as a user would reload it.
-    pub async fn open<F>(&self, url: &str, name: &str, size: (u32, u32), check: F) -> Result<Page>
+    pub async fn open<F>(&self, url: &str, name: &str, size: (u32, u32), check: F) -> Result<()>
     where
         F: Fn(&str) -> Result<()>,
     {
@@ -191,7 +185,7 @@ impl Browser {
             std::fs::write(&dom_file, &dom).with_context(|| dom_file.display().to_string())?;
             ensure!(screenshot.exists(), "Chromium wrote no screenshot of {url}");
             match check(&dom) {
-                Ok(()) => return Ok(Page { dom, screenshot }),
+                Ok(()) => return Ok(()),
                 Err(e) if attempt == ATTEMPTS => bail!(
                     "{e:#} ({url}, opened {ATTEMPTS} times; what it showed: {} and {})",
                     screenshot.display(),

@@ -142,19 +142,31 @@ fn addon_objects(input: &Input) -> Result<Vec<Object>, upstream::Error> {
     Ok(objects(input.spec, &input.image(JOURNAL_SHIPPER)))
 }
 
-fn host_path(name: &str, path: &str) -> (Volume, VolumeMount) {
-    let volume = Volume {
+fn host_path_volume(name: &str, path: &str, type_: &str) -> Volume {
+    Volume {
         name: name.into(),
-        host_path: Some(HostPathVolumeSource { path: path.into(), type_: Some("Directory".into()) }),
+        host_path: Some(HostPathVolumeSource { path: path.into(), type_: Some(type_.into()) }),
         ..Default::default()
-    };
-    let mount = VolumeMount {
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
         name: name.into(),
         mount_path: path.into(),
-        read_only: Some(true),
+        read_only: Some(read_only),
         ..Default::default()
-    };
-    (volume, mount)
+    }
+}
+
+/// A node's directory, read-only at the same path in the container.
+fn host_path(name: &str, path: &str) -> (Volume, VolumeMount) {
+    (host_path_volume(name, path, "Directory"), mount(name, path, true))
+}
+
+/// The node's journal directories, each read-only.
+fn journal_dirs() -> impl Iterator<Item = (Volume, VolumeMount)> {
+    JOURNAL_DIRS.iter().enumerate().map(|(i, dir)| host_path(&format!("journal-{i}"), dir))
 }
 
 /// vlagent's flags.
@@ -181,27 +193,9 @@ pub fn args() -> Vec<String> {
 fn journal_shipper(image: &str, state_volume: &str, credentials_volume: &str) -> Container {
     let env =
         |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..Default::default() };
-    let mut mounts: Vec<VolumeMount> = JOURNAL_DIRS
-        .iter()
-        .enumerate()
-        .map(|(i, dir)| VolumeMount {
-            name: format!("journal-{i}"),
-            mount_path: (*dir).into(),
-            read_only: Some(true),
-            ..Default::default()
-        })
-        .collect();
-    mounts.push(VolumeMount {
-        name: state_volume.into(),
-        mount_path: JOURNAL_STATE_DIR.into(),
-        ..Default::default()
-    });
-    mounts.push(VolumeMount {
-        name: credentials_volume.into(),
-        mount_path: CREDENTIALS_DIR.into(),
-        read_only: Some(true),
-        ..Default::default()
-    });
+    let mut mounts: Vec<VolumeMount> = journal_dirs().map(|(_, mount)| mount).collect();
+    mounts.push(mount(state_volume, JOURNAL_STATE_DIR, false));
+    mounts.push(mount(credentials_volume, CREDENTIALS_DIR, true));
     let probe = |path: &str| Probe { period_seconds: Some(10), ..http_get_probe(JOURNAL_SHIPPER_PORT, path) };
     Container {
         name: JOURNAL_SHIPPER.into(),
@@ -258,14 +252,7 @@ pub fn objects(spec: &ClusterSpec, journal_shipper_image: &str) -> Vec<Object> {
     );
     let (pods_volume, pods_mount) = host_path("pod-logs", POD_LOGS);
     let (containers_volume, containers_mount) = host_path("container-logs", CONTAINER_LOGS);
-    let state = Volume {
-        name: "state".into(),
-        host_path: Some(HostPathVolumeSource {
-            path: NODE_STATE_DIR.into(),
-            type_: Some("DirectoryOrCreate".into()),
-        }),
-        ..Default::default()
-    };
+    let state = host_path_volume("state", NODE_STATE_DIR, "DirectoryOrCreate");
     let secret = Volume {
         name: "credentials".into(),
         secret: Some(SecretVolumeSource {
@@ -278,12 +265,6 @@ pub fn objects(spec: &ClusterSpec, journal_shipper_image: &str) -> Vec<Object> {
             default_mode: Some(0o400),
             optional: Some(false),
         }),
-        ..Default::default()
-    };
-    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(read_only),
         ..Default::default()
     };
     let probe = Probe { period_seconds: Some(10), ..http_get_probe(PORT, "/health") };
@@ -309,22 +290,10 @@ pub fn objects(spec: &ClusterSpec, journal_shipper_image: &str) -> Vec<Object> {
         security_context: Some(root_without_capabilities()),
         ..Default::default()
     };
-    let journal_volumes = JOURNAL_DIRS.iter().enumerate().map(|(i, dir)| Volume {
-        name: format!("journal-{i}"),
-        host_path: Some(HostPathVolumeSource { path: (*dir).into(), type_: Some("Directory".into()) }),
-        ..Default::default()
-    });
-    let journal_state = Volume {
-        name: "journal-state".into(),
-        host_path: Some(HostPathVolumeSource {
-            path: NODE_JOURNAL_STATE_DIR.into(),
-            type_: Some("DirectoryOrCreate".into()),
-        }),
-        ..Default::default()
-    };
+    let journal_state = host_path_volume("journal-state", NODE_JOURNAL_STATE_DIR, "DirectoryOrCreate");
     let shipper = journal_shipper(journal_shipper_image, "journal-state", "credentials");
     let mut volumes = vec![pods_volume, containers_volume, state, secret, journal_state];
-    volumes.extend(journal_volumes);
+    volumes.extend(journal_dirs().map(|(volume, _)| volume));
     let daemon_set = monitoring_daemon_set(
         NAME,
         meta(NAME, true),

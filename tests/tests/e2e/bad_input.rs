@@ -23,10 +23,12 @@ async fn foreign_network(docker: &bollard::Docker, name: &str, subnet: &str) -> 
 
 pub async fn a_clashing_subnet_is_refused_before_anything_is_built() -> Result<()> {
     let docker = vigil::docker::connect().await?;
-    foreign_network(&docker, "vigil-e2e-someone-else", "172.29.251.0/24").await?;
+    // A subnet no other check's cluster uses: a cluster left by an interrupted
+    // run must not make this check's own setup clash.
+    foreign_network(&docker, "vigil-e2e-someone-else", "172.29.254.0/24").await?;
     let spec = ClusterSpec {
         name: "vigil-e2e-clash".into(),
-        node_subnet: "172.29.251.0/24".parse()?,
+        node_subnet: "172.29.254.0/24".parse()?,
         ..ClusterSpec::default()
     };
     let started = std::time::Instant::now();
@@ -35,7 +37,7 @@ pub async fn a_clashing_subnet_is_refused_before_anything_is_built() -> Result<(
 
     let message = format!("{:#}", outcome.expect_err("up must refuse an overlapping subnet"));
     ensure!(
-        message.contains("node network 172.29.251.0/24 overlaps Docker network vigil-e2e-someone-else"),
+        message.contains("node network 172.29.254.0/24 overlaps Docker network vigil-e2e-someone-else"),
         "{message}"
     );
     ensure!(message.contains("--subnet"), "the error must name the fix: {message}");

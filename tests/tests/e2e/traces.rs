@@ -77,9 +77,21 @@ pub async fn every_component_exports_its_spans(c: &Cluster) -> Result<()> {
     anyhow::ensure!(!wanted.is_empty(), "no container of the add-on table exports spans");
     let http = c.http()?;
     let mut services: Vec<String> = vec![];
+    let mut last_error = None;
     // probe-server and node-exporter trace a share of their requests: minutes at most.
     for _ in 0..60 {
-        let body: serde_json::Value = http.get(&url).send().await?.error_for_status()?.json().await?;
+        // The checks before this one take nodes down: until Jaeger's pod is
+        // Ready again MetalLB announces no address for it (no route to host).
+        let answer: reqwest::Result<serde_json::Value> =
+            async { http.get(&url).send().await?.error_for_status()?.json().await }.await;
+        let body = match answer {
+            Ok(body) => body,
+            Err(e) => {
+                last_error = Some(e);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
         services = body["data"]
             .as_array()
             .into_iter()
@@ -91,7 +103,9 @@ pub async fn every_component_exports_its_spans(c: &Cluster) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    anyhow::bail!("Jaeger's services are {services:?}; wanted all of {wanted:?}")
+    let last_error =
+        last_error.map(|e| format!("; the last failed request to {url}: {e:#}")).unwrap_or_default();
+    anyhow::bail!("Jaeger's services are {services:?}; wanted all of {wanted:?}{last_error}")
 }
 
 pub async fn export_logs_holds_every_kubelet_journal_and_web_log(c: &Cluster) -> Result<()> {
