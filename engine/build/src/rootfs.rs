@@ -122,7 +122,10 @@ impl Rootfs {
         let k = KeyBuilder::new("rootfs").part(self.name).part(self.suite);
         let k = self.packages.iter().fold(k, |k, p| k.part(p));
         let k = self.masked_units.iter().fold(k.part("masked"), |k, u| k.part(u));
-        k.part("upgraded from: release, -updates, -security").finish()
+        // What `trim` does, so that a change to it rebuilds the images.
+        k.part("upgraded from: release, -updates, -security")
+            .part("trimmed: docs, man, locales, info, apt caches; machine-id empty, dbus's a link to it")
+            .finish()
     }
 
     /// The content key: the recipe and the versions actually installed.
@@ -304,6 +307,14 @@ impl Rootfs {
         }
         let machine_id = dir.join("etc/machine-id");
         tokio::fs::write(&machine_id, "").await.map_err(|e| Error::io(&machine_id, e))?;
+        // dbus's install wrote an id here, and systemd-machine-id-setup takes
+        // it over a fresh one unless it is a symlink: every container had
+        // the build's id. Debian links it to /etc/machine-id.
+        let dbus_id = dir.join("var/lib/dbus/machine-id");
+        if tokio::fs::symlink_metadata(&dbus_id).await.is_ok() {
+            tokio::fs::remove_file(&dbus_id).await.map_err(|e| Error::io(&dbus_id, e))?;
+            tokio::fs::symlink("/etc/machine-id", &dbus_id).await.map_err(|e| Error::io(&dbus_id, e))?;
+        }
         for unit in self.masked_units {
             let link = dir.join("etc/systemd/system").join(unit);
             let _ = tokio::fs::remove_file(&link).await;
@@ -340,6 +351,22 @@ mod tests {
                         deb [arch=amd64] http://mirror.example/debian bookworm main\n";
         assert_eq!(parse_mirror(one_line).as_deref(), Some("http://mirror.example/debian"));
         assert_eq!(parse_mirror("# nothing\n"), None);
+    }
+
+    #[tokio::test]
+    async fn trimmed_trees_carry_no_machine_id_and_dbus_links_to_the_one_systemd_writes() {
+        let tree = tempfile::tempdir().unwrap();
+        let dir = tree.path();
+        for sub in ["etc/systemd/system", "var/lib/dbus", "usr/share/doc/bash"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(dir.join("etc/machine-id"), "75376c69b49d416fa50dc2b9c18fbe13\n").unwrap();
+        std::fs::write(dir.join("var/lib/dbus/machine-id"), "75376c69b49d416fa50dc2b9c18fbe13\n").unwrap();
+        node("vigil.local").trim(dir).await.unwrap();
+        assert_eq!(std::fs::read(dir.join("etc/machine-id")).unwrap(), b"");
+        let link = std::fs::read_link(dir.join("var/lib/dbus/machine-id")).unwrap();
+        assert_eq!(link, Path::new("/etc/machine-id"));
+        assert_eq!(std::fs::read_dir(dir.join("usr/share/doc")).unwrap().count(), 0);
     }
 
     #[test]

@@ -145,6 +145,14 @@ pub async fn nodes_are_ready(c: &Cluster) -> Result<()> {
         })
         .count();
     ensure!(control_planes == 1, "expected 1 control-plane node, found {control_planes}");
+    // The kubelet reports it and journald names its files by it.
+    let machine_ids: std::collections::BTreeMap<&str, &str> = nodes
+        .iter()
+        .filter_map(|n| {
+            Some((n.status.as_ref()?.node_info.as_ref()?.machine_id.as_str(), n.metadata.name.as_deref()?))
+        })
+        .collect();
+    ensure!(machine_ids.len() == nodes.len(), "nodes share a machine-id: {machine_ids:?}");
     Ok(())
 }
 

@@ -61,16 +61,38 @@ fn plain(name: &str, check: fn() -> Check) -> Trial {
 
 /// A check on the shared cluster.
 fn on_cluster(name: &str, check: fn(&'static Cluster) -> Check) -> Trial {
-    Trial::test(name.replace(' ', ""), move || {
+    let name = name.replace(' ', "");
+    Trial::test(name.clone(), move || {
         timed(async {
             let cluster =
                 CLUSTER.get_or_init(|| async { Cluster::create().await.map_err(|e| format!("{e:#}")) }).await;
             match cluster {
-                Ok(cluster) => outcome(check(cluster).await),
+                Ok(cluster) => match check(cluster).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(Failed::from(format!("{e:#}{}", evidence(cluster, &name).await))),
+                },
                 Err(e) => Err(Failed::from(format!("the shared cluster could not be created: {e}"))),
             }
         })
     })
+}
+
+/// What the cluster's nodes and pods logged up to a check's failure,
+/// exported where it outlives the run (the cluster does not: the last
+/// check removes it), named in the failure's message.
+async fn evidence(cluster: &Cluster, check: &str) -> String {
+    let dir = vigil_e2e::cache_dir().join("e2e-failures").join(check.replace("::", "-"));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return format!("\n(no logs kept: creating {}: {e})", dir.display());
+    }
+    let progress = vigil::progress::Progress::default();
+    match vigil::app::export_logs(cluster.provider.as_ref(), &cluster.spec, &dir, &progress).await {
+        Ok(export) => {
+            format!("\nthe cluster's logs at the failure: {}", export.folder.join("index.md").display())
+        }
+        Err(e) => format!("\n(no logs kept: {e:#})"),
+    }
 }
 
 macro_rules! plain {
