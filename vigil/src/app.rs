@@ -99,7 +99,7 @@ async fn cluster_client(machines: &Machines, name: &str) -> Result<kube::Client>
 }
 
 /// The node image and, for the whole suite, the deployables' images, built
-/// side by side: the upstream Go builds and the workspace's LTO links each
+/// side by side: the upstream Go builds and the workspace's links each
 /// leave a core idle at times.
 async fn build_images(
     docker: &build::Docker,

@@ -26,7 +26,7 @@ pub fn workspace_dir() -> PathBuf {
 }
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
-/// The workspace's `deploy` profile: LTO, one codegen unit, stripped, abort on panic.
+/// The workspace's `deploy` profile: optimised for size, stripped, abort on panic.
 const PROFILE: &str = "deploy";
 /// An unprivileged user with no home and no shell: nothing to log in as.
 const USER: &str = "65532:65532";
